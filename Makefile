@@ -1,0 +1,29 @@
+# The two commands of the README. Everything else is a detail of these two.
+#   make demo  — install spargo into .venv and run the main job (in-process simulator)
+#   make test  — install the dev extra and Mosquitto, then format, lint, types, imports, tests
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The CPU wheel of torch lies on the project's machines; pin it so pip never pulls a CUDA build.
+PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
+
+.PHONY: demo test
+
+demo:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(PIP_INSTALL) torch==2.13.0
+	@$(PIP_INSTALL) -e .
+	$(BIN)/spargo sim
+
+test:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(PIP_INSTALL) torch==2.13.0
+	@$(PIP_INSTALL) -e '.[dev]'
+	@scripts/ensure-mosquitto
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	@test -d tests || { echo "tests/ is missing: refusing to pass without tests" >&2; exit 1; }
+	$(BIN)/pytest -q -p no:cacheprovider

@@ -1,0 +1,1 @@
+"""spargo: protocol package."""

@@ -1,0 +1,1 @@
+"""spargo: sparse package."""
