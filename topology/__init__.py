@@ -1,1 +1,100 @@
-"""spargo: topology package."""
+"""spargo topology: graphs, mixing weights, spectral gap, peer samplers, graph files, drawing.
+
+Imports networkx and numpy only (scipy and matplotlib lazily); no other spargo package.
+"""
+
+from topology.errors import TopologyError
+from topology.factory import (
+    NAMES,
+    assign_peers,
+    graph_size_from_spec,
+    is_graph_file,
+    make_graph,
+    neighbours,
+)
+from topology.files import EDGE_ATTRIBUTES, edge_attributes, read_graph, write_graph
+from topology.generators import (
+    barabasi_albert,
+    complete,
+    erdos_renyi,
+    exponential,
+    exponential_hops,
+    grid,
+    grid_2d,
+    hypercube,
+    line,
+    near_square,
+    random_regular,
+    ring,
+    small_world,
+    star,
+    torus,
+)
+from topology.mixing import (
+    lazy,
+    metropolis_hastings,
+    mh_weights_for,
+    rounds_to_consensus,
+    second_eigenvalue_modulus,
+    sparse_matrix,
+    spectral_gap,
+    uniform_weights,
+)
+from topology.samplers import (
+    AllNeighbours,
+    MembershipSampler,
+    OnePeerExponential,
+    PeerSampler,
+    RandomK,
+    SampledRounds,
+    make_sampler,
+    round_hash,
+)
+from topology.summary import describe, draw
+
+__all__ = [
+    "EDGE_ATTRIBUTES",
+    "NAMES",
+    "AllNeighbours",
+    "MembershipSampler",
+    "OnePeerExponential",
+    "PeerSampler",
+    "RandomK",
+    "SampledRounds",
+    "TopologyError",
+    "assign_peers",
+    "barabasi_albert",
+    "complete",
+    "describe",
+    "draw",
+    "edge_attributes",
+    "erdos_renyi",
+    "exponential",
+    "exponential_hops",
+    "graph_size_from_spec",
+    "grid",
+    "grid_2d",
+    "hypercube",
+    "is_graph_file",
+    "lazy",
+    "line",
+    "make_graph",
+    "make_sampler",
+    "metropolis_hastings",
+    "mh_weights_for",
+    "near_square",
+    "neighbours",
+    "random_regular",
+    "read_graph",
+    "ring",
+    "round_hash",
+    "rounds_to_consensus",
+    "second_eigenvalue_modulus",
+    "small_world",
+    "sparse_matrix",
+    "spectral_gap",
+    "star",
+    "torus",
+    "uniform_weights",
+    "write_graph",
+]

@@ -1,0 +1,88 @@
+"""``spargo topology NAME --nodes N``: summarise a topology, optionally draw it.
+
+The lead's ``spargo`` entry point registers :func:`add_parser` and dispatches to :func:`run`;
+``python -m topology.cli`` runs the same command on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from topology.errors import TopologyError
+from topology.factory import make_graph
+from topology.summary import describe, draw
+
+PROG = "spargo topology"
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "name",
+        help="ring, line, star, complete, grid[:RxC], torus[:RxC], hypercube, regular:D, "
+        "er:P, smallworld[:K:P], ba:M, exponential, or a graph file "
+        "(.edgelist/.txt/.graphml/.json)",
+    )
+    parser.add_argument(
+        "--nodes", "-n", type=int, default=None, help="number of peers (not for files)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for random graphs (default 0)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--png", metavar="FILE", default=None, help="draw the graph to FILE")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``topology`` subcommand on an ``argparse`` subparsers object."""
+    parser = subparsers.add_parser(
+        "topology",
+        help="summarise a topology: degrees, diameter, spectral gap, rounds to consensus",
+        description="Summarise a gossip topology and optionally draw it.",
+    )
+    _add_arguments(parser)
+
+
+def _format(name: str, summary: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"topology            {name}",
+            f"nodes               {summary['nodes']}",
+            f"edges               {summary['edges']}",
+            f"degree min/mean/max {summary['degree_min']} / {summary['degree_mean']:.3g} / "
+            f"{summary['degree_max']}",
+            f"diameter            {summary['diameter']}",
+            f"spectral gap (MH)   {summary['spectral_gap']:.6g}",
+            f"rounds to 1e-3      {summary['rounds_to_consensus']}",
+        ]
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the summary of ``args.name``; on bad input one error line on stderr, exit 2."""
+    try:
+        g = make_graph(args.name, args.nodes, args.seed)
+        summary = describe(g)
+        if args.png:
+            draw(g, args.png, title=f"{args.name} (n={g.number_of_nodes()})")
+    except (TopologyError, OSError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"topology": args.name, **summary}, sort_keys=True))
+    else:
+        print(_format(args.name, summary))
+        if args.png:
+            print(f"drawing             {args.png}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point: ``python -m topology.cli NAME --nodes N ...``."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Summarise a gossip topology.")
+    _add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
