@@ -1,1 +1,80 @@
-"""spargo: sparse package."""
+"""spargo's sparse package: SpaFL thresholds, magnitude pruning, density, compressors.
+
+Imports torch and numpy only, never another spargo package. See ALGORITHMS.md §1, §2, §5, §7.
+"""
+
+from sparse.compress import (
+    Compressed,
+    CompressorSpec,
+    cast,
+    compress,
+    decompress,
+    dequantize_int8,
+    error_feedback_step,
+    quantize_int8,
+    randk,
+    randk_indices,
+    topk,
+)
+from sparse.density import DensityReport, density, mask_nbytes
+from sparse.errors import SparseError, SparseTypeError, SparseValueError
+from sparse.magnitude import (
+    MaskedTraining,
+    cubic_schedule,
+    magnitude_masks,
+    merge_masks,
+    multiplicative_schedule,
+    nonzero_average,
+    prunable_parameters,
+)
+from sparse.thresholds import (
+    ThresholdConfig,
+    UnitThreshold,
+    apply_global_importance,
+    attach_thresholds,
+    make_permanent,
+    masked_modules,
+    set_threshold_vector,
+    threshold_parameters,
+    threshold_regularizer,
+    threshold_vector,
+    unit_masks,
+)
+
+__all__ = [
+    "Compressed",
+    "CompressorSpec",
+    "DensityReport",
+    "MaskedTraining",
+    "SparseError",
+    "SparseTypeError",
+    "SparseValueError",
+    "ThresholdConfig",
+    "UnitThreshold",
+    "apply_global_importance",
+    "attach_thresholds",
+    "cast",
+    "compress",
+    "cubic_schedule",
+    "decompress",
+    "density",
+    "dequantize_int8",
+    "error_feedback_step",
+    "magnitude_masks",
+    "make_permanent",
+    "mask_nbytes",
+    "masked_modules",
+    "merge_masks",
+    "multiplicative_schedule",
+    "nonzero_average",
+    "prunable_parameters",
+    "quantize_int8",
+    "randk",
+    "randk_indices",
+    "set_threshold_vector",
+    "threshold_parameters",
+    "threshold_regularizer",
+    "threshold_vector",
+    "topk",
+    "unit_masks",
+]
