@@ -1,0 +1,140 @@
+"""``NodeConfig``: one frozen description of a peer, from a TOML file and/or flags.
+
+Every field is checked on construction; a bad value raises ``ConfigError`` with one line that
+says what is wrong and how to fix it (the CLI prints exactly that line).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from node.errors import ConfigError
+
+METHODS = ("dense", "vc", "spafl", "fedsparsify", "choco")
+MODES = ("rounds", "async")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything one peer needs to know (transport settings live with the transport)."""
+
+    peer_id: str = "peer-0"
+    swarm: str = "spargo"
+    method: str = "dense"
+    #: Method-specific options (``weights_every``, ``alpha``, ``ratio``…), see README.
+    method_options: Mapping[str, Any] = field(default_factory=dict)
+    mode: str = "rounds"
+    rounds: int = 20
+    local_steps: int = 10
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    seed: int = 0
+    #: In rounds mode: how long to wait for neighbours after sending before merging anyway.
+    round_deadline_s: float = 10.0
+    #: In async mode: seconds between local training bursts and between gossip sends.
+    train_period_s: float = 1.0
+    gossip_period_s: float = 1.0
+    #: Messages older than this many rounds are dropped (async mode weights the rest).
+    max_staleness: int = 5
+    eval_every: int = 1
+    device: str = "auto"
+    #: HMAC swarm keys as {key_id: hex string}; empty = unauthenticated swarm.
+    keys: Mapping[int, str] = field(default_factory=dict)
+    active_key_id: int = 0
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method_options", MappingProxyType(dict(self.method_options)))
+        object.__setattr__(self, "keys", MappingProxyType(dict(self.keys)))
+        _check(
+            bool(self.peer_id)
+            and "/" not in self.peer_id
+            and "+" not in self.peer_id
+            and "#" not in self.peer_id,
+            f"peer_id {self.peer_id!r} must be non-empty without '/', '+' or '#'",
+        )
+        _check(
+            bool(self.swarm) and "/" not in self.swarm,
+            f"swarm {self.swarm!r} must be non-empty without '/'",
+        )
+        _check(
+            self.method in METHODS,
+            f"method {self.method!r} is unknown; use one of {', '.join(METHODS)}",
+        )
+        _check(self.mode in MODES, f"mode {self.mode!r} is unknown; use 'rounds' or 'async'")
+        for name in ("rounds", "local_steps", "batch_size", "eval_every", "checkpoint_every"):
+            value = getattr(self, name)
+            _check(
+                isinstance(value, int) and value >= 1,
+                f"{name} must be a whole number >= 1, got {value!r}",
+            )
+        for name in ("lr", "round_deadline_s", "train_period_s", "gossip_period_s"):
+            value = getattr(self, name)
+            _check(
+                isinstance(value, int | float) and value > 0,
+                f"{name} must be a positive number, got {value!r}",
+            )
+        _check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}")
+        _check(self.max_staleness >= 0, "max_staleness must be >= 0")
+        for key_id, key in self.keys.items():
+            try:
+                ok = len(bytes.fromhex(key)) >= 16
+            except (ValueError, TypeError):
+                ok = False
+            _check(
+                ok,
+                f"key {key_id} must be a hex string of at least 16 bytes "
+                "(e.g. from `python -c 'import secrets; print(secrets.token_hex(32))'`)",
+            )
+        _check(
+            not self.keys or self.active_key_id in self.keys,
+            f"active_key_id {self.active_key_id} is not among the keys {sorted(self.keys)}",
+        )
+
+    def with_overrides(self, **overrides: Any) -> NodeConfig:
+        """A copy with the given fields replaced (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def config_from_mapping(data: Mapping[str, Any], *, source: str = "config") -> NodeConfig:
+    """Build a ``NodeConfig`` from a mapping (e.g. the ``[node]`` table of a TOML file)."""
+    known = {f.name for f in fields(NodeConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
+        )
+    values = dict(data)
+    if "keys" in values:
+        try:
+            values["keys"] = {int(k): v for k, v in values["keys"].items()}
+        except (AttributeError, ValueError):
+            raise ConfigError(f'{source}: keys must be a table of key_id = "hex"') from None
+    try:
+        return NodeConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file, turning I/O and syntax errors into one-line ``ConfigError``s."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None

@@ -1,0 +1,90 @@
+"""Local training and evaluation of one peer's model (runs in a worker thread in real peers).
+
+The optimiser is rebuilt every round (momentum reset each round, as SpaFL does), so no
+optimiser state needs checkpointing; batches come from a generator seeded by (seed, round),
+so a resumed peer draws the same batches it would have drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from node.tasks import Dataset
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of local training."""
+
+    local_steps: int = 10
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class LocalTrainer:
+    """Trains ``model`` on one peer's data; hooks let a method add loss terms and re-mask."""
+
+    def __init__(self, model: nn.Module, train: Dataset, config: TrainConfig, seed: int) -> None:
+        self.model = model
+        self.config = config
+        self.seed = seed
+        device = next(model.parameters()).device
+        self._x = torch.as_tensor(train.x, device=device)
+        self._y = torch.as_tensor(train.y, device=device)
+        self._loss = nn.CrossEntropyLoss()
+
+    def train_round(
+        self,
+        round_index: int,
+        loss_term: Callable[[], torch.Tensor | None] = lambda: None,
+        after_step: Callable[[], None] = lambda: None,
+    ) -> float:
+        """Run ``local_steps`` SGD steps; returns the mean task loss."""
+        cfg = self.config
+        if len(self._y) == 0:
+            return float("nan")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimiser = torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + round_index)
+        self.model.train()
+        total = 0.0
+        for _ in range(cfg.local_steps):
+            index = torch.randint(0, len(self._y), (cfg.batch_size,), generator=generator)
+            index = index.to(self._y.device)
+            optimiser.zero_grad(set_to_none=True)
+            task_loss = self._loss(self.model(self._x[index]), self._y[index])
+            extra = loss_term()
+            (task_loss if extra is None else task_loss + extra).backward()
+            optimiser.step()
+            after_step()
+            total += float(task_loss.detach())
+        return total / cfg.local_steps
+
+    @torch.no_grad()
+    def evaluate(self, data: Dataset) -> tuple[float, float]:
+        """(mean loss, accuracy) of the current model on ``data``."""
+        if len(data) == 0:
+            return float("nan"), float("nan")
+        device = self._y.device
+        self.model.eval()
+        x = torch.as_tensor(data.x, device=device)
+        y = torch.as_tensor(data.y, device=device)
+        logits = self.model(x)
+        loss = float(self._loss(logits, y))
+        accuracy = float((logits.argmax(dim=1) == y).float().mean())
+        return loss, accuracy

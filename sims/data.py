@@ -1,0 +1,94 @@
+"""Splitting a task's data among simulated peers: IID, Dirichlet label skew, label shards.
+
+Each peer's shard is split again into a local train part and a local test part (the per-peer
+test split); the task's held-out test set is the global test set.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from node.node import LocalData
+from node.tasks import Dataset
+
+PARTITIONS = ("iid", "dirichlet:ALPHA", "shards:K")
+
+
+def partition_indices(labels: np.ndarray, n_peers: int, spec: str, seed: int) -> list[np.ndarray]:
+    """Indices of each peer's shard of ``labels`` under the partition ``spec``."""
+    rng = np.random.default_rng([seed, 17])
+    if n_peers < 1:
+        raise ValueError("need at least one peer to partition data among")
+    if spec == "iid":
+        return [np.sort(part) for part in np.array_split(rng.permutation(len(labels)), n_peers)]
+    name, _, arg = spec.partition(":")
+    if name == "dirichlet":
+        return _dirichlet(labels, n_peers, _positive(arg, spec), rng)
+    if name == "shards":
+        return _shards(labels, n_peers, int(_positive(arg, spec)), rng)
+    raise ValueError(f"partition {spec!r} is unknown; use one of {', '.join(PARTITIONS)}")
+
+
+def _positive(arg: str, spec: str) -> float:
+    try:
+        value = float(arg)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(
+            f"partition {spec!r} needs a positive number after ':' (e.g. dirichlet:0.5)"
+        )
+    return value
+
+
+def _dirichlet(
+    labels: np.ndarray, n_peers: int, alpha: float, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Per class, split its samples among peers in Dirichlet(α) proportions (min 2 each peer)."""
+    parts: list[list[int]] = [[] for _ in range(n_peers)]
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        shares = rng.dirichlet(np.full(n_peers, alpha))
+        cuts = (np.cumsum(shares)[:-1] * len(members)).astype(int)
+        for peer, chunk in enumerate(np.split(members, cuts)):
+            parts[peer].extend(chunk.tolist())
+    # No peer may be left without data: lend the smallest ones a few samples of the largest.
+    for peer in range(n_peers):
+        while len(parts[peer]) < 4:
+            donor = max(range(n_peers), key=lambda p: len(parts[p]))
+            parts[peer].append(parts[donor].pop())
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+def _shards(labels: np.ndarray, n_peers: int, k: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Sort by label, cut into n·k shards, give each peer k of them (McMahan et al.)."""
+    order = np.argsort(labels, kind="stable")
+    shards = np.array_split(order, n_peers * k)
+    picks = rng.permutation(len(shards))
+    return [
+        np.sort(np.concatenate([shards[s] for s in picks[p * k : (p + 1) * k]]))
+        for p in range(n_peers)
+    ]
+
+
+def peer_data(
+    train: Dataset,
+    global_test: Dataset,
+    n_peers: int,
+    spec: str,
+    seed: int,
+    local_test_fraction: float = 0.2,
+) -> list[LocalData]:
+    """Each peer's local train/test split of its shard, plus the shared global test set."""
+    out = []
+    for peer, index in enumerate(partition_indices(train.y, n_peers, spec, seed)):
+        order = np.random.default_rng([seed, 31, peer]).permutation(index)
+        n_test = max(1, round(len(order) * local_test_fraction))
+        out.append(
+            LocalData(
+                train=train.subset(np.sort(order[n_test:])),
+                test=train.subset(np.sort(order[:n_test])),
+                global_test=global_test,
+            )
+        )
+    return out
