@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from topology.errors import TopologyError
 from topology.factory import make_graph
@@ -77,11 +77,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Reports a usage error as one line, like :func:`run` reports bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: error: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry point: ``python -m topology.cli NAME --nodes N ...``."""
-    parser = argparse.ArgumentParser(prog=PROG, description="Summarise a gossip topology.")
+    parser = _OneLineParser(prog=PROG, description="Summarise a gossip topology.")
     _add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help or a usage error: hand back the code, do not exit
+        return int(done.code or 0)
+    return run(args)
 
 
 if __name__ == "__main__":

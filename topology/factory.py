@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import networkx as nx
+import numpy as np
 
 from topology import generators as gen
 from topology.errors import TopologyError
@@ -137,8 +138,10 @@ def make_graph(spec: str, n: int | None = None, seed: int = 0) -> nx.Graph:
     """
     if not isinstance(spec, str) or not spec.strip():
         raise TopologyError(f"topology must be a name or a file path, got {spec!r}")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int)):
-        raise TopologyError(f"the node count must be an integer, got {n!r}")
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int | np.integer):
+            raise TopologyError(f"the node count must be an integer, got {n!r}")
+        n = int(n)
     spec = spec.strip()
     if is_graph_file(spec):
         g = read_graph(spec)

@@ -13,7 +13,11 @@ from topology.mixing import metropolis_hastings, rounds_to_consensus, spectral_g
 
 
 def describe(g: nx.Graph, eps: float = 1e-3) -> dict[str, Any]:
-    """Nodes, edges, degree min/mean/max, diameter, MH spectral gap and rounds to ``eps``."""
+    """Nodes, edges, degree min/mean/max, diameter, MH spectral gap and rounds to ``eps``.
+
+    The gap comes from a dense eigendecomposition (O(n³)): about a second at n = 1000 and
+    a few at n = 2000 on two cores.
+    """
     if g.number_of_nodes() == 0:
         raise TopologyError("the graph has no nodes")
     if not nx.is_connected(g):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import topology as t
@@ -65,6 +66,8 @@ def test_cli_png_and_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         ["ring"],
         ["missing.graphml"],
         ["ring", "--nodes", "5", "--png", "/nonexistent-dir/x.png"],
+        ["ring", "--nodes", "abc"],
+        [],
     ],
 )
 def test_cli_bad_input_one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,6 +77,10 @@ def test_cli_bad_input_one_line_exit_2(argv: list[str], capsys: pytest.CaptureFi
     lines = captured.err.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("spargo topology: error: ")
+
+
+def test_make_graph_accepts_numpy_counts() -> None:
+    assert t.make_graph("ring", np.int64(6)).number_of_nodes() == 6  # type: ignore[arg-type]
 
 
 def test_add_parser_registers_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
