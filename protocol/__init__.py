@@ -1,1 +1,64 @@
-"""spargo: protocol package."""
+"""spargo's wire protocol, sans-IO: messages, codecs, authentication and validation.
+
+Bytes in, typed values out; no sockets, no asyncio, no torch. The byte-level format is
+specified in PROTOCOL.md at the repository root.
+
+    frame = encode(Envelope(swarm, sender, seq, round, body), keyring)
+    envelope = Decoder(swarm, Limits(), keyring).decode(frame)   # or RemoteProtocolError
+"""
+
+from protocol.chunks import CHUNK_HEADER_BYTES, Reassembler, split
+from protocol.envelope import TAG_BYTES, Decoder, Envelope, encode, model_signature
+from protocol.errors import LocalProtocolError, ProtocolError, Reason, RemoteProtocolError
+from protocol.limits import Keyring, Limits
+from protocol.masks import MaskMethod, mask_bound_nbytes
+from protocol.messages import (
+    PROTOCOL_VERSION,
+    Bye,
+    Delta,
+    FullModel,
+    Hello,
+    MaskedTensor,
+    MaskedUpdate,
+    Message,
+    NamedTensor,
+    ResyncRequest,
+    SparseTensor,
+    Thresholds,
+    UnitMaskedTensor,
+)
+from protocol.values import INT8_BLOCK, WIRE_DTYPES
+
+__all__ = [
+    "CHUNK_HEADER_BYTES",
+    "INT8_BLOCK",
+    "PROTOCOL_VERSION",
+    "TAG_BYTES",
+    "WIRE_DTYPES",
+    "Bye",
+    "Decoder",
+    "Delta",
+    "Envelope",
+    "FullModel",
+    "Hello",
+    "Keyring",
+    "Limits",
+    "LocalProtocolError",
+    "MaskMethod",
+    "MaskedTensor",
+    "MaskedUpdate",
+    "Message",
+    "NamedTensor",
+    "ProtocolError",
+    "Reason",
+    "Reassembler",
+    "RemoteProtocolError",
+    "ResyncRequest",
+    "SparseTensor",
+    "Thresholds",
+    "UnitMaskedTensor",
+    "encode",
+    "mask_bound_nbytes",
+    "model_signature",
+    "split",
+]

@@ -1,0 +1,170 @@
+"""Chunking: split a frame into numbered chunks and reassemble them, sans-IO (PROTOCOL.md §7).
+
+Every chunk carries a fixed 28-byte big-endian header, then a slice of the frame:
+
+    magic "SC" | version u8 = 1 | flags u8 = 0 | message_id u64 | index u32 | count u32 |
+    total_nbytes u64 | payload
+
+Transports with a message-size ceiling (MQTT) or small receive buffers send chunks instead of
+frames. Every frame is chunked, even one that fits in a single chunk (count = 1), so a
+receiver never has to guess. The reassembler takes the time as an argument (no clock of its own).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from protocol.errors import LocalProtocolError, Reason, RemoteProtocolError
+
+__all__ = ["CHUNK_HEADER_BYTES", "Reassembler", "split"]
+
+_HEADER = struct.Struct(">2sBBQIIQ")
+CHUNK_HEADER_BYTES = _HEADER.size
+_MAGIC = b"SC"
+_VERSION = 1
+
+
+def split(data: bytes, chunk_bytes: int, message_id: int) -> list[bytes]:
+    """Cut a frame into chunks of at most `chunk_bytes` bytes each, header included.
+
+    `message_id` must differ between the frames a sender has in flight (a counter will do).
+    """
+    if not isinstance(chunk_bytes, int) or chunk_bytes <= CHUNK_HEADER_BYTES:
+        raise LocalProtocolError(f"chunk_bytes must exceed the {CHUNK_HEADER_BYTES}-byte header")
+    if not isinstance(message_id, int) or not 0 <= message_id < 2**64:
+        raise LocalProtocolError("message_id must be an int in [0, 2**64)")
+    step = chunk_bytes - CHUNK_HEADER_BYTES
+    total = len(data)
+    count = max(1, -(-total // step))
+    if count >= 2**32:
+        raise LocalProtocolError("too many chunks: raise chunk_bytes")
+    view = memoryview(data)
+    return [
+        _HEADER.pack(_MAGIC, _VERSION, 0, message_id, i, count, total)
+        + view[i * step : (i + 1) * step]
+        for i in range(count)
+    ]
+
+
+@dataclass
+class _Partial:
+    total: int
+    count: int
+    first_seen_s: float
+    nbytes: int = 0
+    parts: dict[int, bytes] = field(default_factory=dict)
+
+
+def _bad(reason: Reason, detail: str) -> RemoteProtocolError:
+    return RemoteProtocolError(reason, detail)
+
+
+class Reassembler:
+    """Collects chunks per (sender, message id) and returns each frame once it is complete.
+
+    Limits: bytes held per sender, partial frames per sender, frame size, and the age of a
+    partial frame (older ones are dropped on the next `feed` or `expire`). Duplicate chunks
+    (at-least-once delivery) are ignored.
+    """
+
+    def __init__(
+        self,
+        max_bytes_in_flight_per_sender: int = 64 * 2**20,
+        max_age_s: float = 60.0,
+        max_message_bytes: int = 64 * 2**20,
+        max_messages_in_flight_per_sender: int = 16,
+    ) -> None:
+        if max_bytes_in_flight_per_sender < 1 or max_message_bytes < 1:
+            raise LocalProtocolError("byte limits must be positive")
+        if max_age_s <= 0 or max_messages_in_flight_per_sender < 1:
+            raise LocalProtocolError("max_age_s and max_messages_in_flight_per_sender must be > 0")
+        self.max_bytes_in_flight_per_sender = max_bytes_in_flight_per_sender
+        self.max_age_s = max_age_s
+        self.max_message_bytes = max_message_bytes
+        self.max_messages_in_flight_per_sender = max_messages_in_flight_per_sender
+        self._partials: dict[str, dict[int, _Partial]] = {}
+
+    def bytes_in_flight(self, sender: str) -> int:
+        """Payload bytes held for `sender`'s incomplete frames."""
+        return sum(p.nbytes for p in self._partials.get(sender, {}).values())
+
+    def expire(self, now_s: float) -> int:
+        """Drop partial frames first seen more than max_age_s ago; return how many."""
+        dropped = 0
+        for sender in list(self._partials):
+            partials = self._partials[sender]
+            for mid in [m for m, p in partials.items() if now_s - p.first_seen_s > self.max_age_s]:
+                del partials[mid]
+                dropped += 1
+            if not partials:
+                del self._partials[sender]
+        return dropped
+
+    def forget(self, sender: str) -> None:
+        """Drop every partial frame of `sender`."""
+        self._partials.pop(sender, None)
+
+    def feed(self, sender: str, chunk: bytes, now_s: float) -> bytes | None:
+        """Take one chunk; return the whole frame when this chunk completes it, else None."""
+        self.expire(now_s)
+        if len(chunk) < CHUNK_HEADER_BYTES:
+            raise _bad(Reason.CHUNK, "chunk shorter than its header")
+        magic, version, flags, mid, index, count, total = _HEADER.unpack_from(chunk)
+        if magic != _MAGIC or version != _VERSION or flags != 0:
+            raise _bad(Reason.CHUNK, "bad chunk magic, version or flags")
+        if total > self.max_message_bytes:
+            raise _bad(Reason.OVERSIZED, f"frame of {total} bytes")
+        payload = memoryview(chunk)[CHUNK_HEADER_BYTES:]
+        if count == 0 or index >= count or count > max(1, total) or len(payload) > total:
+            raise _bad(Reason.CHUNK, "chunk index, count or size out of range")
+        if count == 1:
+            if len(payload) != total:
+                raise _bad(Reason.CHUNK, "single chunk does not hold the whole frame")
+            return bytes(payload)
+        if not payload:
+            raise _bad(Reason.CHUNK, "empty chunk in a multi-chunk frame")
+        return self._add(sender, mid, index, count, total, bytes(payload), now_s)
+
+    def _add(
+        self,
+        sender: str,
+        mid: int,
+        index: int,
+        count: int,
+        total: int,
+        payload: bytes,
+        now_s: float,
+    ) -> bytes | None:
+        partials = self._partials.setdefault(sender, {})
+        partial = partials.get(mid)
+        if partial is None:
+            if len(partials) >= self.max_messages_in_flight_per_sender:
+                raise _bad(Reason.OVERSIZED, "too many partial frames from this sender")
+            partial = partials[mid] = _Partial(total, count, now_s)
+        elif (partial.total, partial.count) != (total, count):
+            self._drop(sender, mid)
+            raise _bad(Reason.CHUNK, "chunks of one frame disagree on its size")
+        if index in partial.parts:
+            if partial.parts[index] != payload:
+                self._drop(sender, mid)
+                raise _bad(Reason.CHUNK, "two different chunks with the same index")
+            return None
+        if self.bytes_in_flight(sender) + len(payload) > self.max_bytes_in_flight_per_sender:
+            self._drop(sender, mid)
+            raise _bad(Reason.OVERSIZED, "too many bytes in flight from this sender")
+        partial.parts[index] = payload
+        partial.nbytes += len(payload)
+        if partial.nbytes > total or (len(partial.parts) == count and partial.nbytes != total):
+            self._drop(sender, mid)
+            raise _bad(Reason.CHUNK, "chunk sizes do not add up to the frame size")
+        if len(partial.parts) < count:
+            return None
+        self._drop(sender, mid)
+        return b"".join(partial.parts[i] for i in range(count))
+
+    def _drop(self, sender: str, mid: int) -> None:
+        partials = self._partials.get(sender, {})
+        partials.pop(mid, None)
+        if not partials:
+            self._partials.pop(sender, None)

@@ -1,0 +1,199 @@
+"""The envelope: framing, HMAC-SHA256 authentication, limits and replay checks (PROTOCOL.md §2).
+
+A frame is one msgpack array followed, when authenticated, by a 32-byte tag:
+
+    [version, key_id | nil, swarm, sender, seq, round, type, body] || HMAC-SHA256(key, array)
+
+`encode` builds frames; a `Decoder` (one per node) turns untrusted bytes into an `Envelope` or
+raises RemoteProtocolError. The tag is checked before the body is parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from protocol.body import decode_body, encode_body
+from protocol.errors import LocalProtocolError, Reason, RemoteProtocolError
+from protocol.limits import Keyring, Limits
+from protocol.messages import PROTOCOL_VERSION, Hello, Message
+from protocol.replay import ReplayWindow
+
+__all__ = ["TAG_BYTES", "Decoder", "Envelope", "encode", "model_signature"]
+
+TAG_BYTES = 32
+_FIELDS = 8
+_PEEK_BYTES = 32  # array header + version + key id fit in 1 + 9 + 5 bytes
+_DEFAULT_LIMITS = Limits()  # frozen, so sharing it is safe
+_UNPACK_ERRORS = (msgpack.UnpackException, ValueError, TypeError, OverflowError, RecursionError)
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise LocalProtocolError(f"{what} must be a non-empty str, got {value!r}")
+    return value
+
+
+def _uint(value: object, what: str, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < high:
+        raise LocalProtocolError(f"{what} must be an int in [0, {high}), got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message with its routing and freshness data: who sent it, where, in what order."""
+
+    swarm: str
+    sender: str
+    seq: int  # per-sender sequence number, strictly fresh for replay protection
+    round: int  # the sender's round (or age) when it sent the message
+    body: Message
+    version: int = PROTOCOL_VERSION
+
+    def __post_init__(self) -> None:
+        _text(self.swarm, "Envelope.swarm")
+        _text(self.sender, "Envelope.sender")
+        _uint(self.seq, "Envelope.seq", 2**64)
+        _uint(self.round, "Envelope.round", 2**63)
+        if self.version != PROTOCOL_VERSION:
+            raise LocalProtocolError(f"this library speaks protocol version {PROTOCOL_VERSION}")
+        encode_body(self.body)  # raises LocalProtocolError for anything that is not a message
+
+
+def _tag(key: bytes, signed: bytes | memoryview) -> bytes:
+    return hmac.new(key, signed, hashlib.sha256).digest()
+
+
+def encode(envelope: Envelope, keyring: Keyring | None = None) -> bytes:
+    """Frame an envelope; with a keyring, append the tag made with its active key."""
+    code, body = encode_body(envelope.body)
+    key_id = keyring.active_key_id if keyring is not None else None
+    head = [envelope.version, key_id, envelope.swarm, envelope.sender]
+    packed: bytes = msgpack.packb(
+        [*head, envelope.seq, envelope.round, int(code), body], use_bin_type=True
+    )
+    if keyring is None:
+        return packed
+    return packed + _tag(keyring.active_key, packed)
+
+
+def model_signature(params: Iterable[tuple[str, tuple[int, ...], str]]) -> str:
+    """A short hex hash of (name, shape, dtype) triples, in order: equal iff models match."""
+    canonical = [[str(name), [int(d) for d in shape], str(dtype)] for name, shape, dtype in params]
+    return hashlib.sha256(msgpack.packb(canonical, use_bin_type=True)).hexdigest()[:16]
+
+
+def _bad(reason: Reason, detail: str) -> RemoteProtocolError:
+    return RemoteProtocolError(reason, detail)
+
+
+class Decoder:
+    """Turns frames from peers into Envelopes for one swarm, keeping replay state per sender."""
+
+    def __init__(
+        self, swarm: str, limits: Limits = _DEFAULT_LIMITS, keyring: Keyring | None = None
+    ) -> None:
+        self.swarm = _text(swarm, "swarm")
+        self.limits = limits
+        self.keyring = keyring
+        self._replay = ReplayWindow(limits.replay_window, limits.max_tracked_senders)
+        # The largest msgpack array we ever send: guards list allocation by claimed lengths.
+        self._max_array_len = max(limits.max_tensors, limits.max_capabilities, _FIELDS, 8)
+
+    def forget(self, sender: str) -> None:
+        """Drop the replay state of `sender` (after its Bye, say)."""
+        self._replay.forget(sender)
+
+    def decode(self, data: bytes | bytearray | memoryview) -> Envelope:
+        """Check and decode one frame; raise RemoteProtocolError(reason) if it is not valid."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise _bad(Reason.MALFORMED, f"frames are bytes, got {type(data).__name__}")
+        view = memoryview(data).cast("B")
+        if view.nbytes > self.limits.max_message_bytes:
+            raise _bad(Reason.OVERSIZED, f"{view.nbytes} bytes")
+        key_id = self._peek(view)
+        signed = self._authenticate(view, key_id)
+        fields = self._unpack(signed)
+        swarm, sender, seq, round_, type_code, body = fields[2:]
+        if swarm != self.swarm:
+            raise _bad(Reason.WRONG_SWARM, f"frame for swarm {swarm!r}")
+        if not isinstance(sender, str) or not 0 < len(sender) <= self.limits.max_name_len:
+            raise _bad(Reason.MALFORMED, "sender must be a non-empty str within the name limit")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**64:
+            raise _bad(Reason.MALFORMED, "seq must be an unsigned 64-bit int")
+        if not isinstance(round_, int) or isinstance(round_, bool) or not 0 <= round_ < 2**63:
+            raise _bad(Reason.MALFORMED, "round must be a non-negative 63-bit int")
+        message = decode_body(type_code, body, self.limits)
+        if isinstance(message, Hello) and message.swarm != self.swarm:
+            raise _bad(Reason.WRONG_SWARM, f"Hello for swarm {message.swarm!r}")
+        if not self._replay.is_fresh(sender, seq):
+            raise _bad(Reason.REPLAY, f"seq {seq} from {sender!r} already seen or too old")
+        self._replay.record(sender, seq)
+        return Envelope(swarm, sender, seq, round_, message)
+
+    def _peek(self, view: memoryview) -> int | None:
+        """Read the version and key id at the front of the frame."""
+        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=_PEEK_BYTES)
+        unpacker.feed(view[:_PEEK_BYTES])
+        try:
+            nfields = unpacker.read_array_header()
+            version = unpacker.unpack()
+            if isinstance(version, int) and not isinstance(version, bool):
+                if version != PROTOCOL_VERSION:
+                    raise _bad(Reason.VERSION, f"protocol version {version}")
+            else:
+                raise _bad(Reason.MALFORMED, "the first field must be the version")
+            key_id = unpacker.unpack()
+        except _UNPACK_ERRORS as exc:
+            raise _bad(Reason.MALFORMED, f"bad frame header: {exc}") from exc
+        if nfields != _FIELDS:
+            raise _bad(Reason.MALFORMED, f"a frame has {_FIELDS} fields, got {nfields}")
+        if key_id is None:
+            return None
+        if not isinstance(key_id, int) or isinstance(key_id, bool) or not 0 <= key_id < 2**32:
+            raise _bad(Reason.MALFORMED, "key id must be nil or an unsigned 32-bit int")
+        return key_id
+
+    def _authenticate(self, view: memoryview, key_id: int | None) -> memoryview:
+        """Check the tag (when we hold keys) and return the signed part of the frame."""
+        if key_id is None:
+            if self.keyring is not None:
+                raise _bad(Reason.UNAUTHENTICATED, "frame carries no tag")
+            return view
+        if view.nbytes <= TAG_BYTES:
+            raise _bad(Reason.MALFORMED, "frame too short for its tag")
+        signed = view[:-TAG_BYTES]
+        if self.keyring is None:
+            return signed  # we cannot check tags without keys: strip it
+        key = self.keyring.keys.get(key_id)
+        if key is None:
+            raise _bad(Reason.UNKNOWN_KEY, f"key id {key_id}")
+        if not hmac.compare_digest(_tag(key, signed), view[-TAG_BYTES:]):
+            raise _bad(Reason.UNAUTHENTICATED, "bad tag")
+        return signed
+
+    def _unpack(self, signed: memoryview) -> tuple[Any, ...]:
+        limits = self.limits
+        try:
+            fields = msgpack.unpackb(
+                signed,
+                raw=False,
+                use_list=False,
+                strict_map_key=True,
+                max_str_len=max(limits.max_name_len * 4, 64),
+                max_bin_len=limits.max_message_bytes,
+                max_array_len=self._max_array_len,
+                max_map_len=0,
+                max_ext_len=0,
+            )
+        except _UNPACK_ERRORS as exc:
+            raise _bad(Reason.MALFORMED, f"not a msgpack frame: {exc}") from exc
+        if not isinstance(fields, tuple) or len(fields) != _FIELDS:
+            raise _bad(Reason.MALFORMED, f"a frame is an array of {_FIELDS} fields")
+        return fields
