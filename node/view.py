@@ -60,8 +60,8 @@ def build_view(
     n = graph.number_of_nodes()
     adjacent = topology.neighbours(graph, me)
     neighbours = [by_node[v] for v in adjacent]
-    weights = _mixing_row(graph, me, adjacent, mixing)
-    weights = {by_node[v]: w for v, w in weights.items()}
+    row = _mixing_row(graph, me, adjacent, mixing)
+    weights = {by_node[v]: w for v, w in row.items()}
     picker = topology.make_sampler(sampler, graph, n)
 
     def targets_of(node: int, round_index: int) -> list[int]:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
-from protocol import Envelope, Message, model_signature
+from protocol import Envelope, Message, NamedTensor, model_signature
+
+M = TypeVar("M")
 
 
 @dataclass
@@ -43,6 +46,31 @@ def mixing_row(
     row = {peer: weights.get(peer, 0.0) for peer in present if peer != self_id}
     row[self_id] = max(0.0, 1.0 - sum(row.values()))
     return row
+
+
+def latest_of(
+    received: Mapping[str, Sequence[Envelope]], kind: type[M]
+) -> dict[str, tuple[Envelope, M]]:
+    """Per sender, the last received envelope whose body is a ``kind`` (in sender order)."""
+    out: dict[str, tuple[Envelope, M]] = {}
+    for sender in sorted(received):
+        for envelope in received[sender]:
+            if isinstance(envelope.body, kind):
+                out[sender] = (envelope, envelope.body)
+    return out
+
+
+def matching_tensors(
+    tensors: Sequence[NamedTensor], shapes: Mapping[str, tuple[int, ...]]
+) -> dict[str, np.ndarray] | None:
+    """The dense tensors keyed by name, or ``None`` when any name or shape does not fit ours."""
+    out = {t.name: t.array for t in tensors}
+    if set(out) != set(shapes):
+        return None
+    for name, array in out.items():
+        if tuple(array.shape) != shapes[name]:
+            return None
+    return out
 
 
 class Method:
@@ -91,8 +119,10 @@ class Method:
         """React to a control message (resync request…); returns replies to send."""
         return []
 
-    def merge(self, round_index: int, received: Mapping[str, Envelope]) -> dict[str, float]:
-        """Merge the round's messages (keyed by sender) into the model; returns merge stats."""
+    def merge(
+        self, round_index: int, received: Mapping[str, Sequence[Envelope]]
+    ) -> dict[str, float]:
+        """Merge the round's messages (lists keyed by sender) into the model; returns stats."""
         return {}
 
     # --- checkpoints ---------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Self, cast
 
 from node.errors import MessageTooLarge, TransportClosed, UnknownPeer
 
@@ -151,8 +151,7 @@ class MemoryTransport:
             item = await inbox.get()
             if item is _CLOSED:
                 return
-            sender, data = item  # type: ignore[misc]
-            yield sender, data
+            yield cast(tuple[str, bytes], item)
 
     async def aclose(self) -> None:
         if self._closed:

@@ -1,0 +1,395 @@
+"""The peer: one asyncio node that trains, gossips and merges, on any transport.
+
+Rounds mode: train E local steps → send to this round's targets → wait for the expected
+senders up to a deadline → merge → evaluate → checkpoint. Asynchronous mode: training and
+gossip run on independent clocks and messages merge on arrival, weighted by staleness.
+Background work lives in one ``TaskGroup`` of named tasks; the only thread hop is training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from node.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from node.config import NodeConfig
+from node.errors import CheckpointError, TransportError
+from node.methods.base import Method
+from node.metrics import Counters, RoundMetrics
+from node.tasks import Dataset
+from node.training import LocalTrainer, TrainConfig
+from node.transports.base import Transport
+from node.view import PeerView
+from protocol import (
+    Bye,
+    Decoder,
+    Envelope,
+    Hello,
+    Keyring,
+    Limits,
+    Message,
+    RemoteProtocolError,
+    ResyncRequest,
+    encode,
+)
+
+log = logging.getLogger("spargo.node")
+
+#: ``runner(fn)`` runs blocking training work; real peers use a worker thread.
+TrainingRunner = Callable[[Callable[[], float]], Awaitable[float]]
+
+#: Sequence numbers jump by this much after a restart, past anything sent but not checkpointed.
+RESTART_SEQ_GAP = 1 << 20
+
+
+@dataclass(frozen=True)
+class LocalData:
+    """A peer's own data: a training set, a local test split, optionally a global test set."""
+
+    train: Dataset
+    test: Dataset
+    global_test: Dataset | None = None
+
+
+class Node:
+    """One gossip-learning peer."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        model: nn.Module,
+        data: LocalData,
+        view: PeerView,
+        transport: Transport,
+        method: Method,
+        *,
+        training_runner: TrainingRunner | None = None,
+        on_round: Callable[[RoundMetrics], None] | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.config = config
+        self.model = model
+        self.data = data
+        self.view = view
+        self.transport = transport
+        self.method = method
+        self.counters = Counters()
+        self.history: list[RoundMetrics] = []
+        self.round = 0
+        self.seq = 0
+        self.departed: set[str] = set()
+        self._run_training: TrainingRunner = training_runner or asyncio.to_thread
+        self._on_round = on_round
+        self._keyring = _keyring(config)
+        self._decoder = Decoder(config.swarm, limits or Limits(), self._keyring)
+        self._trainer = LocalTrainer(
+            model,
+            data.train,
+            TrainConfig(config.local_steps, config.batch_size, config.lr, config.momentum),
+            seed=config.seed,
+        )
+        self._inbox: dict[int, dict[str, list[Envelope]]] = defaultdict(lambda: defaultdict(list))
+        self._arrived = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._model_lock = asyncio.Lock()
+        self._max_round_seen = -1
+        self._last_loss = math.nan
+
+    # --- lifecycle -----------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the node to finish its current step, say Bye, checkpoint and return."""
+        self._stop.set()
+
+    async def run(self) -> list[RoundMetrics]:
+        """Run until the configured rounds are done (or ``stop()``); returns the history."""
+        self.resume()
+        async with asyncio.TaskGroup() as group:
+            receiver = group.create_task(
+                self._receive_loop(), name=f"{self.config.peer_id}:receive"
+            )
+            try:
+                if self.config.mode == "rounds":
+                    await self._rounds_loop()
+                else:
+                    await self._async_loops(group)
+            finally:
+                await self._shutdown()
+                receiver.cancel()
+        return self.history
+
+    def resume(self) -> bool:
+        """Load the last checkpoint if one exists; returns whether one was loaded."""
+        if self.config.checkpoint_dir is None:
+            return False
+        path = checkpoint_path(self.config.checkpoint_dir, self.config.peer_id)
+        if not path.exists():
+            return False
+        state = load_checkpoint(path)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.method.load_state_dict(state["method"])
+            self.round = int(state["round"])
+            self.seq = int(state["seq"]) + RESTART_SEQ_GAP
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this model/method: {exc}"
+            ) from exc
+        log.info("%s resumed from %s at round %d", self.config.peer_id, path, self.round)
+        return True
+
+    def checkpoint(self) -> None:
+        """Write the checkpoint now (atomic)."""
+        if self.config.checkpoint_dir is None:
+            return
+        state: dict[str, Any] = {
+            "peer_id": self.config.peer_id,
+            "round": self.round,
+            "seq": self.seq,
+            "model": self.model.state_dict(),
+            "method": self.method.state_dict(),
+        }
+        save_checkpoint(checkpoint_path(self.config.checkpoint_dir, self.config.peer_id), state)
+
+    async def _shutdown(self) -> None:
+        bye = Bye(reason="shutdown")
+        await self._send_all([(peer, bye) for peer in self.view.neighbours], self.round)
+        try:
+            self.checkpoint()
+        except CheckpointError as exc:
+            log.error("%s: final checkpoint failed: %s", self.config.peer_id, exc)
+
+    # --- rounds mode ------------------------------------------------------------------
+    async def _rounds_loop(self) -> None:
+        await self._send_hello()
+        while self.round < self.config.rounds and not self._stop.is_set():
+            if self._max_round_seen > self.round + 1:  # we fell behind (restart): catch up
+                self.round = min(self._max_round_seen, self.config.rounds - 1)
+            r = self.round
+            self.method.begin_round(r)
+            self._last_loss = await self._train(r)
+            await self._send_all(self.method.outgoing(r, self.view.targets(r)), r)
+            received = await self._gather(r)
+            merge_stats = self.method.merge(r, received)
+            await self._send_all(self._drain_outbox(), r)
+            self.round = r + 1
+            self._record(r, merge_stats)
+            if self.round % self.config.checkpoint_every == 0:
+                self.checkpoint()
+
+    async def _train(self, round_index: int) -> float:
+        async with self._model_lock:
+            return await self._run_training(
+                lambda: self._trainer.train_round(
+                    round_index, self.method.loss_term, self.method.after_step
+                )
+            )
+
+    async def _gather(self, round_index: int) -> dict[str, list[Envelope]]:
+        """Wait for every live expected sender's messages of this round, or the deadline."""
+        per_sender = self.method.expected_messages(round_index)
+        expected = [p for p in self.view.expected_senders(round_index) if p not in self.departed]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.round_deadline_s
+        while not self._stop.is_set():
+            bucket = self._inbox.get(round_index, {})
+            waiting = [
+                p
+                for p in expected
+                if len(bucket.get(p, ())) < per_sender and p not in self.departed
+            ]
+            remaining = deadline - loop.time()
+            if not waiting or remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        received = dict(self._inbox.pop(round_index, {}))
+        for stale in [k for k in self._inbox if k < round_index]:
+            for envelopes in self._inbox.pop(stale).values():
+                self.counters.drops["stale"] += len(envelopes)
+        return received
+
+    # --- asynchronous mode --------------------------------------------------------------
+    async def _async_loops(self, group: asyncio.TaskGroup) -> None:
+        await self._send_hello()
+        gossip = group.create_task(self._gossip_loop(), name=f"{self.config.peer_id}:gossip")
+        merger = group.create_task(self._merge_loop(), name=f"{self.config.peer_id}:merge")
+        try:
+            while self.round < self.config.rounds and not self._stop.is_set():
+                r = self.round
+                self.method.begin_round(r)
+                self._last_loss = await self._train(r)
+                self.round = r + 1
+                self._record(r, {})
+                if self.round % self.config.checkpoint_every == 0:
+                    self.checkpoint()
+                await self._sleep(self.config.train_period_s)
+        finally:
+            gossip.cancel()
+            merger.cancel()
+
+    async def _gossip_loop(self) -> None:
+        while True:
+            await self._sleep(self.config.gossip_period_s)
+            r = self.round
+            async with self._model_lock:
+                messages = self.method.outgoing(r, self.view.targets(r))
+            await self._send_all(messages, r)
+
+    async def _merge_loop(self) -> None:
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            pending: dict[str, list[Envelope]] = defaultdict(list)
+            for round_index in sorted(self._inbox):
+                for sender, envelopes in self._inbox.pop(round_index).items():
+                    if self.round - round_index > self.config.max_staleness:
+                        self.counters.drops["stale"] += len(envelopes)
+                    else:
+                        pending[sender].extend(envelopes)
+            if pending:
+                async with self._model_lock:
+                    stats = self.method.merge(self.round, dict(pending))
+                if self.history:
+                    self.history[-1].merge.update(stats)
+                await self._send_all(self._drain_outbox(), self.round)
+
+    async def _sleep(self, delay_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay_s)
+
+    # --- sending and receiving -------------------------------------------------------
+    async def _send_hello(self) -> None:
+        hello = Hello(
+            peer_id=self.config.peer_id,
+            swarm=self.config.swarm,
+            protocol_version=1,
+            model_signature=self.method.model_signature(),
+            degree=len(self.view.neighbours),
+            capabilities=(self.method.name,),
+        )
+        await self._send_all([(peer, hello) for peer in self.view.neighbours], self.round)
+
+    def _drain_outbox(self) -> list[tuple[str, Message]]:
+        out, self.method.outbox = self.method.outbox, []
+        return out
+
+    async def _send_all(self, messages: list[tuple[str, Message]], round_index: int) -> None:
+        """Encode each distinct body once (one sequence number) and send it to its peers."""
+        encoded: dict[int, bytes] = {}
+        for peer, body in messages:
+            if peer in self.departed and not isinstance(body, Bye):
+                continue
+            data = encoded.get(id(body))
+            if data is None:
+                self.seq += 1
+                envelope = Envelope(
+                    swarm=self.config.swarm,
+                    sender=self.config.peer_id,
+                    seq=self.seq,
+                    round=round_index,
+                    body=body,
+                )
+                data = encoded[id(body)] = encode(envelope, self._keyring)
+            try:
+                await self.transport.send(peer, data)
+            except TransportError as exc:
+                self.counters.send_failures += 1
+                log.debug("%s: send to %s failed: %s", self.config.peer_id, peer, exc)
+                continue
+            self.counters.messages_sent += 1
+            self.counters.bytes_sent += len(data)
+
+    async def _receive_loop(self) -> None:
+        async for sender, data in self.transport.incoming():
+            self.counters.messages_received += 1
+            self.counters.bytes_received += len(data)
+            try:
+                envelope = self._decoder.decode(data)
+            except RemoteProtocolError as exc:
+                self.counters.drop(str(exc.reason))
+                continue
+            if envelope.sender != sender:
+                self.counters.drop("sender_mismatch")
+                continue
+            try:
+                await self._accept(envelope)
+            except Exception:  # a task boundary: a bad message must never kill the peer
+                log.exception(
+                    "%s: message from %s could not be handled", self.config.peer_id, sender
+                )
+                self.counters.drop("handler_error")
+
+    async def _accept(self, envelope: Envelope) -> None:
+        body = envelope.body
+        sender = envelope.sender
+        if isinstance(body, Bye):
+            self.departed.add(sender)
+            self._decoder.forget(sender)
+            self._arrived.set()
+            return
+        self.departed.discard(sender)
+        if isinstance(body, Hello):
+            if body.model_signature != self.method.model_signature():
+                self.counters.drop("model_signature")
+            return
+        if isinstance(body, ResyncRequest):
+            await self._send_all(self.method.on_control(envelope), self.round)
+            return
+        if self.config.mode == "rounds" and envelope.round < self.round:
+            self.counters.drop("stale")
+            return
+        if envelope.round > self.round + self.config.max_staleness + 1:
+            self._max_round_seen = max(self._max_round_seen, envelope.round)
+            self.counters.drop("future")
+            return
+        self._max_round_seen = max(self._max_round_seen, envelope.round)
+        self._inbox[envelope.round][sender].append(envelope)
+        self._arrived.set()
+
+    # --- metrics -----------------------------------------------------------------------
+    def _record(self, round_index: int, merge_stats: dict[str, float]) -> None:
+        accuracy = global_accuracy = math.nan
+        last = round_index + 1 == self.config.rounds
+        if round_index % self.config.eval_every == 0 or last:
+            _, accuracy = self._trainer.evaluate(self.data.test)
+            if self.data.global_test is not None:
+                _, global_accuracy = self._trainer.evaluate(self.data.global_test)
+        metrics = RoundMetrics(
+            peer_id=self.config.peer_id,
+            round=round_index,
+            time_s=asyncio.get_running_loop().time(),
+            loss=self._last_loss,
+            accuracy=accuracy,
+            global_accuracy=None if self.data.global_test is None else global_accuracy,
+            density=self.method.density(),
+            bytes_sent=self.counters.bytes_sent,
+            bytes_received=self.counters.bytes_received,
+            messages_sent=self.counters.messages_sent,
+            messages_received=self.counters.messages_received,
+            messages_dropped=self.counters.messages_dropped,
+            drops=dict(self.counters.drops),
+            merge=dict(merge_stats),
+        )
+        self.history.append(metrics)
+        if self._on_round is not None:
+            self._on_round(metrics)
+
+
+def _keyring(config: NodeConfig) -> Keyring | None:
+    if not config.keys:
+        return None
+    return Keyring(
+        keys={key_id: bytes.fromhex(key) for key_id, key in config.keys.items()},
+        active_key_id=config.active_key_id,
+    )
