@@ -1,0 +1,477 @@
+"""MQTT transport over a broker (Mosquitto 2): the only module of spargo that imports aiomqtt.
+
+Topic layout (see docs/MQTT.md), all under ``spargo/<swarm>/``:
+
+- ``inbox/<peer_id>``: QoS 1; a peer subscribes to its own inbox. Each MQTT payload is one
+  chunk of a message (``protocol.split``) wrapped in an envelope naming the sender
+  (``framing.pack_envelope``), because the topic names only the receiver.
+- ``presence/<peer_id>``: retained JSON ``{"peer_id", "online", "updated_at"}``; "online" on
+  connect, "offline" on a clean close and, as the last will, when the broker loses us.
+- ``status/<peer_id>``: retained JSON status for ``spargo monitor`` (``publish_status``).
+
+The session is persistent (clean_session false, client id ``spargo/<swarm>/<peer_id>``), so
+QoS 1 messages sent while a peer is briefly offline wait in the broker until it returns. A lost
+connection is re-established with jittered exponential backoff and the subscriptions renewed,
+while the ``incoming()`` iterator keeps running. aiomqtt/paho errors become ``node.errors``
+exceptions here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+
+from node.errors import (
+    ConfigError,
+    ConnectError,
+    MessageTooLarge,
+    TransportClosed,
+    TransportError,
+    UnknownPeer,
+)
+from node.transports.framing import (
+    FrameError,
+    TransportStats,
+    backoff_delay_s,
+    check_backoff,
+    check_own_peer_id,
+    pack_envelope,
+    peer_id_problem,
+    unpack_envelope,
+)
+from protocol import Reassembler, RemoteProtocolError, split
+
+LOG = logging.getLogger(__name__)
+MQTT_MAX_PAYLOAD_BYTES = 256 * 1024 * 1024 - 1024  # the MQTT limit, less room for headers
+_NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+_REFUSED = {4: "bad username or password", 5: "not authorised"}
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """Broker address, swarm, credentials, TLS files, chunking, timeouts and backoff."""
+
+    url: str | None = None  # mqtt://HOST:PORT or mqtts://HOST:PORT; overrides host/port
+    host: str = "127.0.0.1"
+    port: int = 1883
+    swarm: str = "default"
+    username: str | None = None
+    password: str | None = None
+    tls_ca: Path | None = None  # CA that signs the broker's certificate; set => TLS
+    tls_cert: Path | None = None  # client certificate (brokers with require_certificate)
+    tls_key: Path | None = None
+    tls_check_hostname: bool = True
+    chunk_bytes: int = 256 * 1024  # largest MQTT payload we publish
+    max_message_bytes: int = 64 * 1024 * 1024
+    publish_timeout_s: float = 10.0  # per chunk, and how long send() waits for a connection
+    connect_timeout_s: float = 10.0
+    keepalive_s: int = 30
+    backoff_min_s: float = 0.1
+    backoff_max_s: float = 10.0
+    clean_session: bool = False
+    max_inflight_messages: int = 100
+    incoming_queue_size: int = 4096  # whole messages waiting for incoming(); more are dropped
+    reassembly_max_age_s: float = 120.0
+    seed: int | None = None  # backoff jitter and message ids; None: fresh entropy
+
+    def __post_init__(self) -> None:
+        host, port, _ = self.endpoint()
+        if not host or not 0 < port < 65536:
+            raise ConfigError(f"broker address {host}:{port} is not HOST:PORT (port 1..65535)")
+        problem = peer_id_problem(self.swarm)
+        if problem is not None:
+            raise ConfigError(f"swarm name: {problem.replace('peer id', 'name')}")
+        if not 1024 <= self.chunk_bytes <= MQTT_MAX_PAYLOAD_BYTES:
+            raise ConfigError(f"chunk_bytes must be in 1024..{MQTT_MAX_PAYLOAD_BYTES}")
+        if self.max_message_bytes <= 0 or self.incoming_queue_size <= 0:
+            raise ConfigError("max_message_bytes and incoming_queue_size must be positive")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("give both tls_cert and tls_key, or neither")
+        if min(self.publish_timeout_s, self.connect_timeout_s, self.keepalive_s) <= 0:
+            raise ConfigError("timeouts and keepalive_s must be positive")
+        check_backoff(self.backoff_min_s, self.backoff_max_s)
+
+    def endpoint(self) -> tuple[str, int, bool]:
+        """``(host, port, tls)`` from ``url`` when given, else from host/port/tls_ca."""
+        if self.url is None:
+            return self.host, self.port, self.tls_ca is not None
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
+            raise ConfigError(f"broker URL {self.url!r} is not mqtt://HOST:PORT or mqtts://...")
+        tls = parts.scheme in ("mqtts", "ssl") or self.tls_ca is not None
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError as exc:
+            raise ConfigError(f"broker URL {self.url!r} has a bad port") from exc
+        return parts.hostname, port, tls
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The client TLS context, or None for plaintext."""
+        if not self.endpoint()[2]:
+            return None
+        context = ssl.create_default_context(cafile=self.tls_ca)
+        context.check_hostname = self.tls_check_hostname
+        if self.tls_cert is not None:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        return context
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topic names of one swarm."""
+
+    swarm: str
+
+    @property
+    def prefix(self) -> str:
+        return f"spargo/{self.swarm}"
+
+    def inbox(self, peer_id: str) -> str:
+        return f"{self.prefix}/inbox/{peer_id}"
+
+    def presence(self, peer_id: str = "+") -> str:
+        return f"{self.prefix}/presence/{peer_id}"
+
+    def status(self, peer_id: str = "+") -> str:
+        return f"{self.prefix}/status/{peer_id}"
+
+    def split(self, topic: str) -> tuple[str, str] | None:
+        """``(kind, peer_id)`` for a topic of this swarm, else None."""
+        head, _, rest = topic.partition(self.prefix + "/")
+        kind, _, peer_id = rest.partition("/")
+        if head or not peer_id or "/" in peer_id:
+            return None
+        return kind, peer_id
+
+
+def presence_payload(peer_id: str, online: bool) -> bytes:
+    """The retained presence JSON."""
+    return json.dumps({"peer_id": peer_id, "online": online, "updated_at": time.time()}).encode()
+
+
+def translate(exc: Exception, what: str) -> TransportError:
+    """The ``node.errors`` exception for an aiomqtt/paho/socket error (the one boundary)."""
+    if isinstance(exc, TransportError):
+        return exc
+    if isinstance(exc, MqttConnectError):
+        rc = exc.rc
+        reason = _REFUSED.get(rc, str(rc)) if isinstance(rc, int) else str(rc)
+        return ConnectError(
+            f"{what}: the broker refused us ({reason}): check the username and password "
+            "(or client certificate) and the broker's ACL"
+        )
+    if str(exc) == "Operation timed out":
+        return ConnectError(
+            f"{what}: no CONNACK from the broker in time (wrong port, or TLS settings "
+            "that do not match the listener?)"
+        )
+    return ConnectError(f"{what}: {exc}")
+
+
+@dataclass
+class _Connection:
+    client: aiomqtt.Client
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def _disconnect(client: aiomqtt.Client, timeout_s: float) -> None:
+    with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError, RuntimeError):
+        await asyncio.wait_for(client.__aexit__(None, None, None), timeout_s)
+
+
+class MqttTransport:
+    """One peer's MQTT transport (see module docstring)."""
+
+    def __init__(self, config: MqttConfig, peer_id: str) -> None:
+        self.peer_id = check_own_peer_id(peer_id)
+        self.config = config
+        self.max_message_bytes = config.max_message_bytes
+        self.topics = Topics(config.swarm)
+        self.stats = TransportStats()
+        self._rng = random.Random(config.seed)
+        self._next_message_id = self._rng.getrandbits(32)
+        self._reassembler = Reassembler(
+            max_bytes_in_flight_per_sender=max(config.max_message_bytes, config.chunk_bytes),
+            max_age_s=config.reassembly_max_age_s,
+            max_message_bytes=config.max_message_bytes,
+            max_messages_in_flight_per_sender=64,
+        )
+        self._queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
+        self._presence: dict[str, bool] = {}
+        self._conn: _Connection | None = None
+        self._connected = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Connect (ConnectError if the broker is unreachable or refuses us) and subscribe."""
+        if self._closed:
+            raise TransportClosed(f"transport of {self.peer_id!r} is closed")
+        if self._runner is not None:
+            return
+        conn = await self._connect()
+        self._runner = asyncio.create_task(self._run(conn), name=f"mqtt-{self.peer_id}")
+
+    def _client(self) -> aiomqtt.Client:
+        host, port, _ = self.config.endpoint()
+        client = aiomqtt.Client(
+            host,
+            port,
+            username=self.config.username,
+            password=self.config.password,
+            identifier=f"{self.topics.prefix}/{self.peer_id}",
+            protocol=aiomqtt.ProtocolVersion.V311,
+            clean_session=self.config.clean_session,
+            will=aiomqtt.Will(
+                self.topics.presence(self.peer_id),
+                presence_payload(self.peer_id, online=False),
+                qos=1,
+                retain=True,
+            ),
+            timeout=self.config.connect_timeout_s,
+            keepalive=self.config.keepalive_s,
+            max_inflight_messages=self.config.max_inflight_messages,
+            tls_context=self.config.ssl_context(),
+            socket_options=_NODELAY,  # paho does not set it: QoS 1 would wait ~40 ms a hop
+        )
+        client.pending_calls_threshold = 1 << 30  # chunked sends keep many publishes pending
+        return client
+
+    async def _connect(self) -> _Connection:
+        client = self._client()
+        what = f"connecting {self.peer_id!r} to {self.config.endpoint()[0]}"
+        try:
+            await client.__aenter__()
+        except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
+            self.stats.connect_failures += 1
+            raise translate(exc, what) from exc
+        try:
+            timeout_s = self.config.publish_timeout_s
+            await client.subscribe(self.topics.inbox(self.peer_id), qos=1, timeout=timeout_s)
+            await client.subscribe(self.topics.presence(), qos=1, timeout=timeout_s)
+            await client.publish(
+                self.topics.presence(self.peer_id),
+                presence_payload(self.peer_id, online=True),
+                qos=1,
+                retain=True,
+                timeout=timeout_s,
+            )
+        except aiomqtt.MqttError as exc:
+            await _disconnect(client, 1.0)
+            self.stats.connect_failures += 1
+            raise translate(exc, f"{what}: subscribing") from exc
+        self.stats.connects += 1
+        conn = _Connection(client)
+        self._conn = conn
+        self._connected.set()
+        return conn
+
+    async def _run(self, conn: _Connection | None) -> None:
+        """Read messages; when the connection drops, reconnect with backoff (until closed)."""
+        while conn is not None:
+            try:
+                async for message in conn.client.messages:
+                    self._dispatch(message.topic.value, message.payload)
+            except aiomqtt.MqttError as exc:
+                LOG.warning("%s lost the broker connection: %s", self.peer_id, exc)
+            self._connected.clear()
+            self._conn = None
+            conn.lost.set()
+            await _disconnect(conn.client, 1.0)
+            conn = await self._reconnect()
+
+    async def _reconnect(self) -> _Connection | None:
+        failures = 0
+        while not self._closed:
+            failures += 1
+            cfg = self.config
+            await asyncio.sleep(
+                backoff_delay_s(failures, cfg.backoff_min_s, cfg.backoff_max_s, self._rng)
+            )
+            try:
+                return await self._connect()
+            except ConnectError as exc:
+                LOG.info("%s: reconnect attempt %d failed: %s", self.peer_id, failures, exc)
+        return None
+
+    async def aclose(self) -> None:
+        """Announce offline, disconnect cleanly (the session stays), end ``incoming()``."""
+        if self._closed:
+            return
+        self._closed = True
+        self._connected.set()  # wake senders waiting for a connection: they see the close
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.lost.set()
+            with contextlib.suppress(aiomqtt.MqttError):
+                await conn.client.publish(
+                    self.topics.presence(self.peer_id),
+                    presence_payload(self.peer_id, online=False),
+                    qos=1,
+                    retain=True,
+                    timeout=min(1.0, self.config.publish_timeout_s),
+                )
+            await _disconnect(conn.client, 2.0)
+        self._queue.put_nowait(None)
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def _dispatch(self, topic: str, payload: object) -> None:
+        parsed = self.topics.split(topic)
+        if parsed is None or not isinstance(payload, bytes | bytearray):
+            self.stats.drop("foreign_topic")
+            return
+        kind, peer_id = parsed
+        if kind == "inbox":
+            self._on_chunk(bytes(payload))
+        elif kind == "presence":
+            self._on_presence(peer_id, bytes(payload))
+
+    def _on_chunk(self, payload: bytes) -> None:
+        try:
+            sender, chunk = unpack_envelope(payload)
+            message = self._reassembler.feed(sender, chunk, asyncio.get_running_loop().time())
+        except FrameError:
+            self.stats.drop("bad_envelope")
+            return
+        except RemoteProtocolError as exc:
+            self.stats.drop(f"chunk_{exc.reason.value}")
+            return
+        if message is None:
+            return
+        if self._queue.qsize() >= self.config.incoming_queue_size:
+            self.stats.drop("queue_full")
+            return
+        self.stats.messages_received += 1
+        self.stats.bytes_received += len(message)
+        self._queue.put_nowait((sender, message))
+
+    def _on_presence(self, peer_id: str, payload: bytes) -> None:
+        try:
+            online = json.loads(payload).get("online") is True
+        except (ValueError, AttributeError):
+            self.stats.drop("bad_presence")
+            return
+        self._presence[peer_id] = online
+
+    async def incoming(self) -> AsyncIterator[tuple[str, bytes]]:
+        """``(sender, data)`` for every whole message; ends when the transport closes."""
+        while True:
+            if self._closed and self._queue.empty():
+                return
+            item = await self._queue.get()
+            if item is None:
+                self._queue.put_nowait(None)  # wake any other iterator too
+                return
+            yield item
+
+    @property
+    def connected(self) -> bool:
+        """Whether the transport holds a live broker connection right now."""
+        return self._conn is not None and not self._closed
+
+    def online_peers(self) -> set[str]:
+        """Peers whose retained presence currently says online (ourselves included)."""
+        return {peer_id for peer_id, online in self._presence.items() if online}
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosed(f"transport of {self.peer_id!r} is closed")
+
+    async def _connection(self) -> _Connection:
+        conn = self._conn
+        if conn is None and not self._closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._connected.wait(), self.config.publish_timeout_s)
+            conn = self._conn
+        self._check_open()
+        if conn is None:
+            raise ConnectError(
+                f"{self.peer_id!r} is not connected to the broker "
+                f"(waited {self.config.publish_timeout_s} s for a reconnect)"
+            )
+        return conn
+
+    async def send(self, peer_id: str, data: bytes) -> None:
+        """Publish ``data`` to ``peer_id``'s inbox, chunked; returns when the broker has it."""
+        self._check_open()
+        problem = peer_id_problem(peer_id)
+        if problem is not None:
+            raise UnknownPeer(problem)
+        if len(data) > self.max_message_bytes:
+            raise MessageTooLarge(
+                f"{len(data)} bytes exceeds this transport's limit of {self.max_message_bytes}"
+            )
+        conn = self._conn if self._conn is not None else await self._connection()
+        # Chunks are wrapped in an envelope; keep the whole MQTT payload within chunk_bytes.
+        room = self.config.chunk_bytes - len(pack_envelope(self.peer_id, b""))
+        message_id, self._next_message_id = self._next_message_id, self._next_message_id + 1
+        payloads = [pack_envelope(self.peer_id, c) for c in split(data, room, message_id)]
+        await self._publish_all(conn, self.topics.inbox(peer_id), payloads)
+        self.stats.messages_sent += 1
+        self.stats.bytes_sent += len(data)
+
+    async def _publish_all(self, conn: _Connection, topic: str, payloads: list[bytes]) -> None:
+        # The publishes start in list order (tasks run FIFO), which keeps per-link order;
+        # racing them against the connection's loss stops a dead link from stalling us.
+        timeout_s = self.config.publish_timeout_s
+        publishes = asyncio.gather(
+            *(conn.client.publish(topic, p, qos=1, timeout=timeout_s) for p in payloads)
+        )
+        lost = asyncio.ensure_future(conn.lost.wait())
+        racing: set[asyncio.Future[Any]] = {publishes, lost}
+        try:
+            await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if not publishes.done():
+            publishes.cancel()
+            await asyncio.gather(publishes, return_exceptions=True)
+            self._check_open()
+            raise TransportError(f"the broker connection was lost while sending to {topic}")
+        try:
+            publishes.result()
+        except aiomqtt.MqttError as exc:
+            self._check_open()
+            raise TransportError(f"publishing to {topic} failed: {exc}") from exc
+
+    async def publish_status(self, status: Mapping[str, object]) -> None:
+        """Publish ``status`` as retained JSON on ``status/<peer_id>`` (for spargo monitor)."""
+        self._check_open()
+        conn = await self._connection()
+        body = json.dumps({"peer_id": self.peer_id, **status}, default=str).encode()
+        await self._publish_all(conn, self.topics.status(self.peer_id), [body])
