@@ -64,8 +64,10 @@ class Reassembler:
     """Collects chunks per (sender, message id) and returns each frame once it is complete.
 
     Limits: bytes held per sender, partial frames per sender, frame size, and the age of a
-    partial frame (older ones are dropped on the next `feed` or `expire`). Duplicate chunks
-    (at-least-once delivery) are ignored.
+    partial frame (older ones are dropped on the next `feed` or `expire`). A duplicate chunk
+    (at-least-once delivery) of an incomplete frame is ignored; one that arrives after its
+    frame completed starts a new partial frame that expires, or delivers a single-chunk frame
+    again, which the Decoder's replay window then rejects.
     """
 
     def __init__(

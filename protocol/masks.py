@@ -152,7 +152,8 @@ def _decode_rice(payload: bytes, m: int, n: int) -> IntArray:
     r = payload[0]
     rem_nbytes = -(-m * r // 8)
     # Each quotient is at most n, so the unary part is at most n + m bits: check before unpacking.
-    if r > _MAX_RICE_PARAMETER or len(payload) > 1 + rem_nbytes + -(-(n + m) // 8):
+    too_long = len(payload) > 1 + rem_nbytes + -(-(n + m) // 8)
+    if r > _MAX_RICE_PARAMETER or too_long or len(payload) < 1 + rem_nbytes:
         raise _bad(Reason.MALFORMED, "Rice parameter or payload length out of range")
     rem_bits = np.unpackbits(np.frombuffer(payload, np.uint8, rem_nbytes, 1))
     unary = np.unpackbits(np.frombuffer(payload, np.uint8, offset=1 + rem_nbytes))

@@ -67,7 +67,7 @@ def quantize_int8(x: F32Array) -> tuple[npt.NDArray[np.int8], F32Array]:
     with np.errstate(divide="ignore", invalid="ignore"):
         inverse = np.where(scales > 0, np.float32(1.0) / scales, np.float32(0.0))
         scaled = padded2 * inverse[:, None].astype(np.float32)
-    q = np.clip(np.rint(scaled), -127, 127).astype(np.int8).reshape(-1)[:count]
+        q = np.clip(np.rint(scaled), -127, 127).astype(np.int8).reshape(-1)[:count]
     return q, scales
 
 
