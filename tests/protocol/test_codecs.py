@@ -61,7 +61,8 @@ def test_values_round_trip_within_dtype_precision(
     wire = [bytes(f) if isinstance(f, memoryview) else f for f in wire]
     got, got_dtype = decode_values(wire, count, allow_nonfinite=False)
     assert got_dtype == dtype
-    assert got.dtype == np.float32 and got.shape == (count,)
+    assert got.dtype == np.float32
+    assert got.shape == (count,)
     if dtype == "float32":
         np.testing.assert_array_equal(got, x)
     elif dtype == "int8":
