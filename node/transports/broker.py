@@ -222,6 +222,7 @@ class Mosquitto:
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self._workdir: Path | None = self.config.workdir
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._log_offset = 0
 
     # -- addresses -------------------------------------------------------------------------
 
@@ -277,6 +278,8 @@ class Mosquitto:
         self._workdir.mkdir(parents=True, exist_ok=True)
         if self._port == 0:
             self._port = free_port(self.host)
+        log = self._workdir / "mosquitto.log"
+        self._log_offset = log.stat().st_size if log.exists() else 0
         conf = self._workdir / "mosquitto.conf"
         conf.write_text(self.config.render(self._port, self._workdir))
         # stderr goes to a file, not a pipe: a pipe nobody reads could block the broker.
@@ -294,7 +297,19 @@ class Mosquitto:
         self._finalizer = weakref.finalize(self, _terminate, process, 1.0)
         return process
 
+    def _announced(self) -> bool:
+        # Mosquitto logs "... running" once its listeners are open. Waiting for that, not just
+        # for the port, keeps another process that holds the port from passing for us.
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_offset)
+                return b" running" in log.read()
+        except OSError:
+            return False
+
     def _accepts(self) -> bool:
+        if not self._announced():
+            return False
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.settimeout(0.2)
             return probe.connect_ex((self.host, self.port)) == 0
@@ -336,6 +351,11 @@ class Mosquitto:
         deadline = loop.time() + self.config.start_timeout_s
         while True:
             self._check_alive(process)
+            if not self._announced():
+                if loop.time() > deadline:
+                    raise self._timeout_error()
+                await asyncio.sleep(_POLL_S)
+                continue
             try:
                 _, writer = await asyncio.wait_for(
                     asyncio.open_connection(self.host, self.port), 0.5

@@ -2,6 +2,7 @@
 
 - Peer ids double as MQTT topic levels, so both transports accept the same ids: non-empty,
   at most 128 UTF-8 bytes, no ``/``, ``+``, ``#``, whitespace or control characters.
+- MQTT topics live under ``spargo/<swarm>/`` (:class:`Topics`, docs/MQTT.md).
 - MQTT envelope (one per published chunk): ``b"SG" | version u8 | sender length u8 | sender
   UTF-8 | chunk``. The topic names only the receiver, so the sender travels here.
 - TCP frame: ``body length u32 (big-endian) | kind u8 | body``. The first frame each way is a
@@ -18,6 +19,7 @@ import enum
 import json
 import random
 import struct
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -81,6 +83,39 @@ def unpack_envelope(payload: bytes) -> tuple[str, bytes]:
     if problem is not None:
         raise FrameError(f"bad sender id: {problem}")
     return sender, payload[end:]
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The MQTT topic names of one swarm (layout in docs/MQTT.md)."""
+
+    swarm: str
+
+    @property
+    def prefix(self) -> str:
+        return f"spargo/{self.swarm}"
+
+    def inbox(self, peer_id: str) -> str:
+        return f"{self.prefix}/inbox/{peer_id}"
+
+    def presence(self, peer_id: str = "+") -> str:
+        return f"{self.prefix}/presence/{peer_id}"
+
+    def status(self, peer_id: str = "+") -> str:
+        return f"{self.prefix}/status/{peer_id}"
+
+    def split(self, topic: str) -> tuple[str, str] | None:
+        """``(kind, peer_id)`` for a topic of this swarm, else None."""
+        head, _, rest = topic.partition(self.prefix + "/")
+        kind, _, peer_id = rest.partition("/")
+        if head or not peer_id or "/" in peer_id:
+            return None
+        return kind, peer_id
+
+
+def presence_payload(peer_id: str, online: bool) -> bytes:
+    """The retained presence JSON."""
+    return json.dumps({"peer_id": peer_id, "online": online, "updated_at": time.time()}).encode()
 
 
 class FrameKind(enum.IntEnum):

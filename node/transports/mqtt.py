@@ -25,8 +25,7 @@ import logging
 import random
 import socket
 import ssl
-import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -46,12 +45,14 @@ from node.errors import (
 )
 from node.transports.framing import (
     FrameError,
+    Topics,
     TransportStats,
     backoff_delay_s,
     check_backoff,
     check_own_peer_id,
     pack_envelope,
     peer_id_problem,
+    presence_payload,
     unpack_envelope,
 )
 from protocol import Reassembler, RemoteProtocolError, split
@@ -129,39 +130,6 @@ class MqttConfig:
         if self.tls_cert is not None:
             context.load_cert_chain(self.tls_cert, self.tls_key)
         return context
-
-
-@dataclass(frozen=True)
-class Topics:
-    """The topic names of one swarm."""
-
-    swarm: str
-
-    @property
-    def prefix(self) -> str:
-        return f"spargo/{self.swarm}"
-
-    def inbox(self, peer_id: str) -> str:
-        return f"{self.prefix}/inbox/{peer_id}"
-
-    def presence(self, peer_id: str = "+") -> str:
-        return f"{self.prefix}/presence/{peer_id}"
-
-    def status(self, peer_id: str = "+") -> str:
-        return f"{self.prefix}/status/{peer_id}"
-
-    def split(self, topic: str) -> tuple[str, str] | None:
-        """``(kind, peer_id)`` for a topic of this swarm, else None."""
-        head, _, rest = topic.partition(self.prefix + "/")
-        kind, _, peer_id = rest.partition("/")
-        if head or not peer_id or "/" in peer_id:
-            return None
-        return kind, peer_id
-
-
-def presence_payload(peer_id: str, online: bool) -> bytes:
-    """The retained presence JSON."""
-    return json.dumps({"peer_id": peer_id, "online": online, "updated_at": time.time()}).encode()
 
 
 def translate(exc: Exception, what: str) -> TransportError:
@@ -445,12 +413,17 @@ class MqttTransport:
         self.stats.messages_sent += 1
         self.stats.bytes_sent += len(data)
 
-    async def _publish_all(self, conn: _Connection, topic: str, payloads: list[bytes]) -> None:
+    async def _publish_all(
+        self, conn: _Connection, topic: str, payloads: list[bytes], retain: bool = False
+    ) -> None:
         # The publishes start in list order (tasks run FIFO), which keeps per-link order;
         # racing them against the connection's loss stops a dead link from stalling us.
         timeout_s = self.config.publish_timeout_s
         publishes = asyncio.gather(
-            *(conn.client.publish(topic, p, qos=1, timeout=timeout_s) for p in payloads)
+            *(
+                conn.client.publish(topic, p, qos=1, retain=retain, timeout=timeout_s)
+                for p in payloads
+            )
         )
         lost = asyncio.ensure_future(conn.lost.wait())
         racing: set[asyncio.Future[Any]] = {publishes, lost}
@@ -474,4 +447,63 @@ class MqttTransport:
         self._check_open()
         conn = await self._connection()
         body = json.dumps({"peer_id": self.peer_id, **status}, default=str).encode()
-        await self._publish_all(conn, self.topics.status(self.peer_id), [body])
+        await self._publish_all(conn, self.topics.status(self.peer_id), [body], retain=True)
+
+
+SwarmEvent = tuple[str, str, dict[str, object] | None]
+
+
+async def watch_swarm(config: MqttConfig) -> AsyncGenerator[SwarmEvent, None]:
+    """Yield ``(kind, peer_id, payload)`` for the presence and status topics of a swarm.
+
+    ``kind`` is ``"presence"`` or ``"status"``; ``payload`` is the decoded JSON object, or None
+    when it is not one. After each (re)connection and subscription comes one
+    ``("connected", "", None)``, then the retained messages. A lost connection is re-established
+    with backoff; ConnectError if the very first connection fails.
+    """
+    topics = Topics(config.swarm)
+    rng = random.Random(config.seed)
+    host, port, _ = config.endpoint()
+    failures = 0
+    ever_connected = False
+    while True:
+        client = aiomqtt.Client(
+            host,
+            port,
+            username=config.username,
+            password=config.password,
+            clean_session=True,  # an observer needs no session: retained messages suffice
+            timeout=config.connect_timeout_s,
+            keepalive=config.keepalive_s,
+            tls_context=config.ssl_context(),
+            socket_options=_NODELAY,
+        )
+        try:
+            async with client:
+                failures, ever_connected = 0, True
+                for topic in (topics.presence(), topics.status()):
+                    await client.subscribe(topic, qos=1, timeout=config.publish_timeout_s)
+                yield "connected", "", None
+                async for message in client.messages:
+                    event = _swarm_event(topics, message.topic.value, message.payload)
+                    if event is not None:
+                        yield event
+        except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
+            if not ever_connected:
+                raise translate(exc, f"watching swarm {config.swarm!r}") from exc
+            LOG.warning("monitor lost the broker connection: %s", exc)
+        failures += 1
+        delay_s = backoff_delay_s(failures, config.backoff_min_s, config.backoff_max_s, rng)
+        await asyncio.sleep(delay_s)
+
+
+def _swarm_event(topics: Topics, topic: str, payload: object) -> SwarmEvent | None:
+    parsed = topics.split(topic)
+    if parsed is None or parsed[0] not in ("presence", "status"):
+        return None
+    kind, peer_id = parsed
+    try:
+        decoded = json.loads(payload) if isinstance(payload, bytes | bytearray | str) else None
+    except ValueError:
+        decoded = None
+    return kind, peer_id, decoded if isinstance(decoded, dict) else None
