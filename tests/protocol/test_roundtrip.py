@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protocol import Decoder, Keyring, NamedTensor, encode
+from protocol import Decoder, FullModel, Keyring, NamedTensor, encode
 from tests.protocol.helpers import KEYRING, SWARM, assert_same, envelope, sample_messages
 
 
@@ -23,14 +23,8 @@ def test_every_message_round_trips(index: int, keyring: Keyring | None) -> None:
 
 def test_float32_dense_is_exact_and_keeps_shape() -> None:
     x = np.random.default_rng(1).standard_normal((3, 4, 5)).astype(np.float32)
-    got = Decoder(SWARM).decode(encode(envelope_dense(x)))
+    got = Decoder(SWARM).decode(encode(envelope(FullModel((NamedTensor("x", x),)))))
     tensor = got.body.tensors[0]  # type: ignore[union-attr]
     assert tensor.array.shape == (3, 4, 5)
     assert tensor.array.dtype == np.float32
     np.testing.assert_array_equal(tensor.array, x)
-
-
-def envelope_dense(x: np.ndarray) -> object:
-    from protocol import FullModel
-
-    return envelope(FullModel((NamedTensor("x", x),)))
