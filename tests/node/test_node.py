@@ -1,0 +1,124 @@
+"""The peer end to end: it trains and agrees, shrugs off hostile traffic, and resumes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+
+import topology
+from node.checkpoint import checkpoint_path
+from node.node import Node
+from node.params import exchangeable_parameters, to_arrays
+from node.tasks import synthetic_task
+from node.transports.memory import MemoryNetwork
+from protocol import Envelope, FullModel, Keyring, NamedTensor, encode
+from sims.clock import run_virtual
+from tests.node.harness import KEY_HEX, make_peer, make_peers, run_all
+
+
+def _spread(nodes: list[Node]) -> float:
+    flat = [
+        np.concatenate([a.ravel() for a in to_arrays(exchangeable_parameters(n.model)).values()])
+        for n in nodes
+    ]
+    stack = np.stack(flat)
+    return float(np.abs(stack - stack.mean(axis=0)).max())
+
+
+def test_peers_learn_and_move_towards_consensus() -> None:
+    network = MemoryNetwork()
+    nodes = make_peers(network, 4, rounds=8)
+    run_all(nodes)
+    for node in nodes:
+        assert len(node.history) == 8
+        assert node.history[-1].accuracy > 0.7
+        assert node.counters.messages_dropped == 0
+    assert _spread(nodes) < 0.5
+
+
+def test_hostile_traffic_is_counted_and_dropped() -> None:
+    """Garbage, unauthenticated, wrong-key, replayed, NaN and spoofed messages never stop training."""
+    network = MemoryNetwork()
+    keys = {1: KEY_HEX}
+    nodes = make_peers(network, 4, rounds=6, keys=keys)
+    attacker = network.transport("mallory")
+    good_key = Keyring({1: bytes.fromhex(KEY_HEX)}, active_key_id=1)
+    wrong_key = Keyring({1: b"\x22" * 32}, active_key_id=1)
+    template = {n: a for n, a in to_arrays(exchangeable_parameters(nodes[0].model)).items()}
+
+    def frame(
+        seq: int, keyring: Keyring | None, poison: bool = False, sender: str = "mallory"
+    ) -> bytes:
+        arrays = {n: (np.full_like(a, np.nan) if poison else a) for n, a in template.items()}
+        body = FullModel(tensors=tuple(NamedTensor(n, a) for n, a in arrays.items()))
+        return encode(Envelope("test", sender, seq, 0, body), keyring)
+
+    async def attack() -> None:
+        valid = frame(1, good_key)
+        for victim in ("p0", "p1"):
+            await attacker.send(victim, b"\x00garbage\xff" * 10)
+            await attacker.send(victim, frame(2, None))
+            await attacker.send(victim, frame(3, wrong_key))
+            await attacker.send(victim, valid)
+            await attacker.send(victim, valid)  # replay
+            await attacker.send(victim, frame(4, good_key, poison=True))
+            await attacker.send(victim, frame(5, good_key, sender="p3"))  # spoofed sender
+            await attacker.send(victim, valid[: len(valid) // 2])
+
+    run_all(nodes, attack)
+    for victim in nodes[:2]:
+        drops = victim.counters.drops
+        assert drops["unauthenticated"] + drops["unknown_key"] >= 2, drops
+        assert drops["replay"] >= 1, drops
+        assert drops["nonfinite"] >= 1, drops
+        assert drops["sender_mismatch"] >= 1, drops
+        assert drops["malformed"] >= 1, drops
+        assert len(victim.history) == 6
+        assert victim.history[-1].accuracy > 0.6
+        assert all(
+            np.isfinite(a).all() for a in to_arrays(victim.model.named_parameters()).values()
+        )
+
+
+def test_killed_peer_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    task = synthetic_task(0)
+    graph = topology.make_graph("ring", 4, seed=0)
+    ids = [f"p{i}" for i in range(4)]
+    network = MemoryNetwork()
+    nodes = make_peers(network, 4, rounds=10, checkpoint_dir=tmp_path, task=task)
+    victim = nodes[1]
+    resumed: list[Node] = []
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(node.run()) for node in nodes]
+            while victim.round < 4:
+                await asyncio.sleep(0.01)
+            await victim.transport.aclose()  # a crash: the link goes first, no Bye gets out
+            tasks[1].cancel()
+            await asyncio.sleep(1.0)
+            again = make_peer(
+                network,
+                ids,
+                1,
+                graph,
+                task,
+                method="dense",
+                rounds=10,
+                checkpoint_dir=tmp_path,
+                keys=None,
+            )
+            resumed.append(again)
+            group.create_task(again.run())
+
+    run_virtual(main())
+    again = resumed[0]
+    assert checkpoint_path(tmp_path, "p1").exists()
+    assert again.history, "the restarted peer ran no rounds"
+    assert again.history[0].round >= 3, "it did not resume from its checkpoint"
+    assert again.history[-1].round == 9
+    assert again.history[-1].accuracy > 0.7
+    for node in nodes[:1] + nodes[2:]:
+        assert node.history[-1].round == 9
