@@ -16,7 +16,9 @@ def test_round_trip(tmp_path: Path) -> None:
     path = checkpoint_path(tmp_path, "peer-1")
     save_checkpoint(path, state)
     loaded = load_checkpoint(path)
-    assert loaded["round"] == 7 and loaded["seq"] == 42 and loaded["x"] == [1, 2]
+    assert loaded["round"] == 7
+    assert loaded["seq"] == 42
+    assert loaded["x"] == [1, 2]
     assert torch.equal(loaded["model"]["w"], state["model"]["w"])
     assert [p.name for p in tmp_path.iterdir()] == ["peer-1.ckpt"]  # no temp file left
 
