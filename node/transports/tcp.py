@@ -378,6 +378,11 @@ class TcpTransport:
             self.stats.drop("handshake_timeout")
         except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
             pass  # the other side went away; it reconnects when it has something to send
+        except asyncio.CancelledError:
+            # aclose() cancelled us. End normally: asyncio's stream callback calls
+            # task.exception(), which would raise (and log) for a cancelled task.
+            if not self._closed:
+                raise
         finally:
             self._writers.discard(writer)
             writer.close()
