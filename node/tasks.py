@@ -161,3 +161,18 @@ def load_task(name: str, seed: int = 0) -> TaskSpec:
     raise ConfigError(
         f"unknown task {name!r}; use one of {', '.join(BUILTIN_TASKS)} or module:function"
     )
+
+
+def iid_shard(data: Dataset, n_shards: int, index: int, seed: int) -> Dataset:
+    """Shard ``index`` of ``n_shards`` of a seeded IID split (every peer computes the same)."""
+    if not 0 <= index < n_shards:
+        raise ConfigError(f"shard index {index} is outside 0..{n_shards - 1}")
+    order = np.random.default_rng([seed, 17]).permutation(len(data))
+    return data.subset(np.sort(np.array_split(order, n_shards)[index]))
+
+
+def local_split(data: Dataset, test_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Split a peer's shard into its local train and local test parts."""
+    order = np.random.default_rng([seed, 31]).permutation(len(data))
+    n_test = max(1, round(len(order) * test_fraction))
+    return data.subset(np.sort(order[n_test:])), data.subset(np.sort(order[:n_test]))

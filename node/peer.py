@@ -1,0 +1,301 @@
+"""``spargo node``: one real peer, configured from a TOML file and flags.
+
+The file has four tables (see examples/): ``[node]`` (a ``NodeConfig``: peer id, swarm,
+method, rounds, checkpoint directory…), ``[transport]`` (``kind = "mqtt"`` or ``"tcp"`` and
+its address and credentials), ``[topology]`` (``graph`` = generator name or graph file,
+``peers`` = the swarm's peer ids or ``count`` = N for ids ``peer-0..N-1``, ``seed``,
+``sampler``) and ``[task]`` (``name``, and ``shards`` / ``shard`` for a seeded IID slice).
+Flags override the file. Errors are one line; the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.config import NodeConfig, config_from_mapping, load_toml
+from node.errors import ConfigError, NodeError
+
+log = logging.getLogger("spargo.peer")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class PeerSetup:
+    """Everything ``spargo node`` needs, checked."""
+
+    node: NodeConfig
+    transport: Mapping[str, Any]
+    graph: str = "ring"
+    peers: tuple[str, ...] = ()
+    topology_seed: int = 0
+    sampler: str = "all"
+    task: str = "digits"
+    shards: int = 0
+    shard: int = -1
+    metrics_path: str | None = None
+    log_level: str = "info"
+    startup_wait_s: float = 30.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _peers_from(table: Mapping[str, Any], graph: str) -> tuple[str, ...]:
+    import topology
+
+    if "peers" in table:
+        peers = table["peers"]
+        if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+            raise ConfigError('[topology] peers must be a list of peer ids, e.g. ["a", "b"]')
+        return tuple(peers)
+    count = table.get("count") or topology.graph_size_from_spec(graph)
+    if not isinstance(count, int) or count < 2:
+        raise ConfigError("[topology] needs peers = [...] or count = N (N >= 2)")
+    prefix = table.get("prefix", "peer-")
+    return tuple(f"{prefix}{i}" for i in range(count))
+
+
+def load_setup(path: str | None, flags: Mapping[str, Any]) -> PeerSetup:
+    """Merge the TOML file (if any) with flags; every problem is a one-line ConfigError."""
+    data: dict[str, Any] = dict(load_toml(path)) if path else {}
+    unknown = sorted(set(data) - {"node", "transport", "topology", "task", "log", "metrics"})
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown table(s) {', '.join(unknown)}; "
+            "use [node], [transport], [topology], [task], [log], [metrics]"
+        )
+    node_table = dict(data.get("node", {}))
+    node_table.update({k: v for k, v in flags.get("node", {}).items() if v is not None})
+    transport = dict(data.get("transport", {}))
+    transport.update({k: v for k, v in flags.get("transport", {}).items() if v is not None})
+    topo = dict(data.get("topology", {}))
+    topo.update({k: v for k, v in flags.get("topology", {}).items() if v is not None})
+    task = dict(data.get("task", {}))
+    task.update({k: v for k, v in flags.get("task", {}).items() if v is not None})
+    level = flags.get("log_level") or data.get("log", {}).get("level", "info")
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"log level {level!r} is unknown; use one of {', '.join(LOG_LEVELS)}")
+    config = config_from_mapping(node_table, source=path or "flags")
+    graph = str(topo.get("graph", "ring"))
+    peers = _peers_from(topo, graph)
+    if config.peer_id not in peers:
+        raise ConfigError(
+            f"peer_id {config.peer_id!r} is not among [topology] peers ({', '.join(peers[:8])}…)"
+        )
+    if not transport:
+        raise ConfigError('no [transport] table: add kind = "mqtt" and url, or kind = "tcp"')
+    return PeerSetup(
+        node=config,
+        transport=transport,
+        graph=graph,
+        peers=peers,
+        topology_seed=int(topo.get("seed", 0)),
+        sampler=str(topo.get("sampler", "all")),
+        task=str(task.get("name", "digits")),
+        shards=int(task.get("shards", len(peers))),
+        shard=int(task.get("shard", peers.index(config.peer_id))),
+        metrics_path=flags.get("metrics") or data.get("metrics", {}).get("path"),
+        log_level=level,
+        startup_wait_s=float(data.get("node_startup_wait_s", 30.0)),
+    )
+
+
+def build_node(setup: PeerSetup) -> Any:
+    """The Node for ``setup`` (model, data shard, view, method, transport)."""
+    import torch
+
+    import topology
+    from node.methods import MethodContext, make_method
+    from node.node import LocalData, Node
+    from node.tasks import iid_shard, load_task, local_split
+    from node.training import pick_device
+    from node.transports.factory import make_transport
+    from node.view import build_view
+
+    torch.set_num_threads(1)
+    config = setup.node
+    task = load_task(setup.task, seed=setup.topology_seed)
+    shard = iid_shard(task.train, setup.shards, setup.shard, setup.topology_seed)
+    train, test = local_split(shard, 0.2, setup.topology_seed + setup.shard)
+    graph = topology.make_graph(setup.graph, len(setup.peers), seed=setup.topology_seed)
+    if graph.number_of_nodes() != len(setup.peers):
+        raise ConfigError(
+            f"the graph has {graph.number_of_nodes()} nodes but [topology] names "
+            f"{len(setup.peers)} peers; make them agree"
+        )
+    view = build_view(
+        graph, setup.peers, config.peer_id, sampler=setup.sampler, seed=setup.topology_seed
+    )
+    model = task.model_factory(setup.topology_seed).to(pick_device(config.device))
+    ctx = MethodContext(
+        model=model,
+        peer_id=config.peer_id,
+        weights=view.weights,
+        seed=setup.topology_seed,
+        rounds=config.rounds,
+        options=config.method_options,
+    )
+    method = make_method(config.method, ctx)
+    transport = make_transport(setup.transport, config.peer_id, config.swarm)
+    return Node(config, model, LocalData(train, test, task.test), view, transport, method)
+
+
+async def run_peer(setup: PeerSetup, *, print_json: bool = False) -> int:
+    """Run one peer to the end (or until SIGINT/SIGTERM); returns an exit status."""
+    node = build_node(setup)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, node.stop)
+    statuses: asyncio.Queue[Any] = asyncio.Queue()
+    node._on_round = statuses.put_nowait
+    async with node.transport, asyncio.TaskGroup() as group:
+        reporter = group.create_task(_report(node, statuses, setup), name="status")
+        await _wait_for_neighbours(node, setup.startup_wait_s)
+        await node.run()
+        await statuses.join()
+        reporter.cancel()
+    final = node.history[-1].to_dict() if node.history else {"peer_id": setup.node.peer_id}
+    final["drops"] = dict(node.counters.drops)
+    if print_json:
+        print(json.dumps(final, sort_keys=True), flush=True)
+    return 0
+
+
+async def _wait_for_neighbours(node: Any, timeout_s: float) -> None:
+    """On a broker, wait (bounded) until the neighbours are online, so round 0 is not lost."""
+    online = getattr(node.transport, "online_peers", None)
+    if online is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    wanted = set(node.view.neighbours)
+    while loop.time() < deadline and not wanted <= online():  # noqa: ASYNC110 - presence is a set
+        await asyncio.sleep(0.1)
+    missing = wanted - online()
+    if missing:
+        log.warning("starting without %s (not online after %.0f s)", sorted(missing), timeout_s)
+
+
+async def _report(node: Any, statuses: asyncio.Queue[Any], setup: PeerSetup) -> None:
+    """Write each round's metrics as a JSON line and publish a status for `spargo monitor`."""
+    # A few hundred bytes a round: a blocking append is cheaper than a thread hop.
+    sink = Path(setup.metrics_path).open("a") if setup.metrics_path else None  # noqa: ASYNC230, SIM115
+    publish = getattr(node.transport, "publish_status", None)
+    try:
+        while True:
+            metrics = await statuses.get()
+            record = metrics.to_dict()
+            log.info("round %d accuracy %.3f", record["round"], record["accuracy"])
+            if sink is not None:
+                sink.write(json.dumps(record, sort_keys=True) + "\n")
+                sink.flush()
+            if publish is not None:
+                status = {
+                    "peer_id": record["peer_id"],
+                    "round": record["round"],
+                    "accuracy": record["accuracy"],
+                    "loss": record["loss"],
+                    "density": record["density"],
+                    "bytes_sent": record["bytes_sent"],
+                    "bytes_received": record["bytes_received"],
+                    "drops": record["messages_dropped"],
+                    "updated_at": record["time_s"],
+                }
+                try:
+                    await publish(status)
+                except NodeError as exc:
+                    log.warning("status not published: %s", exc)
+            statuses.task_done()
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``spargo node``."""
+    p = subparsers.add_parser(
+        "node",
+        help="run one real peer (MQTT or TCP)",
+        description="Run one peer from a TOML config; flags override it.",
+    )
+    p.add_argument("--config", help="peer TOML file (see examples/)")
+    p.add_argument("--peer-id")
+    p.add_argument("--swarm")
+    p.add_argument("--method")
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--checkpoint-dir")
+    p.add_argument("--transport", choices=("mqtt", "tcp"))
+    p.add_argument("--broker", help="mqtt://HOST:PORT (MQTT transport)")
+    p.add_argument("--username")
+    p.add_argument("--password")
+    p.add_argument("--graph", help="topology: generator name or graph file")
+    p.add_argument("--peers", help="comma-separated peer ids of the swarm")
+    p.add_argument("--task", help="digits, synthetic, mnist:PATH, module:function")
+    p.add_argument("--metrics", help="append per-round metrics as JSON lines to this file")
+    p.add_argument("--log-level", choices=LOG_LEVELS)
+    p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry of ``spargo node``."""
+    flags: dict[str, Any] = {
+        "node": {
+            "peer_id": args.peer_id,
+            "swarm": args.swarm,
+            "method": args.method,
+            "rounds": args.rounds,
+            "checkpoint_dir": args.checkpoint_dir,
+        },
+        "transport": {
+            "kind": args.transport,
+            "url": args.broker,
+            "username": args.username,
+            "password": args.password,
+        },
+        "topology": {"graph": args.graph, "peers": args.peers.split(",") if args.peers else None},
+        "task": {"name": args.task},
+        "metrics": args.metrics,
+        "log_level": args.log_level,
+    }
+    setup = load_setup(args.config, flags)
+    logging.basicConfig(
+        level=setup.log_level.upper(),
+        stream=sys.stderr,
+        format=f"%(asctime)s {setup.node.peer_id} %(levelname)s %(message)s",
+    )
+    return run_event_loop(run_peer(setup, print_json=args.json))
+
+
+def run_event_loop(main: Any) -> int:
+    """Run ``main`` on uvloop when installed, else on asyncio's default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return int(asyncio.run(main))
+    return int(uvloop.run(main))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone ``python -m node.peer`` (the same as ``spargo node``)."""
+    parser = argparse.ArgumentParser(prog="spargo")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["node", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return run(args)
+    except (ValueError, TypeError, OSError, NodeError) as exc:
+        print(f"spargo node: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
