@@ -4,13 +4,41 @@ from __future__ import annotations
 
 from node.methods.base import Method, MethodContext, mixing_row
 from node.methods.dense import DenseMethod
+from node.methods.vc import VarianceCorrectedMethod
 
-__all__ = ["DenseMethod", "Method", "MethodContext", "make_method", "mixing_row"]
+__all__ = [
+    "DenseMethod",
+    "Method",
+    "MethodContext",
+    "VarianceCorrectedMethod",
+    "make_method",
+    "method_names",
+    "mixing_row",
+]
+
+
+def _registry() -> dict[str, type[Method]]:
+    from node.methods.choco import ChocoMethod
+    from node.methods.fedsparsify import FedSparsifyMethod
+    from node.methods.spafl import SpaFLMethod
+
+    return {
+        "dense": DenseMethod,
+        "vc": VarianceCorrectedMethod,
+        "spafl": SpaFLMethod,
+        "fedsparsify": FedSparsifyMethod,
+        "choco": ChocoMethod,
+    }
+
+
+def method_names() -> list[str]:
+    """The names ``make_method`` accepts."""
+    return sorted(_registry())
 
 
 def make_method(name: str, ctx: MethodContext) -> Method:
-    """Build the method called ``name`` (see ``node.config.METHODS``)."""
-    registry: dict[str, type[Method]] = {"dense": DenseMethod}
+    """Build the method called ``name`` (see ``node.config.METHODS``) with ``ctx.options``."""
+    registry = _registry()
     try:
         cls = registry[name]
     except KeyError:

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from protocol import Envelope, Message, NamedTensor, model_signature
+from node.aggregation import staleness_weights
+from protocol import (
+    Envelope,
+    MaskedTensor,
+    Message,
+    NamedTensor,
+    UnitMaskedTensor,
+    model_signature,
+)
 
 M = TypeVar("M")
 
@@ -48,6 +56,74 @@ def mixing_row(
     return row
 
 
+def stale_row(
+    weights: Mapping[str, float],
+    self_id: str,
+    staleness: Mapping[str, int],
+    gamma: float,
+) -> dict[str, float]:
+    """``mixing_row`` with each neighbour's weight scaled by 1/(1 + s)^γ (s = rounds late).
+
+    The weight a late message loses goes to self, so the row stays stochastic.
+    """
+    row = mixing_row(weights, self_id, list(staleness))
+    for peer, late in staleness.items():
+        if peer != self_id:
+            row[peer] *= float(staleness_weights(np.array([late]), gamma)[0])
+    row[self_id] = max(0.0, 1.0 - sum(w for p, w in row.items() if p != self_id))
+    return row
+
+
+def parse_options(
+    method: str, options: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``defaults`` overridden by ``options``, each coerced to its default's type.
+
+    An unknown key or a value of the wrong kind raises ValueError naming the valid keys.
+    """
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        valid = ", ".join(f"{k} (default {v!r})" for k, v in sorted(defaults.items()))
+        raise ValueError(
+            f"method {method!r} has no option {', '.join(map(repr, unknown))}; valid: "
+            f"{valid or 'none'}"
+        )
+    out = dict(defaults)
+    for key, value in options.items():
+        out[key] = _coerce(method, key, value, defaults[key])
+    return out
+
+
+def _coerce(method: str, key: str, value: Any, default: Any) -> Any:
+    kind = type(default)
+    try:
+        if kind is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if kind is int:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise TypeError
+            return int(float(value))
+        if kind is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"method {method!r} option {key}={value!r} must be a {kind.__name__} "
+            f"(e.g. {key}={default!r})"
+        ) from None
+
+
+def finite_arrays(arrays: Mapping[str, np.ndarray]) -> bool:
+    """Whether every array holds only finite numbers (NaN/Inf from a peer is rejected)."""
+    return all(bool(np.isfinite(a).all()) for a in arrays.values())
+
+
 def latest_of(
     received: Mapping[str, Sequence[Envelope]], kind: type[M]
 ) -> dict[str, tuple[Envelope, M]]:
@@ -73,13 +149,50 @@ def matching_tensors(
     return out
 
 
+def masked_arrays(
+    tensors: Sequence[MaskedTensor | UnitMaskedTensor | NamedTensor],
+    shapes: Mapping[str, tuple[int, ...]],
+) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """name → (dense values, bool mask) of a MaskedUpdate, or ``None`` when it does not fit.
+
+    A NamedTensor holds every coordinate; a UnitMaskedTensor holds whole rows. Names, shapes
+    and finiteness of the held values must all match ours, else the update is rejected.
+    """
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for t in tensors:
+        shape = shapes.get(t.name)
+        if shape is None:
+            return None
+        if isinstance(t, NamedTensor):
+            values, mask = t.array, np.ones(t.array.shape, dtype=bool)
+            if tuple(values.shape) != shape:
+                return None
+        else:
+            if tuple(t.shape) != shape:
+                return None
+            values = t.dense()
+            if isinstance(t, MaskedTensor):
+                mask = t.mask.reshape(shape)
+            else:
+                mask = np.broadcast_to(
+                    t.unit_mask.reshape((-1,) + (1,) * (len(shape) - 1)), shape
+                ).copy()
+        if not np.isfinite(values).all():
+            return None
+        out[t.name] = (values, mask)
+    return out if set(out) == set(shapes) else None
+
+
 class Method:
     """Base class with no-op hooks; subclasses override what they need."""
 
     name = "base"
+    #: Option names and defaults (``ctx.options`` may override them; see ``parse_options``).
+    defaults: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, ctx: MethodContext) -> None:
         self.ctx = ctx
+        self.options = parse_options(self.name, ctx.options, self.defaults)
         #: Messages the method wants sent outside ``outgoing`` (replies, resyncs); the node
         #: drains it after every merge and control message.
         self.outbox: list[tuple[str, Message]] = []

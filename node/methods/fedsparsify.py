@@ -1,0 +1,159 @@
+"""``fedsparsify``: progressive magnitude pruning over gossip (ALGORITHMS.md §2).
+
+Local training keeps pruned weights at zero (``sparse.MaskedTraining``). Each round a peer
+sends its prunable weights as mask + kept values (MaskedTensor) and the rest (biases) dense.
+Merging over the neighbourhood including self: a coordinate survives when at least half of
+the mixing weight holds it (weighted majority vote), its value is the coverage-normalised
+mean over the peers that hold it (non-zero average), and the result is re-pruned by global
+magnitude to the schedule's sparsity s_t (cubic: s_t = s_f·(1 − (1 − (t − t₀)/(T − t₀))³)).
+Peers agree on t because every peer is in the same round.
+
+Options: ``s_final`` (0.8), ``t0`` (1), ``t_end`` (0 → ⌈0.6·rounds⌉, or 10 when rounds are
+open-ended), ``every`` (1), ``include_head`` (true), ``scope`` (``global`` | ``layer``),
+``staleness_gamma`` (0.5).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+import sparse
+from node.aggregation import masked_mix
+from node.methods.base import Method, MethodContext, masked_arrays, stale_row
+from node.params import exchangeable_parameters, load_arrays, to_arrays
+from protocol import Envelope, MaskedTensor, MaskedUpdate, Message, NamedTensor
+
+Masked = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+class FedSparsifyMethod(Method):
+    """Purge–merge–tune: majority mask, non-zero average, re-prune to the schedule."""
+
+    name = "fedsparsify"
+    defaults: ClassVar[Mapping[str, Any]] = {
+        "s_final": 0.8,
+        "t0": 1,
+        "t_end": 0,
+        "every": 1,
+        "include_head": True,
+        "scope": "global",
+        "staleness_gamma": 0.5,
+    }
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        if self.options["scope"] not in ("global", "layer"):
+            raise ValueError("fedsparsify option scope must be 'global' or 'layer'")
+        t_end = int(self.options["t_end"])
+        if t_end <= 0:
+            t_end = math.ceil(0.6 * ctx.rounds) if ctx.rounds > 0 else 10
+        self.t_end = max(t_end, int(self.options["t0"]))
+        # Validates s_final, t0 and every once, with the library's messages.
+        self.sparsity(0)
+        self.prunable = sparse.prunable_parameters(ctx.model, bool(self.options["include_head"]))
+        masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.prunable.items()}
+        self.training = sparse.MaskedTraining(ctx.model, masks)
+
+    def sparsity(self, round_index: int) -> float:
+        """s_t of the cubic schedule."""
+        return sparse.cubic_schedule(
+            round_index,
+            float(self.options["s_final"]),
+            int(self.options["t0"]),
+            self.t_end,
+            int(self.options["every"]),
+        )
+
+    def after_step(self) -> None:
+        self.training.after_step()
+
+    def _own(self) -> Masked:
+        masks = {n: m.cpu().numpy() for n, m in self.training.masks.items()}
+        out: Masked = {}
+        for name, array in to_arrays(exchangeable_parameters(self.ctx.model)).items():
+            out[name] = (array, masks.get(name, np.ones(array.shape, dtype=bool)))
+        return out
+
+    def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Message]]:
+        tensors: list[MaskedTensor | NamedTensor] = []
+        for name, (array, mask) in self._own().items():
+            if name in self.prunable:
+                tensors.append(MaskedTensor(name, array.shape, mask.reshape(-1), array[mask]))
+            else:
+                tensors.append(NamedTensor(name, array))
+        body = MaskedUpdate(tensors=tuple(tensors))
+        return [(peer, body) for peer in targets]
+
+    def merge(
+        self, round_index: int, received: Mapping[str, Sequence[Envelope]]
+    ) -> dict[str, float]:
+        own = self._own()
+        shapes = {n: tuple(v.shape) for n, (v, _) in own.items()}
+        models: dict[str, Masked] = {}
+        late: dict[str, int] = {}
+        rejected = 0
+        for sender in sorted(received):
+            for envelope in received[sender]:
+                if not isinstance(envelope.body, MaskedUpdate):
+                    continue
+                arrays = masked_arrays(envelope.body.tensors, shapes)
+                lag = max(0, round_index - envelope.round)
+                if arrays is None:
+                    rejected += 1
+                elif lag <= late.get(sender, lag):
+                    models[sender], late[sender] = arrays, lag
+        row = stale_row(
+            self.ctx.weights, self.ctx.peer_id, late, float(self.options["staleness_gamma"])
+        )
+        peers = [self.ctx.peer_id, *sorted(models)]
+        weights = np.array([row.get(p, 0.0) for p in peers])
+        mixed: dict[str, np.ndarray] = {}
+        voted: dict[str, torch.Tensor] = {}
+        for name, (mine, _) in own.items():
+            values = np.stack(
+                [own[name][0] if p == peers[0] else models[p][name][0] for p in peers]
+            )
+            held = np.stack([own[name][1] if p == peers[0] else models[p][name][1] for p in peers])
+            mixed[name], _ = masked_mix(values, held, weights, fallback=np.zeros_like(mine))
+            if name in self.prunable:
+                vote = sparse.merge_masks(
+                    torch.from_numpy(held), "majority", torch.from_numpy(weights)
+                )
+                voted[name] = vote
+                mixed[name] = mixed[name] * vote.numpy()
+        keep = self._reprune(mixed, voted, round_index)
+        load_arrays(exchangeable_parameters(self.ctx.model), mixed)
+        self.training.set_masks(keep)
+        return {
+            "merged_peers": float(len(models)),
+            "rejected": float(rejected),
+            "sparsity_target": self.sparsity(round_index),
+        }
+
+    def _reprune(
+        self, mixed: Mapping[str, np.ndarray], voted: Mapping[str, torch.Tensor], round_index: int
+    ) -> dict[str, torch.Tensor]:
+        """Magnitude masks at density 1 − s_t, never reviving a coordinate the vote dropped."""
+        tensors = {n: torch.from_numpy(mixed[n]) for n in voted}
+        density = 1.0 - self.sparsity(round_index)
+        magnitude = sparse.magnitude_masks(tensors, density, str(self.options["scope"]))
+        return {n: magnitude[n] & voted[n] for n in voted}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masks": {n: m.cpu().clone() for n, m in self.training.masks.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        masks = state["masks"]
+        if not isinstance(masks, dict) or set(masks) != set(self.prunable):
+            raise ValueError(
+                f"fedsparsify state: masks must cover {sorted(self.prunable)} (a different model?)"
+            )
+        self.training.set_masks(masks)
+
+    def density(self) -> float:
+        return float(sparse.density(self.ctx.model).param_weighted)

@@ -1,0 +1,235 @@
+"""``spafl``: SpaFL over gossip — trainable thresholds, threshold mixing, global importance.
+
+ALGORITHMS.md §1. At construction every Linear/Conv2d but the head gets one trainable
+threshold per output unit (``sparse.attach_thresholds``); the loss adds α·Σ exp(−τ). Each
+round a peer sends its threshold vector (a few hundred bytes), mixes
+τ̄ = Σ_j W_ij τ_j (a missing neighbour's weight stays with self), applies the
+global-importance update with Δτ = τ̄ − τ(start of round) and sets τ ← τ̄.
+
+Options: ``alpha`` (regulariser weight, 0.002), ``min_density`` (per-layer unit floor, 0.01),
+``weights_every`` (K; 0 = thresholds only, as in the paper; K > 0 also gossips the masked
+weights on rounds where round % K == K − 1, and on the last planned round when
+``final_merge``), ``final_merge`` (true), ``vc`` (variance-correct the weight mix, true),
+``beta`` (self's share of the variance target, 0.5), ``staleness_gamma`` (0.5).
+
+Masked weights travel as a second message of the round (a ``MaskedUpdate``: a
+UnitMaskedTensor per thresholded layer, NamedTensors for biases and the head) and are merged
+with the coverage-normalised masked mix, then variance-corrected on the covered entries.
+Thresholds are parameters of the model but are never part of the exchanged weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+import sparse
+from node.aggregation import effective_peers, masked_mix, variance_correct
+from node.methods.base import Method, MethodContext, masked_arrays, stale_row
+from node.params import exchangeable_parameters, load_arrays, signature_items, to_arrays
+from protocol import (
+    Envelope,
+    MaskedUpdate,
+    Message,
+    NamedTensor,
+    Thresholds,
+    UnitMaskedTensor,
+    model_signature,
+)
+
+Masked = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def mix_masked(
+    own: Masked,
+    models: Mapping[str, Masked],
+    row: Mapping[str, float],
+    self_id: str,
+    *,
+    correct: bool,
+    beta: float,
+) -> tuple[dict[str, np.ndarray], float]:
+    """Coverage-normalised mix of masked models, variance-corrected on the covered entries.
+
+    Where nobody holds a coordinate self's value stays. Returns (arrays, mean factor).
+    """
+    peers = [self_id, *sorted(models)]
+    weights = np.array([row.get(p, 0.0) for p in peers])
+    n_eff = effective_peers(weights)
+    out: dict[str, np.ndarray] = {}
+    factors = []
+    for name, (mine, _) in own.items():
+        stack = np.stack([own[name][0] if p == self_id else models[p][name][0] for p in peers])
+        masks = np.stack([own[name][1] if p == self_id else models[p][name][1] for p in peers])
+        mixed, coverage = masked_mix(stack, masks, weights, fallback=mine)
+        if correct and len(peers) > 1 and mixed.size > 1:
+            mixed, factor = variance_correct(
+                mixed, stack, active=coverage > 0, peer_masks=masks, beta=beta, n_eff=n_eff
+            )
+            factors.append(factor)
+        out[name] = mixed
+    return out, float(np.mean(factors)) if factors else 1.0
+
+
+class SpaFLMethod(Method):
+    """Thresholds-only gossip (personalised models), optionally with periodic weight mixing."""
+
+    name = "spafl"
+    defaults: ClassVar[Mapping[str, Any]] = {
+        "alpha": 0.002,
+        "min_density": 0.01,
+        "weights_every": 0,
+        "final_merge": True,
+        "vc": True,
+        "beta": 0.5,
+        "staleness_gamma": 0.5,
+    }
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        if int(self.options["weights_every"]) < 0:
+            raise ValueError("spafl option weights_every must be >= 0 (0 = thresholds only)")
+        config = sparse.ThresholdConfig(
+            alpha=float(self.options["alpha"]), min_density=float(self.options["min_density"])
+        )
+        self.masked_layers = sparse.attach_thresholds(ctx.model, config)
+        self._tau_start = sparse.threshold_vector(ctx.model)
+
+    # --- what is exchanged ---------------------------------------------------------------
+    def _weight_params(self) -> list[tuple[str, torch.nn.Parameter]]:
+        model = self.ctx.model
+        return exchangeable_parameters(model, exclude=sparse.threshold_parameters(model))
+
+    def _masked_names(self) -> dict[str, str]:
+        """Exchanged parameter name → masked module name."""
+        return {f"{m}.parametrizations.weight.original": m for m in self.masked_layers}
+
+    def model_signature(self) -> str:
+        if self._signature is None:
+            items = signature_items(self._weight_params())
+            items.append(("thresholds", (int(self._tau_start.numel()),), "float32"))
+            self._signature = model_signature(items)
+        return self._signature
+
+    def weights_round(self, round_index: int) -> bool:
+        """Whether masked weights are gossiped in ``round_index``."""
+        k = int(self.options["weights_every"])
+        if k <= 0:
+            return False
+        last = self.ctx.rounds > 0 and round_index == self.ctx.rounds - 1
+        return round_index % k == k - 1 or (bool(self.options["final_merge"]) and last)
+
+    def expected_messages(self, round_index: int) -> int:
+        return 2 if self.weights_round(round_index) else 1
+
+    # --- training hooks ---------------------------------------------------------------
+    def begin_round(self, round_index: int) -> None:
+        self._tau_start = sparse.threshold_vector(self.ctx.model)
+
+    def loss_term(self) -> torch.Tensor | None:
+        return sparse.threshold_regularizer(self.ctx.model, float(self.options["alpha"]))
+
+    # --- gossip ------------------------------------------------------------------------
+    def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Message]]:
+        tau = Thresholds(values=sparse.threshold_vector(self.ctx.model).numpy())
+        out: list[tuple[str, Message]] = [(peer, tau) for peer in targets]
+        if self.weights_round(round_index):
+            update = self._masked_update()
+            out.extend((peer, update) for peer in targets)
+        return out
+
+    def _masked_update(self) -> MaskedUpdate:
+        arrays = to_arrays(self._weight_params())
+        masks = {m: u.cpu().numpy() for m, u in sparse.unit_masks(self.ctx.model).items()}
+        module_of = self._masked_names()
+        tensors: list[UnitMaskedTensor | NamedTensor] = []
+        for name, array in arrays.items():
+            if name in module_of:
+                unit = masks[module_of[name]]
+                tensors.append(UnitMaskedTensor(name, array.shape, unit, array[unit].reshape(-1)))
+            else:
+                tensors.append(NamedTensor(name, array))
+        return MaskedUpdate(tensors=tuple(tensors))
+
+    def _own_masked(self) -> Masked:
+        arrays = to_arrays(self._weight_params())
+        masks = {m: u.cpu().numpy() for m, u in sparse.unit_masks(self.ctx.model).items()}
+        module_of = self._masked_names()
+        out: Masked = {}
+        for name, array in arrays.items():
+            if name in module_of:
+                unit = masks[module_of[name]].reshape((-1,) + (1,) * (array.ndim - 1))
+                out[name] = (array, np.broadcast_to(unit, array.shape).copy())
+            else:
+                out[name] = (array, np.ones(array.shape, dtype=bool))
+        return out
+
+    def merge(
+        self, round_index: int, received: Mapping[str, Sequence[Envelope]]
+    ) -> dict[str, float]:
+        gamma = float(self.options["staleness_gamma"])
+        stats: dict[str, float] = {"rejected": 0.0}
+        own_tau = sparse.threshold_vector(self.ctx.model).numpy()
+        taus: dict[str, np.ndarray] = {}
+        late: dict[str, int] = {}
+        updates: dict[str, Masked] = {}
+        late_w: dict[str, int] = {}
+        shapes = {n: tuple(a.shape) for n, a in to_arrays(self._weight_params()).items()}
+        for sender in sorted(received):
+            for envelope in received[sender]:
+                body, lag = envelope.body, max(0, round_index - envelope.round)
+                if isinstance(body, Thresholds):
+                    if body.values.shape != own_tau.shape or not np.isfinite(body.values).all():
+                        stats["rejected"] += 1
+                    elif lag <= late.get(sender, lag):
+                        taus[sender], late[sender] = body.values, lag
+                elif isinstance(body, MaskedUpdate):
+                    arrays = masked_arrays(body.tensors, shapes)
+                    if arrays is None:
+                        stats["rejected"] += 1
+                    elif lag <= late_w.get(sender, lag):
+                        updates[sender], late_w[sender] = arrays, lag
+        if updates:
+            stats.update(self._merge_weights(updates, late_w, gamma))
+        row = stale_row(self.ctx.weights, self.ctx.peer_id, late, gamma)
+        mixed_tau = row[self.ctx.peer_id] * own_tau.astype(np.float64)
+        for sender, values in taus.items():
+            mixed_tau = mixed_tau + row[sender] * values.astype(np.float64)
+        new_tau = torch.as_tensor(mixed_tau.astype(np.float32))
+        if new_tau.numel():
+            sparse.apply_global_importance(self.ctx.model, new_tau - self._tau_start)
+            sparse.set_threshold_vector(self.ctx.model, new_tau)
+        stats["merged_peers"] = float(len(taus))
+        stats["threshold_mean"] = float(mixed_tau.mean()) if mixed_tau.size else 0.0
+        return stats
+
+    def _merge_weights(
+        self, updates: Mapping[str, Masked], late: Mapping[str, int], gamma: float
+    ) -> dict[str, float]:
+        row = stale_row(self.ctx.weights, self.ctx.peer_id, late, gamma)
+        mixed, factor = mix_masked(
+            self._own_masked(),
+            updates,
+            row,
+            self.ctx.peer_id,
+            correct=bool(self.options["vc"]),
+            beta=float(self.options["beta"]),
+        )
+        load_arrays(self._weight_params(), mixed)
+        return {"weights_merged_peers": float(len(updates)), "variance_factor": factor}
+
+    # --- checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"tau_start": self._tau_start.clone()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        tau = state["tau_start"]
+        if not isinstance(tau, torch.Tensor) or tau.shape != self._tau_start.shape:
+            raise ValueError("spafl state: tau_start does not fit this model's thresholds")
+        self._tau_start = tau.to(torch.float32).clone()
+
+    def density(self) -> float:
+        return float(sparse.density(self.ctx.model).param_weighted)

@@ -1,0 +1,65 @@
+"""``vc``: dense gossip with variance-corrected averaging (ALGORITHMS.md §3).
+
+Each round mixes like ``dense`` (Metropolis–Hastings weights, or the paper's β-mix
+x = β·x_self + (1 − β)·mean(received) with ``mix=beta``), then rescales every tensor about its
+mean so its variance returns to V* = β·var(self) + (1 − β)·median var(received), with the
+factor clamped to [1, √N_eff] (N_eff = 1/Σ w² of the weights used). Options: ``beta`` (0.5),
+``mix`` (``mh`` | ``beta``), plus ``dense``'s ``robust`` and ``staleness_gamma``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from node.aggregation import effective_peers, variance_correct
+from node.methods.base import MethodContext
+from node.methods.dense import Arrays, DenseMethod, robust_mix
+
+
+class VarianceCorrectedMethod(DenseMethod):
+    """D-PSGD whose mixed tensors keep the spread their inputs had."""
+
+    name = "vc"
+    defaults: ClassVar[Mapping[str, Any]] = {
+        **DenseMethod.defaults,
+        "beta": 0.5,
+        "mix": "mh",
+    }
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        beta = float(self.options["beta"])
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"vc option beta={beta} must lie in [0, 1] (0.5 is the paper's)")
+        if self.options["mix"] not in ("mh", "beta"):
+            raise ValueError(f"vc option mix={self.options['mix']!r}: use 'mh' or 'beta'")
+
+    def correct(
+        self,
+        own: Arrays,
+        models: Mapping[str, Arrays],
+        mixed: Arrays,
+        row: Mapping[str, float],
+    ) -> tuple[Arrays, dict[str, float]]:
+        if not models:
+            return mixed, {"variance_factor": 1.0}
+        beta = float(self.options["beta"])
+        peers = sorted(models)
+        if self.options["mix"] == "beta" and self.robust[0] == "none":
+            share = (1.0 - beta) / len(peers)
+            row = {**{p: share for p in peers}, self.ctx.peer_id: beta}
+            mixed, _ = robust_mix("none", 0, own, models, row)
+        n_eff = effective_peers(np.array(list(row.values())))
+        out: Arrays = {}
+        factors = []
+        for name, value in mixed.items():
+            if value.size < 2:
+                out[name] = value
+                continue
+            stack = np.stack([own[name], *(models[p][name] for p in peers)])
+            out[name], factor = variance_correct(value, stack, beta=beta, n_eff=n_eff)
+            factors.append(factor)
+        return out, {"variance_factor": float(np.mean(factors)) if factors else 1.0}
