@@ -174,7 +174,8 @@ class MqttTransport:
         self._rng = random.Random(config.seed)
         self._next_message_id = self._rng.getrandbits(32)
         self._reassembler = Reassembler(
-            max_bytes_in_flight_per_sender=max(config.max_message_bytes, config.chunk_bytes),
+            # Room for two interleaved maximal messages (concurrent sends from one peer).
+            max_bytes_in_flight_per_sender=2 * config.max_message_bytes + config.chunk_bytes,
             max_age_s=config.reassembly_max_age_s,
             max_message_bytes=config.max_message_bytes,
             max_messages_in_flight_per_sender=64,

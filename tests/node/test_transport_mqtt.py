@@ -146,6 +146,21 @@ async def test_tls_round_trip(tls_broker: Mosquitto, mosquitto: Mosquitto, pki: 
         await asyncio.wait_for(MqttTransport(tls_to_plain, "a").start(), 10)
 
 
+async def test_broker_requiring_client_certificates(pki: Pki) -> None:
+    config = MosquittoConfig(
+        tls_cert=pki.server_cert, tls_key=pki.server_key, tls_ca=pki.ca, require_client_cert=True
+    )
+    async with Mosquitto(config) as broker:
+        with_cert = config_for(broker, "mtls", tls_ca=pki.ca, tls_cert=pki.client_cert,
+                               tls_key=pki.client_key)  # fmt: skip
+        async with mqtt_peers(with_cert, "ab") as (a, b):
+            await a.send("b", b"mutual")
+            assert await receive(b, 1) == [("a", b"mutual")]
+        without_cert = config_for(broker, "mtls", tls_ca=pki.ca, connect_timeout_s=2.0)
+        with pytest.raises(ConnectError):
+            await asyncio.wait_for(MqttTransport(without_cert, "c").start(), 10)
+
+
 async def test_broker_killed_and_restarted_mid_stream(tmp_path: Path) -> None:
     broker = Mosquitto(MosquittoConfig(workdir=tmp_path))
     await broker.astart()
