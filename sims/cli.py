@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from node.errors import NodeError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,8 +57,39 @@ def _add_sim_parser(subparsers: Any) -> None:
         help="start every peer from its own random model",
     )
     p.add_argument("--eval-every", type=int, help="evaluate every K rounds")
+    p.add_argument("--name", help="run name (the output folder under runs/)")
+    _add_fault_flags(p)
+    p.add_argument("--sweep", metavar="FILE", help="run a grid of scenarios (TOML) in parallel")
+    p.add_argument("--workers", type=int, default=0, help="sweep processes (default: CPUs)")
+    p.add_argument("--out", help="output folder (default runs/<name or timestamp>)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
-    p.add_argument("--quiet", action="store_true", help="no per-round progress lines")
+    p.add_argument("--quiet", action="store_true", help="no per-round lines, no progress bar")
+
+
+def _add_fault_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("faults")
+    g.add_argument("--latency-ms", type=float, help="link latency in ms")
+    g.add_argument("--jitter-ms", type=float, help="extra uniform delay 0..J ms per message")
+    g.add_argument("--bandwidth-mbps", type=float, help="link bandwidth in Mbit/s (0 = unlimited)")
+    g.add_argument("--loss", type=float, help="message loss probability in [0, 1)")
+    g.add_argument("--churn", type=float, help="per peer and round probability of going down")
+    g.add_argument("--churn-mode", help="leave (graceful), fail (crash) or mixed")
+    g.add_argument("--churn-downtime", type=int, help="rounds a churned peer stays away")
+    g.add_argument("--partition-at", metavar="ROUND:HEAL_ROUND", help="split, then heal")
+    g.add_argument("--step-time-s", type=float, help="simulated compute time per local step")
+    g.add_argument("--speed-spread", type=float, help="lognormal spread of device speeds")
+    g.add_argument("--attack", help="scale:K, signflip, random, nan or replay")
+    g.add_argument("--attackers", type=float, help="fraction of misbehaving peers")
+
+
+#: Flags copied into the scenario when given (argparse dest -> scenario key).
+_SCENARIO_FLAGS = (
+    "nodes", "topology", "method", "rounds", "local_steps", "batch_size", "lr", "task",
+    "partition", "sampler", "seed", "distinct_init", "eval_every", "name", "latency_ms",
+    "jitter_ms", "bandwidth_mbps", "loss", "churn", "churn_mode", "churn_downtime",
+    "partition_at", "step_time_s", "speed_spread", "attack", "attackers",
+)  # fmt: skip
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
@@ -79,21 +114,7 @@ def _scenario_from_args(args: argparse.Namespace) -> Any:
     base: dict[str, Any] = {}
     if args.config:
         base = dict(load_toml(args.config))
-    flags = {
-        "nodes": args.nodes,
-        "topology": args.topology,
-        "method": args.method,
-        "rounds": args.rounds,
-        "local_steps": args.local_steps,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "task": args.task,
-        "partition": args.partition,
-        "sampler": args.sampler,
-        "seed": args.seed,
-        "distinct_init": args.distinct_init,
-        "eval_every": args.eval_every,
-    }
+    flags = {key: getattr(args, key) for key in _SCENARIO_FLAGS}
     base.update({k: v for k, v in flags.items() if v is not None})
     if args.method is not None and args.method != Scenario.method and not args.option:
         base.setdefault("method_options", {})
@@ -117,35 +138,58 @@ def _resolve_nodes_from_graph_file(values: dict[str, Any]) -> None:
 
 
 def run_sim(args: argparse.Namespace) -> int:
-    """``spargo sim``: run a scenario, print progress, a summary and optionally JSON."""
+    """``spargo sim``: run a scenario (or a sweep), print progress and a summary, write reports."""
+    if args.sweep:
+        return _run_sweep(args)
     scenario = _scenario_from_args(args)
+    out_dir = Path(args.out or _default_out(scenario))
+    from rich.console import Console
+
+    from sims.progress import Progress
+    from sims.report import summary_table, write_reports
     from sims.runner import run
 
-    def progress(round_index: int, metrics: list[Any]) -> None:
-        if args.quiet:
-            return
-        acc = [m.global_accuracy if m.global_accuracy is not None else m.accuracy for m in metrics]
-        acc = [a for a in acc if a == a]
-        sent = sum(m.bytes_sent for m in metrics)
-        mean = sum(acc) / len(acc) if acc else float("nan")
-        print(
-            f"round {round_index + 1:>3}/{scenario.rounds}  accuracy {mean:6.3f}  "
-            f"density {sum(m.density for m in metrics) / len(metrics):5.3f}  "
-            f"sent {sent / 1e6:8.2f} MB",
-            flush=True,
-        )
-
-    result = run(scenario, on_round=progress)
+    with Progress(scenario.rounds, lines=not args.quiet, bar=not args.quiet) as progress:
+        result = run(scenario, on_round=progress.update)
+    write_reports(result, out_dir, plots=not args.no_plots)
     s = result.summary
+    if not args.quiet:
+        Console(highlight=False, width=110).print(
+            summary_table([s], title=f"spargo sim — {out_dir}")
+        )
     print(
         f"{s['nodes']} peers, {s['topology']}, {s['method']}, {s['rounds']} rounds: "
-        f"accuracy mean {s['accuracy_mean']:.3f} (min {s['accuracy_min']:.3f}, "
-        f"max {s['accuracy_max']:.3f}, {s['accuracy_on']}), density {s['density']:.3f}, "
+        f"accuracy mean {_f(s['accuracy_mean'])} (min {_f(s['accuracy_min'])}, "
+        f"max {_f(s['accuracy_max'])}, {s['accuracy_on']}), density {_f(s['density'])}, "
         f"{s['bytes_sent_total'] / 1e6:.2f} MB in {s['messages_sent']} messages, "
-        f"{s['messages_dropped']} dropped, {s['wall_s']:.1f} s"
+        f"{s['messages_dropped']} dropped, {s['wall_s']:.1f} s; reports in {out_dir}"
     )
     if args.json:
         print(json.dumps(s, sort_keys=True))
+    return 0
+
+
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _default_out(scenario: Any) -> str:
+    if scenario.name:
+        return f"runs/{scenario.name}"
+    return f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{scenario.label}"
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from sims.sweep import run_sweep
+
+    if args.workers < 0:
+        raise ValueError("--workers must be >= 0 (0 = one per CPU)")
+    out_dir = Path(args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+    rows = run_sweep(args.sweep, out_dir, workers=args.workers)
+    print((out_dir / "sweep.md").read_text(), end="")
+    print(f"{len(rows)} runs; table in {out_dir / 'sweep.md'}, plot in {out_dir / 'sweep.png'}")
+    if args.json:
+        print(json.dumps([{k: v for k, v in r.items() if k != "curve"} for r in rows]))
     return 0
 
 
@@ -156,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     import topology.cli
 
     topology.cli.add_parser(subparsers)
+    import node.lab
+    import node.monitor
+    import node.peer
+
+    node.peer.add_parser(subparsers)
+    node.lab.add_parser(subparsers)
+    node.monitor.add_parser(subparsers)
     return parser
 
 
@@ -169,11 +220,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             import topology.cli
 
             return topology.cli.run(args)
+        if args.command in ("node", "lab", "monitor"):
+            import node.lab
+            import node.monitor
+            import node.peer
+
+            runners = {"node": node.peer.run, "lab": node.lab.run, "monitor": node.monitor.run}
+            return runners[args.command](args)
         return handlers[args.command](args)
     except KeyboardInterrupt:
         print(f"spargo {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, NodeError) as exc:
         print(f"spargo {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 

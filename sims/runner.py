@@ -5,11 +5,15 @@ This is the Python API for simulation scripts::
     from sims import Scenario, run
     result = run(Scenario(nodes=8, topology="ring", method="dense", rounds=10))
     print(result.summary["accuracy_mean"])
+    for row in result.round_stats:          # one dict per round, swarm-wide
+        print(row["round"], row["accuracy_mean"], row["consensus_distance"])
+
+A run is deterministic for a given scenario (seed included): the same summary, the same
+per-peer metrics, the same message order; only ``wall_s`` differs.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -19,143 +23,153 @@ from typing import Any
 import numpy as np
 import torch
 
-import topology
-from node.config import NodeConfig
-from node.methods import MethodContext, make_method
 from node.metrics import RoundMetrics
-from node.node import Node
-from node.tasks import load_task
-from node.transports.memory import MemoryNetwork
-from node.view import build_view
 from sims.clock import run_virtual
-from sims.data import peer_data
 from sims.scenario import Scenario
+from sims.swarm import Swarm, peer_ids
+
+__all__ = ["SimResult", "peer_ids", "run", "summarise"]
+
+OnRound = Callable[[int, list[RoundMetrics]], None]
 
 
 @dataclass
 class SimResult:
-    """What a run returns in memory: the summary and every peer's per-round metrics."""
+    """What a run returns in memory.
+
+    ``summary``: the headline numbers (``summary.json``); ``rounds``: every peer's
+    ``RoundMetrics`` in the order recorded; ``round_stats``: one swarm-wide dict per round
+    (accuracy, density, MB sent, consensus distance, live peers); ``faults``: what the
+    simulated network and churn did.
+    """
 
     scenario: Scenario
     summary: dict[str, Any]
     rounds: list[RoundMetrics] = field(default_factory=list)
+    round_stats: list[dict[str, Any]] = field(default_factory=list)
+    faults: dict[str, Any] = field(default_factory=dict)
 
     def by_round(self) -> dict[int, list[RoundMetrics]]:
+        """Peers' metrics grouped by round."""
         out: dict[int, list[RoundMetrics]] = {}
         for m in self.rounds:
             out.setdefault(m.round, []).append(m)
         return out
 
 
-def _inline(fn: Callable[[], float]) -> Any:
-    """Training runs inline on the virtual clock (threads would let the clock jump ahead)."""
+class _Rounds:
+    """Collects records; emits round r once every live peer is past it (with consensus)."""
 
-    async def call() -> float:
-        return fn()
+    def __init__(self, on_round: OnRound | None, consensus: bool) -> None:
+        self.on_round = on_round
+        self.consensus = consensus
+        self.swarm: Swarm | None = None
+        self.history: list[RoundMetrics] = []
+        self.stats: list[dict[str, Any]] = []
+        self._pending: dict[int, list[RoundMetrics]] = {}
+        self._params: dict[int, list[np.ndarray]] = {}
+        self._next = 0  # rounds below this were emitted already
 
-    return call()
+    def record(self, metrics: RoundMetrics) -> None:
+        self.history.append(metrics)
+        if metrics.round < self._next:  # a rejoined peer replaying a round: history only
+            return
+        self._pending.setdefault(metrics.round, []).append(metrics)
+        if self.consensus and self.swarm is not None:
+            model = self.swarm.nodes[metrics.peer_id].model
+            with torch.no_grad():
+                flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+            self._params.setdefault(metrics.round, []).append(flat.numpy().copy())
+        self.flush(final=False)
 
+    def flush(self, final: bool) -> None:
+        swarm = self.swarm
+        while self._pending:
+            r = min(self._pending)
+            live = swarm.live if swarm is not None and not final else ()
+            if swarm is not None and any(swarm.nodes[p].round <= r for p in live):
+                return
+            self._next = r + 1
+            self._emit(r, self._pending.pop(r), self._params.pop(r, []))
 
-def peer_ids(n: int) -> list[str]:
-    width = len(str(n - 1))
-    return [f"p{i:0{width}d}" for i in range(n)]
-
-
-def _build_nodes(scenario: Scenario, network: MemoryNetwork) -> list[Node]:
-    task = load_task(scenario.task, seed=scenario.seed)
-    graph = topology.make_graph(scenario.topology, scenario.nodes, seed=scenario.seed)
-    ids = peer_ids(graph.number_of_nodes())
-    shards = peer_data(task.train, task.test, len(ids), scenario.partition, scenario.seed)
-    nodes = []
-    for index, (peer_id, data) in enumerate(zip(ids, shards)):
-        config = NodeConfig(
-            peer_id=peer_id,
-            swarm="sim",
-            method=scenario.method,
-            method_options=scenario.method_options,
-            rounds=scenario.rounds,
-            local_steps=scenario.local_steps,
-            batch_size=scenario.batch_size,
-            lr=scenario.lr,
-            momentum=scenario.momentum,
-            seed=scenario.seed * 100_003 + index,
-            round_deadline_s=scenario.round_deadline_s,
-            eval_every=scenario.eval_every,
-            device="cpu",
+    def _emit(self, r: int, metrics: list[RoundMetrics], params: list[np.ndarray]) -> None:
+        metrics.sort(key=lambda m: m.peer_id)
+        acc = [_headline(m) for m in metrics]
+        acc = [a for a in acc if not math.isnan(a)]
+        distance = None
+        if len(params) > 1:
+            stack = np.stack(params).astype(np.float64)
+            distance = float(((stack - stack.mean(axis=0)) ** 2).sum(axis=1).mean())
+        sent = 0
+        if self.swarm is not None:
+            sent = sum(n.counters.bytes_sent for n in self.swarm.nodes.values())
+        self.stats.append(
+            {
+                "round": r,
+                "peers": len(metrics),
+                "accuracy_mean": _r(np.mean(acc)) if acc else None,
+                "accuracy_min": _r(np.min(acc)) if acc else None,
+                "density": _r(np.mean([m.density for m in metrics])),
+                "bytes_sent_total": sent,
+                "consensus_distance": None if distance is None else _r(distance),
+                "time_s": _r(max(m.time_s for m in metrics)),
+            }
         )
-        init_seed = scenario.seed + (index if scenario.distinct_init else 0)
-        model = task.model_factory(init_seed)
-        view = build_view(graph, ids, peer_id, sampler=scenario.sampler, seed=scenario.seed)
-        ctx = MethodContext(
-            model=model,
-            peer_id=peer_id,
-            weights=view.weights,
-            seed=scenario.seed,
-            rounds=scenario.rounds,
-            options=scenario.method_options,
-        )
-        method = make_method(scenario.method, ctx)
-        nodes.append(
-            Node(
-                config,
-                model,
-                data,
-                view,
-                network.transport(peer_id),
-                method,
-                training_runner=_inline,
-            )
-        )
-    return nodes
+        if self.on_round is not None:
+            self.on_round(r, metrics)
 
 
-def run(
-    scenario: Scenario, *, on_round: Callable[[int, list[RoundMetrics]], None] | None = None
-) -> SimResult:
-    """Run ``scenario`` to the end and return its metrics; deterministic for a given seed."""
+def _headline(m: RoundMetrics) -> float:
+    return m.global_accuracy if m.global_accuracy is not None else m.accuracy
+
+
+def run(scenario: Scenario, *, on_round: OnRound | None = None) -> SimResult:
+    """Run ``scenario`` to the end and return its metrics; deterministic for a given seed.
+
+    ``on_round(round_index, metrics)`` is called once per round, in order, with the metrics
+    of the peers that completed it (sorted by peer id).
+    """
     torch.set_num_threads(1)
     started = time.perf_counter()
-    network = MemoryNetwork()
-    nodes = _build_nodes(scenario, network)
-    history: list[RoundMetrics] = []
-    pending: dict[int, list[RoundMetrics]] = {}
-
-    def collect(metrics: RoundMetrics) -> None:
-        history.append(metrics)
-        bucket = pending.setdefault(metrics.round, [])
-        bucket.append(metrics)
-        if len(bucket) == len(nodes) and on_round is not None:
-            on_round(metrics.round, pending.pop(metrics.round))
-
-    for node in nodes:
-        node._on_round = collect
-
-    async def main() -> None:
-        async with asyncio.TaskGroup() as group:
-            for node in nodes:
-                group.create_task(node.run(), name=f"sim:{node.config.peer_id}")
-        network.cancel_pending()
-
-    run_virtual(main())
-    summary = summarise(scenario, nodes, network, time.perf_counter() - started)
-    return SimResult(scenario, summary, history)
+    rounds = _Rounds(on_round, scenario.consensus)
+    swarm = Swarm(scenario, rounds.record)
+    rounds.swarm = swarm
+    run_virtual(swarm.run())
+    rounds.flush(final=True)
+    faults = {
+        "network_drops": dict(sorted(swarm.policy.drops.items())),
+        "churn_events": [vars(e) for e in swarm.events],
+        "attackers": sorted(swarm.attackers),
+        "step_time_s": [_r(t) for t in swarm.step_times],
+    }
+    summary = summarise(scenario, swarm, rounds.stats, time.perf_counter() - started)
+    return SimResult(scenario, summary, rounds.history, rounds.stats, faults)
 
 
 def summarise(
-    scenario: Scenario, nodes: list[Node], network: MemoryNetwork, wall_s: float
+    scenario: Scenario, swarm: Swarm, stats: list[dict[str, Any]], wall_s: float
 ) -> dict[str, Any]:
     """The run's summary (the JSON object ``spargo sim --json`` prints last)."""
-    finals = [node.history[-1] for node in nodes if node.history]
-    global_acc = [m.global_accuracy for m in finals if m.global_accuracy is not None]
-    local_acc = [m.accuracy for m in finals if not math.isnan(m.accuracy)]
+    finals = [node.history[-1] for node in swarm.nodes.values() if node.history]
+    honest = [m for m in finals if m.peer_id not in swarm.attackers] or finals
+    global_acc = [m.global_accuracy for m in honest if m.global_accuracy is not None]
+    local_acc = [m.accuracy for m in honest if not math.isnan(m.accuracy)]
     drops: dict[str, int] = {}
-    for node in nodes:
+    for node in swarm.nodes.values():
         for reason, count in node.counters.drops.items():
             drops[reason] = drops.get(reason, 0) + count
+    for reason, count in swarm.policy.drops.items():
+        drops[f"network_{reason}"] = count
+    # Messages in flight to (or sent to) a peer that was down when they arrived.
+    unreachable = swarm.network.stats.messages_dropped - sum(swarm.policy.drops.values())
+    if unreachable:
+        drops["network_unreachable"] = unreachable
     personalised = scenario.method == "spafl" and not scenario.method_options.get("weights_every")
     headline = local_acc if personalised or not global_acc else global_acc
+    distances = [s["consensus_distance"] for s in stats if s["consensus_distance"] is not None]
     return {
-        "nodes": len(nodes),
+        "name": scenario.label,
+        "nodes": len(swarm.nodes),
         "rounds": scenario.rounds,
         "method": scenario.method,
         "topology": scenario.topology,
@@ -163,16 +177,19 @@ def summarise(
         "partition": scenario.partition,
         "seed": scenario.seed,
         "accuracy_on": "local" if headline is local_acc else "global",
-        "accuracy_mean": _r(np.mean(headline)),
-        "accuracy_min": _r(np.min(headline)),
-        "accuracy_max": _r(np.max(headline)),
+        "accuracy_mean": _r(np.mean(headline)) if headline else None,
+        "accuracy_min": _r(np.min(headline)) if headline else None,
+        "accuracy_max": _r(np.max(headline)) if headline else None,
         "global_accuracy_mean": _r(np.mean(global_acc)) if global_acc else None,
         "local_accuracy_mean": _r(np.mean(local_acc)) if local_acc else None,
-        "density": _r(np.mean([m.density for m in finals])),
-        "bytes_sent_total": sum(node.counters.bytes_sent for node in nodes),
-        "messages_sent": sum(node.counters.messages_sent for node in nodes),
-        "messages_dropped": sum(drops.values()) + network.stats.messages_dropped,
-        "drops": drops,
+        "density": _r(np.mean([m.density for m in finals])) if finals else None,
+        "consensus_distance": distances[-1] if distances else None,
+        "bytes_sent_total": sum(node.counters.bytes_sent for node in swarm.nodes.values()),
+        "messages_sent": sum(node.counters.messages_sent for node in swarm.nodes.values()),
+        "messages_dropped": sum(drops.values()),
+        "drops": dict(sorted(drops.items())),
+        "attackers": len(swarm.attackers),
+        "churn_events": len(swarm.events),
         "simulated_s": _r(max((m.time_s for m in finals), default=0.0)),
         "wall_s": round(wall_s, 3),
     }

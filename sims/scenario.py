@@ -1,15 +1,24 @@
-"""``Scenario``: one simulated experiment, from flags or a TOML file, checked on construction."""
+"""``Scenario``: one simulated experiment, from flags or a TOML file, checked on construction.
+
+Besides the learning setup (peers, topology, method, data) a scenario describes the faults
+injected into the run: link latency/jitter/bandwidth/loss, a network partition that splits
+and heals, node churn (by a rate or an explicit schedule), heterogeneous device speeds and a
+fraction of misbehaving peers. Every random choice derives from ``seed``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
 from node.config import METHODS
 
 SIM_METHODS = (*METHODS, "allreduce")
+CHURN_ACTIONS = ("leave", "fail")
+CHURN_MODES = (*CHURN_ACTIONS, "mixed")
+ATTACKS = ("scale:K", "signflip", "random", "nan", "replay")
 
 
 class ScenarioError(ValueError):
@@ -17,8 +26,31 @@ class ScenarioError(ValueError):
 
 
 @dataclass(frozen=True)
+class ChurnEvent:
+    """Peer number ``peer`` goes down when it reaches ``round`` and is back ``downtime`` later.
+
+    ``leave`` is a graceful stop (Bye, checkpoint); ``fail`` an abrupt crash. ``downtime`` 0
+    means the peer never comes back.
+    """
+
+    peer: int
+    round: int
+    action: str = "fail"
+    downtime: int = 3
+
+    def __post_init__(self) -> None:
+        if self.action not in CHURN_ACTIONS:
+            raise ScenarioError(f"churn action {self.action!r} is unknown; use leave or fail")
+        if self.peer < 0 or self.round < 1 or self.downtime < 0:
+            raise ScenarioError(
+                "a churn event needs peer >= 0, round >= 1 and downtime >= 0 "
+                f"(got peer={self.peer}, round={self.round}, downtime={self.downtime})"
+            )
+
+
+@dataclass(frozen=True)
 class Scenario:
-    """Everything that defines a simulation run."""
+    """Everything that defines a simulation run (see ``sims.run``)."""
 
     nodes: int = 16
     topology: str = "smallworld"
@@ -39,23 +71,149 @@ class Scenario:
     distinct_init: bool = False
     eval_every: int = 1
     round_deadline_s: float = 30.0
+    #: A short name for reports (the output folder); empty = derived from the settings.
+    name: str = ""
+    # --- links (defaults; a graph file's edge attributes override them per edge) --------
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    #: 0 means unlimited.
+    bandwidth_mbps: float = 0.0
+    loss: float = 0.0
+    # --- partition: split at round ``partition_at[0]``, heal at ``partition_at[1]`` ------
+    partition_at: tuple[int, int] | None = None
+    #: Peer numbers of each side; empty = a seeded bisection of the graph.
+    partition_groups: tuple[tuple[int, ...], ...] = ()
+    # --- churn -----------------------------------------------------------------------
+    #: Per peer and round, the probability of going down (for ``churn_downtime`` rounds).
+    churn: float = 0.0
+    churn_mode: str = "mixed"
+    churn_downtime: int = 3
+    churn_events: tuple[ChurnEvent, ...] = ()
+    # --- devices ------------------------------------------------------------------------
+    #: Simulated compute time of one local step (virtual seconds) ...
+    step_time_s: float = 0.0
+    #: ... times a per-peer factor exp(N(0, speed_spread²)): heterogeneous devices.
+    speed_spread: float = 0.0
+    # --- attacks -------------------------------------------------------------------------
+    attack: str | None = None
+    attackers: float = 0.0
+    #: Compute the consensus distance every round (costs one parameter copy per peer).
+    consensus: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method_options", MappingProxyType(dict(self.method_options)))
-        if not isinstance(self.nodes, int) or self.nodes < 2:
-            raise ScenarioError(f"--nodes must be at least 2, got {self.nodes!r}")
-        if not isinstance(self.rounds, int) or self.rounds < 1:
-            raise ScenarioError(f"--rounds must be at least 1, got {self.rounds!r}")
-        if not isinstance(self.local_steps, int) or self.local_steps < 1:
-            raise ScenarioError(f"--local-steps must be at least 1, got {self.local_steps!r}")
+        object.__setattr__(self, "partition_at", _rounds_pair(self.partition_at))
+        object.__setattr__(
+            self, "partition_groups", tuple(tuple(int(p) for p in g) for g in self.partition_groups)
+        )
+        object.__setattr__(self, "churn_events", tuple(_event(e) for e in self.churn_events))
+        self._check_learning()
+        self._check_faults()
+
+    def _check_learning(self) -> None:
+        for name, low in (("nodes", 2), ("rounds", 1), ("local_steps", 1), ("batch_size", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ScenarioError(
+                    f"--{_flag(name)} must be a whole number >= {low}, got {value!r}"
+                )
         if self.method not in SIM_METHODS:
             raise ScenarioError(
                 f"--method {self.method!r} is unknown; use one of {', '.join(SIM_METHODS)}"
             )
-        if not self.lr > 0:
-            raise ScenarioError(f"--lr must be positive, got {self.lr!r}")
-        if self.eval_every < 1:
+        _positive("lr", self.lr)
+        _positive("round-deadline-s", self.round_deadline_s)
+        if not isinstance(self.eval_every, int) or self.eval_every < 1:
             raise ScenarioError("--eval-every must be at least 1")
+
+    def _check_faults(self) -> None:
+        for name in ("latency_ms", "jitter_ms", "bandwidth_mbps", "step_time_s", "speed_spread"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not value >= 0:
+                raise ScenarioError(f"--{_flag(name)} must be a number >= 0, got {value!r}")
+        for name in ("loss", "churn", "attackers"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 <= value < 1:
+                raise ScenarioError(f"--{_flag(name)} must be in [0, 1), got {value!r}")
+        if self.partition_at is not None and not 1 <= self.partition_at[0] < self.partition_at[1]:
+            raise ScenarioError(
+                f"--partition-at {self.partition_at[0]}:{self.partition_at[1]} must be "
+                "ROUND:HEAL_ROUND with 1 <= ROUND < HEAL_ROUND"
+            )
+        grouped = [p for g in self.partition_groups for p in g]
+        if any(not 0 <= p < self.nodes for p in grouped) or len(set(grouped)) != len(grouped):
+            raise ScenarioError("partition_groups must list distinct peer numbers 0..nodes-1")
+        if self.churn_mode not in CHURN_MODES:
+            raise ScenarioError(f"--churn-mode must be one of {', '.join(CHURN_MODES)}")
+        if not isinstance(self.churn_downtime, int) or self.churn_downtime < 0:
+            raise ScenarioError("--churn-downtime must be a whole number of rounds >= 0")
+        if any(e.peer >= self.nodes for e in self.churn_events):
+            raise ScenarioError("a churn event names a peer number >= nodes")
+        if self.attack is not None:
+            from sims.attacks import parse_attack
+
+            parse_attack(self.attack)
+            if self.attackers == 0:
+                raise ScenarioError("--attack needs --attackers FRACTION > 0 (e.g. 0.25)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (what ``summary.json`` records as the scenario)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["method_options"] = dict(self.method_options)
+        out["churn_events"] = [asdict(e) for e in self.churn_events]
+        return out
+
+    @property
+    def label(self) -> str:
+        """The name, or ``method-topology-seed`` when none was given."""
+        return self.name or f"{self.method}-{_slug(self.topology)}-s{self.seed}"
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.rsplit("/", 1)[-1])
+
+
+def _positive(name: str, value: object) -> None:
+    if not isinstance(value, int | float) or not value > 0:
+        raise ScenarioError(f"--{name} must be a positive number, got {value!r}")
+
+
+def _rounds_pair(value: object) -> tuple[int, int] | None:
+    """Accept ``"R:H"`` or ``[R, H]``; anything else is an error with the expected form."""
+    if value is None:
+        return None
+    parts: Sequence[object]
+    if isinstance(value, str):
+        parts = value.split(":")
+    elif isinstance(value, list | tuple):
+        parts = value
+    else:
+        parts = ()
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return int(str(parts[0])), int(str(parts[1]))
+    except ValueError:
+        raise ScenarioError(
+            f"--partition-at {value!r} must look like ROUND:HEAL_ROUND (e.g. 10:20)"
+        ) from None
+
+
+def _event(value: object) -> ChurnEvent:
+    if isinstance(value, ChurnEvent):
+        return value
+    if not isinstance(value, Mapping):
+        raise ScenarioError(
+            "churn_events must be tables like {peer = 3, round = 5, action = 'fail'}"
+        )
+    try:
+        return ChurnEvent(**dict(value))
+    except TypeError as exc:
+        raise ScenarioError(f"churn event {dict(value)}: {exc}") from None
 
 
 def scenario_from_mapping(data: Mapping[str, Any], source: str = "scenario") -> Scenario:

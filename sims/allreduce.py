@@ -1,0 +1,111 @@
+"""``allreduce``: the simulation-only reference — every round, every live peer gets the exact
+(sample-weighted, FedAvg) average of all live peers' models.
+
+A shared in-process ``AllReduceHub`` collects each peer's parameters after local training; once
+every live peer of the round has deposited, it sends each of them the average as a
+``FullModel`` from the pseudo-peer ``allreduce`` over ideal links. Each peer is charged one
+model upload per round (as if it sent its model to a server), so its bytes compare with
+gossip. No gossip happens at all: this is the ceiling gossip methods are measured against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from node.methods.base import Method, MethodContext, latest_of, matching_tensors
+from node.params import exchangeable_parameters, load_arrays, to_arrays
+from node.transports.memory import MemoryNetwork
+from protocol import Envelope, FullModel, Message, NamedTensor, encode
+from sims.network import SERVER_ID
+
+Arrays = dict[str, np.ndarray]
+
+
+class AllReduceHub:
+    """The shared accumulator; ``live()`` maps each running peer to its current round."""
+
+    def __init__(
+        self,
+        network: MemoryNetwork,
+        swarm: str,
+        sample_counts: Mapping[str, int],
+        live: Callable[[], Mapping[str, int]],
+        charge: Callable[[str, int], None],
+    ) -> None:
+        self.network = network
+        self.swarm = swarm
+        self.sample_counts = dict(sample_counts)
+        self.live = live
+        self.charge = charge
+        self._deposits: dict[int, dict[str, Arrays]] = {}
+        self._done: dict[int, bytes] = {}
+        self._seq = 0
+
+    def deposit(self, round_index: int, peer_id: str, arrays: Arrays) -> None:
+        """Add one peer's model for ``round_index``; late peers get the stored average."""
+        self.charge(peer_id, sum(a.nbytes for a in arrays.values()))
+        if round_index in self._done:
+            self.network.route(SERVER_ID, peer_id, self._done[round_index])
+            return
+        self._deposits.setdefault(round_index, {})[peer_id] = arrays
+        self.check()
+
+    def check(self) -> None:
+        """Finish every round that no live peer still owes a deposit to."""
+        live = self.live()
+        for r in sorted(self._deposits):
+            got = self._deposits[r]
+            if any(p not in got and now == r for p, now in live.items()):
+                return
+            self._finish(r, self._deposits.pop(r))
+
+    def _finish(self, round_index: int, got: dict[str, Arrays]) -> None:
+        peers = sorted(got)
+        weights = np.array([self.sample_counts.get(p, 1) for p in peers], dtype=np.float64)
+        weights /= weights.sum()
+        mean = {
+            name: np.tensordot(weights, np.stack([got[p][name] for p in peers]), axes=1).astype(
+                np.float32
+            )
+            for name in got[peers[0]]
+        }
+        self._seq += 1
+        body = FullModel(tensors=tuple(NamedTensor(n, a) for n, a in mean.items()))
+        data = encode(Envelope(self.swarm, SERVER_ID, self._seq, round_index, body))
+        self._done = {r: d for r, d in self._done.items() if r > round_index - 3}
+        self._done[round_index] = data
+        for peer in peers:
+            if self.network.is_attached(peer):
+                self.network.route(SERVER_ID, peer, data)
+
+
+class AllReduceMethod(Method):
+    """Deposit after training, wait for the hub's average, load it."""
+
+    name = "allreduce"
+
+    def __init__(self, ctx: MethodContext, hub: AllReduceHub) -> None:
+        super().__init__(ctx)
+        self.hub = hub
+
+    def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Message]]:
+        arrays = to_arrays(exchangeable_parameters(self.ctx.model))
+        self.hub.deposit(round_index, self.ctx.peer_id, arrays)
+        return []
+
+    def merge(
+        self, round_index: int, received: Mapping[str, Sequence[Envelope]]
+    ) -> dict[str, float]:
+        params = exchangeable_parameters(self.ctx.model)
+        shapes = {name: tuple(p.shape) for name, p in params}
+        got = latest_of({k: v for k, v in received.items() if k == SERVER_ID}, FullModel)
+        if SERVER_ID not in got:
+            return {"merged_peers": 0.0}
+        arrays = matching_tensors(got[SERVER_ID][1].tensors, shapes)
+        if arrays is None:
+            return {"merged_peers": 0.0, "rejected_shape": 1.0}
+        # Decoded arrays are read-only views of the frame; torch wants its own copy.
+        load_arrays(params, {name: np.array(a) for name, a in arrays.items()})
+        return {"merged_peers": 1.0}

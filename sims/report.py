@@ -1,0 +1,152 @@
+"""Reports of a run: metrics.jsonl, rounds.jsonl, summary.json, PNG plots and a rich table.
+
+Plots use matplotlib's Agg canvas (no pyplot, no display), imported only when plotting.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from sims.runner import SimResult
+
+PLOTS = ("accuracy.png", "accuracy_vs_mb.png", "consensus.png", "density.png", "topology.png")
+
+
+def write_reports(result: SimResult, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
+    """Write every report of ``result`` into ``out_dir``; returns the files written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "metrics.jsonl", out / "rounds.jsonl", out / "summary.json"]
+    with written[0].open("w") as handle:
+        for m in result.rounds:
+            handle.write(json.dumps(_clean(m.to_dict()), sort_keys=True) + "\n")
+    with written[1].open("w") as handle:
+        for row in result.round_stats:
+            handle.write(json.dumps(row, sort_keys=True) + "\n")
+    document = {
+        "summary": result.summary,
+        "scenario": result.scenario.to_dict(),
+        "faults": result.faults,
+    }
+    written[2].write_text(json.dumps(_clean(document), indent=2, sort_keys=True) + "\n")
+    if plots:
+        written += plot_run(result, out)
+    return written
+
+
+def _clean(value: Any) -> Any:
+    """NaN/inf become null so the files are strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Any]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig.tight_layout()
+    FigureCanvasAgg(fig).print_png(str(path))  # type: ignore[no-untyped-call]
+    return path
+
+
+def plot_run(result: SimResult, out: Path) -> list[Path]:
+    """The five plots of one run."""
+    import topology
+
+    rows = result.round_stats
+    label = result.scenario.label
+    x = [r["round"] + 1 for r in rows]
+    acc = [_nan(r["accuracy_mean"]) for r in rows]
+    paths = []
+    fig, ax = _figure(f"accuracy — {label}", "round", "mean accuracy")
+    ax.plot(x, acc, marker=".", label="mean")
+    ax.plot(x, [_nan(r["accuracy_min"]) for r in rows], ls="--", label="worst peer")
+    ax.legend()
+    paths.append(_save(fig, out / "accuracy.png"))
+    fig, ax = _figure(f"accuracy vs traffic — {label}", "MB sent (all peers)", "mean accuracy")
+    ax.plot([r["bytes_sent_total"] / 1e6 for r in rows], acc, marker=".")
+    paths.append(_save(fig, out / "accuracy_vs_mb.png"))
+    fig, ax = _figure(f"consensus distance — {label}", "round", "mean ‖x_i − x̄‖² (log scale)")
+    cd = [_nan(r["consensus_distance"]) for r in rows]
+    if any(c > 0 for c in cd):
+        ax.set_yscale("log")
+    ax.plot(x, cd, marker=".")
+    _shade_partition(ax, result)
+    paths.append(_save(fig, out / "consensus.png"))
+    fig, ax = _figure(f"density — {label}", "round", "mean density")
+    ax.plot(x, [r["density"] for r in rows], marker=".")
+    ax.set_ylim(0, 1.05)
+    paths.append(_save(fig, out / "density.png"))
+    s = result.scenario
+    graph = topology.make_graph(s.topology, s.nodes, seed=s.seed)
+    topology.draw(
+        graph, out / "topology.png", title=f"{s.topology} ({graph.number_of_nodes()} peers)"
+    )
+    paths.append(out / "topology.png")
+    return paths
+
+
+def _shade_partition(ax: Any, result: SimResult) -> None:
+    if result.scenario.partition_at is not None:
+        split, heal = result.scenario.partition_at
+        ax.axvspan(split + 0.5, heal + 0.5, color="red", alpha=0.1, label="partitioned")
+        ax.legend()
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def summary_table(summaries: Sequence[dict[str, Any]], title: str = "spargo sim") -> Any:
+    """A rich ``Table`` with one row per summary."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    columns = [
+        ("name", "run"),
+        ("accuracy_mean", "acc mean"),
+        ("accuracy_min", "acc min"),
+        ("density", "density"),
+        ("consensus_distance", "consensus"),
+        ("bytes_sent_total", "MB sent"),
+        ("messages_dropped", "dropped"),
+        ("wall_s", "wall s"),
+    ]
+    for _key, header in columns:
+        table.add_column(header, justify="left" if _key == "name" else "right")
+    for s in summaries:
+        table.add_row(*[_cell(key, s.get(key)) for key, _ in columns])
+    return table
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "–"
+    if key == "bytes_sent_total":
+        return f"{value / 1e6:.2f}"
+    if isinstance(value, float):
+        return f"{value:.4g}" if key == "consensus_distance" else f"{value:.3f}"
+    return str(value)

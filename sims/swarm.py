@@ -1,0 +1,256 @@
+"""The simulated swarm: builds the real ``Node``s of a scenario and runs their lives.
+
+One ``Swarm`` owns the in-memory network, the link model, every peer's data, and each peer's
+current ``Node``. It applies the churn plan as the peers progress: a graceful leave stops the
+node (it says Bye and checkpoints), a failure crashes it (its transport dies, its task is
+cancelled), and a rejoin builds a new ``Node`` that resumes from the checkpoint and carries on
+with the same counters. Training runs inline on the virtual clock, then sleeps the peer's
+simulated compute time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import topology
+from node.config import NodeConfig
+from node.methods import MethodContext, make_method
+from node.methods.base import Method
+from node.metrics import RoundMetrics
+from node.node import Node
+from node.tasks import TaskSpec, load_task
+from node.transports.memory import MemoryNetwork
+from node.view import PeerView, build_view
+from sims.allreduce import AllReduceHub, AllReduceMethod
+from sims.attacks import corrupt_method, parse_attack, pick_attackers, transform_for
+from sims.data import peer_data
+from sims.network import (
+    SERVER_ID,
+    LinkModel,
+    SimTransport,
+    churn_plan,
+    default_link,
+    edge_links,
+    partition_groups,
+    step_times,
+)
+from sims.scenario import ChurnEvent, Scenario
+
+SWARM = "sim"
+
+
+def peer_ids(n: int) -> list[str]:
+    """``p00``, ``p01``, … (zero-padded so that string order is numeric order)."""
+    width = len(str(n - 1))
+    return [f"p{i:0{width}d}" for i in range(n)]
+
+
+class Swarm:
+    """All peers of one scenario on one ``MemoryNetwork``."""
+
+    def __init__(self, scenario: Scenario, on_record: Callable[[RoundMetrics], None]) -> None:
+        self.scenario = scenario
+        self.on_record = on_record
+        self.task: TaskSpec = load_task(scenario.task, seed=scenario.seed)
+        self.graph = topology.make_graph(scenario.topology, scenario.nodes, seed=scenario.seed)
+        self.ids = peer_ids(self.graph.number_of_nodes())
+        self.node_of = topology.assign_peers(self.ids, self.graph)
+        self.data = peer_data(
+            self.task.train, self.task.test, len(self.ids), scenario.partition, scenario.seed
+        )
+        self.nodes: dict[str, Node] = {}
+        self.live: set[str] = set()
+        self.step_times = step_times(scenario)
+        self.attackers = {
+            self.ids[p] for p in pick_attackers(len(self.ids), scenario.attackers, scenario.seed)
+        }
+        self.events = churn_plan(scenario)
+        self._due: dict[str, list[ChurnEvent]] = {}
+        for event in self.events:
+            self._due.setdefault(self.ids[event.peer], []).append(event)
+        self._rejoin_at: dict[str, int] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._crashing: set[str] = set()
+        self._group: asyncio.TaskGroup | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="spargo-sim-") if self.events else None
+        self.policy = self._link_model()
+        self.network = MemoryNetwork(policy=self.policy)
+        self.hub: AllReduceHub | None = None
+        if scenario.method == "allreduce":
+            self.hub = AllReduceHub(
+                self.network,
+                SWARM,
+                {p: len(d.train) for p, d in zip(self.ids, self.data)},
+                live=lambda: {p: self.nodes[p].round for p in sorted(self.live)},
+                charge=self._charge,
+            )
+        self.nodes = {p: self._build(i) for i, p in enumerate(self.ids)}
+
+    # --- construction ------------------------------------------------------------------
+    def _link_model(self) -> LinkModel:
+        s = self.scenario
+        default = default_link(s)
+        return LinkModel(
+            default,
+            edge_links(self.graph, self.node_of, default),
+            s.seed,
+            groups=partition_groups(s, self.graph, self.ids) if s.partition_at else None,
+            partition_at=s.partition_at,
+            round_of=lambda peer: self.nodes[peer].round if peer in self.nodes else 0,
+        )
+
+    def _config(self, index: int) -> NodeConfig:
+        s = self.scenario
+        return NodeConfig(
+            peer_id=self.ids[index],
+            swarm=SWARM,
+            method="dense" if s.method == "allreduce" else s.method,
+            method_options=s.method_options,
+            rounds=s.rounds,
+            local_steps=s.local_steps,
+            batch_size=s.batch_size,
+            lr=s.lr,
+            momentum=s.momentum,
+            seed=s.seed * 100_003 + index,
+            round_deadline_s=s.round_deadline_s,
+            eval_every=s.eval_every,
+            device="cpu",
+            checkpoint_dir=self._tmp.name if self._tmp is not None else None,
+        )
+
+    def _view(self, peer_id: str) -> PeerView:
+        if self.scenario.method != "allreduce":
+            return build_view(
+                self.graph,
+                self.ids,
+                peer_id,
+                sampler=self.scenario.sampler,
+                seed=self.scenario.seed,
+            )
+        # All-reduce peers gossip with nobody; they wait for the hub's average each round.
+        server = [SERVER_ID]
+        return PeerView(peer_id, tuple(self.ids), (), _weights(), lambda _r: [], lambda _r: server)
+
+    def _method(self, peer_id: str, ctx: MethodContext) -> Method:
+        if self.hub is not None:
+            return AllReduceMethod(ctx, self.hub)
+        method = make_method(self.scenario.method, ctx)
+        attack = self.scenario.attack
+        if attack is not None and peer_id in self.attackers:
+            transform = transform_for(attack, self.scenario.seed + self.ids.index(peer_id))
+            if transform is not None:
+                corrupt_method(method, transform)
+        return method
+
+    def _build(self, index: int) -> Node:
+        s = self.scenario
+        peer_id = self.ids[index]
+        model = self.task.model_factory(s.seed + (index if s.distinct_init else 0))
+        view = self._view(peer_id)
+        ctx = MethodContext(model, peer_id, view.weights, s.seed, s.rounds, s.method_options)
+        replay = s.attack is not None and peer_id in self.attackers
+        replay = replay and parse_attack(s.attack or "")[0] == "replay"
+        transport = SimTransport(self.network.transport(peer_id), self.network, 2 if replay else 0)
+        return Node(
+            self._config(index),
+            model,
+            self.data[index],
+            view,
+            transport,
+            self._method(peer_id, ctx),
+            training_runner=self._runner(self.step_times[index] * s.local_steps),
+            on_round=self._recorded,
+        )
+
+    def _runner(self, compute_s: float) -> Callable[[Callable[[], float]], Any]:
+        async def run(fn: Callable[[], float]) -> float:
+            # Inline: a thread would let the virtual clock jump past unfinished work.
+            loss = fn()
+            if compute_s > 0:
+                await asyncio.sleep(compute_s)
+            return loss
+
+        return run
+
+    def _charge(self, peer_id: str, nbytes: int) -> None:
+        counters = self.nodes[peer_id].counters
+        counters.messages_sent += 1
+        counters.bytes_sent += nbytes
+
+    # --- lives ------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Run every peer until all are done (or down for good)."""
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            for peer in self.ids:
+                self._start(peer)
+        self.network.cancel_pending()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def _start(self, peer: str) -> None:
+        if self._group is None:
+            raise RuntimeError("the swarm is not running")
+        self.live.add(peer)
+        self._tasks[peer] = self._group.create_task(self._life(peer), name=f"sim:{peer}")
+
+    async def _life(self, peer: str) -> None:
+        node = self.nodes[peer]
+        try:
+            await node.run()
+        except asyncio.CancelledError:
+            if peer not in self._crashing:
+                raise
+        finally:
+            self._crashing.discard(peer)
+            self.live.discard(peer)
+            with contextlib.suppress(Exception):
+                await node.transport.aclose()
+            if self.hub is not None:
+                self.hub.check()
+            self._maybe_rejoin(max((n.round for n in self.nodes.values()), default=0))
+
+    def _recorded(self, metrics: RoundMetrics) -> None:
+        peer = metrics.peer_id
+        reached = metrics.round + 1
+        for event in list(self._due.get(peer, ())):
+            if event.round <= reached and peer in self.live:
+                self._due[peer].remove(event)
+                self._go_down(peer, event)
+                break
+        self.on_record(metrics)
+        self._maybe_rejoin(reached)
+
+    def _go_down(self, peer: str, event: ChurnEvent) -> None:
+        node = self.nodes[peer]
+        if event.downtime > 0:
+            self._rejoin_at[peer] = event.round + event.downtime
+        if event.action == "leave":
+            node.stop()
+            return
+        transport = node.transport
+        if isinstance(transport, SimTransport):
+            transport.kill()
+        self._crashing.add(peer)
+        self._tasks[peer].cancel()
+
+    def _maybe_rejoin(self, swarm_round: int) -> None:
+        for peer, at in sorted(self._rejoin_at.items()):
+            if at <= swarm_round and peer not in self.live and swarm_round < self.scenario.rounds:
+                del self._rejoin_at[peer]
+                old = self.nodes[peer]
+                fresh = self._build(self.ids.index(peer))
+                fresh.counters = old.counters  # totals continue across incarnations
+                fresh.history = old.history
+                self.nodes[peer] = fresh
+                self._start(peer)
+
+
+def _weights() -> Any:
+    from types import MappingProxyType
+
+    return MappingProxyType({})
