@@ -1,0 +1,117 @@
+"""`spargo lab` and real peer processes through a real Mosquitto: accuracy, broker restarts,
+SIGKILLed peers that resume from their checkpoints. Every broker and process is started here
+and nothing is left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from node.lab import LabConfig, PeerProcesses, _collect, run_lab, write_peer_configs
+from node.transports.broker import Mosquitto, MosquittoConfig
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _rounds_done(metrics: Path) -> list[int]:
+    if not metrics.exists():
+        return []
+    return [json.loads(line)["round"] for line in metrics.read_text().splitlines() if line]
+
+
+async def _until(predicate: object, timeout_s: float = 120.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():  # type: ignore[operator]
+        if loop.time() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(0.2)
+
+
+def _no_leftovers(workdir: Path) -> None:
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    assert str(workdir) not in ps.stdout, "a peer or broker process was left behind"
+
+
+def test_lab_over_mosquitto_matches_in_memory_run(tmp_path: Path) -> None:
+    from sims.runner import run
+    from sims.scenario import Scenario
+
+    lab = LabConfig(nodes=4, rounds=8, method="dense", topology="ring", workdir=tmp_path / "lab")
+    summary = asyncio.run(run_lab(lab))
+    assert summary["rounds_completed"] == {f"peer-{i}": 8 for i in range(4)}
+    assert summary["messages_dropped"] == 0
+    reference = run(
+        Scenario(
+            nodes=4, rounds=8, method="dense", topology="ring", partition="iid", method_options={}
+        )
+    ).summary
+    assert summary["accuracy_mean"] > 0.85
+    assert abs(summary["accuracy_mean"] - reference["accuracy_mean"]) < 0.05
+    _no_leftovers(tmp_path)
+
+
+def test_lab_cli_one_line_errors() -> None:
+    for flags, fragment in ((["--nodes", "1"], "--nodes"), (["--broker", "http://x"], "mqtt://")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "sims.cli", "lab", *flags],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode != 0
+        assert fragment in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+async def test_broker_restart_and_sigkilled_peer(tmp_path: Path) -> None:
+    """Kill the broker mid-run and restart it; SIGKILL a peer and restart it: all finish."""
+    broker = Mosquitto(MosquittoConfig(workdir=tmp_path / "broker"))
+    await broker.astart()
+    lab = LabConfig(
+        nodes=3,
+        rounds=12,
+        method="dense",
+        topology="ring",
+        workdir=tmp_path / "lab",
+        broker=broker.url,
+        round_deadline_s=15.0,
+    )
+    configs = write_peer_configs(lab, broker.url, [])
+    peers = PeerProcesses()
+    try:
+        for peer_id, config in zip(lab.peer_ids(), configs):
+            await peers.launch(peer_id, config, lab.workdir / f"{peer_id}.log")
+        metrics = {p: lab.workdir / f"{p}.metrics.jsonl" for p in lab.peer_ids()}
+        await _until(lambda: len(_rounds_done(metrics["peer-0"])) >= 2)
+
+        broker.kill()  # the broker dies without warning…
+        await asyncio.sleep(1.0)
+        await broker.astart()  # …and comes back on the same port with its persisted sessions
+
+        await _until(lambda: len(_rounds_done(metrics["peer-1"])) >= 5)
+        victim = peers.processes["peer-1"]
+        victim.send_signal(signal.SIGKILL)
+        await victim.wait()
+        killed_at = max(_rounds_done(metrics["peer-1"]))
+        await peers.launch("peer-1", configs[1], lab.workdir / "peer-1.restarted.log")
+
+        finals = await asyncio.wait_for(_collect(peers, lab), 180)
+    finally:
+        await peers.terminate()
+        await broker.aclose()
+    for peer_id, final in finals.items():
+        assert final["round"] == 11, (peer_id, final)
+        assert final["global_accuracy"] > 0.8
+    rounds = _rounds_done(metrics["peer-1"])
+    restarted = rounds[rounds.index(killed_at) + 1 :]
+    assert restarted, "the restarted peer recorded no rounds"
+    assert restarted[0] >= killed_at - 1, "it started over instead of resuming its checkpoint"
+    _no_leftovers(tmp_path)
