@@ -122,3 +122,16 @@ def test_killed_peer_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert again.history[-1].accuracy > 0.7
     for node in nodes[:1] + nodes[2:]:
         assert node.history[-1].round == 9
+
+
+def test_async_mode_trains_and_merges_on_arrival() -> None:
+    """Training and gossip on independent clocks; messages merge as they arrive."""
+    network = MemoryNetwork(policy=lambda s, r, n: 0.05)
+    nodes = make_peers(network, 4, rounds=12, mode="async", train_period_s=0.2, gossip_period_s=0.3)
+    run_all(nodes)
+    for node in nodes:
+        assert len(node.history) == 12
+        assert node.counters.messages_received > 10
+        assert node.history[-1].accuracy > 0.7
+    assert any(m.merge for node in nodes for m in node.history), "nothing was merged"
+    assert _spread(nodes) < 1.0
