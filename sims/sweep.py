@@ -88,10 +88,12 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _run_one(scenario: Scenario, out_dir: str) -> dict[str, Any]:
+def _run_one(values: dict[str, Any], out_dir: str) -> dict[str, Any]:
     from sims.report import write_reports
     from sims.runner import run
 
+    # Scenarios travel as plain dicts (their read-only mappings do not pickle).
+    scenario = scenario_from_mapping(values)
     result = run(scenario)
     write_reports(result, Path(out_dir) / scenario.label, plots=False)
     return {
@@ -108,7 +110,7 @@ def run_sweep(path: str | Path, out_dir: str | Path, workers: int = 0) -> list[d
     workers = workers or min(len(runs), multiprocessing.cpu_count())
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-        futures = [pool.submit(_run_one, scenario, str(out)) for _, scenario in runs]
+        futures = [pool.submit(_run_one, scenario.to_dict(), str(out)) for _, scenario in runs]
         results = [f.result() for f in futures]
     rows = []
     for (fault, _scenario), res in zip(runs, results):
