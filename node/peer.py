@@ -24,6 +24,7 @@ from typing import Any
 
 from node.config import NodeConfig, config_from_mapping, load_toml
 from node.errors import ConfigError, NodeError
+from node.transports.factory import TRANSPORTS
 
 log = logging.getLogger("spargo.peer")
 
@@ -93,6 +94,10 @@ def load_setup(path: str | None, flags: Mapping[str, Any]) -> PeerSetup:
         )
     if not transport:
         raise ConfigError('no [transport] table: add kind = "mqtt" and url, or kind = "tcp"')
+    if transport.get("kind", "mqtt") not in TRANSPORTS:
+        raise ConfigError(
+            f"[transport] kind {transport['kind']!r} is unknown; use one of {', '.join(TRANSPORTS)}"
+        )
     return PeerSetup(
         node=config,
         transport=transport,
