@@ -1,0 +1,60 @@
+"""How the simulator scales: wall seconds per round and memory per peer, 16 … 1024 peers.
+
+Synthetic task, small MLP, dense gossip on a small-world graph. Each size runs in its own
+process (so peak RSS is that size's), printing one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def measure(nodes: int, rounds: int) -> dict[str, float]:
+    """Run one size in this process and measure it."""
+    import torch
+
+    from sims import Scenario, run
+
+    torch.set_num_threads(1)
+    base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scenario = Scenario(
+        nodes=nodes, topology="smallworld", method="dense", method_options={}, rounds=rounds,
+        local_steps=2, task="synthetic", partition="iid", consensus=False,
+    )  # fmt: skip
+    started = time.perf_counter()
+    result = run(scenario)
+    wall_s = time.perf_counter() - started
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "nodes": nodes,
+        "rounds": rounds,
+        "wall_s": round(wall_s, 2),
+        "wall_s_per_round": round(wall_s / rounds, 3),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "rss_per_peer_mb": round((peak_kb - base_kb) / 1024 / nodes, 3),
+        "messages_sent": result.summary["messages_sent"],
+        "accuracy_mean": result.summary["accuracy_mean"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="16,64,256,1024")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.rounds)), flush=True)
+        return
+    for size in (int(s) for s in args.sizes.split(",")):
+        cmd = [sys.executable, __file__, "--one", str(size), "--rounds", str(args.rounds)]
+        subprocess.run(cmd, check=True)
+
+
+if __name__ == "__main__":
+    main()
