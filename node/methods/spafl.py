@@ -6,7 +6,7 @@ round a peer sends its threshold vector (a few hundred bytes), mixes
 τ̄ = Σ_j W_ij τ_j (a missing neighbour's weight stays with self), applies the
 global-importance update with Δτ = τ̄ − τ(start of round) and sets τ ← τ̄.
 
-Options: ``alpha`` (regulariser weight, 0.002), ``min_density`` (per-layer unit floor, 0.01),
+Options: ``alpha`` (regulariser weight, 0.01), ``min_density`` (per-layer unit floor, 0.01),
 ``weights_every`` (K; 0 = thresholds only, as in the paper; K > 0 also gossips the masked
 weights on rounds where round % K == K − 1, and on the last planned round when
 ``final_merge``), ``final_merge`` (true), ``vc`` (variance-correct the weight mix, true),
@@ -79,7 +79,7 @@ class SpaFLMethod(Method):
 
     name = "spafl"
     defaults: ClassVar[Mapping[str, Any]] = {
-        "alpha": 0.002,
+        "alpha": 0.01,
         "min_density": 0.01,
         "weights_every": 0,
         "final_merge": True,
