@@ -6,6 +6,7 @@ Imports torch and numpy only, never another spargo package. See ALGORITHMS.md §
 from sparse.compress import (
     Compressed,
     CompressorSpec,
+    ErrorFeedback,
     cast,
     compress,
     decompress,
@@ -45,6 +46,7 @@ __all__ = [
     "Compressed",
     "CompressorSpec",
     "DensityReport",
+    "ErrorFeedback",
     "MaskedTraining",
     "SparseError",
     "SparseTypeError",

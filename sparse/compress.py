@@ -20,6 +20,7 @@ from sparse.errors import SparseTypeError, SparseValueError
 __all__ = [
     "Compressed",
     "CompressorSpec",
+    "ErrorFeedback",
     "cast",
     "compress",
     "decompress",
@@ -276,3 +277,36 @@ def error_feedback_step(
     c = compress(p, spec, seed)
     sent = decompress(c, p.shape).to(p.dtype)
     return c, p - sent
+
+
+class ErrorFeedback:
+    """Per-tensor residuals for :func:`error_feedback_step`, kept for checkpoints.
+
+    ``state_dict()`` returns the residuals (CPU copies) for a checkpoint; ``load_state_dict``
+    restores them. A name seen for the first time starts from a zero residual.
+    """
+
+    def __init__(self) -> None:
+        self._residuals: dict[str, torch.Tensor] = {}
+
+    def step(self, name: str, x: torch.Tensor, spec: CompressorSpec, seed: int = 0) -> Compressed:
+        """Compress ``x + residual[name]`` and keep the new residual."""
+        residual = self._residuals.get(name)
+        if residual is None or residual.shape != x.shape:
+            residual = torch.zeros_like(x)
+        c, self._residuals[name] = error_feedback_step(x, residual.to(x.device), spec, seed)
+        return c
+
+    def residual(self, name: str) -> torch.Tensor | None:
+        """The current residual of ``name`` (None before its first step)."""
+        return self._residuals.get(name)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Residuals by name, as CPU tensors."""
+        return {name: r.detach().to("cpu", copy=True) for name, r in self._residuals.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace the residuals with those of a checkpoint."""
+        if not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise SparseTypeError("state must map names to tensors (from state_dict())")
+        self._residuals = {name: r.detach().clone() for name, r in state.items()}

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sparse import (
     Compressed,
     CompressorSpec,
+    ErrorFeedback,
     cast,
     compress,
     decompress,
@@ -197,3 +198,19 @@ def test_compressors_follow_the_tensor_device(device: str) -> None:
             c, residual = error_feedback_step(x, torch.zeros_like(x), spec, seed=9)
             assert residual.device == x.device
             assert decompress(c, (40,)).device == x.device
+
+
+def test_error_feedback_state_survives_a_checkpoint() -> None:
+    spec = CompressorSpec("topk", 0.2, "float32")
+    x = torch.randn(20)
+    ef = ErrorFeedback()
+    ef.step("w", x, spec)
+    state = ef.state_dict()
+    restored = ErrorFeedback()
+    restored.load_state_dict(state)
+    a, b = ef.step("w", x, spec), restored.step("w", x, spec)
+    assert torch.equal(a.values, b.values)
+    assert torch.equal(ef.residual("w"), restored.residual("w"))
+    # Σ sent over both rounds + residual == 2x (top-k float32 is exact).
+    first = decompress(compress(x, spec), (20,))
+    torch.testing.assert_close(first + decompress(a, (20,)) + ef.residual("w"), 2 * x)
