@@ -69,7 +69,8 @@ def test_spafl_with_weight_gossip_runs_two_messages_a_round() -> None:
     assert result.summary["accuracy_on"] == "global"
     assert result.summary["accuracy_mean"] >= 0.6
     merged = [m.merge.get("weights_merged_peers") for m in result.rounds if m.round == 1]
-    assert merged and all(count == 2.0 for count in merged)
+    assert merged
+    assert all(count == 2.0 for count in merged)
 
 
 def test_vc_beats_dense_early_from_distinct_inits() -> None:
@@ -121,7 +122,8 @@ def test_choco_resync_after_a_dropped_delta_restores_agreement() -> None:
     assert stats["gaps"] == 1.0
     assert "a" not in b.copies
     (peer, request), *_ = b.outbox
-    assert peer == "a" and isinstance(request, ResyncRequest)
+    assert peer == "a"
+    assert isinstance(request, ResyncRequest)
     a.on_control(_envelope("b", 1, 3, request))
     _nudge(a.ctx.model, 4)
     sent = a.outgoing(4, ["b"])
@@ -130,7 +132,8 @@ def test_choco_resync_after_a_dropped_delta_restores_agreement() -> None:
     assert stats["resyncs"] == 1.0
     _assert_copy_matches(b, a)
     stats = deliver(5)
-    assert stats["gaps"] == 0.0 and stats["merged_peers"] == 1.0
+    assert stats["gaps"] == 0.0
+    assert stats["merged_peers"] == 1.0
     _assert_copy_matches(b, a)
 
 
@@ -210,7 +213,7 @@ def test_bad_peer_data_is_rejected_and_counted(method: str) -> None:
 
 
 def test_unknown_option_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="valid: .*robust"):
+    with pytest.raises(ValueError, match=r"valid: .*robust"):
         make_method("dense", _ctx("a", {"a": 1.0}, weights_every=3))
     with pytest.raises(ValueError, match="must be a int"):
         make_method("spafl", _ctx("a", {"a": 1.0}, weights_every="often"))
