@@ -57,7 +57,7 @@ class AllReduceHub:
         live = self.live()
         for r in sorted(self._deposits):
             got = self._deposits[r]
-            if any(p not in got and now == r for p, now in live.items()):
+            if any(p not in got and now <= r for p, now in live.items()):
                 return
             self._finish(r, self._deposits.pop(r))
 
