@@ -237,3 +237,19 @@ def test_robust_dense_ignores_a_wild_neighbour(robust: str) -> None:
     m.merge(0, received)
     for name, p in m.ctx.model.named_parameters():
         assert (p.detach() - own[name]).abs().max() < 1.0, name
+
+
+def test_late_messages_pull_less_in_async_merges() -> None:
+    """An envelope from an older round is down-weighted by 1/(1 + s)^γ (weight goes to self)."""
+    weights = {"a": 0.5, "b": 0.5}
+
+    def pull(late_by: int) -> float:
+        m = make_method("dense", _ctx("a", weights, staleness_gamma=1.0))
+        own = {n: p.detach().clone() for n, p in m.ctx.model.named_parameters()}
+        tensors = tuple(NamedTensor(n, p.numpy() + 1.0) for n, p in own.items())
+        m.merge(5, {"b": [_envelope("b", 1, 5 - late_by, FullModel(tensors=tensors))]})
+        name, p = next(iter(m.ctx.model.named_parameters()))
+        return float((p.detach() - own[name]).mean())
+
+    assert pull(0) == pytest.approx(0.5, abs=1e-5)
+    assert pull(3) == pytest.approx(0.5 / 4, abs=1e-5)
