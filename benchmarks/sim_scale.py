@@ -27,14 +27,19 @@ def measure(nodes: int, rounds: int) -> dict[str, float]:
         local_steps=2, task="synthetic", partition="iid", consensus=False,
     )  # fmt: skip
     started = time.perf_counter()
-    result = run(scenario)
+    finished: list[float] = []
+    result = run(scenario, on_round=lambda _r, _m: finished.append(time.perf_counter()))
     wall_s = time.perf_counter() - started
+    # Steady state: from the end of the first round to the end of the last (set-up excluded).
+    steady_s = (finished[-1] - finished[0]) / max(1, len(finished) - 1)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "nodes": nodes,
         "rounds": rounds,
         "wall_s": round(wall_s, 2),
         "wall_s_per_round": round(wall_s / rounds, 3),
+        "steady_s_per_round": round(steady_s, 3),
+        "setup_s": round(finished[0] - started - steady_s, 2),
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "rss_per_peer_mb": round((peak_kb - base_kb) / 1024 / nodes, 3),
         "messages_sent": result.summary["messages_sent"],

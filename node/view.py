@@ -42,6 +42,60 @@ def round_rng(seed: int, node: int, round_index: int) -> np.random.Generator:
     return np.random.default_rng([seed, node, round_index])
 
 
+class SwarmLayout:
+    """What every peer of one graph shares: the peer ↔ node assignment and the sampler.
+
+    Built once per graph (assignment and sampler set-up are O(n) each), then
+    :meth:`view` hands out each peer's view cheaply — the simulator builds hundreds.
+    """
+
+    def __init__(
+        self,
+        graph: Any,
+        peer_ids: Sequence[str],
+        *,
+        sampler: str = "all",
+        seed: int = 0,
+        mixing: str = "metropolis",
+    ) -> None:
+        self.graph = graph
+        self.seed = seed
+        self.mixing = mixing
+        self.assignment = topology.assign_peers(list(peer_ids), graph)
+        self.by_node = {node: pid for pid, node in self.assignment.items()}
+        self.peers = tuple(self.by_node[v] for v in range(graph.number_of_nodes()))
+        self._picker = topology.make_sampler(sampler, graph, graph.number_of_nodes())
+
+    def targets_of(self, node: int, round_index: int) -> list[int]:
+        """Graph nodes that ``node`` sends to in ``round_index``."""
+        rng = round_rng(self.seed, node, round_index)
+        return [int(v) for v in self._picker.targets(node, round_index, rng)]
+
+    def view(self, peer_id: str) -> PeerView:
+        """The view of ``peer_id``."""
+        if peer_id not in self.assignment:
+            raise ValueError(f"peer id {peer_id!r} is not among the swarm's peers")
+        me = self.assignment[peer_id]
+        by_node = self.by_node
+        adjacent = topology.neighbours(self.graph, me)
+        row = _mixing_row(self.graph, me, adjacent, self.mixing)
+
+        def targets(round_index: int) -> list[str]:
+            return [by_node[v] for v in self.targets_of(me, round_index)]
+
+        def expected(round_index: int) -> list[str]:
+            return sorted(by_node[u] for u in adjacent if me in self.targets_of(u, round_index))
+
+        return PeerView(
+            peer_id=peer_id,
+            peers=self.peers,
+            neighbours=tuple(by_node[v] for v in adjacent),
+            weights=MappingProxyType({by_node[v]: w for v, w in row.items()}),
+            _targets=targets,
+            _expected=expected,
+        )
+
+
 def build_view(
     graph: Any,
     peer_ids: Sequence[str],
@@ -52,39 +106,8 @@ def build_view(
     mixing: str = "metropolis",
 ) -> PeerView:
     """The view of ``peer_id`` in ``graph`` (peers assigned to nodes deterministically)."""
-    assignment = topology.assign_peers(list(peer_ids), graph)
-    by_node = {node: pid for pid, node in assignment.items()}
-    if peer_id not in assignment:
-        raise ValueError(f"peer id {peer_id!r} is not among the swarm's peers")
-    me = assignment[peer_id]
-    n = graph.number_of_nodes()
-    adjacent = topology.neighbours(graph, me)
-    neighbours = [by_node[v] for v in adjacent]
-    row = _mixing_row(graph, me, adjacent, mixing)
-    weights = {by_node[v]: w for v, w in row.items()}
-    picker = topology.make_sampler(sampler, graph, n)
-
-    def targets_of(node: int, round_index: int) -> list[int]:
-        return [
-            int(v) for v in picker.targets(node, round_index, round_rng(seed, node, round_index))
-        ]
-
-    def targets(round_index: int) -> list[str]:
-        return [by_node[v] for v in targets_of(me, round_index)]
-
-    def expected(round_index: int) -> list[str]:
-        return sorted(
-            by_node[u] for u in topology.neighbours(graph, me) if me in targets_of(u, round_index)
-        )
-
-    return PeerView(
-        peer_id=peer_id,
-        peers=tuple(by_node[v] for v in range(n)),
-        neighbours=tuple(neighbours),
-        weights=MappingProxyType(weights),
-        _targets=targets,
-        _expected=expected,
-    )
+    layout = SwarmLayout(graph, peer_ids, sampler=sampler, seed=seed, mixing=mixing)
+    return layout.view(peer_id)
 
 
 def _mixing_row(graph: Any, me: int, adjacent: list[int], mixing: str) -> dict[int, float]:

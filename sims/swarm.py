@@ -24,7 +24,7 @@ from node.metrics import RoundMetrics
 from node.node import Node
 from node.tasks import TaskSpec, load_task
 from node.transports.memory import MemoryNetwork
-from node.view import PeerView, build_view
+from node.view import PeerView, SwarmLayout
 from sims.allreduce import AllReduceHub, AllReduceMethod
 from sims.attacks import corrupt_method, parse_attack, pick_attackers, transform_for
 from sims.data import peer_data
@@ -59,6 +59,7 @@ class Swarm:
         self.graph = topology.make_graph(scenario.topology, scenario.nodes, seed=scenario.seed)
         self.ids = peer_ids(self.graph.number_of_nodes())
         self.node_of = topology.assign_peers(self.ids, self.graph)
+        self._layout: SwarmLayout | None = None
         self.data = peer_data(
             self.task.train, self.task.test, len(self.ids), scenario.partition, scenario.seed
         )
@@ -124,13 +125,11 @@ class Swarm:
 
     def _view(self, peer_id: str) -> PeerView:
         if self.scenario.method != "allreduce":
-            return build_view(
-                self.graph,
-                self.ids,
-                peer_id,
-                sampler=self.scenario.sampler,
-                seed=self.scenario.seed,
-            )
+            if self._layout is None:
+                self._layout = SwarmLayout(
+                    self.graph, self.ids, sampler=self.scenario.sampler, seed=self.scenario.seed
+                )
+            return self._layout.view(peer_id)
         # All-reduce peers gossip with nobody; they wait for the hub's average each round.
         server = [SERVER_ID]
         return PeerView(peer_id, tuple(self.ids), (), _weights(), lambda _r: [], lambda _r: server)
