@@ -109,17 +109,16 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 def _scenario_from_args(args: argparse.Namespace) -> Any:
     from node.config import load_toml
-    from sims.scenario import Scenario, scenario_from_mapping
+    from sims.scenario import Scenario, default_method_options, scenario_from_mapping
 
     base: dict[str, Any] = {}
     if args.config:
         base = dict(load_toml(args.config))
     flags = {key: getattr(args, key) for key in _SCENARIO_FLAGS}
     base.update({k: v for k, v in flags.items() if v is not None})
-    if args.method is not None and args.method != Scenario.method and not args.option:
-        base.setdefault("method_options", {})
     if args.option:
-        options = dict(base.get("method_options", {}))
+        method = base.get("method", Scenario.method)
+        options = dict(base.get("method_options", default_method_options(method)))
         options.update(_parse_option(o) for o in args.option)
         base["method_options"] = options
     _resolve_nodes_from_graph_file(base)
@@ -148,8 +147,14 @@ def run_sim(args: argparse.Namespace) -> int:
     from sims.progress import Progress
     from sims.report import summary_table, write_reports
     from sims.runner import run
+    from sims.scenario import accuracy_basis
 
-    with Progress(scenario.rounds, lines=not args.quiet, bar=not args.quiet) as progress:
+    with Progress(
+        scenario.rounds,
+        lines=not args.quiet,
+        bar=not args.quiet,
+        basis=accuracy_basis(scenario.method),
+    ) as progress:
         result = run(scenario, on_round=progress.update)
     write_reports(result, out_dir, plots=not args.no_plots)
     s = result.summary
@@ -160,13 +165,21 @@ def run_sim(args: argparse.Namespace) -> int:
     print(
         f"{s['nodes']} peers, {s['topology']}, {s['method']}, {s['rounds']} rounds: "
         f"accuracy mean {_f(s['accuracy_mean'])} (min {_f(s['accuracy_min'])}, "
-        f"max {_f(s['accuracy_max'])}, {s['accuracy_on']}), density {_f(s['density'])}, "
+        f"max {_f(s['accuracy_max'])}, {s['accuracy_on']}"
+        f"{_other_basis(s)}), density {_f(s['density'])}, "
         f"{s['bytes_sent_total'] / 1e6:.2f} MB in {s['messages_sent']} messages, "
         f"{s['messages_dropped']} dropped, {s['wall_s']:.1f} s; reports in {out_dir}"
     )
     if args.json:
         print(json.dumps(s, sort_keys=True))
     return 0
+
+
+def _other_basis(s: dict[str, Any]) -> str:
+    """For personalised runs, also show the global figure (and vice versa): hide nothing."""
+    other = "global" if s["accuracy_on"] == "local" else "local"
+    value = s.get(f"{other}_accuracy_mean")
+    return "" if value is None else f"; {other} mean {_f(value)}"
 
 
 def _f(value: float | None) -> str:

@@ -17,8 +17,11 @@ from node.metrics import RoundMetrics
 class Progress:
     """Context manager whose ``update(round_index, metrics)`` is a runner ``on_round``."""
 
-    def __init__(self, rounds: int, *, lines: bool = True, bar: bool = True) -> None:
+    def __init__(
+        self, rounds: int, *, lines: bool = True, bar: bool = True, basis: str = "global"
+    ) -> None:
         self.rounds = rounds
+        self.basis = basis
         self.lines = lines
         self.bar = bar and sys.stderr.isatty()
         self._progress: Any = None
@@ -54,7 +57,12 @@ class Progress:
 
     def update(self, round_index: int, metrics: list[RoundMetrics]) -> None:
         """Report one finished round."""
-        acc = [m.global_accuracy if m.global_accuracy is not None else m.accuracy for m in metrics]
+        acc = [
+            m.global_accuracy
+            if m.global_accuracy is not None and self.basis == "global"
+            else m.accuracy
+            for m in metrics
+        ]
         acc = [a for a in acc if not math.isnan(a)]
         mean = sum(acc) / len(acc) if acc else math.nan
         density = sum(m.density for m in metrics) / max(1, len(metrics))
@@ -66,6 +74,7 @@ class Progress:
         if self.lines:
             print(
                 f"round {round_index + 1:>3}/{self.rounds}  accuracy {mean:6.3f}  "
+                f"({self.basis})  "
                 f"density {density:5.3f}  sent {sent / 1e6:8.2f} MB",
                 flush=True,
             )

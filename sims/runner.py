@@ -25,7 +25,7 @@ import torch
 
 from node.metrics import RoundMetrics
 from sims.clock import run_virtual
-from sims.scenario import Scenario
+from sims.scenario import Scenario, accuracy_basis
 from sims.swarm import Swarm, peer_ids
 
 __all__ = ["SimResult", "peer_ids", "run", "summarise"]
@@ -164,7 +164,7 @@ def summarise(
     unreachable = swarm.network.stats.messages_dropped - sum(swarm.policy.drops.values())
     if unreachable:
         drops["network_unreachable"] = unreachable
-    personalised = scenario.method == "spafl" and not scenario.method_options.get("weights_every")
+    personalised = accuracy_basis(scenario.method) == "local"
     headline = local_acc if personalised or not global_acc else global_acc
     distances = [s["consensus_distance"] for s in stats if s["consensus_distance"] is not None]
     return {

@@ -48,6 +48,22 @@ class ChurnEvent:
             )
 
 
+#: The default run gossips SpaFL thresholds every round and masked weights every third round.
+DEFAULT_SPAFL_OPTIONS: Mapping[str, Any] = MappingProxyType({"weights_every": 3})
+_UNSET_OPTIONS: Mapping[str, Any] = MappingProxyType({})
+
+
+def default_method_options(method: str) -> dict[str, Any]:
+    """The options a scenario uses for ``method`` when none are given."""
+    return dict(DEFAULT_SPAFL_OPTIONS) if method == "spafl" else {}
+
+
+def accuracy_basis(method: str) -> str:
+    """``local`` for personalised methods (SpaFL: each peer on its own test split), else
+    ``global`` (each peer's model on the shared held-out test set)."""
+    return "local" if method == "spafl" else "global"
+
+
 @dataclass(frozen=True)
 class Scenario:
     """Everything that defines a simulation run (see ``sims.run``)."""
@@ -55,9 +71,9 @@ class Scenario:
     nodes: int = 16
     topology: str = "smallworld"
     method: str = "spafl"
-    method_options: Mapping[str, Any] = field(
-        default_factory=lambda: {"weights_every": 3, "alpha": 0.002}
-    )
+    #: Left unset, the method's defaults — and for ``spafl`` the default run's
+    #: ``weights_every = 3`` (thresholds every round, masked weights every third).
+    method_options: Mapping[str, Any] = field(default_factory=lambda: _UNSET_OPTIONS)
     rounds: int = 30
     local_steps: int = 10
     batch_size: int = 32
@@ -101,7 +117,10 @@ class Scenario:
     consensus: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "method_options", MappingProxyType(dict(self.method_options)))
+        options = self.method_options
+        if options is _UNSET_OPTIONS:
+            options = default_method_options(self.method)
+        object.__setattr__(self, "method_options", MappingProxyType(dict(options)))
         object.__setattr__(self, "partition_at", _rounds_pair(self.partition_at))
         object.__setattr__(
             self, "partition_groups", tuple(tuple(int(p) for p in g) for g in self.partition_groups)

@@ -66,8 +66,8 @@ def test_spafl_thresholds_only_sends_under_5_percent_of_dense(
 
 def test_spafl_with_weight_gossip_runs_two_messages_a_round() -> None:
     result = run(_scenario("spafl", rounds=4, method_options={"weights_every": 2}))
-    assert result.summary["accuracy_on"] == "global"
-    assert result.summary["accuracy_mean"] >= 0.6
+    assert result.summary["accuracy_on"] == "local"  # SpaFL models are personalised
+    assert result.summary["global_accuracy_mean"] >= 0.6
     merged = [m.merge.get("weights_merged_peers") for m in result.rounds if m.round == 1]
     assert merged
     assert all(count == 2.0 for count in merged)
