@@ -6,7 +6,7 @@ import json
 import time
 
 from sims.runner import SimResult, run
-from sims.scenario import ChurnEvent
+from sims.scenario import ChurnEvent, Scenario
 from tests.sims.conftest import small
 
 
@@ -74,3 +74,13 @@ def test_an_hour_of_simulated_gossip_costs_seconds() -> None:
     result = run(small(rounds=60, local_steps=1, latency_ms=60_000, round_deadline_s=120))
     assert result.summary["simulated_s"] >= 3600
     assert time.perf_counter() - started < 60
+
+
+def test_allreduce_really_averages_everyone() -> None:
+    """With one label shard per peer, no peer can learn alone: only a true average of all
+    peers reaches good accuracy, and it beats one-hop gossip on a ring by far."""
+    common = {"nodes": 8, "topology": "ring", "rounds": 8, "partition": "shards:1"}
+    reduce = run(Scenario(method="allreduce", consensus=False, **common)).summary
+    gossip = run(Scenario(method="dense", consensus=False, **common)).summary
+    assert reduce["accuracy_mean"] >= 0.6, reduce
+    assert reduce["accuracy_mean"] > gossip["accuracy_mean"] + 0.2
