@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 
 def main() -> None:
@@ -30,9 +29,8 @@ def main() -> None:
         for topo in args.topologies.split(","):
             reference = None
             for method in args.methods.split(","):
-                options: dict[str, Any] = {"weights_every": 3} if method == "spafl" else {}
                 scenario = Scenario(
-                    nodes=16, topology=topo, method=method, method_options=options,
+                    nodes=16, topology=topo, method=method,
                     rounds=args.rounds, task=f"mnist:{args.data}", partition=partition,
                 )  # fmt: skip
                 try:
@@ -51,7 +49,8 @@ def main() -> None:
                 )  # fmt: skip
                 row = {
                     "method": method, "topology": topo, "partition": partition,
-                    "accuracy": s["accuracy_mean"], "density": s["density"],
+                    "accuracy": s["accuracy_mean"], "accuracy_on": s["accuracy_on"],
+                    "global_accuracy": s["global_accuracy_mean"], "density": s["density"],
                     "mb_sent": round(s["bytes_sent_total"] / 1e6, 2),
                     "mb_to_90pct_allreduce": None if reach is None else round(reach / 1e6, 2),
                     "wall_s": s["wall_s"],

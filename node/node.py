@@ -210,7 +210,10 @@ class Node:
                 break
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+                # cancellation that lands as the event fires, and the peer would not stop.
+                async with asyncio.timeout(remaining):
+                    await self._arrived.wait()
             except TimeoutError:
                 break
         received = dict(self._inbox.pop(round_index, {}))
@@ -266,7 +269,8 @@ class Node:
 
     async def _sleep(self, delay_s: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), delay_s)
+            async with asyncio.timeout(delay_s):  # not wait_for: see _gather
+                await self._stop.wait()
 
     # --- sending and receiving -------------------------------------------------------
     async def _send_hello(self) -> None:

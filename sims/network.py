@@ -191,7 +191,7 @@ class SimTransport:
     def kill(self) -> None:
         """Crash: sends fail from now on and the peer leaves the network."""
         self.killed = True
-        self._network.detach(self.peer_id)
+        self.inner.detach()
 
     async def send(self, peer_id: str, data: bytes) -> None:
         if self.killed:

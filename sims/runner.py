@@ -139,6 +139,7 @@ def run(scenario: Scenario, *, on_round: OnRound | None = None) -> SimResult:
     faults = {
         "network_drops": dict(sorted(swarm.policy.drops.items())),
         "churn_events": [vars(e) for e in swarm.events],
+        "rejoins": dict(sorted(swarm.rejoins.items())),
         "attackers": sorted(swarm.attackers),
         "step_time_s": [_r(t) for t in swarm.step_times],
     }

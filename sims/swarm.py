@@ -60,6 +60,8 @@ class Swarm:
         self.ids = peer_ids(self.graph.number_of_nodes())
         self.node_of = topology.assign_peers(self.ids, self.graph)
         self._layout: SwarmLayout | None = None
+        #: How many times each peer came back after going down (what churn really did).
+        self.rejoins: dict[str, int] = {}
         self.data = peer_data(
             self.task.train, self.task.test, len(self.ids), scenario.partition, scenario.seed
         )
@@ -241,6 +243,7 @@ class Swarm:
         for peer, at in sorted(self._rejoin_at.items()):
             if at <= swarm_round and peer not in self.live and swarm_round < self.scenario.rounds:
                 del self._rejoin_at[peer]
+                self.rejoins[peer] = self.rejoins.get(peer, 0) + 1
                 old = self.nodes[peer]
                 fresh = self._build(self.ids.index(peer))
                 fresh.counters = old.counters  # totals continue across incarnations

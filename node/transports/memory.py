@@ -54,16 +54,24 @@ class MemoryNetwork:
         """Register ``peer_id`` (replacing a closed registration) and return its transport."""
         if peer_id in self._inboxes:
             raise ValueError(f"peer id {peer_id!r} is already attached; close its transport first")
-        self._inboxes[peer_id] = asyncio.Queue()
-        return MemoryTransport(self, peer_id)
+        inbox: asyncio.Queue[object] = asyncio.Queue()
+        self._inboxes[peer_id] = inbox
+        return MemoryTransport(self, peer_id, inbox)
 
     def is_attached(self, peer_id: str) -> bool:
         return peer_id in self._inboxes
 
-    def detach(self, peer_id: str) -> None:
-        inbox = self._inboxes.pop(peer_id, None)
-        if inbox is not None:
-            inbox.put_nowait(_CLOSED)
+    def detach(self, peer_id: str, inbox: asyncio.Queue[object] | None = None) -> None:
+        """Take ``peer_id`` off the network (only if ``inbox`` is still its registration).
+
+        A peer that crashed and rejoined has a new registration under the same id; the old
+        transport closing late must not take the new one down with it.
+        """
+        current = self._inboxes.get(peer_id)
+        if current is None or (inbox is not None and current is not inbox):
+            return
+        del self._inboxes[peer_id]
+        current.put_nowait(_CLOSED)
 
     def route(self, sender: str, receiver: str, data: bytes) -> None:
         if receiver not in self._inboxes and self.policy is None:
@@ -121,10 +129,11 @@ class MemoryNetwork:
 class MemoryTransport:
     """One peer's end of a :class:`MemoryNetwork`."""
 
-    def __init__(self, network: MemoryNetwork, peer_id: str) -> None:
+    def __init__(self, network: MemoryNetwork, peer_id: str, inbox: asyncio.Queue[object]) -> None:
         self.peer_id = peer_id
         self.max_message_bytes = network.max_message_bytes
         self._network = network
+        self._inbox = inbox
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -144,11 +153,10 @@ class MemoryTransport:
         self._network.route(self.peer_id, peer_id, bytes(data))
 
     async def incoming(self) -> AsyncIterator[tuple[str, bytes]]:
-        inbox = self._network._inboxes.get(self.peer_id)
-        if inbox is None:
+        if self._closed:
             return
         while True:
-            item = await inbox.get()
+            item = await self._inbox.get()
             if item is _CLOSED:
                 return
             yield cast(tuple[str, bytes], item)
@@ -157,4 +165,8 @@ class MemoryTransport:
         if self._closed:
             return
         self._closed = True
-        self._network.detach(self.peer_id)
+        self._network.detach(self.peer_id, self._inbox)
+
+    def detach(self) -> None:
+        """Leave the network at once (a crash): nothing more is delivered to this peer."""
+        self._network.detach(self.peer_id, self._inbox)

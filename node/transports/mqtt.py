@@ -385,7 +385,8 @@ class MqttTransport:
         conn = self._conn
         if conn is None and not self._closed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._connected.wait(), self.config.publish_timeout_s)
+                async with asyncio.timeout(self.config.publish_timeout_s):  # cancel-safe on 3.11
+                    await self._connected.wait()
             conn = self._conn
         self._check_open()
         if conn is None:
