@@ -110,7 +110,7 @@ def load_setup(path: str | None, flags: Mapping[str, Any]) -> PeerSetup:
         shard=int(task.get("shard", peers.index(config.peer_id))),
         metrics_path=flags.get("metrics") or data.get("metrics", {}).get("path"),
         log_level=level,
-        startup_wait_s=float(data.get("node_startup_wait_s", 30.0)),
+        startup_wait_s=float(topo.get("wait_for_neighbours_s", 30.0)),
     )
 
 
@@ -169,7 +169,10 @@ async def run_peer(setup: PeerSetup, *, print_json: bool = False) -> int:
         await node.run()
         await statuses.join()
         reporter.cancel()
-    final = node.history[-1].to_dict() if node.history else {"peer_id": setup.node.peer_id}
+    if node.history:
+        final = node.history[-1].to_dict()
+    else:  # resumed after its last round: nothing left to do, report where it stands
+        final = {"peer_id": setup.node.peer_id, "round": node.round - 1}
     final["drops"] = dict(node.counters.drops)
     if print_json:
         print(json.dumps(final, sort_keys=True), flush=True)

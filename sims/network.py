@@ -13,14 +13,13 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 import networkx as nx
 import numpy as np
 
 import topology
 from node.errors import TransportClosed
+from node.transports.base import TransportBase
 from node.transports.memory import MemoryNetwork, MemoryTransport
 from sims.scenario import ChurnEvent, Scenario
 
@@ -158,7 +157,7 @@ def step_times(scenario: Scenario) -> list[float]:
     return [float(scenario.step_time_s * f) for f in factors]
 
 
-class SimTransport:
+class SimTransport(TransportBase):
     """A peer's ``MemoryTransport`` with two simulator powers: crash it, and replay old frames.
 
     ``kill()`` makes every later send fail at once and detaches the peer (an abrupt crash: no
@@ -176,17 +175,6 @@ class SimTransport:
         self._replay_after = replay_after
         self._sent: dict[str, deque[bytes]] = {}
         self.killed = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def kill(self) -> None:
         """Crash: sends fail from now on and the peer leaves the network."""

@@ -7,6 +7,7 @@ A transport knows nothing about messages, models or gossip policy; it is handed 
 
 from __future__ import annotations
 
+import abc
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -39,3 +40,30 @@ class Transport(Protocol):
     def incoming(self) -> AsyncIterator[tuple[str, bytes]]: ...
 
     async def aclose(self) -> None: ...
+
+
+class TransportBase(abc.ABC):
+    """Shared plumbing: ``async with`` starts the transport and closes it on exit.
+
+    Subclasses implement ``start`` (connect, bind, subscribe; a no-op by default) and
+    ``aclose``.
+    """
+
+    async def start(self) -> None:  # noqa: B027 - optional hook, a no-op for most transports
+        """Connect or bind; called by ``__aenter__``."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close; idempotent."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

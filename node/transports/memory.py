@@ -11,10 +11,10 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Self, cast
+from typing import cast
 
 from node.errors import MessageTooLarge, TransportClosed, UnknownPeer
+from node.transports.base import TransportBase
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
@@ -126,7 +126,7 @@ class MemoryNetwork:
         self._in_flight.clear()
 
 
-class MemoryTransport:
+class MemoryTransport(TransportBase):
     """One peer's end of a :class:`MemoryNetwork`."""
 
     def __init__(self, network: MemoryNetwork, peer_id: str, inbox: asyncio.Queue[object]) -> None:
@@ -135,17 +135,6 @@ class MemoryTransport:
         self._network = network
         self._inbox = inbox
         self._closed = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def send(self, peer_id: str, data: bytes) -> None:
         if self._closed:

@@ -28,8 +28,7 @@ import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -43,6 +42,7 @@ from node.errors import (
     TransportError,
     UnknownPeer,
 )
+from node.transports.base import TransportBase
 from node.transports.framing import (
     FrameError,
     Topics,
@@ -162,7 +162,7 @@ async def _disconnect(client: aiomqtt.Client, timeout_s: float) -> None:
         await asyncio.wait_for(client.__aexit__(None, None, None), timeout_s)
 
 
-class MqttTransport:
+class MqttTransport(TransportBase):
     """One peer's MQTT transport (see module docstring)."""
 
     def __init__(self, config: MqttConfig, peer_id: str) -> None:
@@ -188,18 +188,6 @@ class MqttTransport:
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def start(self) -> None:
         """Connect (ConnectError if the broker is unreachable or refuses us) and subscribe."""

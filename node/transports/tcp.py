@@ -22,10 +22,9 @@ import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from node.errors import ConnectError, MessageTooLarge, TransportClosed, TransportError, UnknownPeer
+from node.transports.base import TransportBase
 from node.transports.framing import (
     MAX_HELLO_BYTES,
     FrameError,
@@ -122,7 +121,7 @@ class _Link:
     retry_at: float = 0.0
 
 
-class TcpTransport:
+class TcpTransport(TransportBase):
     """Direct TCP transport of one peer (see module docstring)."""
 
     def __init__(self, config: TcpConfig, peer_id: str) -> None:
@@ -147,18 +146,6 @@ class TcpTransport:
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def start(self) -> None:
         """Start listening; ConnectError if the address cannot be bound."""

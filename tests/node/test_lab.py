@@ -75,9 +75,11 @@ async def test_broker_restart_and_sigkilled_peer(tmp_path: Path) -> None:
     """Kill the broker mid-run and restart it; SIGKILL a peer and restart it: all finish."""
     broker = Mosquitto(MosquittoConfig(workdir=tmp_path / "broker"))
     await broker.astart()
+    # Slow rounds (many local steps) and many of them, so both kills land mid-run.
     lab = LabConfig(
         nodes=3,
-        rounds=12,
+        rounds=40,
+        local_steps=150,
         method="dense",
         topology="ring",
         workdir=tmp_path / "lab",
@@ -98,6 +100,8 @@ async def test_broker_restart_and_sigkilled_peer(tmp_path: Path) -> None:
 
         await _until(lambda: len(_rounds_done(metrics["peer-1"])) >= 5)
         victim = peers.processes["peer-1"]
+        log_tail = (lab.workdir / "peer-1.log").read_text(errors="replace")[-800:]
+        assert victim.returncode is None, f"peer-1 ended early: {log_tail}"
         victim.send_signal(signal.SIGKILL)
         await victim.wait()
         killed_at = max(_rounds_done(metrics["peer-1"]))
@@ -108,7 +112,7 @@ async def test_broker_restart_and_sigkilled_peer(tmp_path: Path) -> None:
         await peers.terminate()
         await broker.aclose()
     for peer_id, final in finals.items():
-        assert final["round"] == 11, (peer_id, final)
+        assert final["round"] == 39, (peer_id, final)
         assert final["global_accuracy"] > 0.8
     rounds = _rounds_done(metrics["peer-1"])
     restarted = rounds[rounds.index(killed_at) + 1 :]
