@@ -25,6 +25,7 @@ from typing import Any
 from node.config import NodeConfig, config_from_mapping, load_toml
 from node.errors import ConfigError, NodeError
 from node.transports.factory import TRANSPORTS
+from node.view import MEMBERSHIP
 
 log = logging.getLogger("spargo.peer")
 
@@ -65,6 +66,28 @@ def _peers_from(table: Mapping[str, Any], graph: str) -> tuple[str, ...]:
     return tuple(f"{prefix}{i}" for i in range(count))
 
 
+def _check_membership(config: NodeConfig, task: Mapping[str, Any], topo: Mapping[str, Any]) -> None:
+    """A live swarm has no peer list: check what it needs instead."""
+    if config.mode != "async":
+        raise ConfigError(
+            'graph = "membership" needs mode = "async" under [node]: peers cannot know who '
+            "will send to them, so they merge whatever arrives"
+        )
+    if config.method == "choco":
+        raise ConfigError(
+            'graph = "membership" does not work with method "choco" (it keeps a copy per fixed '
+            "neighbour); use dense, vc, spafl or fedsparsify"
+        )
+    sampler = str(topo.get("sampler", "membership:3"))
+    if not sampler.startswith("membership"):
+        raise ConfigError(f'graph = "membership" needs sampler = "membership:K", not {sampler!r}')
+    if "shards" not in task or "shard" not in task:
+        raise ConfigError(
+            'graph = "membership" has no peer list to shard the data by: set [task] shards = N '
+            "and shard = I (this peer's slice)"
+        )
+
+
 def load_setup(path: str | None, flags: Mapping[str, Any]) -> PeerSetup:
     """Merge the TOML file (if any) with flags; every problem is a one-line ConfigError."""
     data: dict[str, Any] = dict(load_toml(path)) if path else {}
@@ -87,7 +110,11 @@ def load_setup(path: str | None, flags: Mapping[str, Any]) -> PeerSetup:
         raise ConfigError(f"log level {level!r} is unknown; use one of {', '.join(LOG_LEVELS)}")
     config = config_from_mapping(node_table, source=path or "flags")
     graph = str(topo.get("graph", "ring"))
-    peers = _peers_from(topo, graph)
+    if graph == MEMBERSHIP:
+        _check_membership(config, task, topo)
+        peers: tuple[str, ...] = (config.peer_id,)
+    else:
+        peers = _peers_from(topo, graph)
     if config.peer_id not in peers:
         raise ConfigError(
             f"peer_id {config.peer_id!r} is not among [topology] peers ({', '.join(peers[:8])}…)"
@@ -104,7 +131,7 @@ def load_setup(path: str | None, flags: Mapping[str, Any]) -> PeerSetup:
         graph=graph,
         peers=peers,
         topology_seed=int(topo.get("seed", 0)),
-        sampler=str(topo.get("sampler", "all")),
+        sampler=str(topo.get("sampler", "membership:3" if graph == MEMBERSHIP else "all")),
         task=str(task.get("name", "digits")),
         shards=int(task.get("shards", len(peers))),
         shard=int(task.get("shard", peers.index(config.peer_id))),
@@ -124,22 +151,31 @@ def build_node(setup: PeerSetup) -> Any:
     from node.tasks import iid_shard, load_task, local_split
     from node.training import pick_device
     from node.transports.factory import make_transport
-    from node.view import build_view
+    from node.view import build_view, membership_view
 
     torch.set_num_threads(1)
     config = setup.node
     task = load_task(setup.task, seed=setup.topology_seed)
     shard = iid_shard(task.train, setup.shards, setup.shard, setup.topology_seed)
     train, test = local_split(shard, 0.2, setup.topology_seed + setup.shard)
-    graph = topology.make_graph(setup.graph, len(setup.peers), seed=setup.topology_seed)
-    if graph.number_of_nodes() != len(setup.peers):
-        raise ConfigError(
-            f"the graph has {graph.number_of_nodes()} nodes but [topology] names "
-            f"{len(setup.peers)} peers; make them agree"
+    transport = make_transport(setup.transport, config.peer_id, config.swarm)
+    if setup.graph == MEMBERSHIP:
+        view = membership_view(
+            config.peer_id,
+            _membership_of(transport),
+            k=_membership_k(setup.sampler),
+            seed=setup.topology_seed,
         )
-    view = build_view(
-        graph, setup.peers, config.peer_id, sampler=setup.sampler, seed=setup.topology_seed
-    )
+    else:
+        graph = topology.make_graph(setup.graph, len(setup.peers), seed=setup.topology_seed)
+        if graph.number_of_nodes() != len(setup.peers):
+            raise ConfigError(
+                f"the graph has {graph.number_of_nodes()} nodes but [topology] names "
+                f"{len(setup.peers)} peers; make them agree"
+            )
+        view = build_view(
+            graph, setup.peers, config.peer_id, sampler=setup.sampler, seed=setup.topology_seed
+        )
     model = task.model_factory(setup.topology_seed).to(pick_device(config.device))
     ctx = MethodContext(
         model=model,
@@ -150,8 +186,26 @@ def build_node(setup: PeerSetup) -> Any:
         options=config.method_options,
     )
     method = make_method(config.method, ctx)
-    transport = make_transport(setup.transport, config.peer_id, config.swarm)
     return Node(config, model, LocalData(train, test, task.test), view, transport, method)
+
+
+def _membership_of(transport: Any) -> Any:
+    """Who is in the swarm now: MQTT presence, or the TCP address book (grows by HELLOs)."""
+    online = getattr(transport, "online_peers", None)
+    if online is not None:
+        return online
+    book = getattr(transport, "address_book", None)
+    if book is not None:
+        return lambda: set(book())
+    raise ConfigError('graph = "membership" needs a transport that knows its peers (mqtt, tcp)')
+
+
+def _membership_k(sampler: str) -> int:
+    _, _, k = sampler.partition(":")
+    try:
+        return int(k or 3)
+    except ValueError:
+        raise ConfigError(f"sampler {sampler!r}: use membership:K with a whole K") from None
 
 
 async def run_peer(setup: PeerSetup, *, print_json: bool = False) -> int:

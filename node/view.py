@@ -7,7 +7,8 @@ coordinator.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -24,7 +25,7 @@ class PeerView:
     peer_id: str
     peers: tuple[str, ...]
     neighbours: tuple[str, ...]
-    weights: MappingProxyType[str, float]
+    weights: Mapping[str, float]
     _targets: Callable[[int], list[str]]
     _expected: Callable[[int], list[str]]
 
@@ -119,3 +120,53 @@ def _mixing_row(graph: Any, me: int, adjacent: list[int], mixing: str) -> dict[i
         share = 1.0 / (len(adjacent) + 1)
         return {v: share for v in [me, *adjacent]}
     raise ValueError(f"mixing {mixing!r} is unknown; use 'metropolis' or 'uniform'")
+
+
+MEMBERSHIP = "membership"
+
+
+class _UniformRow(Mapping[str, float]):
+    """A mixing row that gives every peer (self included) the same share, ``1/(k+1)``.
+
+    In a live swarm the senders are not known ahead of time, so the row answers for any id.
+    """
+
+    def __init__(self, share: float) -> None:
+        self._share = share
+
+    def __getitem__(self, peer_id: str) -> float:
+        return self._share
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def membership_view(
+    peer_id: str, online: Callable[[], Iterable[str]], *, k: int = 3, seed: int = 0
+) -> PeerView:
+    """The view of ``peer_id`` in a live swarm: each round, ``k`` uniform random peers from
+    whoever is online now (``online()``, e.g. the MQTT presence topics). Nobody knows who
+    will send to whom, so no sender is expected: use the asynchronous mode, which merges
+    whatever arrives, weighted by staleness."""
+    if k < 1:
+        raise ValueError(f"membership:K needs K >= 1, got {k}")
+    salt = zlib.crc32(peer_id.encode())
+
+    def targets(round_index: int) -> list[str]:
+        members = sorted(set(online()) - {peer_id})
+        if len(members) <= k:
+            return members
+        rng = np.random.default_rng([seed, salt, round_index])
+        return sorted(members[i] for i in rng.choice(len(members), size=k, replace=False))
+
+    return PeerView(
+        peer_id=peer_id,
+        peers=(peer_id,),
+        neighbours=(),
+        weights=_UniformRow(1.0 / (k + 1)),
+        _targets=targets,
+        _expected=lambda _round: [],
+    )

@@ -15,7 +15,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_examples_load() -> None:
-    for name in ("peer-mqtt.toml", "peer-tcp.toml"):
+    for name in ("peer-mqtt.toml", "peer-tcp.toml", "peer-membership.toml"):
         setup = load_setup(str(EXAMPLES / name), {})
         assert setup.node.peer_id in setup.peers
         assert setup.transport["kind"] in ("mqtt", "tcp")
