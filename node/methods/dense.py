@@ -1,13 +1,32 @@
-"""``dense``: D-PSGD — send the whole model, mix with Metropolis–Hastings weights.
+"""``dense``: D-PSGD — send the whole model, mix with Metropolis–Hastings weights or push-sum.
 
 Options: ``robust`` = ``none`` (weighted mix) | ``clip`` (self-centred clipping, adaptive
 radius) | ``median`` (coordinate-wise) | ``trimmed:B`` (trimmed mean dropping B per side;
 falls back to the median when too few peers answered); ``staleness_gamma`` (late messages
-weigh 1/(1 + s)^γ, async mode).
+weigh 1/(1 + s)^γ, async mode); ``mix`` = ``mh`` (receiver-side Metropolis–Hastings rows, the
+default) | ``pushsum``.
+
+Push-sum (Kempe et al. 2003; SGP, Assran et al. 2019) for one-way and asynchronous links.
+Each peer i carries a mass wᵢ (1.0 at the start) beside its model zᵢ; the unnormalised
+value is xᵢ = zᵢ·wᵢ. Local SGD steps act on z and leave w alone. Sending to the k targets
+of a round splits (x, w) into k + 1 equal shares (a column-stochastic split), keeps one and
+pushes one to each target; a receiver merges every share that reaches it, expected or not,
+whoever its sender:
+
+    w_i ← w_i/(k+1) + Σ_r w_r          x_i ← z_i·w_i/(k+1) + Σ_r z_r·w_r          z_i ← x_i / w_i
+
+On the wire a share is ``FullModel(tensors = z_i, weight = w_i/(k+1))`` — the sender's
+estimate z and its mass share; the receiver rebuilds the x-share z·w in float64. (Sending z
+rather than x = z·w keeps the tensors in the model's own range however small w gets.)
+Σᵢ xᵢ and Σᵢ wᵢ are conserved when nothing is lost, so every zᵢ tends to the true average
+even when links are one-way and in- and out-degrees differ, where receiver-side averaging is
+biased. A lost message loses its mass with it (z stays a proper average, of fewer
+contributions). ``robust`` must be ``none`` and staleness is not weighted: mass is mass.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -15,6 +34,7 @@ import numpy as np
 
 from node.aggregation import (
     coordinate_median,
+    push_sum,
     self_centred_clip,
     trimmed_mean,
     weighted_average,
@@ -30,6 +50,13 @@ from node.params import exchangeable_parameters, load_arrays, to_arrays
 from protocol import Envelope, FullModel, Message, NamedTensor
 
 Arrays = dict[str, np.ndarray]
+
+#: The push-sum mass is clamped up to this (a peer that only sends halves it every round);
+#: far below any mass a working swarm holds, far above float64's underflow.
+PUSHSUM_MIN_WEIGHT = 1e-100
+#: A received push-sum share heavier than this is rejected (a whole swarm starts with one
+#: unit per peer), so no sum of accepted shares can overflow.
+PUSHSUM_MAX_SHARE = 1e12
 
 
 def parse_robust(spec: str) -> tuple[str, int]:
@@ -103,24 +130,79 @@ def collect_full_models(
     return models, staleness, rejected
 
 
+def collect_pushsum_shares(
+    received: Mapping[str, Sequence[Envelope]], shapes: Mapping[str, tuple[int, ...]]
+) -> tuple[list[tuple[str, Arrays, float]], int]:
+    """Every well-formed push-sum share received as (sender, z, w-share) — all of them, each
+    carries mass — and how many were rejected (wrong tensors, non-finite values, weight
+    outside (0, PUSHSUM_MAX_SHARE])."""
+    shares: list[tuple[str, Arrays, float]] = []
+    seen: set[tuple[str, int]] = set()
+    rejected = 0
+    for sender in sorted(received):
+        for envelope in received[sender]:
+            body = envelope.body
+            if not isinstance(body, FullModel) or (sender, envelope.seq) in seen:
+                continue
+            seen.add((sender, envelope.seq))  # the same envelope twice must not add mass
+            arrays = matching_tensors(body.tensors, shapes)
+            weight = float(body.weight)
+            if arrays is None or not finite_arrays(arrays) or not 0.0 < weight <= PUSHSUM_MAX_SHARE:
+                rejected += 1
+                continue
+            shares.append((sender, arrays, weight))
+    return shares, rejected
+
+
 class DenseMethod(Method):
-    """x_i ← Σ_j W_ij x_j over the neighbours heard from this round (missing → self)."""
+    """x_i ← Σ_j W_ij x_j over the neighbours heard from this round (missing → self), or
+    push-sum with ``mix=pushsum`` (see the module docstring)."""
 
     name = "dense"
-    defaults: ClassVar[Mapping[str, Any]] = {"robust": "none", "staleness_gamma": 0.5}
+    defaults: ClassVar[Mapping[str, Any]] = {
+        "robust": "none",
+        "staleness_gamma": 0.5,
+        "mix": "mh",
+    }
+    #: The values option ``mix`` accepts (subclasses may mix differently).
+    mixes: ClassVar[tuple[str, ...]] = ("mh", "pushsum")
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
         self.robust = parse_robust(str(self.options["robust"]))
+        mix = str(self.options["mix"])
+        if mix not in self.mixes:
+            raise ValueError(
+                f"{self.name} option mix={mix!r} is unknown; use one of: {', '.join(self.mixes)}"
+            )
+        self.pushsum = mix == "pushsum"
+        if self.pushsum and self.robust[0] != "none":
+            raise ValueError(
+                f"{self.name} option robust={self.options['robust']!r} does not combine with "
+                "mix=pushsum (a robust mix breaks mass conservation); use robust=none"
+            )
+        #: Push-sum mass w (the model holds z = x / w); stays 1.0 with ``mix=mh``.
+        self.weight = 1.0
+        #: Times w was clamped or a merge refused since the last merge (a merge stat).
+        self._guards = 0
 
     def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Message]]:
         arrays = to_arrays(exchangeable_parameters(self.ctx.model))
-        body = FullModel(tensors=tuple(NamedTensor(name, a) for name, a in arrays.items()))
+        tensors = tuple(NamedTensor(name, a) for name, a in arrays.items())
+        if not self.pushsum:
+            return [(peer, FullModel(tensors=tensors)) for peer in targets]
+        if not targets:
+            return []
+        share = self.weight / (len(targets) + 1)
+        self.weight = self._guard_weight(share)
+        body = FullModel(tensors=tensors, weight=share)
         return [(peer, body) for peer in targets]
 
     def merge(
         self, round_index: int, received: Mapping[str, Sequence[Envelope]]
     ) -> dict[str, float]:
+        if self.pushsum:
+            return self._merge_pushsum(received)
         params = exchangeable_parameters(self.ctx.model)
         own = to_arrays(params)
         shapes = {name: tuple(a.shape) for name, a in own.items()}
@@ -138,6 +220,57 @@ class DenseMethod(Method):
         if staleness:
             stats["staleness_mean"] = float(np.mean(list(staleness.values())))
         return stats
+
+    def _merge_pushsum(self, received: Mapping[str, Sequence[Envelope]]) -> dict[str, float]:
+        params = exchangeable_parameters(self.ctx.model)
+        own = to_arrays(params)
+        shapes = {name: tuple(a.shape) for name, a in own.items()}
+        shares, rejected = collect_pushsum_shares(received, shapes)
+        if shares:
+            masses = np.array([self.weight, *(w for _, _, w in shares)])
+            ones = np.ones(len(masses))
+            mixed: Arrays = {}
+            weight = self.weight
+            along = masses.reshape(-1, 1)
+            for name, mine in own.items():
+                # x-shares z·w in float64: push_sum sums them and the masses, z = x / w.
+                z = np.stack([mine, *(arrays[name] for _, arrays, _ in shares)])
+                x = (z.reshape(len(masses), -1).astype(np.float64) * along).reshape(z.shape)
+                _, weight, merged = push_sum(x, masses, ones)
+                mixed[name] = merged.astype(mine.dtype)
+            if math.isfinite(weight) and finite_arrays(mixed):
+                load_arrays(params, mixed)
+                self.weight = self._guard_weight(weight)
+            else:  # cannot happen with the checks above; never load a broken model
+                self._guards += 1
+        stats = {
+            "merged_peers": float(len({sender for sender, _, _ in shares})),
+            "pushsum_shares": float(len(shares)),
+            "pushsum_weight": self.weight,
+            "pushsum_guard": float(self._guards),
+            "rejected": float(rejected),
+        }
+        self._guards = 0
+        return stats
+
+    def _guard_weight(self, weight: float) -> float:
+        """``weight`` if finite and ≥ PUSHSUM_MIN_WEIGHT; else clamped (or the old one when
+        not finite) and counted in ``pushsum_guard``."""
+        if math.isfinite(weight) and weight >= PUSHSUM_MIN_WEIGHT:
+            return weight
+        self._guards += 1
+        return max(weight, PUSHSUM_MIN_WEIGHT) if math.isfinite(weight) else self.weight
+
+    # --- checkpoints ---------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"pushsum_weight": self.weight} if self.pushsum else {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the push-sum mass (a checkpoint without one, e.g. from ``mix=mh``: 1.0)."""
+        weight = float(state.get("pushsum_weight", 1.0))
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(f"dense state: push-sum weight {weight!r} must be finite and > 0")
+        self.weight = weight
 
     def correct(
         self,
