@@ -1,0 +1,258 @@
+"""Push-sum mixing in ``dense`` (``mix=pushsum``): mass conservation, exact averaging over
+one-way schedules where receiver-side averaging is biased, guards, checkpoints, learning."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import topology
+from node.checkpoint import load_checkpoint, save_checkpoint
+from node.methods import MethodContext, make_method
+from node.methods.dense import PUSHSUM_MIN_WEIGHT, DenseMethod
+from node.view import SwarmLayout
+from protocol import Envelope, FullModel, NamedTensor
+from sims import Scenario, run
+
+SHAPE = (3, 4)
+
+
+def _method(
+    peer: str, weights: Mapping[str, float], value: np.ndarray, **options: Any
+) -> DenseMethod:
+    """A dense method over a tiny linear model whose parameters are set from ``value``."""
+    model = nn.Linear(SHAPE[1], SHAPE[0])
+    with torch.no_grad():
+        model.weight.copy_(torch.as_tensor(value))
+        model.bias.copy_(torch.as_tensor(value[:, 0]))
+    ctx = MethodContext(model, peer, dict(weights), seed=0, rounds=10, options=options)
+    method = make_method("dense", ctx)
+    assert isinstance(method, DenseMethod)
+    return method
+
+
+def _flat(method: DenseMethod) -> np.ndarray:
+    return np.concatenate(
+        [p.detach().numpy().astype(np.float64).reshape(-1) for p in method.ctx.model.parameters()]
+    )
+
+
+class Swarm:
+    """Peers driven by hand: every message sent in a round is delivered before the merges."""
+
+    def __init__(self, layout: SwarmLayout, mix: str, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.layout = layout
+        self.views = {p: layout.view(p) for p in layout.peers}
+        self.methods = {
+            p: _method(p, view.weights, rng.normal(size=SHAPE).astype(np.float32), mix=mix)
+            for p, view in self.views.items()
+        }
+        self.seq = 0
+
+    def round(self, r: int, targets: Mapping[str, Sequence[str]] | None = None) -> None:
+        inbox: dict[str, dict[str, list[Envelope]]] = {p: {} for p in self.methods}
+        for peer, method in self.methods.items():
+            chosen = self.views[peer].targets(r) if targets is None else targets[peer]
+            for target, body in method.outgoing(r, chosen):
+                self.seq += 1
+                envelope = Envelope(swarm="t", sender=peer, seq=self.seq, round=r, body=body)
+                inbox[target].setdefault(peer, []).append(envelope)
+        for peer, method in self.methods.items():
+            stats = method.merge(r, inbox[peer])
+            if method.pushsum:
+                assert stats["pushsum_weight"] == method.weight
+
+    def models(self) -> np.ndarray:
+        return np.stack([_flat(m) for m in self.methods.values()])
+
+    def masses(self) -> np.ndarray:
+        return np.array([m.weight for m in self.methods.values()])
+
+
+def _layout(spec: str, n: int, sampler: str, seed: int = 0) -> SwarmLayout:
+    graph = topology.make_graph(spec, n, seed=seed)
+    return SwarmLayout(graph, [f"p{i}" for i in range(n)], sampler=sampler, seed=seed)
+
+
+# --- mathematics -------------------------------------------------------------------------
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(2, 7), rounds=st.integers(1, 8), seed=st.integers(0, 2**31 - 1))
+def test_any_one_way_schedule_conserves_mass_and_sum(n: int, rounds: int, seed: int) -> None:
+    """Whatever each peer pushes to (any subset, one-way), Σw = n and Σ z·w is unchanged."""
+    swarm = Swarm(_layout("complete", n, "all"), "pushsum", seed)
+    rng = np.random.default_rng(seed)
+    peers = list(swarm.methods)
+    total = (swarm.models() * swarm.masses()[:, None]).sum(axis=0)
+    for r in range(rounds):
+        targets = {p: [q for q in peers if q != p and rng.random() < 0.4] for p in peers}
+        swarm.round(r, targets)
+        assert swarm.masses().sum() == pytest.approx(n, rel=1e-12)
+        assert (swarm.masses() > 0).all()
+        moved = (swarm.models() * swarm.masses()[:, None]).sum(axis=0)
+        np.testing.assert_allclose(moved, total, rtol=1e-5, atol=1e-5)
+
+
+def test_one_peer_exponential_averages_exactly_in_log2_n_rounds() -> None:
+    """n = 8, one push per round: push-sum is the exact average after 3 rounds; MH is not."""
+    layout = _layout("exponential", 8, "exponential")
+    pushsum, mh = Swarm(layout, "pushsum", 1), Swarm(layout, "mh", 1)
+    truth = pushsum.models().mean(axis=0)
+    np.testing.assert_allclose(mh.models().mean(axis=0), truth)
+    for r in range(3):
+        pushsum.round(r)
+        mh.round(r)
+    np.testing.assert_allclose(pushsum.models(), np.broadcast_to(truth, (8, truth.size)), atol=1e-6)
+    np.testing.assert_array_equal(pushsum.masses(), np.ones(8))
+    assert np.abs(mh.models() - truth).max() > 0.1  # MH (weights 1/6 here) still far apart
+
+
+def test_one_way_random_pushes_reach_the_true_average_where_mh_drifts() -> None:
+    """One random neighbour per round on an irregular graph: in-degrees differ round to round.
+
+    Receiver-side MH rows are stochastic but not column-stochastic, so the swarm's average
+    drifts away from the average of where the peers started; push-sum's shares are
+    column-stochastic, so every z → the true average.
+    """
+    layout = _layout("ba:2", 8, "random:1", seed=3)
+    pushsum, mh = Swarm(layout, "pushsum", 3), Swarm(layout, "mh", 3)
+    truth = pushsum.models().mean(axis=0)
+    for r in range(120):
+        pushsum.round(r)
+        mh.round(r)
+    assert pushsum.masses().sum() == pytest.approx(8.0)
+    assert not np.allclose(pushsum.masses(), 1.0)  # the masses really moved
+    np.testing.assert_allclose(pushsum.models(), np.broadcast_to(truth, (8, truth.size)), atol=1e-5)
+    assert np.abs(mh.models().mean(axis=0) - truth).max() > 0.1  # MH's average moved
+    assert np.abs(mh.models() - truth).max() > 0.1
+
+
+# --- merging rules -----------------------------------------------------------------------
+def _body(method: DenseMethod, offset: float, weight: float) -> FullModel:
+    tensors = tuple(
+        NamedTensor(n, p.detach().numpy() + offset) for n, p in method.ctx.model.named_parameters()
+    )
+    return FullModel(tensors=tensors, weight=weight)
+
+
+def _envelope(sender: str, seq: int, body: FullModel, round_index: int = 0) -> Envelope:
+    return Envelope(swarm="t", sender=sender, seq=seq, round=round_index, body=body)
+
+
+def test_pushes_from_any_sender_merge_and_each_share_counts_once() -> None:
+    """A non-neighbour's push is merged (one-way link); two rounds' shares both add mass; a
+    duplicated envelope adds nothing."""
+    a = _method("a", {"a": 1.0}, np.zeros(SHAPE, np.float32), mix="pushsum")
+    first = _envelope("stranger", 1, _body(a, 3.0, 0.5))
+    later = _envelope("stranger", 2, _body(a, 3.0, 0.5), round_index=1)
+    stats = a.merge(1, {"stranger": [first, later, first]})
+    assert stats["pushsum_shares"] == 2.0
+    assert stats["merged_peers"] == 1.0
+    assert a.weight == pytest.approx(2.0)
+    np.testing.assert_allclose(_flat(a), 1.5)  # (0·1 + 3·0.5 + 3·0.5) / 2
+
+
+@pytest.mark.parametrize("weight", [0.0, -1.0, 1e300])
+def test_a_share_with_an_impossible_weight_is_rejected(weight: float) -> None:
+    a = _method("a", {"a": 0.5, "b": 0.5}, np.ones(SHAPE, np.float32), mix="pushsum")
+    before = _flat(a)
+    stats = a.merge(0, {"b": [_envelope("b", 1, _body(a, 5.0, weight))]})
+    assert stats["rejected"] == 1.0
+    assert stats["pushsum_weight"] == 1.0
+    np.testing.assert_array_equal(_flat(a), before)
+
+
+def test_a_peer_that_only_sends_keeps_a_positive_weight() -> None:
+    a = _method("a", {"a": 0.5, "b": 0.5}, np.ones(SHAPE, np.float32), mix="pushsum")
+    a.weight = 3 * PUSHSUM_MIN_WEIGHT
+    for r in range(3):
+        ((_, body),) = a.outgoing(r, ["b"])
+        assert isinstance(body, FullModel)
+        assert body.weight > 0
+    stats = a.merge(3, {})
+    assert a.weight == PUSHSUM_MIN_WEIGHT
+    assert stats["pushsum_guard"] == 2.0
+    np.testing.assert_array_equal(_flat(a), 1.0)  # z itself is untouched by the split
+
+
+def test_mh_mix_is_unchanged_and_sends_unit_weight() -> None:
+    a = _method("a", {"a": 0.5, "b": 0.5}, np.zeros(SHAPE, np.float32))
+    ((_, body),) = a.outgoing(0, ["b"])
+    assert isinstance(body, FullModel)
+    assert body.weight == 1.0
+    stats = a.merge(0, {"b": [_envelope("b", 1, _body(a, 2.0, 1.0))]})
+    assert "pushsum_weight" not in stats
+    np.testing.assert_allclose(_flat(a), 1.0)
+    assert a.state_dict() == {}
+
+
+# --- options, checkpoints, learning ---------------------------------------------------------
+def test_bad_mix_values_list_the_valid_ones() -> None:
+    zeros = np.zeros(SHAPE, np.float32)
+    with pytest.raises(ValueError, match="mh, pushsum"):
+        _method("a", {"a": 1.0}, zeros, mix="pushpull")
+    with pytest.raises(ValueError, match="robust=none"):
+        _method("a", {"a": 1.0}, zeros, mix="pushsum", robust="median")
+    ctx = MethodContext(nn.Linear(2, 2), "a", {"a": 1.0}, options={"mix": "pushsum"})
+    with pytest.raises(ValueError, match="mh, beta"):
+        make_method("vc", ctx)
+
+
+def test_weight_survives_a_checkpoint_round_trip(tmp_path: Path) -> None:
+    layout = _layout("ba:1", 6, "random:1", seed=3)
+    swarm = Swarm(layout, "pushsum", 4)
+    for r in range(5):
+        swarm.round(r)
+    peer, method = max(swarm.methods.items(), key=lambda item: abs(item[1].weight - 1.0))
+    assert method.weight != 1.0
+    path = tmp_path / "p.ckpt"
+    save_checkpoint(path, {"model": method.ctx.model.state_dict(), "method": method.state_dict()})
+    state = load_checkpoint(path)  # torch.load(weights_only=True) inside
+    fresh = _method(peer, layout.view(peer).weights, np.zeros(SHAPE, np.float32), mix="pushsum")
+    fresh.ctx.model.load_state_dict(state["model"])
+    fresh.load_state_dict(state["method"])
+    assert fresh.weight == method.weight
+    np.testing.assert_array_equal(_flat(fresh), _flat(method))
+    old = _method(peer, {}, np.zeros(SHAPE, np.float32), mix="pushsum")
+    old.load_state_dict({})  # a checkpoint written with mix=mh: the mass starts at 1
+    assert old.weight == 1.0
+    with pytest.raises(ValueError, match="finite and > 0"):
+        old.load_state_dict({"pushsum_weight": 0.0})
+
+
+def _sim(**kw: Any) -> Any:
+    torch.set_num_threads(1)
+    base: dict[str, Any] = {
+        "nodes": 8,
+        "rounds": 20,
+        "seed": 0,
+        "method": "dense",
+        "method_options": {"mix": "pushsum"},
+        "partition": "iid",
+        "eval_every": 1000,
+    }
+    return run(Scenario(**{**base, **kw}))
+
+
+def test_the_runner_conserves_mass_on_an_irregular_graph() -> None:
+    # Every peer hears from all its neighbours each round (so the rounds stay in step), but
+    # degrees differ: each peer's mass goes out in unequal 1/(d + 1) shares.
+    result = _sim(topology="ba:1", rounds=6)
+    last = [m.merge["pushsum_weight"] for m in result.rounds if m.round == 5]
+    assert len(last) == 8
+    assert sum(last) == pytest.approx(8.0, rel=1e-9)
+    assert not np.allclose(last, 1.0)
+
+
+def test_pushsum_learns_digits_on_the_one_peer_exponential_schedule() -> None:
+    result = _sim(topology="exponential", sampler="exponential")
+    assert result.summary["accuracy_mean"] >= 0.85, result.summary
+    assert result.summary["drops"] == {}
