@@ -42,7 +42,7 @@ def _add_sim_parser(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="method option, repeatable (e.g. --option weights_every=3)",
     )
-    p.add_argument("--rounds", type=int, help="gossip rounds")
+    p.add_argument("--rounds", type=int, help="gossip rounds (async: training bursts per peer)")
     p.add_argument("--local-steps", type=int, help="local SGD steps per round")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate")
@@ -58,6 +58,7 @@ def _add_sim_parser(subparsers: Any) -> None:
     )
     p.add_argument("--eval-every", type=int, help="evaluate every K rounds")
     p.add_argument("--name", help="run name (the output folder under runs/)")
+    _add_mode_flags(p)
     _add_fault_flags(p)
     p.add_argument("--sweep", metavar="FILE", help="run a grid of scenarios (TOML) in parallel")
     p.add_argument("--workers", type=int, default=0, help="sweep processes (default: CPUs)")
@@ -65,6 +66,19 @@ def _add_sim_parser(subparsers: Any) -> None:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
     p.add_argument("--quiet", action="store_true", help="no per-round lines, no progress bar")
+
+
+def _add_mode_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("timing")
+    g.add_argument(
+        "--mode",
+        help="rounds (lock-step, default) or async (own clocks, merge on arrival)",
+    )
+    g.add_argument(
+        "--train-period-s", type=float, help="async: idle seconds after each training burst"
+    )
+    g.add_argument("--gossip-period-s", type=float, help="async: seconds between gossip sends")
+    g.add_argument("--max-staleness", type=int, help="drop messages more than this many rounds old")
 
 
 def _add_fault_flags(p: argparse.ArgumentParser) -> None:
@@ -88,7 +102,8 @@ _SCENARIO_FLAGS = (
     "nodes", "topology", "method", "rounds", "local_steps", "batch_size", "lr", "task",
     "partition", "sampler", "seed", "distinct_init", "eval_every", "name", "latency_ms",
     "jitter_ms", "bandwidth_mbps", "loss", "churn", "churn_mode", "churn_downtime",
-    "partition_at", "step_time_s", "speed_spread", "attack", "attackers",
+    "partition_at", "step_time_s", "speed_spread", "attack", "attackers", "mode",
+    "train_period_s", "gossip_period_s", "max_staleness",
 )  # fmt: skip
 
 
@@ -163,7 +178,8 @@ def run_sim(args: argparse.Namespace) -> int:
             summary_table([s], title=f"spargo sim — {out_dir}")
         )
     print(
-        f"{s['nodes']} peers, {s['topology']}, {s['method']}, {s['rounds']} rounds: "
+        f"{s['nodes']} peers, {s['topology']}, {s['method']}, {s['rounds']} rounds"
+        f"{' (async)' if s['mode'] == 'async' else ''}: "
         f"accuracy mean {_f(s['accuracy_mean'])} (min {_f(s['accuracy_min'])}, "
         f"max {_f(s['accuracy_max'])}, {s['accuracy_on']}"
         f"{_other_basis(s)}), density {_f(s['density'])}, "

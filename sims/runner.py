@@ -10,6 +10,11 @@ This is the Python API for simulation scripts::
 
 A run is deterministic for a given scenario (seed included): the same summary, the same
 per-peer metrics, the same message order; only ``wall_s`` differs.
+
+In async mode (``Scenario(mode="async")``) a peer's round is its count of local training
+bursts: round r's swarm-wide row is emitted once every live peer has done r + 1 bursts, and
+compares the peers at their (r + 1)-th burst, which fast and slow peers reach at different
+simulated times (``time_s`` is the latest). Each peer does ``rounds`` bursts, then leaves.
 """
 
 from __future__ import annotations
@@ -177,6 +182,7 @@ def summarise(
         "task": scenario.task,
         "partition": scenario.partition,
         "seed": scenario.seed,
+        "mode": scenario.mode,
         "accuracy_on": "local" if headline is local_acc else "global",
         "accuracy_mean": _r(np.mean(headline)) if headline else None,
         "accuracy_min": _r(np.min(headline)) if headline else None,
@@ -191,6 +197,7 @@ def summarise(
         "drops": dict(sorted(drops.items())),
         "attackers": len(swarm.attackers),
         "churn_events": len(swarm.events),
+        **swarm.merge_log.summary(),
         "simulated_s": _r(max((m.time_s for m in finals), default=0.0)),
         "wall_s": round(wall_s, 3),
     }

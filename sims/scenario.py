@@ -3,21 +3,25 @@
 Besides the learning setup (peers, topology, method, data) a scenario describes the faults
 injected into the run: link latency/jitter/bandwidth/loss, a network partition that splits
 and heals, node churn (by a rate or an explicit schedule), heterogeneous device speeds and a
-fraction of misbehaving peers. Every random choice derives from ``seed``.
+fraction of misbehaving peers. ``mode`` picks lock-step rounds or the asynchronous mode
+(training and gossip on each peer's own clocks, merges on arrival, staleness-weighted).
+Every random choice derives from ``seed``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
-from node.config import METHODS
+from node.config import METHODS, MODES
 
 SIM_METHODS = (*METHODS, "allreduce")
 CHURN_ACTIONS = ("leave", "fail")
 CHURN_MODES = (*CHURN_ACTIONS, "mixed")
+SIM_MODES = MODES
 ATTACKS = ("scale:K", "signflip", "random", "nan", "replay")
 
 
@@ -87,6 +91,18 @@ class Scenario:
     distinct_init: bool = False
     eval_every: int = 1
     round_deadline_s: float = 30.0
+    # --- timing mode ------------------------------------------------------------------
+    #: ``rounds``: lock-step rounds with a deadline; ``async``: every peer trains and gossips
+    #: on its own clocks and merges messages as they arrive (its "round" is its count of
+    #: local training bursts; ``rounds`` bursts each, then it leaves).
+    mode: str = "rounds"
+    #: Async mode: idle seconds after each training burst (on top of its compute time) ...
+    train_period_s: float = 1.0
+    #: ... and seconds between two gossip sends.
+    gossip_period_s: float = 1.0
+    #: Messages more than this many rounds older than the receiver's round are dropped
+    #: (async mode down-weights the rest by staleness).
+    max_staleness: int = 5
     #: A short name for reports (the output folder); empty = derived from the settings.
     name: str = ""
     # --- links (defaults; a graph file's edge attributes override them per edge) --------
@@ -144,6 +160,24 @@ class Scenario:
         _positive("round-deadline-s", self.round_deadline_s)
         if not isinstance(self.eval_every, int) or self.eval_every < 1:
             raise ScenarioError("--eval-every must be at least 1")
+        self._check_mode()
+
+    def _check_mode(self) -> None:
+        if self.mode not in SIM_MODES:
+            raise ScenarioError(f"--mode {self.mode!r} is unknown; use rounds or async")
+        for name in ("train_period_s", "gossip_period_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise ScenarioError(
+                    f"--{_flag(name)} must be a positive number of seconds, got {value!r}"
+                )
+        value = self.max_staleness
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ScenarioError(f"--max-staleness must be a whole number >= 0, got {value!r}")
+        if self.mode == "async" and self.method == "allreduce":
+            raise ScenarioError(
+                "--method allreduce is a lock-step reference; use it with --mode rounds"
+            )
 
     def _check_faults(self) -> None:
         for name in ("latency_ms", "jitter_ms", "bandwidth_mbps", "step_time_s", "speed_spread"):
@@ -184,8 +218,9 @@ class Scenario:
 
     @property
     def label(self) -> str:
-        """The name, or ``method-topology-seed`` when none was given."""
-        return self.name or f"{self.method}-{_slug(self.topology)}-s{self.seed}"
+        """The name, or ``method-topology[-async]-seed`` when none was given."""
+        mode = "-async" if self.mode == "async" else ""
+        return self.name or f"{self.method}-{_slug(self.topology)}{mode}-s{self.seed}"
 
 
 def _flag(name: str) -> str:

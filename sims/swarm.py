@@ -5,7 +5,9 @@ current ``Node``. It applies the churn plan as the peers progress: a graceful le
 node (it says Bye and checkpoints), a failure crashes it (its transport dies, its task is
 cancelled), and a rejoin builds a new ``Node`` that resumes from the checkpoint and carries on
 with the same counters. Training runs inline on the virtual clock, then sleeps the peer's
-simulated compute time.
+simulated compute time. In async mode each peer starts at a seeded random phase within its
+training period, so the peers' clocks are independent rather than ticking in lock step.
+Every merge is logged (``MergeLog``): how many, and how stale the merged messages were.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 import topology
 from node.config import NodeConfig
@@ -25,6 +30,7 @@ from node.node import Node
 from node.tasks import TaskSpec, load_task
 from node.transports.memory import MemoryNetwork
 from node.view import PeerView, SwarmLayout
+from protocol import Envelope
 from sims.allreduce import AllReduceHub, AllReduceMethod
 from sims.attacks import corrupt_method, parse_attack, pick_attackers, transform_for
 from sims.data import peer_data
@@ -49,6 +55,57 @@ def peer_ids(n: int) -> list[str]:
     return [f"p{i:0{width}d}" for i in range(n)]
 
 
+@dataclass
+class MergeLog:
+    """Swarm-wide merge totals: merges that took in anything, and the staleness of what they
+    took (per sender, the receiver's round minus the round of the newest message merged)."""
+
+    merges: int = 0
+    merged_messages: int = 0
+    staleness_sum: int = 0
+    staleness_max: int = 0
+
+    def observe(self, round_index: int, received: Mapping[str, Sequence[Envelope]]) -> None:
+        """Account one ``method.merge(round_index, received)`` call."""
+        newest = [max(e.round for e in envelopes) for envelopes in received.values() if envelopes]
+        if not newest:
+            return
+        late = [max(0, round_index - r) for r in newest]
+        self.merges += 1
+        self.merged_messages += len(late)
+        self.staleness_sum += sum(late)
+        self.staleness_max = max(self.staleness_max, *late)
+
+    def summary(self) -> dict[str, Any]:
+        """``merges``, ``staleness_mean`` and ``staleness_max`` (None before any merge)."""
+        mean = self.staleness_sum / self.merged_messages if self.merged_messages else None
+        return {
+            "merges": self.merges,
+            "staleness_mean": None if mean is None else round(mean, 6),
+            "staleness_max": self.staleness_max if self.merges else None,
+        }
+
+
+def log_merges(method: Method, log: MergeLog) -> None:
+    """Make ``method`` report every merge to ``log`` (the merge itself is unchanged)."""
+    merge = method.merge
+
+    def logged(round_index: int, received: Mapping[str, Sequence[Envelope]]) -> dict[str, float]:
+        log.observe(round_index, received)
+        return merge(round_index, received)
+
+    # An instance attribute shadows the class method: the node calls the logging one.
+    setattr(method, "merge", logged)  # noqa: B010
+
+
+def start_offsets(scenario: Scenario) -> list[float]:
+    """Async mode: each peer's seeded start phase in [0, train_period_s); rounds mode: 0."""
+    if scenario.mode != "async":
+        return [0.0] * scenario.nodes
+    rng = np.random.default_rng([scenario.seed, 503])
+    return [float(x) for x in rng.uniform(0.0, scenario.train_period_s, size=scenario.nodes)]
+
+
 class Swarm:
     """All peers of one scenario on one ``MemoryNetwork``."""
 
@@ -68,6 +125,8 @@ class Swarm:
         self.nodes: dict[str, Node] = {}
         self.live: set[str] = set()
         self.step_times = step_times(scenario)
+        self.offsets = start_offsets(scenario)
+        self.merge_log = MergeLog()
         self.attackers = {
             self.ids[p] for p in pick_attackers(len(self.ids), scenario.attackers, scenario.seed)
         }
@@ -120,6 +179,10 @@ class Swarm:
             momentum=s.momentum,
             seed=s.seed * 100_003 + index,
             round_deadline_s=s.round_deadline_s,
+            mode=s.mode,
+            train_period_s=s.train_period_s,
+            gossip_period_s=s.gossip_period_s,
+            max_staleness=s.max_staleness,
             eval_every=s.eval_every,
             device="cpu",
             checkpoint_dir=self._tmp.name if self._tmp is not None else None,
@@ -137,14 +200,17 @@ class Swarm:
         return PeerView(peer_id, tuple(self.ids), (), _weights(), lambda _r: [], lambda _r: server)
 
     def _method(self, peer_id: str, ctx: MethodContext) -> Method:
+        method: Method
         if self.hub is not None:
-            return AllReduceMethod(ctx, self.hub)
-        method = make_method(self.scenario.method, ctx)
+            method = AllReduceMethod(ctx, self.hub)
+        else:
+            method = make_method(self.scenario.method, ctx)
         attack = self.scenario.attack
-        if attack is not None and peer_id in self.attackers:
+        if attack is not None and peer_id in self.attackers and self.hub is None:
             transform = transform_for(attack, self.scenario.seed + self.ids.index(peer_id))
             if transform is not None:
                 corrupt_method(method, transform)
+        log_merges(method, self.merge_log)
         return method
 
     def _build(self, index: int) -> Node:
@@ -187,21 +253,23 @@ class Swarm:
         """Run every peer until all are done (or down for good)."""
         async with asyncio.TaskGroup() as group:
             self._group = group
-            for peer in self.ids:
-                self._start(peer)
+            for peer, offset in zip(self.ids, self.offsets, strict=True):
+                self._start(peer, offset)
         self.network.cancel_pending()
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    def _start(self, peer: str) -> None:
+    def _start(self, peer: str, delay_s: float = 0.0) -> None:
         if self._group is None:
             raise RuntimeError("the swarm is not running")
         self.live.add(peer)
-        self._tasks[peer] = self._group.create_task(self._life(peer), name=f"sim:{peer}")
+        self._tasks[peer] = self._group.create_task(self._life(peer, delay_s), name=f"sim:{peer}")
 
-    async def _life(self, peer: str) -> None:
+    async def _life(self, peer: str, delay_s: float) -> None:
         node = self.nodes[peer]
         try:
+            if delay_s > 0:
+                await asyncio.sleep(delay_s)
             await node.run()
         except asyncio.CancelledError:
             if peer not in self._crashing:
