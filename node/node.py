@@ -100,7 +100,8 @@ class Node:
         self._arrived = asyncio.Event()
         self._stop = asyncio.Event()
         self._model_lock = asyncio.Lock()
-        self._max_round_seen = -1
+        #: The latest round each peer has sent us (how far ahead the others are).
+        self._latest_round: dict[str, int] = {}
         self._last_loss = math.nan
 
     # --- lifecycle -----------------------------------------------------------------
@@ -170,12 +171,11 @@ class Node:
     async def _rounds_loop(self) -> None:
         await self._send_hello()
         while self.round < self.config.rounds and not self._stop.is_set():
-            if self._max_round_seen > self.round + 1:  # we fell behind (restart): catch up
-                self.round = min(self._max_round_seen, self.config.rounds - 1)
+            self._catch_up()
             r = self.round
             self.method.begin_round(r)
             self._last_loss = await self._train(r)
-            await self._send_all(self.method.outgoing(r, self.view.targets(r)), r)
+            await self._send_all(self.method.outgoing(r, self._live_targets(r)), r)
             received = await self._gather(r)
             merge_stats = self.method.merge(r, received)
             await self._send_all(self._drain_outbox(), r)
@@ -183,6 +183,28 @@ class Node:
             self._record(r, merge_stats)
             if self.round % self.config.checkpoint_every == 0:
                 self.checkpoint()
+
+    def _saw_round(self, sender: str, round_index: int) -> None:
+        self._latest_round[sender] = max(self._latest_round.get(sender, -1), round_index)
+
+    def _catch_up(self) -> None:
+        """Jump ahead when every live neighbour we heard from is past our next round.
+
+        That is a peer back from a crash or a partition: its old rounds are stale for
+        everyone. One fast peer (one nobody sends to, say) does not drag the others along.
+        """
+        heard = [
+            self._latest_round[p]
+            for p in self.view.neighbours
+            if p in self._latest_round and p not in self.departed
+        ]
+        if heard and min(heard) > self.round + 1:
+            self.round = min(min(heard), self.config.rounds - 1)
+
+    def _live_targets(self, round_index: int) -> list[str]:
+        """This round's targets minus peers that said Bye (a method that splits mass among
+        its targets, push-sum, must not count a peer the send would skip)."""
+        return [p for p in self.view.targets(round_index) if p not in self.departed]
 
     async def _train(self, round_index: int) -> float:
         async with self._model_lock:
@@ -246,7 +268,7 @@ class Node:
             await self._sleep(self.config.gossip_period_s)
             r = self.round
             async with self._model_lock:
-                messages = self.method.outgoing(r, self.view.targets(r))
+                messages = self.method.outgoing(r, self._live_targets(r))
             await self._send_all(messages, r)
 
     async def _merge_loop(self) -> None:
@@ -354,10 +376,10 @@ class Node:
             self.counters.drop("stale")
             return
         if envelope.round > self.round + self.config.max_staleness + 1:
-            self._max_round_seen = max(self._max_round_seen, envelope.round)
+            self._saw_round(sender, envelope.round)
             self.counters.drop("future")
             return
-        self._max_round_seen = max(self._max_round_seen, envelope.round)
+        self._saw_round(sender, envelope.round)
         self._inbox[envelope.round][sender].append(envelope)
         self._arrived.set()
 
