@@ -64,17 +64,28 @@ def main() -> None:
 
 
 def _plot(curves: dict[str, list[tuple[float, float]]], path: str) -> None:
+    """One panel per (topology, partition), one colour per method: accuracy vs MB sent."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 5))
-    ax = fig.add_subplot()
-    for label, points in curves.items():
-        ax.plot(*zip(*points), label=label, lw=1)
-    ax.set_xscale("symlog")
-    ax.set_xlabel("MB sent (all peers)")
-    ax.set_ylabel("mean accuracy")
-    ax.legend(fontsize=6)
+    panels = sorted({label.split(" ", 1)[1] for label in curves})
+    methods = sorted({label.split(" ", 1)[0] for label in curves})
+    colours = {m: f"C{i}" for i, m in enumerate(methods)}
+    cols = 2 if len(panels) > 1 else 1
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(6 * cols, 4 * rows))
+    for index, panel in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, index + 1)
+        for method in methods:
+            points = curves.get(f"{method} {panel}")
+            if points:
+                ax.plot(*zip(*points), label=method, color=colours[method], lw=1.2)
+        ax.set_xscale("log")
+        ax.set_title(panel)
+        ax.set_xlabel("MB sent (all peers, cumulative)")
+        ax.set_ylabel("mean accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     FigureCanvasAgg(fig).print_png(path)  # type: ignore[no-untyped-call]
 
