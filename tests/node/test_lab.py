@@ -108,12 +108,21 @@ async def test_broker_restart_and_sigkilled_peer(tmp_path: Path) -> None:
         await peers.launch("peer-1", configs[1], lab.workdir / "peer-1.restarted.log")
 
         finals = await asyncio.wait_for(_collect(peers, lab), 180)
+        # The peers' retained status topics tell `spargo monitor` where everyone ended.
+        monitor = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sims.cli", "monitor", "--broker", broker.url,
+            "--swarm", lab.swarm, "--once", "--json", stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        snapshot = json.loads((await monitor.communicate())[0].decode().splitlines()[-1])
     finally:
         await peers.terminate()
         await broker.aclose()
     for peer_id, final in finals.items():
         assert final["round"] == 39, (peer_id, final)
         assert final["global_accuracy"] > 0.8
+    assert {p["peer_id"]: p["round"] for p in snapshot["peers"]} == {
+        f"peer-{i}": 39 for i in range(3)
+    }
     rounds = _rounds_done(metrics["peer-1"])
     restarted = rounds[rounds.index(killed_at) + 1 :]
     assert restarted, "the restarted peer recorded no rounds"
