@@ -19,6 +19,7 @@ simulated times (``time_s`` is the latest). Each peer does ``rounds`` bursts, th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -157,6 +158,9 @@ def summarise(
 ) -> dict[str, Any]:
     """The run's summary (the JSON object ``spargo sim --json`` prints last)."""
     finals = [node.history[-1] for node in swarm.nodes.values() if node.history]
+    last_records = [_headline(m) for m in finals]
+    if swarm.final:  # async: each peer's model as it left, after its last merges
+        finals = [_at_leave(m, swarm.final.get(m.peer_id)) for m in finals]
     honest = [m for m in finals if m.peer_id not in swarm.attackers] or finals
     global_acc = [m.global_accuracy for m in honest if m.global_accuracy is not None]
     local_acc = [m.accuracy for m in honest if not math.isnan(m.accuracy)]
@@ -198,8 +202,29 @@ def summarise(
         "attackers": len(swarm.attackers),
         "churn_events": len(swarm.events),
         **swarm.merge_log.summary(),
+        **_async_extras(scenario, swarm, last_records),
         "simulated_s": _r(max((m.time_s for m in finals), default=0.0)),
         "wall_s": round(wall_s, 3),
+    }
+
+
+def _at_leave(m: RoundMetrics, final: tuple[float, float | None] | None) -> RoundMetrics:
+    if final is None:
+        return m
+    return dataclasses.replace(m, accuracy=final[0], global_accuracy=final[1])
+
+
+def _async_extras(scenario: Scenario, swarm: Swarm, last_records: list[float]) -> dict[str, Any]:
+    """Async summary fields: bursts per peer, and the last records' accuracy (taken right
+    after each peer's last burst, before the merges the headline accuracy includes)."""
+    if scenario.mode != "async":
+        return {}
+    bursts = [node.round for node in swarm.nodes.values()]
+    measured = [a for a in last_records if not math.isnan(a)]
+    return {
+        "bursts_min": min(bursts),
+        "bursts_max": max(bursts),
+        "last_record_accuracy_mean": _r(np.mean(measured)) if measured else None,
     }
 
 

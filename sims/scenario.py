@@ -103,6 +103,9 @@ class Scenario:
     #: Messages more than this many rounds older than the receiver's round are dropped
     #: (async mode down-weights the rest by staleness).
     max_staleness: int = 5
+    #: Async mode: stop every peer at this simulated time, so fast devices do more bursts
+    #: than slow ones (``rounds`` then only caps them); 0 = each peer stops after ``rounds``.
+    duration_s: float = 0.0
     #: A short name for reports (the output folder); empty = derived from the settings.
     name: str = ""
     # --- links (defaults; a graph file's edge attributes override them per edge) --------
@@ -174,6 +177,11 @@ class Scenario:
         value = self.max_staleness
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ScenarioError(f"--max-staleness must be a whole number >= 0, got {value!r}")
+        duration = self.duration_s
+        if not isinstance(duration, int | float) or not 0 <= duration < math.inf:
+            raise ScenarioError(f"--duration-s must be a number of seconds >= 0, got {duration!r}")
+        if duration > 0 and self.mode != "async":
+            raise ScenarioError("--duration-s needs --mode async (rounds mode stops by rounds)")
         if self.mode == "async" and self.method == "allreduce":
             raise ScenarioError(
                 "--method allreduce is a lock-step reference; use it with --mode rounds"

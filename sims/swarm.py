@@ -28,6 +28,7 @@ from node.methods.base import Method
 from node.metrics import RoundMetrics
 from node.node import Node
 from node.tasks import TaskSpec, load_task
+from node.training import LocalTrainer, TrainConfig
 from node.transports.memory import MemoryNetwork
 from node.view import PeerView, SwarmLayout
 from protocol import Envelope
@@ -98,6 +99,15 @@ def log_merges(method: Method, log: MergeLog) -> None:
     setattr(method, "merge", logged)  # noqa: B010
 
 
+def final_accuracy(node: Node) -> tuple[float, float | None]:
+    """(local, global) accuracy of ``node``'s model now — in async mode, after the merges
+    that arrived since its last training burst (its last record was taken before them)."""
+    trainer = LocalTrainer(node.model, node.data.train, TrainConfig(), seed=0)
+    local = trainer.evaluate(node.data.test)[1]
+    test = node.data.global_test
+    return local, None if test is None else trainer.evaluate(test)[1]
+
+
 def start_offsets(scenario: Scenario) -> list[float]:
     """Async mode: each peer's seeded start phase in [0, train_period_s); rounds mode: 0."""
     if scenario.mode != "async":
@@ -127,6 +137,9 @@ class Swarm:
         self.step_times = step_times(scenario)
         self.offsets = start_offsets(scenario)
         self.merge_log = MergeLog()
+        #: Async mode: (local, global) accuracy of each peer's model as it left the swarm.
+        self.final: dict[str, tuple[float, float | None]] = {}
+        self.time_up = False
         self.attackers = {
             self.ids[p] for p in pick_attackers(len(self.ids), scenario.attackers, scenario.seed)
         }
@@ -250,14 +263,33 @@ class Swarm:
 
     # --- lives ------------------------------------------------------------------------
     async def run(self) -> None:
-        """Run every peer until all are done (or down for good)."""
+        """Run every peer until all are done (or down for good, or the time is up)."""
+        timer = None
+        if self.scenario.duration_s > 0:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_at(loop.time() + self.scenario.duration_s, self._time_up)
         async with asyncio.TaskGroup() as group:
             self._group = group
             for peer, offset in zip(self.ids, self.offsets, strict=True):
                 self._start(peer, offset)
+        if timer is not None:
+            timer.cancel()
         self.network.cancel_pending()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+    def _time_up(self) -> None:
+        """``duration_s`` has passed: every running peer ends where it is.
+
+        Cancelled, not ``stop()``ped: a stopped async node whose gossip loop wakes before its
+        training loop spins without yielding (the node's ``_sleep`` returns at once once
+        stopping), and the virtual clock would never move again.
+        """
+        self.time_up = True
+        self._rejoin_at.clear()
+        for peer in sorted(self.live):
+            self._crashing.add(peer)
+            self._tasks[peer].cancel()
 
     def _start(self, peer: str, delay_s: float = 0.0) -> None:
         if self._group is None:
@@ -275,6 +307,8 @@ class Swarm:
             if peer not in self._crashing:
                 raise
         finally:
+            if self.scenario.mode == "async" and (self.time_up or peer not in self._crashing):
+                self.final[peer] = final_accuracy(node)
             self._crashing.discard(peer)
             self.live.discard(peer)
             with contextlib.suppress(Exception):
@@ -296,7 +330,7 @@ class Swarm:
 
     def _go_down(self, peer: str, event: ChurnEvent) -> None:
         node = self.nodes[peer]
-        if event.downtime > 0:
+        if event.downtime > 0 and not self.time_up:
             self._rejoin_at[peer] = event.round + event.downtime
         if event.action == "leave":
             node.stop()
@@ -308,6 +342,8 @@ class Swarm:
         self._tasks[peer].cancel()
 
     def _maybe_rejoin(self, swarm_round: int) -> None:
+        if self.time_up:
+            return
         for peer, at in sorted(self._rejoin_at.items()):
             if at <= swarm_round and peer not in self.live and swarm_round < self.scenario.rounds:
                 del self._rejoin_at[peer]

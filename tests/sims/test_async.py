@@ -59,6 +59,8 @@ def test_same_seed_same_async_run() -> None:
     assert first.summary["merges"] > 0
     assert _fingerprint(first) == _fingerprint(second)
     assert _fingerprint(first) != _fingerprint(run(_digits(rounds=5, seed=1)))
+    budget = _digits(rounds=100, duration_s=3.0, step_time_s=0.02, speed_spread=0.5)
+    assert _fingerprint(run(budget)) == _fingerprint(run(budget))
 
 
 def test_heterogeneous_speeds_show_staleness_and_still_learn() -> None:
@@ -71,6 +73,19 @@ def test_heterogeneous_speeds_show_staleness_and_still_learn() -> None:
     # Fast devices finish their bursts long before slow ones: nobody waits for anybody.
     finished = {m.peer_id: m.time_s for m in result.rounds}
     assert max(finished.values()) > 2 * min(finished.values())
+
+
+def test_a_time_budget_lets_fast_devices_do_more_bursts() -> None:
+    scenario = _digits(
+        rounds=500, duration_s=6.0, step_time_s=0.02, speed_spread=0.8, max_staleness=100
+    )
+    result = run(scenario)
+    s = result.summary
+    assert s["bursts_max"] > 2 * s["bursts_min"], s
+    assert s["simulated_s"] <= 6.0
+    assert s["bursts_max"] < 500  # the clock, not the burst cap, ended the run
+    assert s["accuracy_mean"] >= 0.8, s
+    assert result.round_stats[0]["peers"] == 8
 
 
 def test_rounds_mode_merges_fresh_messages_only() -> None:
@@ -130,6 +145,8 @@ def test_shipped_async_scenario_loads() -> None:
         (["--gossip-period-s", "-1"], "--gossip-period-s must be a positive number"),
         (["--gossip-period-s", "inf"], "--gossip-period-s must be a positive number"),
         (["--max-staleness", "-1"], "--max-staleness must be a whole number >= 0"),
+        (["--duration-s", "5"], "--duration-s needs --mode async"),
+        (["--mode", "async", "--duration-s", "-5"], "--duration-s must be a number"),
         (["--mode", "async", "--method", "allreduce"], "use it with --mode rounds"),
         (["--train-period-s", "fast"], "invalid float value"),
     ],
