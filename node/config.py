@@ -40,6 +40,8 @@ class NodeConfig:
     #: In async mode: seconds between local training bursts and between gossip sends.
     train_period_s: float = 1.0
     gossip_period_s: float = 1.0
+    #: In async mode: exponential waits with those means (Poisson clocks) instead of fixed.
+    poisson: bool = False
     #: Messages older than this many rounds are dropped (async mode weights the rest).
     max_staleness: int = 5
     eval_every: int = 1

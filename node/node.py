@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from node.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
@@ -102,6 +104,11 @@ class Node:
         self._model_lock = asyncio.Lock()
         #: The latest round each peer has sent us (how far ahead the others are).
         self._latest_round: dict[str, int] = {}
+        #: Async mode: the Lamport clock stamped on messages (see ``_async_loops``).
+        self.clock = 0
+        self._merge_log: list[dict[str, float]] = []
+        self._train_rng = random.Random(config.seed * 2 + 1)
+        self._gossip_rng = random.Random(config.seed * 2 + 2)
         self._last_loss = math.nan
 
     # --- lifecycle -----------------------------------------------------------------
@@ -139,6 +146,7 @@ class Node:
             self.method.load_state_dict(state["method"])
             self.round = int(state["round"])
             self.seq = int(state["seq"]) + RESTART_SEQ_GAP
+            self.clock = int(state.get("clock", self.round))
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(
                 f"checkpoint {path} does not fit this model/method: {exc}"
@@ -154,6 +162,7 @@ class Node:
             "peer_id": self.config.peer_id,
             "round": self.round,
             "seq": self.seq,
+            "clock": self.clock,
             "model": self.model.state_dict(),
             "method": self.method.state_dict(),
         }
@@ -246,48 +255,70 @@ class Node:
 
     # --- asynchronous mode --------------------------------------------------------------
     async def _async_loops(self, group: asyncio.TaskGroup) -> None:
+        """Training and gossip on independent clocks; merges happen as messages arrive.
+
+        Messages carry a Lamport clock, not the burst count: it ticks once per training
+        burst and jumps to the largest clock received, so a slow device's updates are not
+        "stale" to fast ones just because it trains less often, and staleness counts
+        causal steps. ``self.round`` stays the number of local bursts (``rounds`` caps it).
+        """
         await self._send_hello()
         gossip = group.create_task(self._gossip_loop(), name=f"{self.config.peer_id}:gossip")
         merger = group.create_task(self._merge_loop(), name=f"{self.config.peer_id}:merge")
         try:
             while self.round < self.config.rounds and not self._stop.is_set():
                 r = self.round
-                self.method.begin_round(r)
-                self._last_loss = await self._train(r)
-                self.round = r + 1
-                self._record(r, {})
+                self.method.begin_round(self.clock)
+                self._last_loss = await self._train(self.clock)
+                self.clock += 1
+                await self._sleep(self._period(self.config.train_period_s, self._train_rng))
+                self.round = r + 1  # the burst is complete with the merges that followed it
+                self._record(r, self._drain_merge_log())
                 if self.round % self.config.checkpoint_every == 0:
                     self.checkpoint()
-                await self._sleep(self.config.train_period_s)
         finally:
             gossip.cancel()
             merger.cancel()
 
+    def _period(self, period_s: float, rng: random.Random) -> float:
+        """The next wait: fixed, or exponential with that mean (Poisson clocks)."""
+        return rng.expovariate(1.0 / period_s) if self.config.poisson else period_s
+
+    def _drain_merge_log(self) -> dict[str, float]:
+        """Merge statistics since the last record: means, plus how many merges there were."""
+        log_, self._merge_log = self._merge_log, []
+        if not log_:
+            return {"merges": 0.0}
+        keys = sorted({key for stats in log_ for key in stats})
+        out = {key: float(np.mean([m[key] for m in log_ if key in m])) for key in keys}
+        out["merges"] = float(len(log_))
+        return out
+
     async def _gossip_loop(self) -> None:
-        while True:
-            await self._sleep(self.config.gossip_period_s)
-            r = self.round
+        while not self._stop.is_set():
+            await self._sleep(self._period(self.config.gossip_period_s, self._gossip_rng))
+            if self._stop.is_set():  # _sleep returns at once after stop(): never spin
+                return
+            clock = self.clock
             async with self._model_lock:
-                messages = self.method.outgoing(r, self._live_targets(r))
-            await self._send_all(messages, r)
+                messages = self.method.outgoing(clock, self._live_targets(clock))
+            await self._send_all(messages, clock)
 
     async def _merge_loop(self) -> None:
         while True:
             await self._arrived.wait()
             self._arrived.clear()
             pending: dict[str, list[Envelope]] = defaultdict(list)
-            for round_index in sorted(self._inbox):
-                for sender, envelopes in self._inbox.pop(round_index).items():
-                    if self.round - round_index > self.config.max_staleness:
+            for stamp in sorted(self._inbox):
+                for sender, envelopes in self._inbox.pop(stamp).items():
+                    if self.clock - stamp > self.config.max_staleness:
                         self.counters.drops["stale"] += len(envelopes)
                     else:
                         pending[sender].extend(envelopes)
             if pending:
                 async with self._model_lock:
-                    stats = self.method.merge(self.round, dict(pending))
-                if self.history:
-                    self.history[-1].merge.update(stats)
-                await self._send_all(self._drain_outbox(), self.round)
+                    self._merge_log.append(self.method.merge(self.clock, dict(pending)))
+                await self._send_all(self._drain_outbox(), self.clock)
 
     async def _sleep(self, delay_s: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -370,12 +401,15 @@ class Node:
                 self.counters.drop("model_signature")
             return
         if isinstance(body, ResyncRequest):
-            await self._send_all(self.method.on_control(envelope), self.round)
+            stamp = self.clock if self.config.mode == "async" else self.round
+            await self._send_all(self.method.on_control(envelope), stamp)
             return
-        if self.config.mode == "rounds" and envelope.round < self.round:
+        if self.config.mode == "async":
+            self.clock = max(self.clock, envelope.round)  # Lamport: never behind a sender
+        elif envelope.round < self.round:
             self.counters.drop("stale")
             return
-        if envelope.round > self.round + self.config.max_staleness + 1:
+        elif envelope.round > self.round + self.config.max_staleness + 1:
             self._saw_round(sender, envelope.round)
             self.counters.drop("future")
             return

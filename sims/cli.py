@@ -78,6 +78,12 @@ def _add_mode_flags(p: argparse.ArgumentParser) -> None:
         "--train-period-s", type=float, help="async: idle seconds after each training burst"
     )
     g.add_argument("--gossip-period-s", type=float, help="async: seconds between gossip sends")
+    g.add_argument(
+        "--poisson",
+        action="store_true",
+        default=None,
+        help="async: exponential waits (Poisson clocks) instead of fixed periods",
+    )
     g.add_argument("--max-staleness", type=int, help="drop messages more than this many rounds old")
     g.add_argument("--duration-s", type=float, help="async: stop every peer at this simulated time")
 
@@ -104,7 +110,7 @@ _SCENARIO_FLAGS = (
     "partition", "sampler", "seed", "distinct_init", "eval_every", "name", "latency_ms",
     "jitter_ms", "bandwidth_mbps", "loss", "churn", "churn_mode", "churn_downtime",
     "partition_at", "step_time_s", "speed_spread", "attack", "attackers", "mode",
-    "train_period_s", "gossip_period_s", "max_staleness", "duration_s",
+    "train_period_s", "gossip_period_s", "max_staleness", "duration_s", "poisson",
 )  # fmt: skip
 
 

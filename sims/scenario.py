@@ -100,6 +100,8 @@ class Scenario:
     train_period_s: float = 1.0
     #: ... and seconds between two gossip sends.
     gossip_period_s: float = 1.0
+    #: Async mode: exponential waits with those means (independent Poisson clocks, DADAO).
+    poisson: bool = False
     #: Messages more than this many rounds older than the receiver's round are dropped
     #: (async mode down-weights the rest by staleness).
     max_staleness: int = 5

@@ -195,6 +195,7 @@ class Swarm:
             mode=s.mode,
             train_period_s=s.train_period_s,
             gossip_period_s=s.gossip_period_s,
+            poisson=s.poisson,
             max_staleness=s.max_staleness,
             eval_every=s.eval_every,
             device="cpu",

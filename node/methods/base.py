@@ -68,8 +68,8 @@ def stale_row(
     """
     row = mixing_row(weights, self_id, list(staleness))
     for peer, late in staleness.items():
-        if peer != self_id:
-            row[peer] *= float(staleness_weights(np.array([late]), gamma)[0])
+        if peer != self_id:  # a message from "the future" (another clock) is fresh, not > 1
+            row[peer] *= float(staleness_weights(np.array([max(0, late)]), gamma)[0])
     row[self_id] = max(0.0, 1.0 - sum(w for p, w in row.items() if p != self_id))
     return row
 

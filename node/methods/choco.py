@@ -17,7 +17,8 @@ rounds-mode receiver never discards it as stale). The very first message on ever
 such a FullModel (a public copy needs a starting point).
 
 Options: ``compressor`` (``topk`` | ``randk``), ``ratio`` (0.1), ``value_dtype`` (``float16``
-| ``int8`` | ``float32``), ``gamma`` (consensus step size, 0.8: better than 0.5 on digits, IID and Dirichlet(0.5), seeds 0–2), ``resync_after`` (rounds
+| ``int8`` | ``float32``), ``gamma`` (consensus step size, 0.8: beat 0.5 on
+digits, IID and Dirichlet(0.5), seeds 0–2), ``resync_after`` (rounds
 before a lost resync is asked for again, 3).
 """
 

@@ -135,3 +135,18 @@ def test_async_mode_trains_and_merges_on_arrival() -> None:
         assert node.history[-1].accuracy > 0.7
     assert any(m.merge for node in nodes for m in node.history), "nothing was merged"
     assert _spread(nodes) < 1.0
+
+
+def test_stop_ends_an_async_peer_promptly() -> None:
+    """stop() makes every loop return (the gossip loop once spun forever after a stop)."""
+    network = MemoryNetwork()
+    nodes = make_peers(network, 3, rounds=1000, mode="async", train_period_s=0.1)
+
+    async def stopper() -> None:
+        while min(n.round for n in nodes) < 3:  # noqa: ASYNC110 - virtual clock polling
+            await asyncio.sleep(0.05)
+        for node in nodes:
+            node.stop()
+
+    run_all(nodes, stopper)
+    assert all(3 <= n.round < 1000 for n in nodes)

@@ -188,3 +188,13 @@ def test_async_cli_run_writes_reports(tmp_path: Path, capsys: pytest.CaptureFixt
     assert document["scenario"]["mode"] == "async"
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 5 * 3
     assert (out / "accuracy.png").exists()
+
+
+def test_poisson_clocks_replay_and_differ_from_fixed_periods() -> None:
+    fixed = run(_digits(rounds=6, consensus=False, task="synthetic"))
+    poisson = run(_digits(rounds=6, consensus=False, task="synthetic", poisson=True))
+    again = run(_digits(rounds=6, consensus=False, task="synthetic", poisson=True))
+    assert poisson.summary["simulated_s"] != fixed.summary["simulated_s"]
+    assert {k: v for k, v in poisson.summary.items() if k != "wall_s"} == {
+        k: v for k, v in again.summary.items() if k != "wall_s"
+    }
