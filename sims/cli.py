@@ -138,9 +138,13 @@ def _scenario_from_args(args: argparse.Namespace) -> Any:
         base = dict(load_toml(args.config))
     flags = {key: getattr(args, key) for key in _SCENARIO_FLAGS}
     base.update({k: v for k, v in flags.items() if v is not None})
-    if args.option:
+    # The default run (no method named) is SpaFL with weights every third round; a method
+    # named by flag or file runs with its own defaults (`--method spafl`: thresholds only).
+    named = "method" in base
+    if named or args.option:
         method = base.get("method", Scenario.method)
-        options = dict(base.get("method_options", default_method_options(method)))
+        fallback = {} if named else default_method_options(method)
+        options = dict(base.get("method_options", fallback))
         options.update(_parse_option(o) for o in args.option)
         base["method_options"] = options
     _resolve_nodes_from_graph_file(base)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,3 +115,21 @@ def test_a_sweep_runs_the_grid_in_processes(tmp_path: Path) -> None:
     assert (out / "sweep.png").exists()
     assert (out / "sweep.csv").exists()
     assert (out / "dense-ring-s0-lossy" / "summary.json").exists()
+
+
+def test_default_run_gossips_weights_but_a_named_spafl_sends_thresholds_only() -> None:
+    from sims.cli import _scenario_from_args, build_parser
+
+    def scenario(*argv: str) -> Any:
+        return _scenario_from_args(build_parser().parse_args(["sim", *argv]))
+
+    assert dict(scenario().method_options) == {"weights_every": 3}
+    assert dict(scenario("--method", "spafl").method_options) == {}
+    assert dict(scenario("--method", "spafl", "--option", "alpha=0.02").method_options) == {
+        "alpha": 0.02
+    }
+    assert dict(scenario("--option", "alpha=0.02").method_options) == {
+        "weights_every": 3,
+        "alpha": 0.02,
+    }
+    assert dict(scenario("--method", "dense").method_options) == {}
