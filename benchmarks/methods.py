@@ -44,7 +44,7 @@ def main() -> None:
                 target = None if reference is None else 0.9 * reference
                 reach = next(
                     (r["bytes_sent_total"] for r in result.round_stats
-                     if target is not None and (r["accuracy_mean"] or 0) >= target),
+                     if target is not None and (r["global_accuracy_mean"] or 0) >= target),
                     None,
                 )  # fmt: skip
                 row = {
@@ -57,7 +57,7 @@ def main() -> None:
                 }  # fmt: skip
                 print(json.dumps(row), flush=True)
                 curves[f"{method} {topo} {partition}"] = [
-                    (r["bytes_sent_total"] / 1e6, r["accuracy_mean"] or 0.0)
+                    (r["bytes_sent_total"] / 1e6, r["global_accuracy_mean"] or 0.0)
                     for r in result.round_stats
                 ]
     _plot(curves, args.plot)

@@ -80,13 +80,19 @@ def plot_run(result: SimResult, out: Path) -> list[Path]:
     label = result.scenario.label
     x = [r["round"] + 1 for r in rows]
     acc = [_nan(r["accuracy_mean"]) for r in rows]
+    basis = result.summary.get("accuracy_on", "global")
     paths = []
-    fig, ax = _figure(f"accuracy — {label}", "round", "mean accuracy")
+    fig, ax = _figure(f"accuracy — {label}", "round", f"mean accuracy ({basis} test data)")
     ax.plot(x, acc, marker=".", label="mean")
     ax.plot(x, [_nan(r["accuracy_min"]) for r in rows], ls="--", label="worst peer")
+    if basis == "local":  # personalised models: show how the consensus would fare too
+        glob = [_nan(r.get("global_accuracy_mean")) for r in rows]
+        ax.plot(x, glob, ls=":", label="mean on the global test set")
     ax.legend()
     paths.append(_save(fig, out / "accuracy.png"))
-    fig, ax = _figure(f"accuracy vs traffic — {label}", "MB sent (all peers)", "mean accuracy")
+    fig, ax = _figure(
+        f"accuracy vs traffic — {label}", "MB sent (all peers)", f"mean accuracy ({basis})"
+    )
     ax.plot([r["bytes_sent_total"] / 1e6 for r in rows], acc, marker=".")
     paths.append(_save(fig, out / "accuracy_vs_mb.png"))
     fig, ax = _figure(f"consensus distance — {label}", "round", "mean ‖x_i − x̄‖² (log scale)")

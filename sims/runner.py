@@ -66,8 +66,9 @@ class SimResult:
 class _Rounds:
     """Collects records; emits round r once every live peer is past it (with consensus)."""
 
-    def __init__(self, on_round: OnRound | None, consensus: bool) -> None:
+    def __init__(self, on_round: OnRound | None, consensus: bool, basis: str) -> None:
         self.on_round = on_round
+        self.basis = basis
         self.consensus = consensus
         self.swarm: Swarm | None = None
         self.history: list[RoundMetrics] = []
@@ -100,7 +101,8 @@ class _Rounds:
 
     def _emit(self, r: int, metrics: list[RoundMetrics], params: list[np.ndarray]) -> None:
         metrics.sort(key=lambda m: m.peer_id)
-        acc = [_headline(m) for m in metrics]
+        acc = [_headline(m, self.basis) for m in metrics]
+        global_acc = [g for m in metrics if (g := m.global_accuracy) is not None and g == g]
         acc = [a for a in acc if not math.isnan(a)]
         distance = None
         if len(params) > 1:
@@ -115,6 +117,7 @@ class _Rounds:
                 "peers": len(metrics),
                 "accuracy_mean": _r(np.mean(acc)) if acc else None,
                 "accuracy_min": _r(np.min(acc)) if acc else None,
+                "global_accuracy_mean": _r(np.mean(global_acc)) if global_acc else None,
                 "density": _r(np.mean([m.density for m in metrics])),
                 "bytes_sent_total": sent,
                 "consensus_distance": None if distance is None else _r(distance),
@@ -125,8 +128,11 @@ class _Rounds:
             self.on_round(r, metrics)
 
 
-def _headline(m: RoundMetrics) -> float:
-    return m.global_accuracy if m.global_accuracy is not None else m.accuracy
+def _headline(m: RoundMetrics, basis: str = "global") -> float:
+    """The accuracy a summary reports: global test set, or the peer's own split (SpaFL)."""
+    if basis == "global" and m.global_accuracy is not None:
+        return m.global_accuracy
+    return m.accuracy
 
 
 def run(scenario: Scenario, *, on_round: OnRound | None = None) -> SimResult:
@@ -137,7 +143,7 @@ def run(scenario: Scenario, *, on_round: OnRound | None = None) -> SimResult:
     """
     torch.set_num_threads(1)
     started = time.perf_counter()
-    rounds = _Rounds(on_round, scenario.consensus)
+    rounds = _Rounds(on_round, scenario.consensus, accuracy_basis(scenario.method))
     swarm = Swarm(scenario, rounds.record)
     rounds.swarm = swarm
     run_virtual(swarm.run())
@@ -158,7 +164,7 @@ def summarise(
 ) -> dict[str, Any]:
     """The run's summary (the JSON object ``spargo sim --json`` prints last)."""
     finals = [node.history[-1] for node in swarm.nodes.values() if node.history]
-    last_records = [_headline(m) for m in finals]
+    last_records = [_headline(m, accuracy_basis(scenario.method)) for m in finals]
     if swarm.final:  # async: each peer's model as it left, after its last merges
         finals = [_at_leave(m, swarm.final.get(m.peer_id)) for m in finals]
     honest = [m for m in finals if m.peer_id not in swarm.attackers] or finals
