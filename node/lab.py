@@ -236,6 +236,20 @@ def lab_summary(lab: LabConfig, finals: dict[str, dict[str, Any]], wall_s: float
     }
 
 
+async def _interruptible(main: Any) -> Any:
+    """Run ``main``; SIGINT or SIGTERM cancels it, so its clean-up stops every child.
+
+    Handlers are installed explicitly: a lab started in the background (nohup, a script's
+    ``&``) inherits an ignored SIGINT, and SIGTERM would otherwise kill us before clean-up.
+    """
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+    return await main
+
+
 def add_parser(subparsers: Any) -> None:
     """Register ``spargo lab``."""
     p = subparsers.add_parser(
@@ -276,7 +290,11 @@ def run(args: argparse.Namespace) -> int:
         timeout_s=args.timeout_s,
     )
     try:
-        summary = asyncio.run(run_lab(lab))
+        summary = asyncio.run(_interruptible(run_lab(lab)))
+    except asyncio.CancelledError:
+        print(f"spargo lab: interrupted; peers and broker stopped; logs in {workdir}",
+              file=sys.stderr)  # fmt: skip
+        return 130
     except TimeoutError:
         print(
             f"spargo lab: error: peers did not finish within {lab.timeout_s:.0f} s; "

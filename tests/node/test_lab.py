@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -127,4 +128,27 @@ async def test_broker_restart_and_sigkilled_peer(tmp_path: Path) -> None:
     restarted = rounds[rounds.index(killed_at) + 1 :]
     assert restarted, "the restarted peer recorded no rounds"
     assert restarted[0] >= killed_at - 1, "it started over instead of resuming its checkpoint"
+    _no_leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_lab_leaves_nothing_behind(tmp_path: Path, sig: signal.Signals) -> None:
+    workdir = tmp_path / "lab"
+    lab = subprocess.Popen(
+        [sys.executable, "-m", "sims.cli", "lab", "--nodes", "3", "--rounds", "500",
+         "--local-steps", "50", "--workdir", str(workdir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not _rounds_done(workdir / "peer-0.metrics.jsonl"):
+            assert time.monotonic() < deadline, "the lab never started"
+            time.sleep(0.2)
+        lab.send_signal(sig)
+        _, err = lab.communicate(timeout=60)
+    finally:
+        if lab.poll() is None:
+            lab.kill()
+    assert lab.returncode == 130, err
+    assert "interrupted" in err
     _no_leftovers(tmp_path)
