@@ -70,10 +70,19 @@ def load_sweep(path: str | Path) -> list[tuple[str, Scenario]]:
             if "method" in grid and "method_options" not in base and "method" in values:
                 values.setdefault("method_options", {})
             probe = scenario_from_mapping(values, source=str(path))
-            values["name"] = f"{probe.method}-{_slug(probe.topology)}-s{probe.seed}-{fault_name}"
+            # Every grid value is in the name, so no two runs share an output folder.
+            extra = [
+                f"{k}_{_slug(str(v))}"
+                for k, v in zip(keys, combo)
+                if k not in ("method", "topology", "seed")
+            ]
+            values["name"] = "-".join([probe.label, *extra, str(fault_name)])
             out.append((str(fault_name), scenario_from_mapping(values, source=str(path))))
     if not out:
         raise ScenarioError(f"{path}: the sweep has no runs")
+    names = [scenario.label for _, scenario in out]
+    if len(set(names)) != len(names):
+        raise ScenarioError(f"{path}: two runs of the sweep would share a name; fix the grid")
     return out
 
 
