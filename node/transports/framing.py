@@ -150,7 +150,7 @@ def decode_hello(body: bytes) -> tuple[str, str | None]:
     """``(peer_id, listen address or None)`` from a HELLO body; FrameError if malformed."""
     try:
         hello = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: deeply nested arrays
         raise FrameError("HELLO is not JSON") from exc
     if not isinstance(hello, dict) or hello.get("v") != _HELLO_VERSION:
         raise FrameError("HELLO has the wrong shape or version")

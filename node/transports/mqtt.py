@@ -338,7 +338,7 @@ class MqttTransport(TransportBase):
     def _on_presence(self, peer_id: str, payload: bytes) -> None:
         try:
             online = json.loads(payload).get("online") is True
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # nested arrays: RecursionError
             self.stats.drop("bad_presence")
             return
         self._presence[peer_id] = online
@@ -494,6 +494,6 @@ def _swarm_event(topics: Topics, topic: str, payload: object) -> SwarmEvent | No
     kind, peer_id = parsed
     try:
         decoded = json.loads(payload) if isinstance(payload, bytes | bytearray | str) else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deeply nested arrays
         decoded = None
     return kind, peer_id, decoded if isinstance(decoded, dict) else None

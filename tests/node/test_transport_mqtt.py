@@ -200,3 +200,21 @@ async def receive_into(transport: Transport, out: list[tuple[str, bytes]], count
         out.append(item)
         if len(out) == count:
             return
+
+
+NESTED_JSON = b"[" * 100_000 + b"]" * 100_000  # json.loads raises RecursionError on this
+
+
+def test_deeply_nested_presence_is_dropped_not_raised() -> None:
+    # A presence payload is anyone's retained message: it must not kill the reader task.
+    from node.transports.mqtt import _swarm_event
+
+    transport = MqttTransport(MqttConfig(swarm="s"), "a")
+    transport._dispatch(transport.topics.presence("b"), NESTED_JSON)
+    assert transport.stats.drops["bad_presence"] == 1
+    assert transport.online_peers() == set()
+    assert _swarm_event(transport.topics, transport.topics.status("b"), NESTED_JSON) == (
+        "status",
+        "b",
+        None,
+    )

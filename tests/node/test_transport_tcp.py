@@ -133,3 +133,10 @@ def test_config_validation() -> None:
         TcpConfig(backoff_min_s=2, backoff_max_s=1)
     with pytest.raises(ValueError, match="contains"):
         TcpTransport(SMALL, "bad#id")
+
+
+def test_deeply_nested_hello_is_a_frame_error() -> None:
+    from node.transports.framing import FrameError, decode_hello
+
+    with pytest.raises(FrameError):
+        decode_hello(b"[" * 100_000 + b"]" * 100_000)
