@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from node.errors import ConfigError
 from node.tasks import Dataset
 
 
@@ -30,10 +31,16 @@ class TrainConfig:
 
 
 def pick_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU."""
+    """``auto`` picks CUDA when present, else CPU; ConfigError for a name torch cannot use."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:  # torch says "Expected one of cpu, cuda, ..."
+        raise ConfigError(f"device {name!r} is unknown; use auto, cpu or cuda[:N]") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: CUDA is not available here; use auto or cpu")
+    return device
 
 
 @torch.no_grad()

@@ -72,3 +72,12 @@ def _spargo(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert "does not exist" in _spargo("node", "--config", str(tmp_path / "nope.toml")).stderr
     assert "invalid choice" in _spargo("node", "--transport", "pigeon").stderr
+
+
+def test_unknown_device_is_a_one_line_error(tmp_path: Path) -> None:
+    config = tmp_path / "peer.toml"
+    config.write_text(
+        '[node]\npeer_id = "peer-0"\ndevice = "gpu"\n'
+        '[transport]\nkind = "tcp"\n[topology]\ncount = 3\n[task]\nname = "synthetic"\n'
+    )
+    assert "device 'gpu' is unknown" in _spargo("node", "--config", str(config)).stderr
