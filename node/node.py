@@ -76,7 +76,11 @@ class Node:
         training_runner: TrainingRunner | None = None,
         on_round: Callable[[RoundMetrics], None] | None = None,
         limits: Limits | None = None,
+        initial_seq: int = 0,
     ) -> None:
+        """``initial_seq``: where sequence numbers start. Real peers pass the wall clock in
+        microseconds, so a peer restarted without its checkpoint still sends numbers above
+        everything its previous life sent (the others' replay windows would drop them)."""
         self.config = config
         self.model = model
         self.data = data
@@ -86,7 +90,7 @@ class Node:
         self.counters = Counters()
         self.history: list[RoundMetrics] = []
         self.round = 0
-        self.seq = 0
+        self.seq = initial_seq
         self.departed: set[str] = set()
         self._run_training: TrainingRunner = training_runner or asyncio.to_thread
         self._on_round = on_round
@@ -145,7 +149,7 @@ class Node:
             self.model.load_state_dict(state["model"])
             self.method.load_state_dict(state["method"])
             self.round = int(state["round"])
-            self.seq = int(state["seq"]) + RESTART_SEQ_GAP
+            self.seq = max(self.seq, int(state["seq"]) + RESTART_SEQ_GAP)
             self.clock = int(state.get("clock", self.round))
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(

@@ -187,7 +187,15 @@ def build_node(setup: PeerSetup) -> Any:
         options=config.method_options,
     )
     method = make_method(config.method, ctx)
-    return Node(config, model, LocalData(train, test, task.test), view, transport, method)
+    return Node(
+        config,
+        model,
+        LocalData(train, test, task.test),
+        view,
+        transport,
+        method,
+        initial_seq=time.time_ns() // 1000,  # above anything a previous life of ours sent
+    )
 
 
 def _membership_of(transport: Any) -> Any:
