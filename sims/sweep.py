@@ -67,7 +67,9 @@ def load_sweep(path: str | Path) -> list[tuple[str, Scenario]]:
     for fault_name, fault in faults.items():
         for combo in itertools.product(*(grid[k] for k in keys)):
             values = {**base, **dict(zip(keys, combo)), **dict(fault)}
-            if "method" in grid and "method_options" not in base and "method" in values:
+            # As with `spargo sim --config`: a method the file names runs with its own
+            # defaults; only the unnamed default run gets the default SpaFL options.
+            if "method" in values:
                 values.setdefault("method_options", {})
             probe = scenario_from_mapping(values, source=str(path))
             # Every grid value is in the name, so no two runs share an output folder.

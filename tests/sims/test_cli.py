@@ -133,3 +133,15 @@ def test_default_run_gossips_weights_but_a_named_spafl_sends_thresholds_only() -
         "alpha": 0.02,
     }
     assert dict(scenario("--method", "dense").method_options) == {}
+
+
+def test_a_sweep_treats_a_method_named_in_base_like_a_config_file(tmp_path: Path) -> None:
+    from sims.sweep import load_sweep
+
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('[base]\nmethod = "spafl"\n[grid]\nseed = [0, 1]\n')
+    options = [dict(s.method_options) for _, s in load_sweep(sweep)]
+    assert options == [{}, {}]  # thresholds only, as `spargo sim --config` runs it
+    sweep.write_text("[grid]\nseed = [0, 1]\n")  # no method named: the default run
+    options = [dict(s.method_options) for _, s in load_sweep(sweep)]
+    assert options == [{"weights_every": 3}] * 2
