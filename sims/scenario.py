@@ -230,14 +230,15 @@ class Scenario:
     def label(self) -> str:
         """The name, or ``method-topology[-async]-seed`` when none was given."""
         mode = "-async" if self.mode == "async" else ""
-        return self.name or f"{self.method}-{_slug(self.topology)}{mode}-s{self.seed}"
+        return self.name or f"{self.method}-{slug(self.topology)}{mode}-s{self.seed}"
 
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """``text`` (a path's last part) with every non-alphanumeric character as ``_``."""
     return "".join(c if c.isalnum() else "_" for c in text.rsplit("/", 1)[-1])
 
 

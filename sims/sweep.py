@@ -28,7 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from sims.scenario import Scenario, ScenarioError, scenario_from_mapping
+from sims.scenario import Scenario, ScenarioError, scenario_from_mapping, slug
 
 COLUMNS = (
     "name",
@@ -72,12 +72,10 @@ def load_sweep(path: str | Path) -> list[tuple[str, Scenario]]:
             if "method" in values:
                 values.setdefault("method_options", {})
             probe = scenario_from_mapping(values, source=str(path))
-            # Every grid value is in the name, so no two runs share an output folder.
-            extra = [
-                f"{k}_{_slug(str(v))}"
-                for k, v in zip(keys, combo)
-                if k not in ("method", "topology", "seed")
-            ]
+            # Every grid value is in the name, so no two runs share an output folder (a
+            # given name replaces the label, which otherwise carries method/topology/seed).
+            in_label = () if probe.name else ("method", "topology", "seed")
+            extra = [f"{k}_{slug(str(v))}" for k, v in zip(keys, combo) if k not in in_label]
             values["name"] = "-".join([probe.label, *extra, str(fault_name)])
             out.append((str(fault_name), scenario_from_mapping(values, source=str(path))))
     if not out:
@@ -86,10 +84,6 @@ def load_sweep(path: str | Path) -> list[tuple[str, Scenario]]:
     if len(set(names)) != len(names):
         raise ScenarioError(f"{path}: two runs of the sweep would share a name; fix the grid")
     return out
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text.rsplit("/", 1)[-1])
 
 
 def _init_worker() -> None:

@@ -145,3 +145,19 @@ def test_a_sweep_treats_a_method_named_in_base_like_a_config_file(tmp_path: Path
     sweep.write_text("[grid]\nseed = [0, 1]\n")  # no method named: the default run
     options = [dict(s.method_options) for _, s in load_sweep(sweep)]
     assert options == [{"weights_every": 3}] * 2
+
+
+def test_a_sweep_with_a_given_name_keeps_the_grid_in_the_run_names(tmp_path: Path) -> None:
+    from sims.sweep import load_sweep
+
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        '[base]\nname = "study"\n[grid]\nmethod = ["dense", "vc"]\ntopology = ["ring", "er:0.5"]\n'
+    )
+    names = [s.label for _, s in load_sweep(sweep)]
+    assert names == [
+        "study-method_dense-topology_ring-clean",
+        "study-method_dense-topology_er_0_5-clean",
+        "study-method_vc-topology_ring-clean",
+        "study-method_vc-topology_er_0_5-clean",
+    ]
