@@ -33,7 +33,7 @@ from node.transports.memory import MemoryNetwork
 from node.view import PeerView, SwarmLayout
 from protocol import Envelope
 from sims.allreduce import AllReduceHub, AllReduceMethod
-from sims.attacks import corrupt_method, parse_attack, pick_attackers, transform_for
+from sims.attacks import REPLAY_LAG, corrupt_method, parse_attack, pick_attackers, transform_for
 from sims.data import peer_data
 from sims.network import (
     SERVER_ID,
@@ -235,7 +235,9 @@ class Swarm:
         ctx = MethodContext(model, peer_id, view.weights, s.seed, s.rounds, s.method_options)
         replay = s.attack is not None and peer_id in self.attackers
         replay = replay and parse_attack(s.attack or "")[0] == "replay"
-        transport = SimTransport(self.network.transport(peer_id), self.network, 2 if replay else 0)
+        transport = SimTransport(
+            self.network.transport(peer_id), self.network, REPLAY_LAG if replay else 0
+        )
         return Node(
             self._config(index),
             model,
