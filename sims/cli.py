@@ -274,6 +274,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, NodeError) as exc:
         print(f"spargo {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # a stalled simulation or a dead sweep worker: our bug
+        print(
+            f"spargo {args.command}: internal error: {_one_line(exc)} "
+            "(please report it with the command line and seed)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _one_line(exc: BaseException) -> str:

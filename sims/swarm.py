@@ -129,6 +129,8 @@ class Swarm:
         self._layout: SwarmLayout | None = None
         #: How many times each peer came back after going down (what churn really did).
         self.rejoins: dict[str, int] = {}
+        #: How many planned churn events really fired (a time budget can cut the rest).
+        self.downs = 0
         self.data = peer_data(
             self.task.train, self.task.test, len(self.ids), scenario.partition, scenario.seed
         )
@@ -332,6 +334,7 @@ class Swarm:
         self._maybe_rejoin(reached)
 
     def _go_down(self, peer: str, event: ChurnEvent) -> None:
+        self.downs += 1
         node = self.nodes[peer]
         if event.downtime > 0 and not self.time_up:
             self._rejoin_at[peer] = event.round + event.downtime
