@@ -4,7 +4,7 @@ Options: ``robust`` = ``none`` (weighted mix) | ``clip`` (self-centred clipping,
 radius) | ``median`` (coordinate-wise) | ``trimmed:B`` (trimmed mean dropping B per side;
 falls back to the median when too few peers answered); ``staleness_gamma`` (late messages
 weigh 1/(1 + s)^γ, async mode); ``mix`` = ``mh`` (receiver-side Metropolis–Hastings rows, the
-default) | ``pushsum``.
+default) | ``pushsum`` | ``pushsum_rs`` (push-sum with running sums, robust to message loss).
 
 Push-sum (Kempe et al. 2003; SGP, Assran et al. 2019) for one-way and asynchronous links.
 Each peer i carries a mass wᵢ (1.0 at the start) beside its model zᵢ; the unnormalised
@@ -22,15 +22,36 @@ rather than x = z·w keeps the tensors in the model's own range however small w 
 even when links are one-way and in- and out-degrees differ, where receiver-side averaging is
 biased. A lost message loses its mass with it (z stays a proper average, of fewer
 contributions). ``robust`` must be ``none`` and staleness is not weighted: mass is mass.
+
+``mix=pushsum_rs``: push-sum with running sums (Hadjicostis, Vaidya & Domínguez-García,
+IEEE TAC 2016), robust to lost, duplicated and reordered messages. The split is the same,
+but each sender keeps per out-link the cumulative sums σ_x (per tensor, float64) and σ_w of
+everything it ever pushed on that link, and each message carries those sums; each receiver
+keeps per in-link the last sums ρ it took and merges the difference (σ − ρ) as an ordinary
+share, then sets ρ ← σ. A lost message's mass arrives with the next message on its link, so
+Σw + in-flight (σ − ρ) stays n as long as every link eventually delivers. A message whose σ_w
+is not above ρ_w is stale (a duplicate or overtaken copy) and only counted
+(``pushsum_stale``). On the wire: ``FullModel(tensors = for each parameter n, hi(σ_x) as n
+and lo(σ_x) as n + "~lo", weight = σ_w)`` with hi = fl32(σ), lo = fl32(σ − hi) — the wire
+holds only float32, and hi + lo keeps σ to ~2⁻⁴⁸ relative (twice plain push-sum's bytes).
+All peers of a swarm share the method config, so a receiver reads bodies in the same mode.
+Limits: the sums grow linearly with rounds; the merged difference carries an error of
+~2⁻⁴⁸·|σ| ≈ 2⁻⁴⁸·t·|share|, harmless for t ≪ 10⁹ rounds (σ_w is a float64 on the wire, the
+same bound). No renormalisation: without acknowledgements a sender cannot know which base
+its receiver holds. Each peer holds one float64 model copy per link (in and out); a sender
+that restarts without its checkpoint sends sums below the receivers' ρ, which stay stale
+until they overtake them — restart from the checkpoint (``state_dict`` holds the tables).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from node.aggregation import (
     coordinate_median,
@@ -57,6 +78,8 @@ PUSHSUM_MIN_WEIGHT = 1e-100
 #: A received push-sum share heavier than this is rejected (a whole swarm starts with one
 #: unit per peer), so no sum of accepted shares can overflow.
 PUSHSUM_MAX_SHARE = 1e12
+#: ``mix=pushsum_rs``: name suffix of the tensor that holds a running sum's low float32 part.
+RS_LOW_SUFFIX = "~lo"
 
 
 def parse_robust(spec: str) -> tuple[str, int]:
@@ -154,9 +177,60 @@ def collect_pushsum_shares(
     return shares, rejected
 
 
+def split_float64(arrays: Mapping[str, np.ndarray]) -> tuple[NamedTensor, ...]:
+    """float64 ``arrays`` as float32 pairs on the wire: hi = fl32(a) named n, lo = fl32(a − hi)
+    named n + RS_LOW_SUFFIX; hi + lo is a to ~2⁻⁴⁸ relative."""
+    out: list[NamedTensor] = []
+    for name, a in arrays.items():
+        hi = a.astype(np.float32)
+        lo = (a - hi.astype(np.float64)).astype(np.float32)
+        out += [NamedTensor(name, hi), NamedTensor(name + RS_LOW_SUFFIX, lo)]
+    return tuple(out)
+
+
+def join_float64(
+    tensors: Sequence[NamedTensor], shapes: Mapping[str, tuple[int, ...]]
+) -> Arrays | None:
+    """Inverse of ``split_float64``: name → hi + lo in float64, or ``None`` when the names or
+    shapes do not fit ours or a value is not finite."""
+    wanted = {**shapes, **{name + RS_LOW_SUFFIX: shape for name, shape in shapes.items()}}
+    arrays = matching_tensors(tensors, wanted)
+    if arrays is None or not finite_arrays(arrays):
+        return None
+    return {n: arrays[n].astype(np.float64) + arrays[n + RS_LOW_SUFFIX] for n in shapes}
+
+
+@dataclass
+class LinkSums:
+    """Running sums of one link: the sender's σ (all it pushed) or the receiver's last ρ."""
+
+    x: Arrays
+    w: float = 0.0
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain tensors and floats (``torch.load(weights_only=True)`` accepts them)."""
+        return {"w": self.w, "x": {n: torch.from_numpy(a.copy()) for n, a in self.x.items()}}
+
+    @classmethod
+    def from_state(cls, state: Any, shapes: Mapping[str, tuple[int, ...]]) -> LinkSums:
+        """Inverse of ``to_state``; ValueError when it does not fit the model's shapes."""
+        try:
+            w = float(state["w"])
+            x = {n: np.asarray(t, dtype=np.float64).copy() for n, t in dict(state["x"]).items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"dense state: a running-sum entry is malformed ({exc!r})") from None
+        shaped = set(x) == set(shapes) and all(x[n].shape == shapes[n] for n in shapes)
+        if not (shaped and math.isfinite(w) and w >= 0 and finite_arrays(x)):
+            raise ValueError(
+                "dense state: running sums must match the model's tensors and be finite "
+                "(a checkpoint of another model?)"
+            )
+        return cls(x, w)
+
+
 class DenseMethod(Method):
     """x_i ← Σ_j W_ij x_j over the neighbours heard from this round (missing → self), or
-    push-sum with ``mix=pushsum`` (see the module docstring)."""
+    push-sum with ``mix=pushsum`` or ``mix=pushsum_rs`` (see the module docstring)."""
 
     name = "dense"
     defaults: ClassVar[Mapping[str, Any]] = {
@@ -165,7 +239,7 @@ class DenseMethod(Method):
         "mix": "mh",
     }
     #: The values option ``mix`` accepts (subclasses may mix differently).
-    mixes: ClassVar[tuple[str, ...]] = ("mh", "pushsum")
+    mixes: ClassVar[tuple[str, ...]] = ("mh", "pushsum", "pushsum_rs")
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
@@ -175,12 +249,17 @@ class DenseMethod(Method):
             raise ValueError(
                 f"{self.name} option mix={mix!r} is unknown; use one of: {', '.join(self.mixes)}"
             )
-        self.pushsum = mix == "pushsum"
+        self.pushsum = mix in ("pushsum", "pushsum_rs")
+        #: Push-sum with running sums (``mix=pushsum_rs``).
+        self.running_sums = mix == "pushsum_rs"
         if self.pushsum and self.robust[0] != "none":
             raise ValueError(
                 f"{self.name} option robust={self.options['robust']!r} does not combine with "
-                "mix=pushsum (a robust mix breaks mass conservation); use robust=none"
+                f"mix={mix} (a robust mix breaks mass conservation); use robust=none"
             )
+        #: ``mix=pushsum_rs``: per target the σ sent so far, per sender the last ρ taken.
+        self.sent: dict[str, LinkSums] = {}
+        self.heard: dict[str, LinkSums] = {}
         #: Push-sum mass w (the model holds z = x / w); stays 1.0 with ``mix=mh``.
         self.weight = 1.0
         #: Times w was clamped or a merge refused since the last merge (a merge stat).
@@ -195,8 +274,19 @@ class DenseMethod(Method):
             return []
         share = self.weight / (len(targets) + 1)
         self.weight = self._guard_weight(share)
-        body = FullModel(tensors=tensors, weight=share)
-        return [(peer, body) for peer in targets]
+        if not self.running_sums:
+            body = FullModel(tensors=tensors, weight=share)
+            return [(peer, body) for peer in targets]
+        out: list[tuple[str, Message]] = []
+        for peer in targets:
+            sums = self.sent.setdefault(
+                peer, LinkSums({n: np.zeros(a.shape) for n, a in arrays.items()})
+            )
+            for name, a in arrays.items():
+                sums.x[name] += a.astype(np.float64) * share  # the x-share z·w
+            sums.w += share
+            out.append((peer, FullModel(tensors=split_float64(sums.x), weight=sums.w)))
+        return out
 
     def merge(
         self, round_index: int, received: Mapping[str, Sequence[Envelope]]
@@ -225,18 +315,24 @@ class DenseMethod(Method):
         params = exchangeable_parameters(self.ctx.model)
         own = to_arrays(params)
         shapes = {name: tuple(a.shape) for name, a in own.items()}
-        shares, rejected = collect_pushsum_shares(received, shapes)
+        if self.running_sums:
+            shares, counts = self._take_running_sums(received, shapes)
+        else:
+            plain, rejected = collect_pushsum_shares(received, shapes)
+            # x-shares z·w in float64 (the wire holds the sender's z and its mass share).
+            shares = [
+                (sender, {n: a.astype(np.float64) * w for n, a in arrays.items()}, w)
+                for sender, arrays, w in plain
+            ]
+            counts = {"rejected": float(rejected)}
         if shares:
             masses = np.array([self.weight, *(w for _, _, w in shares)])
             ones = np.ones(len(masses))
             mixed: Arrays = {}
             weight = self.weight
-            along = masses.reshape(-1, 1)
             for name, mine in own.items():
-                # x-shares z·w in float64: push_sum sums them and the masses, z = x / w.
-                z = np.stack([mine, *(arrays[name] for _, arrays, _ in shares)])
-                x = (z.reshape(len(masses), -1).astype(np.float64) * along).reshape(z.shape)
-                _, weight, merged = push_sum(x, masses, ones)
+                x = np.stack([mine.astype(np.float64) * self.weight, *(s[1][name] for s in shares)])
+                _, weight, merged = push_sum(x, masses, ones)  # Σ x, Σ w, z = x / w
                 mixed[name] = merged.astype(mine.dtype)
             if math.isfinite(weight) and finite_arrays(mixed):
                 load_arrays(params, mixed)
@@ -248,10 +344,35 @@ class DenseMethod(Method):
             "pushsum_shares": float(len(shares)),
             "pushsum_weight": self.weight,
             "pushsum_guard": float(self._guards),
-            "rejected": float(rejected),
+            **counts,
         }
         self._guards = 0
         return stats
+
+    def _take_running_sums(
+        self, received: Mapping[str, Sequence[Envelope]], shapes: Mapping[str, tuple[int, ...]]
+    ) -> tuple[list[tuple[str, Arrays, float]], dict[str, float]]:
+        """Per accepted message, (sender, σ_x − ρ_x, σ_w − ρ_w), advancing ρ ← σ; counts of the
+        stale (σ_w ≤ ρ_w: duplicate or overtaken) and rejected (malformed, non-finite, or a
+        mass gain above PUSHSUM_MAX_SHARE) messages."""
+        shares: list[tuple[str, Arrays, float]] = []
+        stale = rejected = 0
+        for sender in sorted(received):
+            bodies = [e.body for e in received[sender] if isinstance(e.body, FullModel)]
+            for body in sorted(bodies, key=lambda b: b.weight):  # reordered copies: oldest first
+                last = self.heard.get(sender)
+                gain = body.weight - (last.w if last is not None else 0.0)
+                if not gain > 0:
+                    stale += 1
+                    continue
+                sums = join_float64(body.tensors, shapes)
+                if sums is None or gain > PUSHSUM_MAX_SHARE:
+                    rejected += 1
+                    continue
+                delta = sums if last is None else {n: sums[n] - last.x[n] for n in sums}
+                shares.append((sender, delta, gain))
+                self.heard[sender] = LinkSums(sums, body.weight)
+        return shares, {"pushsum_stale": float(stale), "rejected": float(rejected)}
 
     def _guard_weight(self, weight: float) -> float:
         """``weight`` if finite and ≥ PUSHSUM_MIN_WEIGHT; else clamped (or the old one when
@@ -263,14 +384,28 @@ class DenseMethod(Method):
 
     # --- checkpoints ---------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"pushsum_weight": self.weight} if self.pushsum else {}
+        if not self.pushsum:
+            return {}
+        state: dict[str, Any] = {"pushsum_weight": self.weight}
+        if self.running_sums:
+            state["pushsum_sent"] = {p: s.to_state() for p, s in self.sent.items()}
+            state["pushsum_heard"] = {p: s.to_state() for p, s in self.heard.items()}
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the push-sum mass (a checkpoint without one, e.g. from ``mix=mh``: 1.0)."""
+        """Restore the push-sum mass (a checkpoint without one, e.g. from ``mix=mh``: 1.0) and
+        the running-sum tables (none in the checkpoint: empty)."""
         weight = float(state.get("pushsum_weight", 1.0))
         if not (math.isfinite(weight) and weight > 0):
             raise ValueError(f"dense state: push-sum weight {weight!r} must be finite and > 0")
+        params = exchangeable_parameters(self.ctx.model)
+        shapes = {name: tuple(a.shape) for name, a in to_arrays(params).items()}
+        tables = [
+            {str(p): LinkSums.from_state(v, shapes) for p, v in dict(state.get(key, {})).items()}
+            for key in ("pushsum_sent", "pushsum_heard")
+        ]
         self.weight = weight
+        self.sent, self.heard = tables
 
     def correct(
         self,
