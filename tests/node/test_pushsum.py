@@ -1,5 +1,7 @@
 """Push-sum mixing in ``dense`` (``mix=pushsum``): mass conservation, exact averaging over
-one-way schedules where receiver-side averaging is biased, guards, checkpoints, learning."""
+one-way schedules where receiver-side averaging is biased, guards, checkpoints, learning; and
+``mix=pushsum_rs`` (running sums): mass conserved and the true average reached under message
+loss, duplicates and reordering, where plain push-sum leaks mass."""
 
 from __future__ import annotations
 
@@ -17,7 +19,15 @@ from torch import nn
 import topology
 from node.checkpoint import load_checkpoint, save_checkpoint
 from node.methods import MethodContext, make_method
-from node.methods.dense import PUSHSUM_MIN_WEIGHT, DenseMethod
+from node.methods.dense import (
+    PUSHSUM_MAX_SHARE,
+    PUSHSUM_MIN_WEIGHT,
+    RS_LOW_SUFFIX,
+    DenseMethod,
+    LinkSums,
+    split_float64,
+)
+from node.params import exchangeable_parameters, to_arrays
 from node.view import SwarmLayout
 from protocol import Envelope, FullModel, NamedTensor
 from sims import Scenario, run
@@ -48,8 +58,9 @@ def _flat(method: DenseMethod) -> np.ndarray:
 class Swarm:
     """Peers driven by hand: every message sent in a round is delivered before the merges."""
 
-    def __init__(self, layout: SwarmLayout, mix: str, seed: int) -> None:
+    def __init__(self, layout: SwarmLayout, mix: str, seed: int, loss: float = 0.0) -> None:
         rng = np.random.default_rng(seed)
+        self.loss, self.loss_rng, self.dropped = loss, np.random.default_rng(seed + 1), 0
         self.layout = layout
         self.views = {p: layout.view(p) for p in layout.peers}
         self.methods = {
@@ -64,6 +75,9 @@ class Swarm:
             chosen = self.views[peer].targets(r) if targets is None else targets[peer]
             for target, body in method.outgoing(r, chosen):
                 self.seq += 1
+                if self.loss and self.loss_rng.random() < self.loss:
+                    self.dropped += 1
+                    continue
                 envelope = Envelope(swarm="t", sender=peer, seq=self.seq, round=r, body=body)
                 inbox[target].setdefault(peer, []).append(envelope)
         for peer, method in self.methods.items():
@@ -256,3 +270,162 @@ def test_pushsum_learns_digits_on_the_one_peer_exponential_schedule() -> None:
     result = _sim(topology="exponential", sampler="exponential")
     assert result.summary["accuracy_mean"] >= 0.85, result.summary
     assert result.summary["drops"] == {}
+
+
+# --- running sums (mix=pushsum_rs) -----------------------------------------------------------
+def _arrays(method: DenseMethod) -> dict[str, np.ndarray]:
+    return {
+        n: a.astype(np.float64)
+        for n, a in to_arrays(exchangeable_parameters(method.ctx.model)).items()
+    }
+
+
+def _totals(swarm: Swarm) -> tuple[float, dict[str, np.ndarray]]:
+    """Σw and Σx = Σ z·w over the peers plus what is in flight on every link (σ − ρ)."""
+    methods = swarm.methods
+    weight = float(swarm.masses().sum())
+    x: dict[str, np.ndarray] = {
+        n: np.sum([_arrays(m)[n] * m.weight for m in methods.values()], axis=0)
+        for n in _arrays(methods["p0"])
+    }
+    for sender, method in methods.items():
+        for target, sums in method.sent.items():
+            heard = methods[target].heard.get(sender)
+            weight += sums.w - (heard.w if heard else 0.0)
+            for n in x:
+                x[n] = x[n] + sums.x[n] - (heard.x[n] if heard else 0.0)
+    return weight, x
+
+
+def test_running_sums_conserve_mass_under_loss_where_plain_pushsum_leaks() -> None:
+    """30 % loss, one random one-way push per round: Σw + in flight stays n and every z reaches
+    the true average; plain push-sum's Σw decays and its consensus misses the average."""
+    layout = _layout("ba:2", 8, "random:1", seed=3)
+    rs, plain = Swarm(layout, "pushsum_rs", 5, loss=0.3), Swarm(layout, "pushsum", 5, loss=0.3)
+    truth = rs.models().mean(axis=0)
+    _, x0 = _totals(rs)
+    for r in range(200):
+        rs.round(r)
+        plain.round(r)
+        weight, x = _totals(rs)
+        assert weight == pytest.approx(8.0, rel=1e-12)
+        for n in x0:
+            np.testing.assert_allclose(x[n], x0[n], rtol=1e-5, atol=1e-5)  # z is float32
+    assert rs.dropped > 0.2 * 8 * 200
+    assert rs.masses().sum() < 8.0  # some mass is always in flight ...
+    assert rs.masses().sum() > 4.0  # ... but not lost
+    np.testing.assert_allclose(rs.models(), np.broadcast_to(truth, (8, truth.size)), atol=1e-5)
+    assert plain.masses().sum() < 1e-6
+    assert np.abs(plain.models() - truth).max() > 1e-3
+
+
+def _pair(mix: str = "pushsum_rs") -> tuple[DenseMethod, DenseMethod]:
+    a = _method("a", {"a": 0.5, "b": 0.5}, np.zeros(SHAPE, np.float32), mix=mix)
+    b = _method("b", {"a": 0.5, "b": 0.5}, np.full(SHAPE, 4.0, np.float32), mix=mix)
+    return a, b
+
+
+def _push(sender: DenseMethod, target: str, seq: int) -> Envelope:
+    ((_, body),) = sender.outgoing(seq, [target])
+    return _envelope(sender.ctx.peer_id, seq, body, round_index=seq)  # type: ignore[arg-type]
+
+
+def test_a_lost_message_arrives_with_the_next_and_stale_copies_are_ignored() -> None:
+    """b pushes three times to a; the first is lost, the third overtakes the second, then the
+    second and a duplicate of the third arrive: a ends with exactly all three shares."""
+    a, b = _pair()
+    _, first, second, third = (None, *(_push(b, "a", s) for s in (1, 2, 3)))
+    stats = a.merge(3, {"b": [third]})
+    assert stats["pushsum_shares"] == 1.0
+    assert stats["pushsum_stale"] == 0.0
+    assert a.weight == pytest.approx(1.0 + 0.5 + 0.25 + 0.125)  # b kept 1/8 of its mass
+    assert b.weight == pytest.approx(0.125)
+    np.testing.assert_allclose(_flat(a), 4.0 * 0.875 / 1.875, rtol=1e-6)
+    stats = a.merge(4, {"b": [second, third, first]})
+    assert stats["pushsum_stale"] == 3.0
+    assert stats["pushsum_shares"] == 0.0
+    assert a.weight == pytest.approx(1.875)
+    assert first.body.weight < second.body.weight < third.body.weight  # type: ignore[union-attr]
+
+
+def test_running_sums_stay_exact_when_they_outgrow_float32() -> None:
+    """After 10⁶ units have passed on a link, a share of 1/3 still arrives as 1/3: float32 alone
+    would deliver fl32(10⁶ + 1/3) − 10⁶ = 0.3125; the hi + lo pair on the wire keeps it."""
+    a, _ = _pair()
+    shapes = _shapes(a)
+    a.heard["b"] = LinkSums({n: np.full(shape, 1e6) for n, shape in shapes.items()}, 1e6)
+    sums = {n: np.full(shape, 1e6 + 1 / 3) for n, shape in shapes.items()}
+    body = FullModel(tensors=split_float64(sums), weight=1e6 + 1.0)
+    a.merge(0, {"b": [_envelope("b", 1, body)]})
+    assert a.weight == pytest.approx(2.0, rel=1e-12)
+    np.testing.assert_allclose(_flat(a), 1 / 6, rtol=1e-7)  # (0·1 + 1/3) / 2
+
+
+def _shapes(method: DenseMethod) -> dict[str, tuple[int, ...]]:
+    return {n: tuple(a.shape) for n, a in _arrays(method).items()}
+
+
+def test_a_malformed_running_sum_is_rejected_and_does_not_advance_the_link() -> None:
+    a, b = _pair()
+    good = _push(b, "a", 1)
+    assert isinstance(good.body, FullModel)
+    no_low = tuple(t for t in good.body.tensors if not t.name.endswith(RS_LOW_SUFFIX))
+    bad = [
+        FullModel(tensors=no_low, weight=good.body.weight),
+        FullModel(tensors=good.body.tensors, weight=2 * PUSHSUM_MAX_SHARE),
+    ]
+    stats = a.merge(0, {"b": [_envelope("b", 7 + i, body) for i, body in enumerate(bad)]})
+    assert stats["rejected"] == 2.0
+    assert a.weight == 1.0
+    assert not a.heard
+    a.merge(1, {"b": [good]})
+    assert a.weight == pytest.approx(1.5)
+    np.testing.assert_allclose(_flat(a), 4.0 * 0.5 / 1.5, rtol=1e-6)
+
+
+def test_running_sums_survive_a_checkpoint_round_trip(tmp_path: Path) -> None:
+    """Weight and both tables come back (weights_only load); the restored peer then sends
+    exactly what the original sends."""
+    swarm = Swarm(_layout("ba:2", 6, "random:1", seed=3), "pushsum_rs", 4, loss=0.3)
+    for r in range(6):
+        swarm.round(r)
+    peer, method = max(swarm.methods.items(), key=lambda item: len(item[1].heard))
+    assert method.sent
+    assert method.heard
+    path = tmp_path / "p.ckpt"
+    save_checkpoint(path, {"model": method.ctx.model.state_dict(), "method": method.state_dict()})
+    state = load_checkpoint(path)  # torch.load(weights_only=True) inside
+    fresh = _method(peer, {}, np.zeros(SHAPE, np.float32), mix="pushsum_rs")
+    fresh.ctx.model.load_state_dict(state["model"])
+    fresh.load_state_dict(state["method"])
+    assert fresh.weight == method.weight
+    for mine, theirs in ((fresh.sent, method.sent), (fresh.heard, method.heard)):
+        assert set(mine) == set(theirs)
+        for p in mine:
+            assert mine[p].w == theirs[p].w
+            for n in mine[p].x:
+                np.testing.assert_array_equal(mine[p].x[n], theirs[p].x[n])
+    target = next(iter(method.sent))
+    ((_, sent),) = method.outgoing(9, [target])
+    ((_, again),) = fresh.outgoing(9, [target])
+    assert isinstance(sent, FullModel)
+    assert isinstance(again, FullModel)
+    assert sent.weight == again.weight
+    for t, u in zip(sent.tensors, again.tensors, strict=True):
+        np.testing.assert_array_equal(t.array, u.array)
+    wrong = {**state["method"], "pushsum_sent": {"x": {"w": 1.0, "x": {"weight": torch.zeros(2)}}}}
+    with pytest.raises(ValueError, match="running sums must match"):
+        fresh.load_state_dict(wrong)
+
+
+def test_running_sums_keep_the_mass_in_a_lossy_simulation() -> None:
+    """30 % loss on a ring: plain push-sum leaks Σw, running sums keep it; both learn."""
+    sums: dict[str, float] = {}
+    for mix in ("pushsum", "pushsum_rs"):
+        result = _sim(topology="ring", loss=0.3, method_options={"mix": mix}, eval_every=20)
+        last = max(m.round for m in result.rounds)
+        sums[mix] = sum(m.merge["pushsum_weight"] for m in result.rounds if m.round == last)
+        print(mix, "accuracy", result.summary["accuracy_mean"], "sum_w", sums[mix])
+        assert result.summary["accuracy_mean"] >= 0.8, result.summary
+    assert sums["pushsum"] < 0.05 * 8
+    assert sums["pushsum_rs"] > 0.5 * 8
