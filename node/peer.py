@@ -159,7 +159,7 @@ def build_node(setup: PeerSetup) -> Any:
     task = load_task(setup.task, seed=setup.topology_seed)
     shard = iid_shard(task.train, setup.shards, setup.shard, setup.topology_seed)
     train, test = local_split(shard, 0.2, setup.topology_seed + setup.shard)
-    transport = make_transport(setup.transport, config.peer_id, config.swarm)
+    transport = make_transport(transport_table(setup), config.peer_id, config.swarm)
     if setup.graph == MEMBERSHIP:
         view = membership_view(
             config.peer_id,
@@ -196,6 +196,15 @@ def build_node(setup: PeerSetup) -> Any:
         method,
         initial_seq=time.time_ns() // 1000,  # above anything a previous life of ours sent
     )
+
+
+def transport_table(setup: PeerSetup) -> dict[str, Any]:
+    """The ``[transport]`` table; a TCP one without ``hello_keys`` gets the ``[node]`` keys."""
+    table = dict(setup.transport)
+    if table.get("kind") == "tcp" and setup.node.keys and "hello_keys" not in table:
+        table["hello_keys"] = dict(setup.node.keys)
+        table["hello_key_id"] = setup.node.active_key_id
+    return table
 
 
 def _membership_of(transport: Any) -> Any:

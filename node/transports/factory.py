@@ -26,8 +26,18 @@ def make_transport(table: Mapping[str, Any], peer_id: str, swarm: str) -> Transp
     if kind == "tcp":
         from node.transports.tcp import TcpConfig, TcpTransport
 
+        if "hello_keys" in values:
+            values["hello_keys"] = _key_table(values["hello_keys"])
         return TcpTransport(_build(TcpConfig, values, "transport"), peer_id)
     raise ConfigError(f"[transport] kind {kind!r} is unknown; use one of {', '.join(TRANSPORTS)}")
+
+
+def _key_table(table: Any) -> dict[int, Any]:
+    """TOML table keys are strings: ``{"1": "hex"}`` → ``{1: "hex"}``."""
+    try:
+        return {int(k): v for k, v in table.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise ConfigError('[transport] hello_keys must be a table of key_id = "hex"') from None
 
 
 def _build(cls: Any, values: dict[str, Any], section: str) -> Any:

@@ -6,7 +6,8 @@
 - MQTT envelope (one per published chunk): ``b"SG" | version u8 | sender length u8 | sender
   UTF-8 | chunk``. The topic names only the receiver, so the sender travels here.
 - TCP frame: ``body length u32 (big-endian) | kind u8 | body``. The first frame each way is a
-  HELLO whose body is JSON ``{"v": 1, "peer_id": ..., "listen": "host:port" | null}``.
+  HELLO whose body is JSON ``{"v": 1, "peer_id": ..., "listen": "host:port" | null}``, plus
+  ``"auth": {...}`` when the swarm has HELLO keys (see ``hello_auth``; others ignore it).
 
 Bytes from the network that break these rules raise :class:`FrameError`; the transports
 count such drops in :class:`TransportStats` and never let them crash the peer.
@@ -21,7 +22,9 @@ import random
 import struct
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from node.errors import TransportError
 
@@ -141,13 +144,26 @@ async def read_frame(reader: asyncio.StreamReader, max_body_bytes: int) -> tuple
     return FrameKind(kind), await reader.readexactly(nbytes)
 
 
-def encode_hello(peer_id: str, listen: str | None) -> bytes:
-    """Body of a HELLO frame."""
-    return json.dumps({"v": _HELLO_VERSION, "peer_id": peer_id, "listen": listen}).encode()
+class Hello(NamedTuple):
+    """A decoded HELLO: who sent it, where it listens, and its auth field (None if absent)."""
+
+    peer_id: str
+    listen: str | None
+    auth: object = None
 
 
-def decode_hello(body: bytes) -> tuple[str, str | None]:
-    """``(peer_id, listen address or None)`` from a HELLO body; FrameError if malformed."""
+def encode_hello(
+    peer_id: str, listen: str | None, auth: Mapping[str, object] | None = None
+) -> bytes:
+    """Body of a HELLO frame (``auth`` from ``HelloAuthenticator.sign`` when keyed)."""
+    hello: dict[str, object] = {"v": _HELLO_VERSION, "peer_id": peer_id, "listen": listen}
+    if auth is not None:
+        hello["auth"] = dict(auth)
+    return json.dumps(hello).encode()
+
+
+def decode_hello(body: bytes) -> Hello:
+    """The :class:`Hello` in a HELLO body; FrameError if malformed (auth is checked later)."""
     try:
         hello = json.loads(body)
     except (ValueError, RecursionError) as exc:  # RecursionError: deeply nested arrays
@@ -160,7 +176,7 @@ def decode_hello(body: bytes) -> tuple[str, str | None]:
         raise FrameError(f"HELLO carries a bad peer id: {problem}")
     if listen is not None and not isinstance(listen, str):
         raise FrameError("HELLO listen address is not a string")
-    return str(peer_id), listen
+    return Hello(str(peer_id), listen, hello.get("auth"))
 
 
 def parse_address(address: str) -> tuple[str, int]:

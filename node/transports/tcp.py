@@ -9,6 +9,11 @@ order is TCP's order. A lost connection is re-opened on the next send; after a f
 the link waits a jittered, exponentially growing backoff before the next one, and sends in
 that window fail fast with ``ConnectError``.
 
+With ``hello_keys`` set, every HELLO carries an HMAC-SHA256 tag under a swarm key, bound to
+the receiver's id, a timestamp and a nonce (scheme in ``hello_auth``): a peer neither learns an
+address from, nor accepts data over, a connection whose HELLO fails that check; it closes it
+and counts a ``hello_unauthenticated`` drop. Without keys HELLOs are unauthenticated claims.
+
 Received messages wait in a bounded queue; when it is full the connection handlers stop
 reading, so TCP flow control slows the senders instead of memory growing without bound.
 """
@@ -29,6 +34,7 @@ from node.transports.framing import (
     MAX_HELLO_BYTES,
     FrameError,
     FrameKind,
+    Hello,
     TransportStats,
     backoff_delay_s,
     check_backoff,
@@ -40,6 +46,7 @@ from node.transports.framing import (
     peer_id_problem,
     read_frame,
 )
+from node.transports.hello_auth import HelloAuthenticator, HelloRejected, parse_hello_keys
 
 _UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::"})
 
@@ -65,6 +72,10 @@ class TcpConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     incoming_queue_size: int = 1024
     seed: int | None = None  # backoff jitter; None: fresh entropy
+    # Swarm keys that authenticate HELLOs ({key id: hex, >= 16 bytes}); empty: HELLOs are bare.
+    hello_keys: Mapping[int, str] = field(default_factory=dict, repr=False)
+    hello_key_id: int = 0  # the key our HELLOs are tagged with
+    hello_max_skew_s: float = 60.0  # accepted clock difference between peers
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -83,6 +94,9 @@ class TcpConfig:
             raise ValueError("max_message_bytes and incoming_queue_size must be positive")
         if min(self.connect_timeout_s, self.handshake_timeout_s, self.send_timeout_s) <= 0:
             raise ValueError("timeouts must be positive (seconds)")
+        parse_hello_keys(self.hello_keys, self.hello_key_id)
+        if not self.hello_max_skew_s > 0:
+            raise ValueError(f"hello_max_skew_s must be positive, got {self.hello_max_skew_s!r}")
 
     @property
     def tls(self) -> bool:
@@ -108,6 +122,13 @@ class TcpConfig:
         if self.tls_cert is not None:
             context.load_cert_chain(self.tls_cert, self.tls_key)
         return context
+
+    def hello_authenticator(self) -> HelloAuthenticator | None:
+        """The HELLO signer/checker for these keys, or None when HELLOs are unauthenticated."""
+        keys = parse_hello_keys(self.hello_keys, self.hello_key_id)
+        if not keys:
+            return None
+        return HelloAuthenticator(keys, self.hello_key_id, self.hello_max_skew_s)
 
 
 @dataclass
@@ -143,6 +164,7 @@ class TcpTransport(TransportBase):
         self._rng = random.Random(config.seed)
         self._server_ssl = config.server_ssl()
         self._client_ssl = config.client_ssl()
+        self._auth = config.hello_authenticator()
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -315,16 +337,16 @@ class TcpTransport(TransportBase):
             self.config.connect_timeout_s,
         )
         try:
-            hello = encode_hello(self.peer_id, self._listen)
-            writer.write(frame_header(FrameKind.HELLO, len(hello)) + hello)
+            self._write_hello(writer, to=peer_id)
             kind, body = await asyncio.wait_for(
                 read_frame(reader, MAX_HELLO_BYTES), self.config.handshake_timeout_s
             )
             if kind is not FrameKind.HELLO:
                 raise FrameError("the peer did not answer with HELLO")
-            their_id, _ = decode_hello(body)
-            if their_id != peer_id:
-                raise FrameError(f"{address} is peer {their_id!r}, not {peer_id!r}")
+            their = decode_hello(body)
+            self._check_hello(their)
+            if their.peer_id != peer_id:
+                raise FrameError(f"{address} is peer {their.peer_id!r}, not {peer_id!r}")
         except BaseException:
             writer.close()
             raise
@@ -359,6 +381,8 @@ class TcpTransport(TransportBase):
                 self.stats.messages_received += 1
                 self.stats.bytes_received += len(body)
                 await self._queue.put((sender, body))
+        except HelloRejected:
+            pass  # counted by _check_hello
         except FrameError:
             self.stats.drop("bad_frame")
         except TimeoutError:
@@ -383,13 +407,28 @@ class TcpTransport(TransportBase):
         )
         if kind is not FrameKind.HELLO:
             raise FrameError("the first frame was not HELLO")
-        sender, listen = decode_hello(body)
-        if listen is not None:
-            self._learn(sender, listen, writer)
-        hello = encode_hello(self.peer_id, self._listen)
-        writer.write(frame_header(FrameKind.HELLO, len(hello)) + hello)
+        hello = decode_hello(body)
+        self._check_hello(hello)  # before learning anything from it
+        if hello.listen is not None:
+            self._learn(hello.peer_id, hello.listen, writer)
+        self._write_hello(writer, to=hello.peer_id)
         await asyncio.wait_for(writer.drain(), self.config.handshake_timeout_s)
-        return sender
+        return hello.peer_id
+
+    def _write_hello(self, writer: asyncio.StreamWriter, to: str) -> None:
+        auth = None if self._auth is None else self._auth.sign(self.peer_id, self._listen, to)
+        hello = encode_hello(self.peer_id, self._listen, auth)
+        writer.write(frame_header(FrameKind.HELLO, len(hello)) + hello)
+
+    def _check_hello(self, hello: Hello) -> None:
+        """With keys: HelloRejected (counted) unless the HELLO is tagged for us."""
+        if self._auth is None:
+            return
+        try:
+            self._auth.verify(hello.peer_id, hello.listen, hello.auth, self.peer_id)
+        except HelloRejected:
+            self.stats.drop("hello_unauthenticated")
+            raise
 
     def _learn(self, sender: str, listen: str, writer: asyncio.StreamWriter) -> None:
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from node.errors import ConfigError
-from node.peer import load_setup
+from node.peer import load_setup, transport_table
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -81,3 +81,33 @@ def test_unknown_device_is_a_one_line_error(tmp_path: Path) -> None:
         '[transport]\nkind = "tcp"\n[topology]\ncount = 3\n[task]\nname = "synthetic"\n'
     )
     assert "device 'gpu' is unknown" in _spargo("node", "--config", str(config)).stderr
+
+
+def test_tcp_transport_gets_the_node_keys_unless_it_sets_its_own(tmp_path: Path) -> None:
+    from node.transports.factory import make_transport
+    from node.transports.tcp import TcpTransport
+
+    node_key, own_key = "aa" * 32, "bb" * 32
+    head = f'[node]\npeer_id = "peer-0"\nactive_key_id = 2\n[node.keys]\n2 = "{node_key}"\n'
+    tail = "[topology]\ncount = 3\n"
+    cases = {
+        '[transport]\nkind = "tcp"\n': ({2: node_key}, 2),
+        f'[transport]\nkind = "tcp"\nhello_key_id = 5\nhello_keys = {{ 5 = "{own_key}" }}\n': (
+            {5: own_key},
+            5,
+        ),
+        '[transport]\nkind = "mqtt"\n': None,
+    }
+    for transport, wanted in cases.items():
+        path = tmp_path / "peer.toml"
+        path.write_text(head + transport + tail)
+        setup = load_setup(str(path), {})
+        table = transport_table(setup)
+        if wanted is None:
+            assert "hello_keys" not in table
+            continue
+        tcp = make_transport(table, setup.node.peer_id, setup.node.swarm)
+        assert isinstance(tcp, TcpTransport)
+        assert (dict(tcp.config.hello_keys), tcp.config.hello_key_id) == wanted
+    no_keys = load_setup(str(EXAMPLES / "peer-tcp.toml"), {})
+    assert "hello_keys" not in transport_table(no_keys)

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import json
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import pytest
 
 from node.errors import ConnectError, UnknownPeer
 from node.transports.base import Transport
-from node.transports.framing import FrameKind, frame_header
+from node.transports.framing import (
+    FRAME_HEADER,
+    FrameKind,
+    decode_hello,
+    encode_hello,
+    frame_header,
+)
+from node.transports.hello_auth import HelloAuthenticator, HelloRejected
 from node.transports.tcp import TcpConfig, TcpTransport
 from tests.node.conformance import TransportConformance, entered, receive
 from tests.node.conftest import Pki
@@ -140,3 +149,152 @@ def test_deeply_nested_hello_is_a_frame_error() -> None:
 
     with pytest.raises(FrameError):
         decode_hello(b"[" * 100_000 + b"]" * 100_000)
+
+
+# -- authenticated HELLO (hello_keys) -------------------------------------------------------
+
+KEY = "11" * 32
+KEYED = replace(SMALL, hello_keys={3: KEY}, hello_key_id=3)
+
+
+class TestTcpKeyedConformance(TransportConformance):
+    @contextlib.asynccontextmanager
+    async def transports(self, peer_ids: list[str]) -> AsyncIterator[dict[str, Transport]]:
+        async with mesh(peer_ids, KEYED) as t:
+            yield dict(t)
+
+
+def forged(
+    peer_id: str,
+    listen: str,
+    to: str,
+    keys: dict[int, bytes] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> bytes:
+    """A whole HELLO frame claiming ``peer_id`` at ``listen``, tagged with ``keys`` (if any)."""
+    auth = None
+    if keys is not None:
+        auth = HelloAuthenticator(keys, min(keys), 60.0, clock).sign(peer_id, listen, to)
+    body = encode_hello(peer_id, listen, auth)
+    return frame_header(FrameKind.HELLO, len(body)) + body
+
+
+async def answered(address: str, frame: bytes) -> bool:
+    """Send ``frame`` on a fresh connection: True if the peer answered, False if it hung up."""
+    host, port = address.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(frame)
+        await writer.drain()
+        header = await asyncio.wait_for(reader.read(FRAME_HEADER.size), 5)
+    finally:
+        writer.close()
+    return header != b""
+
+
+async def test_keyed_peers_learn_addresses_and_reply() -> None:
+    async with TcpTransport(KEYED, "a") as a, TcpTransport(KEYED, "b") as b:
+        a.add_peer("b", b.listen_address)
+        await a.send("b", b"hi")
+        assert await receive(b, 1) == [("a", b"hi")]
+        assert b.address_book() == {"a": a.listen_address}
+        await b.send("a", b"back")
+        assert await receive(a, 1) == [("b", b"back")]
+        assert not a.stats.drops
+        assert not b.stats.drops
+
+
+GOOD = {3: bytes.fromhex(KEY)}
+FORGERIES: dict[str, Callable[[], bytes]] = {
+    # Built when the test runs: frames signed at collection time could go stale first.
+    "no-tag": lambda: forged("a", "10.9.9.9:9", "b"),
+    "wrong-key": lambda: forged("a", "10.9.9.9:9", "b", {3: bytes.fromhex("22" * 32)}),
+    "unknown-key-id": lambda: forged("a", "10.9.9.9:9", "b", {4: GOOD[3]}),
+    "other-receiver": lambda: forged("a", "10.9.9.9:9", "c", GOOD),
+    "stale": lambda: forged("a", "10.9.9.9:9", "b", GOOD, lambda: time.time() - 600),
+    "tampered-listen": lambda: forged("a", "10.9.9.9:9", "b", GOOD).replace(b".9.9:", b".9.8:"),
+}
+
+
+@pytest.mark.parametrize("forgery", sorted(FORGERIES))
+async def test_forged_hello_is_refused_counted_and_not_learned(forgery: str) -> None:
+    frame = FORGERIES[forgery]()
+    async with mesh(["a", "b"], KEYED) as t:
+        await t["a"].send("b", b"x")  # b learns a's real address
+        assert await receive(t["b"], 1) == [("a", b"x")]
+        book = t["b"].address_book()
+        assert not await answered(t["b"].listen_address, frame)
+        assert t["b"].address_book() == book
+        assert t["b"].stats.drops == {"hello_unauthenticated": 1}
+
+
+async def test_replayed_hello_is_refused() -> None:
+    async with TcpTransport(KEYED, "a") as a, TcpTransport(KEYED, "b") as b:
+        # A HELLO captured while a listened elsewhere; a has moved since.
+        captured = forged("a", "10.9.9.9:9", "b", GOOD)
+        assert await answered(b.listen_address, captured)
+        assert b.address_book() == {"a": "10.9.9.9:9"}
+        a.add_peer("b", b.listen_address)
+        await a.send("b", b"moved")
+        assert await receive(b, 1) == [("a", b"moved")]
+        assert b.address_book() == {"a": a.listen_address}
+        assert not await answered(b.listen_address, captured)
+        assert b.address_book() == {"a": a.listen_address}
+        assert b.stats.drops == {"hello_unauthenticated": 1}
+
+
+async def test_keyed_and_unkeyed_peers_do_not_connect() -> None:
+    async with TcpTransport(SMALL, "plain") as plain, TcpTransport(KEYED, "k") as keyed:
+        plain.add_peer("k", keyed.listen_address)
+        with pytest.raises(ConnectError):
+            await plain.send("k", b"x")
+        assert keyed.stats.drops == {"hello_unauthenticated": 1}
+        assert "plain" not in keyed.address_book()
+        keyed.add_peer("plain", plain.listen_address)
+        with pytest.raises(ConnectError):
+            await keyed.send("plain", b"x")  # plain's answer carries no tag
+        assert keyed.stats.drops == {"hello_unauthenticated": 2}
+
+
+def test_unkeyed_hello_is_unchanged_on_the_wire() -> None:
+    body = encode_hello("a", "127.0.0.1:5")
+    assert json.loads(body) == {"v": 1, "peer_id": "a", "listen": "127.0.0.1:5"}
+    assert decode_hello(body) == ("a", "127.0.0.1:5", None)
+    assert SMALL.hello_authenticator() is None
+
+
+def test_nonces_are_forgotten_only_once_their_timestamp_is_stale() -> None:
+    now = [1000.0]
+    auth = HelloAuthenticator({1: b"k" * 16}, 1, 60.0, lambda: now[0])
+    signed = auth.sign("a", None, "b")
+    auth.verify("a", None, signed, "b")
+    with pytest.raises(HelloRejected, match="replayed"):
+        auth.verify("a", None, signed, "b")
+    now[0] += 61
+    with pytest.raises(HelloRejected, match="off our clock"):
+        auth.verify("a", None, signed, "b")
+    auth.verify("a", None, auth.sign("a", None, "b"), "b")  # pruning leaves fresh ones working
+    assert "6b6b" not in repr(auth)
+
+
+def test_hello_key_validation_and_repr() -> None:
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        TcpConfig(hello_keys={1: "abcd"}, hello_key_id=1)
+    with pytest.raises(ValueError, match="not among"):
+        TcpConfig(hello_keys={1: KEY}, hello_key_id=2)
+    with pytest.raises(ValueError, match="whole number"):
+        TcpConfig(hello_keys={-1: KEY}, hello_key_id=-1)
+    assert KEY not in repr(KEYED)
+
+
+def test_factory_reads_hello_keys_from_toml_tables() -> None:
+    from node.errors import ConfigError
+    from node.transports.factory import make_transport
+
+    transport = make_transport(
+        {"kind": "tcp", "hello_keys": {"3": KEY}, "hello_key_id": 3}, "a", "swarm"
+    )
+    assert isinstance(transport, TcpTransport)
+    assert transport.config.hello_authenticator() is not None
+    with pytest.raises(ConfigError, match="hello_keys"):
+        make_transport({"kind": "tcp", "hello_keys": {"x": KEY}}, "a", "swarm")
