@@ -19,11 +19,11 @@ from torch import nn
 import topology
 from node.checkpoint import load_checkpoint, save_checkpoint
 from node.methods import MethodContext, make_method
-from node.methods.dense import (
+from node.methods.dense import DenseMethod
+from node.methods.pushsum import (
     PUSHSUM_MAX_SHARE,
     PUSHSUM_MIN_WEIGHT,
     RS_LOW_SUFFIX,
-    DenseMethod,
     LinkSums,
     split_float64,
 )
