@@ -1,6 +1,7 @@
 """How the simulator scales: wall seconds per round and memory per peer, 16 … 1024 peers.
 
-Synthetic task, small MLP, dense gossip on a small-world graph. Each size runs in its own
+Synthetic task (max(2000, 4·peers) samples, so every peer gets a few), small MLP, dense gossip
+on a small-world graph. Each size runs in its own
 process (so peak RSS is that size's), printing one JSON object per line.
 """
 
@@ -24,7 +25,8 @@ def measure(nodes: int, rounds: int) -> dict[str, float]:
     base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     scenario = Scenario(
         nodes=nodes, topology="smallworld", method="dense", method_options={}, rounds=rounds,
-        local_steps=2, task="synthetic", partition="iid", consensus=False,
+        local_steps=2, task=f"synthetic:{max(2000, 4 * nodes)}", partition="iid",
+        consensus=False,
     )  # fmt: skip
     started = time.perf_counter()
     finished: list[float] = []

@@ -139,7 +139,7 @@ def mnist_task(path: str | Path, seed: int = 0) -> TaskSpec:
     return TaskSpec("mnist", train, test, 10, mlp((784, 128, 10)))
 
 
-BUILTIN_TASKS = ("digits", "synthetic", "mnist:PATH")
+BUILTIN_TASKS = ("digits", "synthetic", "synthetic:N", "mnist:PATH")
 
 
 def load_task(name: str, seed: int = 0) -> TaskSpec:
@@ -148,6 +148,11 @@ def load_task(name: str, seed: int = 0) -> TaskSpec:
         return digits_task(seed)
     if name == "synthetic":
         return synthetic_task(seed)
+    if name.startswith("synthetic:"):
+        size = name.removeprefix("synthetic:")
+        if not size.isdigit() or int(size) < 10:
+            raise ConfigError(f"task {name!r}: use synthetic:N with a whole N >= 10 (samples)")
+        return synthetic_task(seed, n_samples=int(size))
     if name.startswith("mnist:"):
         return mnist_task(name.removeprefix("mnist:"), seed)
     if ":" in name:

@@ -96,7 +96,7 @@ class LocalTrainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         buffers: list[torch.Tensor | None] = [None] * len(params)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + round_index)
-        self.model.train()
+        self._mode(training=True)
         total = 0.0
         for _ in range(cfg.local_steps):
             index = torch.randint(0, len(self._y), (cfg.batch_size,), generator=generator)
@@ -111,13 +111,19 @@ class LocalTrainer:
             total += float(task_loss.detach())
         return total / cfg.local_steps
 
+    def _mode(self, *, training: bool) -> None:
+        # Module.train()/eval() walk every submodule through the slow __setattr__; a
+        # simulation of a thousand peers evaluates twice per round, so only switch on change.
+        if self.model.training != training:
+            self.model.train(training)
+
     @torch.no_grad()
     def evaluate(self, data: Dataset) -> tuple[float, float]:
         """(mean loss, accuracy) of the current model on ``data``."""
         if len(data) == 0:
             return float("nan"), float("nan")
         device = self._y.device
-        self.model.eval()
+        self._mode(training=False)
         x = torch.as_tensor(data.x, device=device)
         y = torch.as_tensor(data.y, device=device)
         logits = self.model(x)

@@ -66,11 +66,22 @@ class SwarmLayout:
         self.by_node = {node: pid for pid, node in self.assignment.items()}
         self.peers = tuple(self.by_node[v] for v in range(graph.number_of_nodes()))
         self._picker = topology.make_sampler(sampler, graph, graph.number_of_nodes())
+        # Each node's targets are asked for by the node and by every neighbour (to know
+        # whom to wait for): memoised, and bounded so long runs do not grow it.
+        self._memo: dict[tuple[int, int], list[int]] = {}
+        self._memo_limit = 8 * graph.number_of_nodes() + 64
 
     def targets_of(self, node: int, round_index: int) -> list[int]:
         """Graph nodes that ``node`` sends to in ``round_index``."""
-        rng = round_rng(self.seed, node, round_index)
-        return [int(v) for v in self._picker.targets(node, round_index, rng)]
+        key = (node, round_index)
+        found = self._memo.get(key)
+        if found is None:
+            rng = round_rng(self.seed, node, round_index)
+            found = [int(v) for v in self._picker.targets(node, round_index, rng)]
+            if len(self._memo) >= self._memo_limit:
+                self._memo.clear()
+            self._memo[key] = found
+        return list(found)
 
     def view(self, peer_id: str) -> PeerView:
         """The view of ``peer_id``."""

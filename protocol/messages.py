@@ -54,6 +54,9 @@ def _check_int(value: object, what: str, low: int = 0, high: int = _I64) -> int:
 
 
 def _check_shape(shape: object) -> tuple[int, ...]:
+    # Fast path (every decoded tensor goes through here): a tuple of plain in-range ints.
+    if type(shape) is tuple and all(type(d) is int and 0 <= d < 2**32 for d in shape):
+        return shape
     if not isinstance(shape, tuple | list):
         raise LocalProtocolError(f"shape must be a tuple of ints, got {shape!r}")
     return tuple(_check_int(d, "shape entries", 0, 2**32) for d in shape)
