@@ -161,7 +161,14 @@ def load_task(name: str, seed: int = 0) -> TaskSpec:
             function = getattr(importlib.import_module(module_name), function_name)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"task {name!r} could not be loaded ({exc})") from None
-        spec = function(seed=seed)
+        if not callable(function):
+            raise ConfigError(f"task {name!r} is not a function returning node.tasks.TaskSpec")
+        try:
+            spec = function(seed=seed)
+        except TypeError as exc:
+            raise ConfigError(
+                f"task {name!r} must be callable as f(seed=...) and return a TaskSpec ({exc})"
+            ) from None
         if not isinstance(spec, TaskSpec):
             raise ConfigError(f"task {name!r} must return node.tasks.TaskSpec, got {type(spec)}")
         return spec
