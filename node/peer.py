@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,6 @@ class PeerSetup:
     metrics_path: str | None = None
     log_level: str = "info"
     startup_wait_s: float = 30.0
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _peers_from(table: Mapping[str, Any], graph: str) -> tuple[str, ...]:

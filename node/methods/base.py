@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from node.aggregation import staleness_weights
+from node.params import signature_items
 from protocol import (
     Envelope,
     MaskedTensor,
@@ -201,10 +202,7 @@ class Method:
     def model_signature(self) -> str:
         """Hash of the exchanged parameters' names, shapes and dtypes (sent in Hello)."""
         if self._signature is None:
-            items = [
-                (name, tuple(p.shape), str(p.dtype).removeprefix("torch."))
-                for name, p in self.ctx.model.named_parameters()
-            ]
+            items = signature_items(self.ctx.model.named_parameters())
             self._signature = model_signature(items)
         return self._signature
 

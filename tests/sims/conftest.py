@@ -30,3 +30,19 @@ def small(**overrides: Any) -> Scenario:
     }
     values.update(overrides)
     return Scenario(**values)
+
+
+def assert_one_line_error(argv: list[str], needle: str, err_of: Any) -> None:
+    """``spargo sim ARGV`` exits 2 with exactly one ``spargo sim: error: ...`` line."""
+    from sims.cli import main
+
+    try:
+        code = main(["sim", *argv])
+    except SystemExit as exc:  # argparse's own type errors exit from parse_args
+        code = int(exc.code or 0)
+    assert code == 2
+    err = err_of()
+    assert err.startswith("spargo sim: error: ")
+    assert needle in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err

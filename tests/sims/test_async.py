@@ -12,6 +12,7 @@ from sims.cli import _scenario_from_args, build_parser, main
 from sims.runner import SimResult, run
 from sims.scenario import Scenario, ScenarioError
 from sims.swarm import Swarm, start_offsets
+from tests.sims.conftest import assert_one_line_error
 
 
 def _digits(**overrides: Any) -> Scenario:
@@ -154,15 +155,7 @@ def test_shipped_async_scenario_loads() -> None:
 def test_bad_mode_values_are_one_line_errors(
     argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    try:
-        code = main(["sim", *argv])
-    except SystemExit as exc:  # argparse's own type errors exit from parse_args
-        code = int(exc.code or 0)
-    assert code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("spargo sim: error: ")
-    assert needle in err
-    assert err.count("\n") == 1
+    assert_one_line_error(argv, needle, lambda: capsys.readouterr().err)
 
 
 def test_scenario_rejects_bad_mode_values_directly() -> None:

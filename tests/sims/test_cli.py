@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from sims.cli import _scenario_from_args, build_parser, main
+from tests.sims.conftest import assert_one_line_error
 
 FAST = ["--nodes", "6", "--topology", "ring", "--method", "dense", "--task", "synthetic"]
 
@@ -59,16 +60,7 @@ def test_shipped_scenarios_load() -> None:
 def test_bad_values_are_one_line_errors(
     argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    try:
-        code = main(["sim", *argv])
-    except SystemExit as exc:  # argparse's own type errors exit from parse_args
-        code = int(exc.code or 0)
-    assert code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("spargo sim: error: ")
-    assert needle in err
-    assert err.count("\n") == 1
-    assert "Traceback" not in err
+    assert_one_line_error(argv, needle, lambda: capsys.readouterr().err)
 
 
 def test_unknown_key_in_the_file_is_one_line(
