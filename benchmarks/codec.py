@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from protocol import (
+from spargo.protocol import (
     Decoder,
     Envelope,
     FullModel,
@@ -27,7 +27,7 @@ from protocol import (
     encode,
     mask_bound_nbytes,
 )
-from protocol.masks import decode_mask, encode_mask
+from spargo.protocol.masks import decode_mask, encode_mask
 
 
 def best_seconds(fn: Callable[[], object], repeats: int) -> float:

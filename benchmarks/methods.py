@@ -21,7 +21,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from sims import Scenario, run
+    from spargo.sims import Scenario, run
 
     torch.set_num_threads(1)
     curves: dict[str, list[tuple[float, float]]] = {}

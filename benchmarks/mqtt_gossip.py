@@ -28,9 +28,9 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from node.transports.broker import Mosquitto, MosquittoConfig
-from node.transports.mqtt import MqttConfig, MqttTransport
-from node.transports.tcp import TcpConfig, TcpTransport
+from spargo.node.transports.broker import Mosquitto, MosquittoConfig
+from spargo.node.transports.mqtt import MqttConfig, MqttTransport
+from spargo.node.transports.tcp import TcpConfig, TcpTransport
 
 _STAMP = struct.Struct("!Q")
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024

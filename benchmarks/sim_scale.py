@@ -19,7 +19,7 @@ def measure(nodes: int, rounds: int) -> dict[str, float]:
     """Run one size in this process and measure it."""
     import torch
 
-    from sims import Scenario, run
+    from spargo.sims import Scenario, run
 
     torch.set_num_threads(1)
     base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

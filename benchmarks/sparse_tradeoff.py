@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-import sparse
+from spargo import sparse
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist_5k.csv.gz"

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from node.errors import CheckpointError
+from spargo.node.errors import CheckpointError
 
 MAGIC = b"SPARGOCK"
 FORMAT_VERSION = 1

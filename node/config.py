@@ -13,7 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from node.errors import ConfigError
+from spargo.node.errors import ConfigError
 
 METHODS = ("dense", "vc", "spafl", "fedsparsify", "choco")
 MODES = ("rounds", "async")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.errors import ConfigError
+from spargo.node.errors import ConfigError
 
 #: How long a lab run may take before it is called failed and torn down.
 DEFAULT_TIMEOUT_S = 600.0
@@ -139,7 +139,7 @@ class PeerProcesses:
             self.processes[peer_id] = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "node.peer",
+                "spargo.node.peer",
                 "--config",
                 str(config),
                 "--json",
@@ -170,7 +170,7 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 async def run_lab(lab: LabConfig) -> dict[str, Any]:
     """Run the lab to the end; returns the summary (raises on failure, after cleaning up)."""
-    from node.transports.broker import Mosquitto, MosquittoConfig, free_port
+    from spargo.node.transports.broker import Mosquitto, MosquittoConfig, free_port
 
     started = time.perf_counter()
     peers = PeerProcesses()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.errors import ConfigError, ConnectError
+from spargo.node.errors import ConfigError, ConnectError
 
 _ONLINE = {"True": "[green]yes[/]", "False": "[red]no[/]"}
 COLUMNS = ("round", "accuracy", "loss", "density", "bytes_sent", "bytes_received", "drops")
@@ -112,7 +112,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from node.transports.mqtt import MqttConfig
+    from spargo.node.transports.mqtt import MqttConfig
 
     if args.settle_s < 0:
         raise ConfigError("--settle-s must be >= 0")
@@ -128,7 +128,7 @@ def _config(args: argparse.Namespace) -> Any:
 
 async def _collect(config: Any, view: SwarmView, settle_s: float) -> None:
     """Connect, then gather retained presence/status for ``settle_s`` seconds."""
-    from node.transports.mqtt import watch_swarm
+    from spargo.node.transports.mqtt import watch_swarm
 
     events = watch_swarm(config)
     try:
@@ -147,7 +147,7 @@ async def _live(config: Any, view: SwarmView, as_json: bool) -> None:
     from rich.console import Console
     from rich.live import Live
 
-    from node.transports.mqtt import watch_swarm
+    from spargo.node.transports.mqtt import watch_swarm
 
     if as_json:
         async for event in watch_swarm(config):

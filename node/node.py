@@ -21,16 +21,16 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from node.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from node.config import NodeConfig
-from node.errors import CheckpointError, TransportError
-from node.methods.base import Method
-from node.metrics import Counters, RoundMetrics
-from node.tasks import Dataset
-from node.training import LocalTrainer, TrainConfig
-from node.transports.base import Transport
-from node.view import PeerView
-from protocol import (
+from spargo.node.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from spargo.node.config import NodeConfig
+from spargo.node.errors import CheckpointError, TransportError
+from spargo.node.methods.base import Method
+from spargo.node.metrics import Counters, RoundMetrics
+from spargo.node.tasks import Dataset
+from spargo.node.training import LocalTrainer, TrainConfig
+from spargo.node.transports.base import Transport
+from spargo.node.view import PeerView
+from spargo.protocol import (
     Bye,
     Decoder,
     Envelope,

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.config import NodeConfig, config_from_mapping, load_toml
-from node.errors import ConfigError, NodeError
-from node.transports.factory import TRANSPORTS
-from node.view import MEMBERSHIP
+from spargo.node.config import NodeConfig, config_from_mapping, load_toml
+from spargo.node.errors import ConfigError, NodeError
+from spargo.node.transports.factory import TRANSPORTS
+from spargo.node.view import MEMBERSHIP
 
 log = logging.getLogger("spargo.peer")
 
@@ -52,7 +52,7 @@ class PeerSetup:
 
 
 def _peers_from(table: Mapping[str, Any], graph: str) -> tuple[str, ...]:
-    import topology
+    from spargo import topology
 
     if "peers" in table:
         peers = table["peers"]
@@ -145,13 +145,13 @@ def build_node(setup: PeerSetup) -> Any:
     """The Node for ``setup`` (model, data shard, view, method, transport)."""
     import torch
 
-    import topology
-    from node.methods import MethodContext, make_method
-    from node.node import LocalData, Node
-    from node.tasks import iid_shard, load_task, local_split
-    from node.training import pick_device
-    from node.transports.factory import make_transport
-    from node.view import build_view, membership_view
+    from spargo import topology
+    from spargo.node.methods import MethodContext, make_method
+    from spargo.node.node import LocalData, Node
+    from spargo.node.tasks import iid_shard, load_task, local_split
+    from spargo.node.training import pick_device
+    from spargo.node.transports.factory import make_transport
+    from spargo.node.view import build_view, membership_view
 
     torch.set_num_threads(1)
     config = setup.node

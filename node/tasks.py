@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from node.errors import ConfigError
+from spargo.node.errors import ConfigError
 
 if TYPE_CHECKING:  # torch is imported where models are built: start-up time is user time
     import torch

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from node.errors import ConfigError
-from node.tasks import Dataset
+from spargo.node.errors import ConfigError
+from spargo.node.tasks import Dataset
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-import topology
+from spargo import topology
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,12 @@ specified in PROTOCOL.md at the repository root.
     envelope = Decoder(swarm, Limits(), keyring).decode(frame)   # or RemoteProtocolError
 """
 
-from protocol.chunks import CHUNK_HEADER_BYTES, Reassembler, split
-from protocol.envelope import TAG_BYTES, Decoder, Envelope, encode, model_signature
-from protocol.errors import LocalProtocolError, ProtocolError, Reason, RemoteProtocolError
-from protocol.limits import Keyring, Limits
-from protocol.masks import MaskMethod, mask_bound_nbytes
-from protocol.messages import (
+from spargo.protocol.chunks import CHUNK_HEADER_BYTES, Reassembler, split
+from spargo.protocol.envelope import TAG_BYTES, Decoder, Envelope, encode, model_signature
+from spargo.protocol.errors import LocalProtocolError, ProtocolError, Reason, RemoteProtocolError
+from spargo.protocol.limits import Keyring, Limits
+from spargo.protocol.masks import MaskMethod, mask_bound_nbytes
+from spargo.protocol.messages import (
     PROTOCOL_VERSION,
     Bye,
     Delta,
@@ -27,7 +27,7 @@ from protocol.messages import (
     Thresholds,
     UnitMaskedTensor,
 )
-from protocol.values import INT8_BLOCK, WIRE_DTYPES
+from spargo.protocol.values import INT8_BLOCK, WIRE_DTYPES
 
 __all__ = [
     "CHUNK_HEADER_BYTES",

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from protocol.errors import LocalProtocolError, Reason, RemoteProtocolError
-from protocol.limits import Limits
-from protocol.masks import decode_index_set, decode_mask, encode_index_set, encode_mask
-from protocol.messages import (
+from spargo.protocol.errors import LocalProtocolError, Reason, RemoteProtocolError
+from spargo.protocol.limits import Limits
+from spargo.protocol.masks import decode_index_set, decode_mask, encode_index_set, encode_mask
+from spargo.protocol.messages import (
     Bye,
     Delta,
     FullModel,
@@ -30,7 +30,7 @@ from protocol.messages import (
     Thresholds,
     UnitMaskedTensor,
 )
-from protocol.values import decode_values, encode_values
+from spargo.protocol.values import decode_values, encode_values
 
 __all__ = ["MessageType", "TensorKind", "decode_body", "encode_body"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from protocol.errors import LocalProtocolError, Reason, RemoteProtocolError
+from spargo.protocol.errors import LocalProtocolError, Reason, RemoteProtocolError
 
 __all__ = ["CHUNK_HEADER_BYTES", "Reassembler", "split"]
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import msgpack
 
-from protocol.body import decode_body, encode_body
-from protocol.errors import LocalProtocolError, Reason, RemoteProtocolError
-from protocol.limits import Keyring, Limits
-from protocol.messages import (
+from spargo.protocol.body import decode_body, encode_body
+from spargo.protocol.errors import LocalProtocolError, Reason, RemoteProtocolError
+from spargo.protocol.limits import Keyring, Limits
+from spargo.protocol.messages import (
     PROTOCOL_VERSION,
     Bye,
     Delta,
@@ -32,7 +32,7 @@ from protocol.messages import (
     ResyncRequest,
     Thresholds,
 )
-from protocol.replay import ReplayWindow
+from spargo.protocol.replay import ReplayWindow
 
 _MESSAGE_TYPES = (Hello, Thresholds, MaskedUpdate, FullModel, Delta, ResyncRequest, Bye)
 

@@ -6,7 +6,7 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from protocol.errors import LocalProtocolError
+from spargo.protocol.errors import LocalProtocolError
 
 __all__ = ["MIN_KEY_BYTES", "Keyring", "Limits"]
 

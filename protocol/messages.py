@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from protocol.errors import LocalProtocolError
-from protocol.values import check_wire_dtype
+from spargo.protocol.errors import LocalProtocolError
+from spargo.protocol.values import check_wire_dtype
 
 __all__ = [
     "PROTOCOL_VERSION",

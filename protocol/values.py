@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from protocol.errors import LocalProtocolError, Reason, RemoteProtocolError
+from spargo.protocol.errors import LocalProtocolError, Reason, RemoteProtocolError
 
 __all__ = [
     "INT8_BLOCK",

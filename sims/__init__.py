@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sims.runner import SimResult, run
-    from sims.scenario import Scenario
+    from spargo.sims.runner import SimResult, run
+    from spargo.sims.scenario import Scenario
 
 __all__ = ["Scenario", "SimResult", "run"]
 
@@ -14,11 +14,11 @@ __all__ = ["Scenario", "SimResult", "run"]
 def __getattr__(name: str) -> Any:
     # Lazy: importing the CLI must not pay for torch.
     if name in ("run", "SimResult"):
-        from sims import runner
+        from spargo.sims import runner
 
         return getattr(runner, name)
     if name == "Scenario":
-        from sims.scenario import Scenario
+        from spargo.sims.scenario import Scenario
 
         return Scenario
     raise AttributeError(name)

@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from node.methods.base import Method, MethodContext, latest_of, matching_tensors
-from node.params import exchangeable_parameters, load_arrays, to_arrays
-from node.transports.memory import MemoryNetwork
-from protocol import Envelope, FullModel, Message, NamedTensor, encode
-from sims.network import SERVER_ID
+from spargo.node.methods.base import Method, MethodContext, latest_of, matching_tensors
+from spargo.node.params import exchangeable_parameters, load_arrays, to_arrays
+from spargo.node.transports.memory import MemoryNetwork
+from spargo.protocol import Envelope, FullModel, Message, NamedTensor, encode
+from spargo.sims.network import SERVER_ID
 
 Arrays = dict[str, np.ndarray]
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from node.methods.base import Method
-from protocol import Message
+from spargo.node.methods.base import Method
+from spargo.protocol import Message
 
 #: How many sends back a replaying peer reaches for the frame it re-sends.
 REPLAY_LAG = 2

@@ -9,23 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from node.errors import NodeError
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports errors as one line (no usage dump)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _add_sim_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Any) -> None:
+    """Register ``spargo sim``."""
     p = subparsers.add_parser(
         "sim",
         help="simulate N peers in one process (the default job)",
@@ -130,8 +120,8 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 
 def _scenario_from_args(args: argparse.Namespace) -> Any:
-    from node.config import load_toml
-    from sims.scenario import Scenario, default_method_options, scenario_from_mapping
+    from spargo.node.config import load_toml
+    from spargo.sims.scenario import Scenario, default_method_options, scenario_from_mapping
 
     base: dict[str, Any] = {}
     if args.config:
@@ -152,7 +142,7 @@ def _scenario_from_args(args: argparse.Namespace) -> Any:
 
 
 def _resolve_nodes_from_graph_file(values: dict[str, Any]) -> None:
-    import topology
+    from spargo import topology
 
     spec = values.get("topology")
     if spec is None:
@@ -162,7 +152,7 @@ def _resolve_nodes_from_graph_file(values: dict[str, Any]) -> None:
         values["nodes"] = size
 
 
-def run_sim(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """``spargo sim``: run a scenario (or a sweep), print progress and a summary, write reports."""
     if args.sweep:
         return _run_sweep(args)
@@ -170,10 +160,10 @@ def run_sim(args: argparse.Namespace) -> int:
     out_dir = Path(args.out or _default_out(scenario))
     from rich.console import Console
 
-    from sims.progress import Progress
-    from sims.report import summary_table, write_reports
-    from sims.runner import run
-    from sims.scenario import accuracy_basis
+    from spargo.sims.progress import Progress
+    from spargo.sims.report import summary_table, write_reports
+    from spargo.sims.runner import run
+    from spargo.sims.scenario import accuracy_basis
 
     with Progress(
         scenario.rounds,
@@ -220,7 +210,7 @@ def _default_out(scenario: Any) -> str:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from sims.sweep import run_sweep
+    from spargo.sims.sweep import run_sweep
 
     if args.workers < 0:
         raise ValueError("--workers must be >= 0 (0 = one per CPU)")
@@ -231,61 +221,3 @@ def _run_sweep(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{k: v for k, v in r.items() if k != "curve"} for r in rows]))
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="spargo", description="Gossip learning of sparse models.")
-    subparsers = parser.add_subparsers(dest="command", parser_class=_Parser)
-    _add_sim_parser(subparsers)
-    import topology.cli
-
-    topology.cli.add_parser(subparsers)
-    import node.lab
-    import node.monitor
-    import node.peer
-
-    node.peer.add_parser(subparsers)
-    node.lab.add_parser(subparsers)
-    node.monitor.add_parser(subparsers)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``spargo`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv) or ["sim"])
-    handlers = {"sim": run_sim}
-    try:
-        if args.command == "topology":
-            import topology.cli
-
-            return topology.cli.run(args)
-        if args.command in ("node", "lab", "monitor"):
-            import node.lab
-            import node.monitor
-            import node.peer
-
-            runners = {"node": node.peer.run, "lab": node.lab.run, "monitor": node.monitor.run}
-            return runners[args.command](args)
-        return handlers[args.command](args)
-    except KeyboardInterrupt:
-        print(f"spargo {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, TypeError, OSError, NodeError) as exc:
-        print(f"spargo {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # a stalled simulation or a dead sweep worker: our bug
-        print(
-            f"spargo {args.command}: internal error: {_one_line(exc)} "
-            "(please report it with the command line and seed)",
-            file=sys.stderr,
-        )
-        return 1
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-if __name__ == "__main__":
-    sys.exit(main())

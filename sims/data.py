@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from node.node import LocalData
-from node.tasks import Dataset
+from spargo.node.node import LocalData
+from spargo.node.tasks import Dataset
 
 PARTITIONS = ("iid", "dirichlet:ALPHA", "shards:K")
 #: Fewest samples a peer's shard may hold: at least one to train on and one to test on.

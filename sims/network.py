@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-import topology
-from node.errors import TransportClosed
-from node.transports.base import TransportBase
-from node.transports.memory import MemoryNetwork, MemoryTransport
-from sims.scenario import ChurnEvent, Scenario
+from spargo import topology
+from spargo.node.errors import TransportClosed
+from spargo.node.transports.base import TransportBase
+from spargo.node.transports.memory import MemoryNetwork, MemoryTransport
+from spargo.sims.scenario import ChurnEvent, Scenario
 
 #: The peer id of the in-process all-reduce "server" (its links are ideal).
 SERVER_ID = "allreduce"

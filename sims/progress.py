@@ -11,7 +11,7 @@ import sys
 from types import TracebackType
 from typing import Any, Self
 
-from node.metrics import RoundMetrics
+from spargo.node.metrics import RoundMetrics
 
 
 class Progress:

@@ -14,9 +14,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from sims.runner import SimResult
+    from spargo.sims.runner import SimResult
 
-PLOTS = ("accuracy.png", "accuracy_vs_mb.png", "consensus.png", "density.png", "topology.png")
+PLOTS = (
+    "accuracy.png",
+    "accuracy_vs_mb.png",
+    "consensus.png",
+    "density.png",
+    "spargo.topology.png",
+)
 
 
 def write_reports(result: SimResult, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
@@ -74,7 +80,7 @@ def _save(fig: Figure, path: Path) -> Path:
 
 def plot_run(result: SimResult, out: Path) -> list[Path]:
     """The five plots of one run."""
-    import topology
+    from spargo import topology
 
     rows = result.round_stats
     label = result.scenario.label
@@ -109,9 +115,9 @@ def plot_run(result: SimResult, out: Path) -> list[Path]:
     s = result.scenario
     graph = topology.make_graph(s.topology, s.nodes, seed=s.seed)
     topology.draw(
-        graph, out / "topology.png", title=f"{s.topology} ({graph.number_of_nodes()} peers)"
+        graph, out / "spargo.topology.png", title=f"{s.topology} ({graph.number_of_nodes()} peers)"
     )
-    paths.append(out / "topology.png")
+    paths.append(out / "spargo.topology.png")
     return paths
 
 

@@ -2,7 +2,7 @@
 
 This is the Python API for simulation scripts::
 
-    from sims import Scenario, run
+    from spargo.sims import Scenario, run
     result = run(Scenario(nodes=8, topology="ring", method="dense", rounds=10))
     print(result.summary["accuracy_mean"])
     for row in result.round_stats:          # one dict per round, swarm-wide
@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from node.metrics import RoundMetrics
-from sims.clock import run_virtual
-from sims.scenario import Scenario, accuracy_basis
-from sims.swarm import Swarm, peer_ids
+from spargo.node.metrics import RoundMetrics
+from spargo.sims.clock import run_virtual
+from spargo.sims.scenario import Scenario, accuracy_basis
+from spargo.sims.swarm import Swarm, peer_ids
 
 __all__ = ["SimResult", "peer_ids", "run", "summarise"]
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
-from node.config import METHODS, MODES
+from spargo.node.config import METHODS, MODES
 
 SIM_METHODS = (*METHODS, "allreduce")
 CHURN_ACTIONS = ("leave", "fail")
@@ -213,7 +213,7 @@ class Scenario:
         if any(e.peer >= self.nodes for e in self.churn_events):
             raise ScenarioError("a churn event names a peer number >= nodes")
         if self.attack is not None:
-            from sims.attacks import parse_attack
+            from spargo.sims.attacks import parse_attack
 
             parse_attack(self.attack)
             if self.attackers == 0:

@@ -21,21 +21,27 @@ from typing import Any
 
 import numpy as np
 
-import topology
-from node.config import NodeConfig
-from node.methods import MethodContext, make_method
-from node.methods.base import Method
-from node.metrics import RoundMetrics
-from node.node import Node
-from node.tasks import TaskSpec, load_task
-from node.training import LocalTrainer, TrainConfig
-from node.transports.memory import MemoryNetwork
-from node.view import PeerView, SwarmLayout
-from protocol import Envelope
-from sims.allreduce import AllReduceHub, AllReduceMethod
-from sims.attacks import REPLAY_LAG, corrupt_method, parse_attack, pick_attackers, transform_for
-from sims.data import peer_data
-from sims.network import (
+from spargo import topology
+from spargo.node.config import NodeConfig
+from spargo.node.methods import MethodContext, make_method
+from spargo.node.methods.base import Method
+from spargo.node.metrics import RoundMetrics
+from spargo.node.node import Node
+from spargo.node.tasks import TaskSpec, load_task
+from spargo.node.training import LocalTrainer, TrainConfig
+from spargo.node.transports.memory import MemoryNetwork
+from spargo.node.view import PeerView, SwarmLayout
+from spargo.protocol import Envelope
+from spargo.sims.allreduce import AllReduceHub, AllReduceMethod
+from spargo.sims.attacks import (
+    REPLAY_LAG,
+    corrupt_method,
+    parse_attack,
+    pick_attackers,
+    transform_for,
+)
+from spargo.sims.data import peer_data
+from spargo.sims.network import (
     SERVER_ID,
     LinkModel,
     SimTransport,
@@ -45,7 +51,7 @@ from sims.network import (
     partition_groups,
     step_times,
 )
-from sims.scenario import ChurnEvent, Scenario
+from spargo.sims.scenario import ChurnEvent, Scenario
 
 SWARM = "sim"
 

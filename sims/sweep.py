@@ -28,7 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from sims.scenario import Scenario, ScenarioError, scenario_from_mapping, slug
+from spargo.sims.scenario import Scenario, ScenarioError, scenario_from_mapping, slug
 
 COLUMNS = (
     "name",
@@ -48,7 +48,7 @@ COLUMNS = (
 
 def load_sweep(path: str | Path) -> list[tuple[str, Scenario]]:
     """The (fault-set name, scenario) pairs of a sweep file, checked before anything runs."""
-    from node.config import load_toml
+    from spargo.node.config import load_toml
 
     data = load_toml(path)
     unknown = sorted(set(data) - {"base", "grid", "faults"})
@@ -94,8 +94,8 @@ def _init_worker() -> None:
 
 
 def _run_one(values: dict[str, Any], out_dir: str) -> dict[str, Any]:
-    from sims.report import write_reports
-    from sims.runner import run
+    from spargo.sims.report import write_reports
+    from spargo.sims.runner import run
 
     # Scenarios travel as plain dicts (their read-only mappings do not pickle).
     scenario = scenario_from_mapping(values)

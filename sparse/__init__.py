@@ -3,7 +3,7 @@
 Imports torch and numpy only, never another spargo package. See ALGORITHMS.md §1, §2, §5, §7.
 """
 
-from sparse.compress import (
+from spargo.sparse.compress import (
     Compressed,
     CompressorSpec,
     ErrorFeedback,
@@ -17,9 +17,9 @@ from sparse.compress import (
     randk_indices,
     topk,
 )
-from sparse.density import DensityReport, density, mask_nbytes
-from sparse.errors import SparseError, SparseTypeError, SparseValueError
-from sparse.magnitude import (
+from spargo.sparse.density import DensityReport, density, mask_nbytes
+from spargo.sparse.errors import SparseError, SparseTypeError, SparseValueError
+from spargo.sparse.magnitude import (
     MaskedTraining,
     cubic_schedule,
     magnitude_masks,
@@ -28,7 +28,7 @@ from sparse.magnitude import (
     nonzero_average,
     prunable_parameters,
 )
-from sparse.thresholds import (
+from spargo.sparse.thresholds import (
     ThresholdConfig,
     UnitThreshold,
     apply_global_importance,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from sparse.density import mask_nbytes
-from sparse.errors import SparseTypeError, SparseValueError
+from spargo.sparse.density import mask_nbytes
+from spargo.sparse.errors import SparseTypeError, SparseValueError
 
 __all__ = [
     "Compressed",

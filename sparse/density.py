@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from sparse._layers import effective_weight, prunable_modules
-from sparse.errors import SparseValueError
+from spargo.sparse._layers import effective_weight, prunable_modules
+from spargo.sparse.errors import SparseValueError
 
 __all__ = ["DensityReport", "density", "mask_nbytes"]
 

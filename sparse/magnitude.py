@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from sparse._layers import prunable_modules, stored_weight
-from sparse.errors import SparseTypeError, SparseValueError
+from spargo.sparse._layers import prunable_modules, stored_weight
+from spargo.sparse.errors import SparseTypeError, SparseValueError
 
 __all__ = [
     "MaskedTraining",

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from sparse._layers import PRUNABLE, head_name, stored_weight
-from sparse.errors import SparseTypeError, SparseValueError
+from spargo.sparse._layers import PRUNABLE, head_name, stored_weight
+from spargo.sparse.errors import SparseTypeError, SparseValueError
 
 __all__ = [
     "ThresholdConfig",

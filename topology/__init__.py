@@ -3,8 +3,8 @@
 Imports networkx and numpy only (scipy and matplotlib lazily); no other spargo package.
 """
 
-from topology.errors import TopologyError
-from topology.factory import (
+from spargo.topology.errors import TopologyError
+from spargo.topology.factory import (
     NAMES,
     assign_peers,
     graph_size_from_spec,
@@ -12,8 +12,8 @@ from topology.factory import (
     make_graph,
     neighbours,
 )
-from topology.files import EDGE_ATTRIBUTES, edge_attributes, read_graph, write_graph
-from topology.generators import (
+from spargo.topology.files import EDGE_ATTRIBUTES, edge_attributes, read_graph, write_graph
+from spargo.topology.generators import (
     barabasi_albert,
     complete,
     erdos_renyi,
@@ -30,7 +30,7 @@ from topology.generators import (
     star,
     torus,
 )
-from topology.mixing import (
+from spargo.topology.mixing import (
     lazy,
     metropolis_hastings,
     mh_weights_for,
@@ -40,7 +40,7 @@ from topology.mixing import (
     spectral_gap,
     uniform_weights,
 )
-from topology.samplers import (
+from spargo.topology.samplers import (
     AllNeighbours,
     MembershipSampler,
     OnePeerExponential,
@@ -50,7 +50,7 @@ from topology.samplers import (
     make_sampler,
     round_hash,
 )
-from topology.summary import describe, draw
+from spargo.topology.summary import describe, draw
 
 __all__ = [
     "EDGE_ATTRIBUTES",

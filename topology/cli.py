@@ -11,9 +11,9 @@ import json
 import sys
 from typing import Any, NoReturn
 
-from topology.errors import TopologyError
-from topology.factory import make_graph
-from topology.summary import describe, draw
+from spargo.topology.errors import TopologyError
+from spargo.topology.factory import make_graph
+from spargo.topology.summary import describe, draw
 
 PROG = "spargo topology"
 

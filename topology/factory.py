@@ -14,9 +14,9 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
-from topology import generators as gen
-from topology.errors import TopologyError
-from topology.files import GRAPH_SUFFIXES, read_graph
+from spargo.topology import generators as gen
+from spargo.topology.errors import TopologyError
+from spargo.topology.files import GRAPH_SUFFIXES, read_graph
 
 NAMES = (
     "ring",

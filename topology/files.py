@@ -30,7 +30,7 @@ from xml.etree.ElementTree import ParseError
 
 import networkx as nx
 
-from topology.errors import TopologyError
+from spargo.topology.errors import TopologyError
 
 EDGE_ATTRIBUTES = ("latency_ms", "bandwidth_mbps", "loss")
 EDGELIST_SUFFIXES = (".edgelist", ".txt")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import networkx as nx
 import numpy as np
 
-from topology.errors import TopologyError
+from spargo.topology.errors import TopologyError
 
 # Resampling budget for random families: generous enough that a legal request practically
 # never fails, small enough that a hopeless one fails in well under a second.

@@ -16,7 +16,7 @@ import networkx as nx
 import numpy as np
 import numpy.typing as npt
 
-from topology.errors import TopologyError
+from spargo.topology.errors import TopologyError
 
 if TYPE_CHECKING:
     import scipy.sparse

@@ -16,8 +16,8 @@ from typing import Protocol, TypeVar, runtime_checkable
 import networkx as nx
 import numpy as np
 
-from topology.errors import TopologyError
-from topology.generators import exponential_hops
+from spargo.topology.errors import TopologyError
+from spargo.topology.generators import exponential_hops
 
 PeerKey = TypeVar("PeerKey", int, str)
 

@@ -8,8 +8,8 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from topology.errors import TopologyError
-from topology.mixing import metropolis_hastings, rounds_to_consensus, spectral_gap
+from spargo.topology.errors import TopologyError
+from spargo.topology.mixing import metropolis_hastings, rounds_to_consensus, spectral_gap
 
 
 def describe(g: nx.Graph, eps: float = 1e-3) -> dict[str, Any]:

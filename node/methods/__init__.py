@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from node.methods.base import Method, MethodContext, mixing_row
-from node.methods.dense import DenseMethod
-from node.methods.vc import VarianceCorrectedMethod
+from spargo.node.methods.base import Method, MethodContext, mixing_row
+from spargo.node.methods.dense import DenseMethod
+from spargo.node.methods.vc import VarianceCorrectedMethod
 
 __all__ = [
     "DenseMethod",
@@ -18,9 +18,9 @@ __all__ = [
 
 
 def _registry() -> dict[str, type[Method]]:
-    from node.methods.choco import ChocoMethod
-    from node.methods.fedsparsify import FedSparsifyMethod
-    from node.methods.spafl import SpaFLMethod
+    from spargo.node.methods.choco import ChocoMethod
+    from spargo.node.methods.fedsparsify import FedSparsifyMethod
+    from spargo.node.methods.spafl import SpaFLMethod
 
     return {
         "dense": DenseMethod,

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from node.aggregation import staleness_weights
-from node.params import signature_items
-from protocol import (
+from spargo.node.aggregation import staleness_weights
+from spargo.node.params import signature_items
+from spargo.protocol import (
     Envelope,
     MaskedTensor,
     Message,

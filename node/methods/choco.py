@@ -32,10 +32,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-import sparse
-from node.methods.base import Method, MethodContext, finite_arrays, matching_tensors
-from node.params import exchangeable_parameters, load_arrays, to_arrays
-from protocol import (
+from spargo import sparse
+from spargo.node.methods.base import Method, MethodContext, finite_arrays, matching_tensors
+from spargo.node.params import exchangeable_parameters, load_arrays, to_arrays
+from spargo.protocol import (
     Delta,
     Envelope,
     FullModel,
@@ -44,7 +44,7 @@ from protocol import (
     ResyncRequest,
     SparseTensor,
 )
-from protocol.values import decode_values, encode_values
+from spargo.protocol.values import decode_values, encode_values
 
 Arrays = dict[str, np.ndarray]
 _SEED_MASK = (1 << 63) - 1

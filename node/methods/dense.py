@@ -17,21 +17,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from node.aggregation import (
+from spargo.node.aggregation import (
     coordinate_median,
     push_sum,
     self_centred_clip,
     trimmed_mean,
     weighted_average,
 )
-from node.methods.base import (
+from spargo.node.methods.base import (
     Method,
     MethodContext,
     finite_arrays,
     matching_tensors,
     stale_row,
 )
-from node.methods.pushsum import (
+from spargo.node.methods.pushsum import (
     PUSHSUM_MAX_SHARE,
     PUSHSUM_MIN_WEIGHT,
     LinkSums,
@@ -39,8 +39,8 @@ from node.methods.pushsum import (
     join_float64,
     split_float64,
 )
-from node.params import exchangeable_parameters, load_arrays, to_arrays
-from protocol import Envelope, FullModel, Message, NamedTensor
+from spargo.node.params import exchangeable_parameters, load_arrays, to_arrays
+from spargo.protocol import Envelope, FullModel, Message, NamedTensor
 
 Arrays = dict[str, np.ndarray]
 

@@ -24,11 +24,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-import sparse
-from node.aggregation import masked_mix
-from node.methods.base import Method, MethodContext, masked_arrays, stale_row
-from node.params import exchangeable_parameters, load_arrays, to_arrays
-from protocol import Envelope, MaskedTensor, MaskedUpdate, Message, NamedTensor
+from spargo import sparse
+from spargo.node.aggregation import masked_mix
+from spargo.node.methods.base import Method, MethodContext, masked_arrays, stale_row
+from spargo.node.params import exchangeable_parameters, load_arrays, to_arrays
+from spargo.protocol import Envelope, MaskedTensor, MaskedUpdate, Message, NamedTensor
 
 Masked = dict[str, tuple[np.ndarray, np.ndarray]]
 

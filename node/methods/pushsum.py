@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from node.methods.base import finite_arrays, matching_tensors
-from protocol import Envelope, FullModel, NamedTensor
+from spargo.node.methods.base import finite_arrays, matching_tensors
+from spargo.protocol import Envelope, FullModel, NamedTensor
 
 Arrays = dict[str, np.ndarray]
 

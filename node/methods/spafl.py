@@ -26,11 +26,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-import sparse
-from node.aggregation import effective_peers, masked_mix, variance_correct
-from node.methods.base import Method, MethodContext, masked_arrays, stale_row
-from node.params import exchangeable_parameters, load_arrays, signature_items, to_arrays
-from protocol import (
+from spargo import sparse
+from spargo.node.aggregation import effective_peers, masked_mix, variance_correct
+from spargo.node.methods.base import Method, MethodContext, masked_arrays, stale_row
+from spargo.node.params import exchangeable_parameters, load_arrays, signature_items, to_arrays
+from spargo.protocol import (
     Envelope,
     MaskedUpdate,
     Message,

@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from node.aggregation import effective_peers, variance_correct
-from node.methods.base import MethodContext
-from node.methods.dense import Arrays, DenseMethod, robust_mix
+from spargo.node.aggregation import effective_peers, variance_correct
+from spargo.node.methods.base import MethodContext
+from spargo.node.methods.dense import Arrays, DenseMethod, robust_mix
 
 
 class VarianceCorrectedMethod(DenseMethod):

@@ -7,8 +7,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from node.errors import ConfigError
-from node.transports.base import Transport
+from spargo.node.errors import ConfigError
+from spargo.node.transports.base import Transport
 
 TRANSPORTS = ("mqtt", "tcp")
 _PATH_KEYS = ("tls_ca", "tls_cert", "tls_key")
@@ -19,12 +19,12 @@ def make_transport(table: Mapping[str, Any], peer_id: str, swarm: str) -> Transp
     values = dict(table)
     kind = values.pop("kind", "mqtt")
     if kind == "mqtt":
-        from node.transports.mqtt import MqttConfig, MqttTransport
+        from spargo.node.transports.mqtt import MqttConfig, MqttTransport
 
         values.setdefault("swarm", swarm)
         return MqttTransport(_build(MqttConfig, values, "transport"), peer_id)
     if kind == "tcp":
-        from node.transports.tcp import TcpConfig, TcpTransport
+        from spargo.node.transports.tcp import TcpConfig, TcpTransport
 
         if "hello_keys" in values:
             values["hello_keys"] = _key_table(values["hello_keys"])

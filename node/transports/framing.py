@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from node.errors import TransportError
+from spargo.node.errors import TransportError
 
 MAX_PEER_ID_BYTES = 128
 _FORBIDDEN = frozenset("/+#")

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-from node.errors import MessageTooLarge, TransportClosed, UnknownPeer
-from node.transports.base import TransportBase
+from spargo.node.errors import MessageTooLarge, TransportClosed, UnknownPeer
+from spargo.node.transports.base import TransportBase
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 

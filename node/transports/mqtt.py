@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-from node.errors import (
+from spargo.node.errors import (
     ConfigError,
     ConnectError,
     MessageTooLarge,
@@ -42,8 +42,8 @@ from node.errors import (
     TransportError,
     UnknownPeer,
 )
-from node.transports.base import TransportBase
-from node.transports.framing import (
+from spargo.node.transports.base import TransportBase
+from spargo.node.transports.framing import (
     FrameError,
     Topics,
     TransportStats,
@@ -55,7 +55,7 @@ from node.transports.framing import (
     presence_payload,
     unpack_envelope,
 )
-from protocol import Reassembler, RemoteProtocolError, split
+from spargo.protocol import Reassembler, RemoteProtocolError, split
 
 LOG = logging.getLogger(__name__)
 MQTT_MAX_PAYLOAD_BYTES = 256 * 1024 * 1024 - 1024  # the MQTT limit, less room for headers

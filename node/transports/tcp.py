@@ -28,9 +28,15 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.errors import ConnectError, MessageTooLarge, TransportClosed, TransportError, UnknownPeer
-from node.transports.base import TransportBase
-from node.transports.framing import (
+from spargo.node.errors import (
+    ConnectError,
+    MessageTooLarge,
+    TransportClosed,
+    TransportError,
+    UnknownPeer,
+)
+from spargo.node.transports.base import TransportBase
+from spargo.node.transports.framing import (
     MAX_HELLO_BYTES,
     FrameError,
     FrameKind,
@@ -46,7 +52,7 @@ from node.transports.framing import (
     peer_id_problem,
     read_frame,
 )
-from node.transports.hello_auth import HelloAuthenticator, HelloRejected, parse_hello_keys
+from spargo.node.transports.hello_auth import HelloAuthenticator, HelloRejected, parse_hello_keys
 
 _UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::"})
 

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sims import Scenario, run
+from spargo.sims import Scenario, run
 
 CASES: dict[str, dict[str, Any]] = {
     "clean": {},

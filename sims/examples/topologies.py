@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sims import Scenario, run
+from spargo.sims import Scenario, run
 
 
 def main() -> None:

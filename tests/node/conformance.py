@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from node.errors import MessageTooLarge, TransportClosed, TransportError, UnknownPeer
-from node.transports.base import Transport
+from spargo.node.errors import MessageTooLarge, TransportClosed, TransportError, UnknownPeer
+from spargo.node.transports.base import Transport
 
 RECEIVE_TIMEOUT_S = 10.0
 

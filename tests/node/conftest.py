@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from node.transports.broker import (
+from spargo.node.transports.broker import (
     AclRule,
     Mosquitto,
     MosquittoConfig,

@@ -6,13 +6,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import topology
-from node.config import NodeConfig
-from node.methods import MethodContext, make_method
-from node.node import LocalData, Node
-from node.tasks import TaskSpec, synthetic_task
-from node.transports.memory import MemoryNetwork
-from node.view import build_view
+from spargo import topology
+from spargo.node.config import NodeConfig
+from spargo.node.methods import MethodContext, make_method
+from spargo.node.node import LocalData, Node
+from spargo.node.tasks import TaskSpec, synthetic_task
+from spargo.node.transports.memory import MemoryNetwork
+from spargo.node.view import build_view
 
 KEY_HEX = "11" * 32
 
@@ -117,7 +117,7 @@ def run_all(nodes: list[Node], extra: Callable[[], Awaitable[None]] | None = Non
     """Run every node (and an optional extra coroutine) to the end on a virtual clock."""
     import asyncio
 
-    from sims.clock import run_virtual
+    from spargo.sims.clock import run_virtual
 
     async def main() -> None:
         async with asyncio.TaskGroup() as group:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import topology
-from node.aggregation import (
+from spargo import topology
+from spargo.node.aggregation import (
     age_weighted_merge,
     coordinate_median,
     effective_peers,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node.transports.broker import (
+from spargo.node.transports.broker import (
     AclRule,
     BrokerError,
     Mosquitto,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from node.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from node.errors import CheckpointError
+from spargo.node.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from spargo.node.errors import CheckpointError
 
 
 def test_round_trip(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from node.config import NodeConfig, config_from_mapping, load_toml
-from node.errors import ConfigError
+from spargo.node.config import NodeConfig, config_from_mapping, load_toml
+from spargo.node.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from node.lab import LabConfig, PeerProcesses, _collect, run_lab, write_peer_configs
-from node.transports.broker import Mosquitto, MosquittoConfig
+from spargo.node.lab import LabConfig, PeerProcesses, _collect, run_lab, write_peer_configs
+from spargo.node.transports.broker import Mosquitto, MosquittoConfig
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -41,8 +41,8 @@ def _no_leftovers(workdir: Path) -> None:
 
 
 def test_lab_over_mosquitto_matches_in_memory_run(tmp_path: Path) -> None:
-    from sims.runner import run
-    from sims.scenario import Scenario
+    from spargo.sims.runner import run
+    from spargo.sims.scenario import Scenario
 
     lab = LabConfig(nodes=4, rounds=8, method="dense", topology="ring", workdir=tmp_path / "lab")
     summary = asyncio.run(run_lab(lab))
@@ -61,7 +61,7 @@ def test_lab_over_mosquitto_matches_in_memory_run(tmp_path: Path) -> None:
 def test_lab_cli_one_line_errors() -> None:
     for flags, fragment in ((["--nodes", "1"], "--nodes"), (["--broker", "http://x"], "mqtt://")):
         proc = subprocess.run(
-            [sys.executable, "-m", "sims.cli", "lab", *flags],
+            [sys.executable, "-m", "spargo", "lab", *flags],
             capture_output=True,
             text=True,
             timeout=60,
@@ -111,7 +111,7 @@ async def test_broker_restart_and_sigkilled_peer(tmp_path: Path) -> None:
         finals = await asyncio.wait_for(_collect(peers, lab), 180)
         # The peers' retained status topics tell `spargo monitor` where everyone ended.
         monitor = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sims.cli", "monitor", "--broker", broker.url,
+            sys.executable, "-m", "spargo", "monitor", "--broker", broker.url,
             "--swarm", lab.swarm, "--once", "--json", stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         snapshot = json.loads((await monitor.communicate())[0].decode().splitlines()[-1])
@@ -135,7 +135,7 @@ async def test_broker_restart_and_sigkilled_peer(tmp_path: Path) -> None:
 def test_interrupted_lab_leaves_nothing_behind(tmp_path: Path, sig: signal.Signals) -> None:
     workdir = tmp_path / "lab"
     lab = subprocess.Popen(
-        [sys.executable, "-m", "sims.cli", "lab", "--nodes", "3", "--rounds", "500",
+        [sys.executable, "-m", "spargo", "lab", "--nodes", "3", "--rounds", "500",
          "--local-steps", "50", "--workdir", str(workdir)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from node.checkpoint import load_checkpoint, save_checkpoint
-from node.methods import MethodContext, make_method, method_names
-from node.methods.choco import ChocoMethod
-from node.tasks import load_task
-from protocol import Delta, Envelope, FullModel, MaskedUpdate, NamedTensor, ResyncRequest
-from sims.runner import SimResult, run
-from sims.scenario import Scenario
+from spargo.node.checkpoint import load_checkpoint, save_checkpoint
+from spargo.node.methods import MethodContext, make_method, method_names
+from spargo.node.methods.choco import ChocoMethod
+from spargo.node.tasks import load_task
+from spargo.protocol import Delta, Envelope, FullModel, MaskedUpdate, NamedTensor, ResyncRequest
+from spargo.sims.runner import SimResult, run
+from spargo.sims.scenario import Scenario
 
 ROUNDS = 10
 FLOORS = {"dense": 0.85, "vc": 0.85, "fedsparsify": 0.8, "choco": 0.8, "spafl": 0.75}

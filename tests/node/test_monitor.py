@@ -8,9 +8,9 @@ import json
 import pytest
 from rich.console import Console
 
-from node.monitor import SwarmView, add_parser, run, run_monitor
-from node.transports.broker import Mosquitto
-from node.transports.mqtt import MqttConfig, MqttTransport
+from spargo.node.monitor import SwarmView, add_parser, run, run_monitor
+from spargo.node.transports.broker import Mosquitto
+from spargo.node.transports.mqtt import MqttConfig, MqttTransport
 
 STATUS = {"round": 7, "accuracy": 0.91, "loss": 0.3, "density": 0.25, "bytes_sent": 12_000_000,
           "bytes_received": 11_000_000, "drops": 2, "updated_at": 1.0e9}  # fmt: skip
@@ -73,7 +73,7 @@ async def test_bad_url_is_one_line_and_exit_2(url: str, capsys: pytest.CaptureFi
 
 
 async def test_unreachable_broker_is_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
-    from node.transports.broker import free_port
+    from spargo.node.transports.broker import free_port
 
     url = f"mqtt://127.0.0.1:{free_port()}"
     assert await run_monitor(parse("--broker", url, "--swarm", "s", "--once")) == 1

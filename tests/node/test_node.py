@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-import topology
-from node.checkpoint import checkpoint_path
-from node.node import Node
-from node.params import exchangeable_parameters, to_arrays
-from node.tasks import synthetic_task
-from node.transports.memory import MemoryNetwork
-from protocol import Envelope, FullModel, Keyring, NamedTensor, encode
-from sims.clock import run_virtual
+from spargo import topology
+from spargo.node.checkpoint import checkpoint_path
+from spargo.node.node import Node
+from spargo.node.params import exchangeable_parameters, to_arrays
+from spargo.node.tasks import synthetic_task
+from spargo.node.transports.memory import MemoryNetwork
+from spargo.protocol import Envelope, FullModel, Keyring, NamedTensor, encode
+from spargo.sims.clock import run_virtual
 from tests.node.harness import KEY_HEX, make_peer, make_peers, run_all
 
 
@@ -154,7 +154,7 @@ def test_stop_ends_an_async_peer_promptly() -> None:
 
 def test_a_peer_restarted_without_checkpoint_is_heard_again() -> None:
     """Sequence numbers from the wall clock: a new life's messages pass the replay windows."""
-    from protocol import Decoder
+    from spargo.protocol import Decoder
 
     network = MemoryNetwork()
     nodes = make_peers(network, 2, rounds=3, graph_spec="complete")
@@ -172,6 +172,6 @@ def test_a_peer_restarted_without_checkpoint_is_heard_again() -> None:
 
 
 def _frame(sender: str, seq: int) -> bytes:
-    from protocol import Bye
+    from spargo.protocol import Bye
 
     return encode(Envelope("test", sender, seq, 0, Bye()))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from node.errors import ConfigError
-from node.peer import load_setup, transport_table
+from spargo.node.errors import ConfigError
+from spargo.node.peer import load_setup, transport_table
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -57,7 +57,7 @@ def test_bad_configs(tmp_path: Path, text: str, fragment: str) -> None:
 
 def _spargo(*args: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "sims.cli", *args],
+        [sys.executable, "-m", "spargo", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -84,8 +84,8 @@ def test_unknown_device_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_tcp_transport_gets_the_node_keys_unless_it_sets_its_own(tmp_path: Path) -> None:
-    from node.transports.factory import make_transport
-    from node.transports.tcp import TcpTransport
+    from spargo.node.transports.factory import make_transport
+    from spargo.node.transports.tcp import TcpTransport
 
     node_key, own_key = "aa" * 32, "bb" * 32
     head = f'[node]\npeer_id = "peer-0"\nactive_key_id = 2\n[node.keys]\n2 = "{node_key}"\n'

@@ -16,21 +16,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import topology
-from node.checkpoint import load_checkpoint, save_checkpoint
-from node.methods import MethodContext, make_method
-from node.methods.dense import DenseMethod
-from node.methods.pushsum import (
+from spargo import topology
+from spargo.node.checkpoint import load_checkpoint, save_checkpoint
+from spargo.node.methods import MethodContext, make_method
+from spargo.node.methods.dense import DenseMethod
+from spargo.node.methods.pushsum import (
     PUSHSUM_MAX_SHARE,
     PUSHSUM_MIN_WEIGHT,
     RS_LOW_SUFFIX,
     LinkSums,
     split_float64,
 )
-from node.params import exchangeable_parameters, to_arrays
-from node.view import SwarmLayout
-from protocol import Envelope, FullModel, NamedTensor
-from sims import Scenario, run
+from spargo.node.params import exchangeable_parameters, to_arrays
+from spargo.node.view import SwarmLayout
+from spargo.protocol import Envelope, FullModel, NamedTensor
+from spargo.sims import Scenario, run
 
 SHAPE = (3, 4)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from node.errors import ConfigError
-from node.tasks import TaskSpec, iid_shard, load_task, local_split, synthetic_task
+from spargo.node.errors import ConfigError
+from spargo.node.tasks import TaskSpec, iid_shard, load_task, local_split, synthetic_task
 
 
 def _write_mnist(path: Path, rows: int, header: bool = False, columns: int = 785) -> None:
@@ -72,13 +72,13 @@ def test_same_seed_same_model() -> None:
 
 
 def test_user_task_and_bad_names() -> None:
-    spec = load_task("node.tasks:synthetic_task", seed=0)
+    spec = load_task("spargo.node.tasks:synthetic_task", seed=0)
     assert isinstance(spec, TaskSpec)
     for name, fragment in [
         ("nosuch", "unknown task"),
         ("no.such.module:f", "could not be loaded"),
-        ("node.tasks:iid_shard", "callable as f\\(seed=...\\)"),
-        ("node.tasks:BUILTIN_TASKS", "not a function"),
+        ("spargo.node.tasks:iid_shard", "callable as f\\(seed=...\\)"),
+        ("spargo.node.tasks:BUILTIN_TASKS", "not a function"),
         ("synthetic:x", "synthetic:N"),
     ]:
         with pytest.raises(ConfigError, match=fragment):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from node.training import sgd_step
+from spargo.node.training import sgd_step
 
 
 @pytest.mark.parametrize(("momentum", "weight_decay"), [(0.0, 0.0), (0.9, 0.0), (0.9, 1e-3)])

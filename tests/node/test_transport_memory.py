@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from node.transports.base import Transport
-from node.transports.memory import MemoryNetwork
+from spargo.node.transports.base import Transport
+from spargo.node.transports.memory import MemoryNetwork
 from tests.node.conformance import TransportConformance, entered, receive
 
 

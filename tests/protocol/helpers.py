@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from protocol import (
+from spargo.protocol import (
     Bye,
     Delta,
     Envelope,

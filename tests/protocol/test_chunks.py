@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import (
+from spargo.protocol import (
     CHUNK_HEADER_BYTES,
     LocalProtocolError,
     Reason,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import INT8_BLOCK, LocalProtocolError, MaskMethod, mask_bound_nbytes
-from protocol.masks import decode_index_set, decode_mask, encode_index_set, encode_mask
-from protocol.values import decode_values, encode_values
+from spargo.protocol import INT8_BLOCK, LocalProtocolError, MaskMethod, mask_bound_nbytes
+from spargo.protocol.masks import decode_index_set, decode_mask, encode_index_set, encode_mask
+from spargo.protocol.values import decode_values, encode_values
 
 FAST = settings(max_examples=60, deadline=None)
 

@@ -9,7 +9,7 @@ import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol import Decoder, Limits, RemoteProtocolError, encode
+from spargo.protocol import Decoder, Limits, RemoteProtocolError, encode
 from tests.protocol.helpers import KEYRING, SWARM, envelope, sample_messages
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -91,7 +91,7 @@ def test_mutated_valid_messages(data: st.DataObject, which: int) -> None:
     payload=st.binary(max_size=300),
 )
 def test_mask_decoder_on_random_payloads(method: int, n: int, k: int, payload: bytes) -> None:
-    from protocol.masks import decode_mask
+    from spargo.protocol.masks import decode_mask
 
     try:
         mask, count = decode_mask([method, k, payload], n)

@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from protocol import (
+from spargo.protocol import (
     Bye,
     Decoder,
     FullModel,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protocol import Decoder, FullModel, Keyring, NamedTensor, encode
+from spargo.protocol import Decoder, FullModel, Keyring, NamedTensor, encode
 from tests.protocol.helpers import KEYRING, SWARM, assert_same, envelope, sample_messages
 
 

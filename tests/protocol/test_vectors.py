@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from protocol import (
+from spargo.protocol import (
     Bye,
     Decoder,
     Delta,
@@ -84,7 +84,7 @@ def test_vector_encodes_and_decodes(name: str) -> None:
 
 
 def test_vectors_cover_the_mask_methods() -> None:
-    from protocol.masks import encode_mask
+    from spargo.protocol.masks import encode_mask
 
     env = vectors()["masked_update"][0]
     methods = {encode_mask(t.mask)[0] for t in env.body.tensors if isinstance(t, MaskedTensor)}  # type: ignore[union-attr]

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from sims.scenario import Scenario
+from spargo.sims.scenario import Scenario
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +34,7 @@ def small(**overrides: Any) -> Scenario:
 
 def assert_one_line_error(argv: list[str], needle: str, err_of: Any) -> None:
     """``spargo sim ARGV`` exits 2 with exactly one ``spargo sim: error: ...`` line."""
-    from sims.cli import main
+    from spargo.cli import main
 
     try:
         code = main(["sim", *argv])

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from sims.cli import _scenario_from_args, build_parser, main
-from sims.runner import SimResult, run
-from sims.scenario import Scenario, ScenarioError
-from sims.swarm import Swarm, start_offsets
+from spargo.cli import build_parser, main
+from spargo.sims.cli import _scenario_from_args
+from spargo.sims.runner import SimResult, run
+from spargo.sims.scenario import Scenario, ScenarioError
+from spargo.sims.swarm import Swarm, start_offsets
 from tests.sims.conftest import assert_one_line_error
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protocol import FullModel, NamedTensor
-from sims.attacks import parse_attack, pick_attackers, tamper, transform_for
-from sims.runner import run
+from spargo.protocol import FullModel, NamedTensor
+from spargo.sims.attacks import parse_attack, pick_attackers, tamper, transform_for
+from spargo.sims.runner import run
 from tests.sims.conftest import small
 
 

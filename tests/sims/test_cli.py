@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from sims.cli import _scenario_from_args, build_parser, main
+from spargo.cli import build_parser, main
+from spargo.sims.cli import _scenario_from_args
 from tests.sims.conftest import assert_one_line_error
 
 FAST = ["--nodes", "6", "--topology", "ring", "--method", "dense", "--task", "synthetic"]
@@ -89,7 +90,7 @@ def test_a_run_writes_reports_and_ends_with_json(
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 6 * 3
     for name in ("accuracy.png", "accuracy_vs_mb.png", "consensus.png", "density.png",
-                 "topology.png"):  # fmt: skip
+                 "spargo.topology.png"):  # fmt: skip
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -110,7 +111,8 @@ def test_a_sweep_runs_the_grid_in_processes(tmp_path: Path) -> None:
 
 
 def test_default_run_gossips_weights_but_a_named_spafl_sends_thresholds_only() -> None:
-    from sims.cli import _scenario_from_args, build_parser
+    from spargo.cli import build_parser
+    from spargo.sims.cli import _scenario_from_args
 
     def scenario(*argv: str) -> Any:
         return _scenario_from_args(build_parser().parse_args(["sim", *argv]))
@@ -128,7 +130,7 @@ def test_default_run_gossips_weights_but_a_named_spafl_sends_thresholds_only() -
 
 
 def test_a_sweep_treats_a_method_named_in_base_like_a_config_file(tmp_path: Path) -> None:
-    from sims.sweep import load_sweep
+    from spargo.sims.sweep import load_sweep
 
     sweep = tmp_path / "sweep.toml"
     sweep.write_text('[base]\nmethod = "spafl"\n[grid]\nseed = [0, 1]\n')
@@ -140,7 +142,7 @@ def test_a_sweep_treats_a_method_named_in_base_like_a_config_file(tmp_path: Path
 
 
 def test_a_sweep_with_a_given_name_keeps_the_grid_in_the_run_names(tmp_path: Path) -> None:
-    from sims.sweep import load_sweep
+    from spargo.sims.sweep import load_sweep
 
     sweep = tmp_path / "sweep.toml"
     sweep.write_text(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from sims.runner import SimResult, run
-from sims.scenario import ChurnEvent, Scenario
+from spargo.sims.runner import SimResult, run
+from spargo.sims.scenario import ChurnEvent, Scenario
 from tests.sims.conftest import small
 
 

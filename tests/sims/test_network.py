@@ -6,9 +6,9 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from sims.data import DIRICHLET_MIN_SHARD, partition_indices
-from sims.network import SERVER_ID, Link, LinkModel, churn_plan, edge_links, step_times
-from sims.scenario import Scenario
+from spargo.sims.data import DIRICHLET_MIN_SHARD, partition_indices
+from spargo.sims.network import SERVER_ID, Link, LinkModel, churn_plan, edge_links, step_times
+from spargo.sims.scenario import Scenario
 
 
 def test_delay_is_latency_plus_serialisation() -> None:

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparse import (
+from spargo.sparse import (
     Compressed,
     CompressorSpec,
     ErrorFeedback,

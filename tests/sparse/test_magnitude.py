@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from sparse import (
+from spargo.sparse import (
     MaskedTraining,
     ThresholdConfig,
     attach_thresholds,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from sparse import (
+from spargo.sparse import (
     SparseError,
     ThresholdConfig,
     apply_global_importance,

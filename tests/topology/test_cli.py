@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import topology as t
-from topology import cli
+from spargo import topology as t
+from spargo.topology import cli
 
 
 def test_describe_ring() -> None:
@@ -103,7 +103,7 @@ def test_module_runs_without_torch() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "[]"
     bad = subprocess.run(
-        [sys.executable, "-m", "topology.cli", "ring", "--nodes", "1"],
+        [sys.executable, "-m", "spargo.topology.cli", "ring", "--nodes", "1"],
         capture_output=True,
         text=True,
         check=False,

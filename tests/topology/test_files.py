@@ -8,7 +8,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-import topology as t
+from spargo import topology as t
 
 SUFFIXES = [".edgelist", ".txt", ".graphml", ".json"]
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import networkx as nx
 import pytest
 
-import topology as t
+from spargo import topology as t
 
 DETERMINISTIC: list[tuple[str, Callable[[], nx.Graph], int, set[int]]] = [
     ("ring", lambda: t.ring(7), 7, {2}),

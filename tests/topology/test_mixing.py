@@ -12,7 +12,7 @@ import scipy.sparse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import topology as t
+from spargo import topology as t
 
 
 @st.composite

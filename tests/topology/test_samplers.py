@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import topology as t
+from spargo import topology as t
 
 
 def test_all_neighbours() -> None:
