@@ -22,6 +22,11 @@ def add_parser(subparsers: Any) -> None:
         description="Run N real peers on in-memory transports on a virtual clock.",
     )
     p.add_argument("--config", help="scenario TOML file; flags override its values")
+    p.add_argument(
+        "--scenario",
+        metavar="NAME",
+        help="a scenario shipped with spargo, by name ('--scenario list' shows them)",
+    )
     p.add_argument("--nodes", type=int, help="number of peers (default 16)")
     p.add_argument("--topology", help="ring, smallworld, regular:4, er:0.2, ... or a graph file")
     p.add_argument("--method", help="dense, vc, spafl, fedsparsify, choco, allreduce")
@@ -121,10 +126,19 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 def _scenario_from_args(args: argparse.Namespace) -> Any:
     from spargo.node.config import load_toml
-    from spargo.sims.scenario import Scenario, default_method_options, scenario_from_mapping
+    from spargo.sims.scenario import (
+        Scenario,
+        default_method_options,
+        scenario_from_mapping,
+        shipped_scenario,
+    )
 
     base: dict[str, Any] = {}
-    if args.config:
+    if args.config and args.scenario:
+        raise ValueError("give --config FILE or --scenario NAME, not both")
+    if args.scenario:
+        base = dict(load_toml(shipped_scenario(args.scenario)))
+    elif args.config:
         base = dict(load_toml(args.config))
     flags = {key: getattr(args, key) for key in _SCENARIO_FLAGS}
     base.update({k: v for k, v in flags.items() if v is not None})
@@ -138,7 +152,8 @@ def _scenario_from_args(args: argparse.Namespace) -> Any:
         options.update(_parse_option(o) for o in args.option)
         base["method_options"] = options
     _resolve_nodes_from_graph_file(base)
-    return scenario_from_mapping(base, source=args.config or "flags")
+    source = f"scenario {args.scenario!r}" if args.scenario else args.config or "flags"
+    return scenario_from_mapping(base, source=source)
 
 
 def _resolve_nodes_from_graph_file(values: dict[str, Any]) -> None:
@@ -156,6 +171,15 @@ def run(args: argparse.Namespace) -> int:
     """``spargo sim``: run a scenario (or a sweep), print progress and a summary, write reports."""
     if args.sweep:
         return _run_sweep(args)
+    if args.scenario == "list":
+        from spargo.sims.scenario import shipped_scenarios
+
+        for name, path in shipped_scenarios().items():
+            about = _first_comment(path)
+            if len(about) > 66:  # one line each at 80 columns
+                about = about[:65].rstrip() + "…"
+            print(f"{name:<13} {about}")
+        return 0
     scenario = _scenario_from_args(args)
     out_dir = Path(args.out or _default_out(scenario))
     from rich.console import Console
@@ -190,6 +214,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(s, sort_keys=True))
     return 0
+
+
+def _first_comment(path: Path) -> str:
+    """A shipped scenario's first comment line: what it is for."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
 
 
 def _other_basis(s: dict[str, Any]) -> str:
