@@ -33,12 +33,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line: ``spargo {sim,topology,node,lab,monitor} ...``."""
-    from spargo.node import lab, monitor, peer
-    from spargo.sims import cli as sims_cli
-    from spargo.topology import cli as topology_cli
+#: Each command and the module that defines it (``add_parser(subparsers)`` and ``run(args)``).
+COMMANDS: dict[str, str] = {
+    "sim": "spargo.sims.cli",
+    "topology": "spargo.topology.cli",
+    "node": "spargo.node.peer",
+    "lab": "spargo.node.lab",
+    "monitor": "spargo.node.monitor",
+}
 
+
+def _module(command: str) -> Any:
+    import importlib
+
+    return importlib.import_module(COMMANDS[command])
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line ``spargo {sim,topology,node,lab,monitor} ...``.
+
+    With ``command`` given, only that command's module is imported and registered (start-up
+    time and memory are the user's); without, all of them (the overview, ``--help``).
+    """
     parser = _Parser(
         prog="spargo",
         description="Decentralized gossip learning of sparse models.",
@@ -47,26 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"spargo {spargo.__version__}")
     subparsers = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
-    sims_cli.add_parser(subparsers)
-    topology_cli.add_parser(subparsers)
-    peer.add_parser(subparsers)
-    lab.add_parser(subparsers)
-    monitor.add_parser(subparsers)
+    for name in COMMANDS if command is None else (command,):
+        _module(name).add_parser(subparsers)
     return parser
 
 
-def _runner(command: str) -> Any:
-    if command == "sim":
-        from spargo.sims import cli as sims_cli
-
-        return sims_cli.run
-    if command == "topology":
-        from spargo.topology import cli as topology_cli
-
-        return topology_cli.run
-    from spargo.node import lab, monitor, peer
-
-    return {"node": peer.run, "lab": lab.run, "monitor": monitor.run}[command]
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand named first in ``argv`` (options before it are the top level's)."""
+    for token in argv:
+        if not token.startswith("-"):
+            return token if token in COMMANDS else None
+    return None
 
 
 def missing_extra(command: str, module: str) -> str | None:
@@ -82,13 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spargo`` console script; returns the exit status."""
     from spargo.node.errors import NodeError
 
-    parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_in(argv))
+    args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
     try:
-        return int(_runner(args.command)(args))
+        return int(_module(args.command).run(args))
     except KeyboardInterrupt:
         print(f"spargo {args.command}: interrupted", file=sys.stderr)
         return 130

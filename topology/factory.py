@@ -119,7 +119,10 @@ def _build(spec: str, name: str, args: list[str], n: int | None, seed: int) -> n
         )
         return gen.erdos_renyi(size, p, seed)
     if name == "smallworld" and len(args) in (0, 2):
-        k = int(_number(spec, args[0], int)) if args else 4
+        # Bare ``smallworld`` (the default) shrinks its lattice degree to fit tiny swarms.
+        k = int(_number(spec, args[0], int)) if args else min(4, max(2, (size - 1) // 2 * 2))
+        if not args and size <= 3:
+            return gen.complete(size)
         p = float(_number(spec, args[1], float)) if args else 0.2
         return gen.small_world(size, k, p, seed)
     if name == "ba" and len(args) <= 1:
