@@ -90,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from spargo.node.errors import NodeError
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:  # answered without importing any command
+        print(f"spargo {spargo.__version__}")
+        return 0
     parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     if args.command is None:

@@ -76,7 +76,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     env = Installed(wheel, venv, work)
     env.pip("--disable-pip-version-check", TORCH)
     env.pip("--disable-pip-version-check", str(wheel))
-    yield env
+    return env
 
 
 def test_the_wheel_installs_one_top_level_package(installed: Installed) -> None:
@@ -97,16 +97,20 @@ def test_core_install_runs_a_peer_without_the_extras(installed: Installed) -> No
     present = {p["name"].lower() for p in json.loads(listed.stdout)}
     assert not present & {"matplotlib", "scikit-learn", "rich", "scipy"}, present
     version = installed.run(installed.bin("spargo"), "--version")
-    assert version.returncode == 0 and version.stdout.startswith("spargo "), version.stderr
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.startswith("spargo ")
     as_module = installed.run(installed.bin("python"), "-m", "spargo", "--version")
     assert as_module.stdout == version.stdout
     helped = installed.run(installed.bin("spargo"), "node", "--help")
-    assert helped.returncode == 0 and "--config" in helped.stdout, helped.stderr
+    assert helped.returncode == 0, helped.stderr
+    assert "--config" in helped.stdout
     overview = installed.run(installed.bin("spargo"))
-    assert overview.returncode == 0 and "COMMAND" in overview.stdout
+    assert overview.returncode == 0
+    assert "COMMAND" in overview.stdout
     sim = installed.run(installed.bin("spargo"), "sim", "--nodes", "4", "--rounds", "2")
     assert sim.returncode == 2
-    assert sim.stderr.count("\n") == 1 and "pip install 'spargo[sim]'" in sim.stderr, sim.stderr
+    assert sim.stderr.count("\n") == 1, sim.stderr
+    assert "pip install 'spargo[sim]'" in sim.stderr
 
 
 def _free_ports(n: int) -> list[int]:
@@ -166,7 +170,8 @@ def test_sim_extra_beside_the_unrelated_sparse_package(installed: Installed) -> 
     )
     assert sim.returncode == 0, sim.stderr[-2000:]
     summary = json.loads(sim.stdout.strip().splitlines()[-1])
-    assert summary["nodes"] == 4 and summary["rounds"] == 2
+    assert summary["nodes"] == 4
+    assert summary["rounds"] == 2
     shipped = installed.run(
         installed.bin("spargo"), "sim", "--scenario", "default", "--rounds", "1", "--no-plots"
     )
@@ -174,4 +179,5 @@ def test_sim_extra_beside_the_unrelated_sparse_package(installed: Installed) -> 
     other = installed.run(
         installed.bin("python"), "-c", "import sparse, numpy; print(type(sparse.COO(numpy.eye(2))))"
     )
-    assert other.returncode == 0 and "COO" in other.stdout, other.stderr[-2000:]
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert "COO" in other.stdout
