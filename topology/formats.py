@@ -256,7 +256,7 @@ def read_matrix_market(path: Path, directed: bool) -> nx.Graph:
     """Matrix Market ``.mtx`` through ``scipy.io.mmread``: row/column i is node ``i`` (1-based,
     as in the file); entries become ``weight``; a general (non-symmetric) matrix is directed."""
     try:
-        from scipy.io import mmread, mminfo
+        from scipy.io import mminfo, mmread
     except ModuleNotFoundError:
         raise FormatError(
             "reading .mtx needs scipy, which the 'sim' extra installs: pip install 'spargo[sim]'"
@@ -328,4 +328,3 @@ def detect(path: Path) -> tuple[str, str]:
 def read_raw(path: Path, name: str, directed: bool) -> nx.Graph:
     """The raw graph of ``path`` read as format ``name`` (a key of :data:`FORMATS`)."""
     return FORMATS[name].read(path, directed)
-

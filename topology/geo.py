@@ -56,7 +56,9 @@ def _name(g: nx.Graph, v: int) -> str:
     return str(g.nodes[v].get("label", v))
 
 
-def with_geo_latency(g: nx.Graph, km_per_ms: float = FIBRE_KM_PER_MS, base_ms: float = 0.0) -> nx.Graph:
+def with_geo_latency(
+    g: nx.Graph, km_per_ms: float = FIBRE_KM_PER_MS, base_ms: float = 0.0
+) -> nx.Graph:
     """A copy of ``g`` whose every edge (each arc) has ``latency_ms = base_ms + km / km_per_ms``.
 
     Raises :class:`TopologyError` naming a few nodes without coordinates when any lack them.

@@ -134,7 +134,7 @@ def test_self_loop_in_graphml_and_binary_file(tmp_path: Path) -> None:
 def test_missing_file_and_unknown_write_extension(tmp_path: Path) -> None:
     with pytest.raises(t.TopologyError, match="no such graph file"):
         t.read_graph(tmp_path / "missing.graphml")
-    with pytest.raises(t.TopologyError, match="cannot write '.gml'"):
+    with pytest.raises(t.TopologyError, match=r"cannot write '\.gml'"):
         t.write_graph(t.ring(3), tmp_path / "g.gml")
 
 
