@@ -133,7 +133,7 @@ def _mixing_row(graph: Any, me: int, adjacent: list[int], mixing: str) -> dict[i
     if mixing == "metropolis" and not graph.is_directed():
         degrees = {v: int(graph.degree[v]) for v in adjacent}
         return topology.mh_weights_for(me, int(graph.degree[me]), degrees)
-    if mixing == "uniform":
+    if mixing in ("uniform", "metropolis"):
         share = 1.0 / (len(adjacent) + 1)
         return {v: share for v in [me, *adjacent]}
     raise ValueError(f"mixing {mixing!r} is unknown; use 'metropolis' or 'uniform'")

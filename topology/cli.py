@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from spargo.topology.errors import TopologyError
 from spargo.topology.factory import make_graph
+from spargo.topology.files import HOW
 from spargo.topology.formats import FORMATS
 from spargo.topology.geo import parse_latency_from, with_geo_latency
 from spargo.topology.summary import describe, draw
@@ -70,7 +71,7 @@ def _file_lines(info: dict[str, Any] | None) -> list[str]:
     if info is None:
         return []
     return [
-        f"format              {info['format']} (chosen by {info['detected_by']})",
+        f"format              {info['format']} ({HOW[info['detected_by']]})",
         f"node attributes     {', '.join(info['node_attributes']) or '-'}",
         f"edge attributes     {', '.join(info['edge_attributes']) or '-'}",
         f"used by spargo      {', '.join(info['used']) or '-'}",

@@ -42,6 +42,13 @@ GRAPH_SUFFIXES = tuple(s for f in FORMATS.values() for s in f.extensions)
 #: Node attribute names (lower case) read as coordinates, in degrees.
 LATITUDE_KEYS = ("latitude", "lat")
 LONGITUDE_KEYS = ("longitude", "lon", "lng", "long")
+#: How the format was chosen, as the messages and the report say it.
+HOW = {
+    "given": "named by --format",
+    "content": "detected from content",
+    "extension": "by extension",
+    "default": "the default",
+}
 _RULES = {"latency_ms": ">= 0", "bandwidth_mbps": "> 0", "loss": "in [0, 1]"}
 
 
@@ -217,7 +224,7 @@ def read_graph(
         raise TopologyError(_unreadable(p, name, how, err)) from None
     except (TypeError, ValueError, KeyError, nx.NetworkXError) as err:
         raise TopologyError(
-            f"{p}: cannot read it as {name} ({how}): {err}; check the file or pass --format"
+            f"{p}: cannot read it as {name} ({HOW[how]}): {err}; check the file or pass --format"
         ) from None
     if directed and not raw.is_directed():
         raw = raw.to_directed()
@@ -238,7 +245,7 @@ def _unreadable(path: Path, name: str, how: str, err: FormatError) -> str:
     shown = f" {text.strip()[:60]!r}" if text.strip() else ""
     reason = " ".join(err.reason.split())[:120]
     return (
-        f"{path}: cannot read it as {name} (format chosen by {how}); {where}{shown}: {reason}; "
+        f"{path}: cannot read it as {name} ({HOW[how]}); {where}{shown}: {reason}; "
         "fix the file or name the format with --format"
     )
 

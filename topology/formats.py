@@ -112,12 +112,14 @@ def _data_spec(lines: list[str]) -> bool | list[tuple[str, Callable[[str], Any]]
 
 
 def read_edgelist(path: Path, directed: bool) -> nx.Graph:
-    """``u v`` per line, then nothing, a dict (networkx), ``key=value`` pairs or numbers.
+    """``u v`` per line, then nothing, a dict (networkx), ``key=value`` pairs or numbers;
+    ``#`` starts a comment anywhere, ``%`` at the start of a line.
 
     A line with one label declares a node (networkx skips it; we keep it so an isolated node
     is reported as such). Numbers after the labels become ``weight``, ``column4``, ...
     """
-    lines = [_edge_line(line) for line in _lines(path)]
+    # ``%`` starts a comment line too (KONECT's ``out.*`` files); kept blank so numbers hold.
+    lines = ["" if line.lstrip().startswith("%") else _edge_line(line) for line in _lines(path)]
     data = _data_spec(lines)
     create = nx.DiGraph if directed else nx.Graph
 

@@ -84,7 +84,12 @@ def draw(g: nx.Graph, path: str | os.PathLike[str], title: str | None = None) ->
         ax.set_axis_on()
         ax.set_xlabel("longitude (°)")
         ax.set_ylabel("latitude (°)")
+        ax.margins(0.12)  # room for the outermost place names
         ax.set_aspect(1.0 / max(0.1, float(np.cos(np.radians(np.mean(xy[:, 1]))))))
+        if len(nodes) <= 30:  # a small map reads better with its place names
+            for v, (x, y) in zip(nodes, xy, strict=True):
+                name = str(g.nodes[v].get("label", v))
+                ax.annotate(name, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
     if title:
         ax.set_title(title)
     fig.savefig(os.fspath(path), format="png")
