@@ -14,6 +14,7 @@ from spargo.topology.errors import TopologyError
 from spargo.topology.factory import (
     NAMES,
     assign_peers,
+    graph_peer_ids,
     graph_size_from_spec,
     is_graph_file,
     make_graph,
@@ -97,6 +98,7 @@ __all__ = [
     "exponential_hops",
     "file_peer_ids",
     "gossip_graph",
+    "graph_peer_ids",
     "graph_size_from_spec",
     "great_circle_km",
     "grid",

@@ -57,6 +57,13 @@ def graph_size_from_spec(spec: str, fmt: str | None = None) -> int | None:
     return None
 
 
+def graph_peer_ids(spec: str, fmt: str | None = None) -> list[str] | None:
+    """The peer ids a graph file's labels name (node order), or None for a generator."""
+    if is_graph_file(spec):
+        return file_peer_ids(read_graph(spec, fmt))
+    return None
+
+
 def _number(spec: str, text: str, kind: Callable[[str], float | int]) -> float | int:
     try:
         return kind(text)

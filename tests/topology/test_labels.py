@@ -67,3 +67,13 @@ def test_labels_that_are_not_peer_ids_are_sanitised_deterministically(tmp_path: 
     assert all(t.is_peer_id(p) for p in t.label_map(g).values())
     assert t.peer_ids_for_labels(["", " x", "ok"]) == ["node", "x", "ok"]
     assert not t.is_peer_id("tab\there")
+
+
+def test_real_peers_default_to_the_files_labels(tmp_path: Path) -> None:
+    from spargo.node.peer import _peers_from
+
+    path = _hub(tmp_path)
+    assert t.graph_peer_ids(str(path)) == [str(i) for i in range(11)]
+    assert t.graph_peer_ids("ring") is None
+    assert _peers_from({}, str(path)) == tuple(str(i) for i in range(11))
+    assert _peers_from({"count": 3}, "ring") == ("peer-0", "peer-1", "peer-2")
