@@ -68,6 +68,7 @@ def _add_graph_file_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--format",
         dest="topology_format",
+        metavar="NAME",
         help="graph file format: edgelist, csv, adjlist, gml, gexf, pajek, graphml, json, mtx "
         "(default: detected)",
     )

@@ -35,8 +35,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--format",
         dest="fmt",
         choices=list(FORMATS),
+        metavar="NAME",
         default=None,
-        help="the graph file's format (default: detected from content and extension)",
+        help=f"the graph file's format: {', '.join(FORMATS)} (default: detected from "
+        "content and extension)",
     )
     parser.add_argument(
         "--directed",

@@ -234,7 +234,6 @@ def read_graph(
 
 
 def _unreadable(path: Path, name: str, how: str, err: FormatError) -> str:
-    where = f"line {err.line}" if err.line else "the file"
     text = err.text
     if err.line and not text:
         try:
@@ -244,8 +243,9 @@ def _unreadable(path: Path, name: str, how: str, err: FormatError) -> str:
             text = ""
     shown = f" {text.strip()[:60]!r}" if text.strip() else ""
     reason = " ".join(err.reason.split())[:120]
+    where = f"line {err.line}{shown}: " if err.line else ""
     return (
-        f"{path}: cannot read it as {name} ({HOW[how]}); {where}{shown}: {reason}; "
+        f"{path}: cannot read it as {name} ({HOW[how]}); {where}{reason}; "
         "fix the file or name the format with --format"
     )
 

@@ -220,14 +220,21 @@ def read_pajek(path: Path, directed: bool) -> nx.Graph:
     lines = _lines(path)
     try:
         return nx.parse_pajek(lines)
+    except StopIteration:
+        raise FormatError("the file ends inside a section (fewer lines than *Vertices N)") from None
     except (TypeError, ValueError, IndexError, KeyError) as err:
-        # Pajek needs its *Vertices header: report the first line that breaks in context.
-        for end in range(1, len(lines) + 1):
+        # Pajek lines need their section header, so bisect on prefixes for the first bad one.
+        low, high = 0, len(lines)  # lines[:low] parse, lines[:high] do not
+        while high - low > 1:
+            mid = (low + high) // 2
             try:
-                nx.parse_pajek(lines[:end])
-            except (TypeError, ValueError, IndexError, KeyError) as bad:
-                raise FormatError(str(bad) or type(bad).__name__, end) from err
-        raise FormatError(str(err)) from err
+                nx.parse_pajek(lines[:mid])
+                low = mid
+            except StopIteration:  # a section cut short by the prefix, not a bad line
+                low = mid
+            except (TypeError, ValueError, IndexError, KeyError):
+                high = mid
+        raise FormatError(str(err) or type(err).__name__, high) from err
 
 
 def read_node_link(path: Path, directed: bool) -> nx.Graph:
@@ -268,13 +275,25 @@ def read_matrix_market(path: Path, directed: bool) -> nx.Graph:
         rows, cols, _entries, _kind, _field, symmetry = mminfo(str(path))
         matrix = mmread(str(path), spmatrix=False)
     except (ValueError, TypeError, IndexError, OSError) as err:
-        banner_ok = bool(lines) and lines[0].lower().startswith("%%matrixmarket")
-        raise FormatError(str(err) or type(err).__name__, 2 if banner_ok else 1) from None
+        raise FormatError(str(err) or type(err).__name__, _first_bad_mtx_line(lines)) from None
     if rows != cols:
         raise FormatError(f"an adjacency matrix must be square, this one is {rows}x{cols}", 1)
     create = nx.Graph if symmetry != "general" and not directed else nx.DiGraph
     g = nx.from_scipy_sparse_array(_sparse(matrix), create_using=create)
     return nx.relabel_nodes(g, {i: i + 1 for i in g.nodes})
+
+
+def _first_bad_mtx_line(lines: list[str]) -> int:
+    """The banner if it is wrong, else the first non-comment line that is not all numbers."""
+    if not lines or not lines[0].lower().startswith("%%matrixmarket"):
+        return 1
+    for number, line in enumerate(lines[1:], start=2):
+        tokens = line.split()
+        if not tokens or line.startswith("%"):
+            continue
+        if not all(isinstance(_number(t), float) for t in tokens):
+            return number
+    return 0
 
 
 def _sparse(matrix: Any) -> Any:

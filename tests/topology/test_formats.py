@@ -162,3 +162,22 @@ def test_directed_file_keeps_both_directions(tmp_path: Path) -> None:
     # An undirected file asked for as directed gets arcs both ways.
     both = t.read_graph(tmp_path / "d.graphml", directed=True)
     assert both.number_of_edges() == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        ("g.net", '*Vertices 3\n1 a\n2 b\n3 c\n*Edges\n1 2\n2 "3\n', "line 7 '2 \"3'"),
+        ("g.mtx", "%%MatrixMarket matrix coordinate pattern symmetric\n% c\n3 3 2\n2 1\nx 3\n",
+         "line 5 'x 3'"),
+        ("bad.mtx", "3 3 2\n2 1\n", "line 1 '3 3 2'"),
+        ("g.gml", "graph [\n node [ id 0 ]\n node [ id 1\n", "line 4"),
+        ("g.json", '{"nodes": [\n{"id": 1},\n{"id": }\n]}', "line 3 '{\"id\": }'"),
+    ],
+)  # fmt: skip
+def test_first_offending_line_per_format(tmp_path: Path, name: str, text: str, line: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(t.TopologyError, match="cannot read it as") as caught:
+        t.read_graph(path)
+    assert line in str(caught.value)
