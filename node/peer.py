@@ -3,7 +3,8 @@
 The file has four tables (see examples/): ``[node]`` (a ``NodeConfig``: peer id, swarm,
 method, rounds, checkpoint directory…), ``[transport]`` (``kind = "mqtt"`` or ``"tcp"`` and
 its address and credentials), ``[topology]`` (``graph`` = generator name or graph file,
-``peers`` = the swarm's peer ids or ``count`` = N for ids ``peer-0..N-1``, ``seed``,
+``peers`` = the swarm's peer ids or ``count`` = N for ids ``peer-0..N-1`` — a graph file's
+node labels are its peer ids by default, and must match ``peers`` exactly — ``seed``,
 ``sampler``) and ``[task]`` (``name``, and ``shards`` / ``shard`` for a seeded IID slice).
 Flags override the file. Errors are one line; the exit status is 2.
 """
@@ -59,6 +60,10 @@ def _peers_from(table: Mapping[str, Any], graph: str) -> tuple[str, ...]:
         if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
             raise ConfigError('[topology] peers must be a list of peer ids, e.g. ["a", "b"]')
         return tuple(peers)
+    if "count" not in table and "prefix" not in table:
+        labels = topology.graph_peer_ids(graph)  # a graph file's labels name its peers
+        if labels is not None:
+            return tuple(labels)
     count = table.get("count") or topology.graph_size_from_spec(graph)
     if not isinstance(count, int) or count < 2:
         raise ConfigError("[topology] needs peers = [...] or count = N (N >= 2)")

@@ -59,7 +59,9 @@ class SwarmLayout:
         seed: int = 0,
         mixing: str = "metropolis",
     ) -> None:
-        self.graph = graph
+        # Gossip follows arcs: a digraph whose arcs all go both ways acts undirected, a
+        # one-way digraph sends to successors and hears from predecessors.
+        self.graph = graph = topology.gossip_graph(graph)
         self.seed = seed
         self.mixing = mixing
         self.assignment = topology.assign_peers(list(peer_ids), graph)
@@ -90,13 +92,14 @@ class SwarmLayout:
         me = self.assignment[peer_id]
         by_node = self.by_node
         adjacent = topology.neighbours(self.graph, me)
-        row = _mixing_row(self.graph, me, adjacent, self.mixing)
+        senders = topology.in_neighbours(self.graph, me)  # == adjacent when undirected
+        row = _mixing_row(self.graph, me, senders, self.mixing)
 
         def targets(round_index: int) -> list[str]:
             return [by_node[v] for v in self.targets_of(me, round_index)]
 
         def expected(round_index: int) -> list[str]:
-            return sorted(by_node[u] for u in adjacent if me in self.targets_of(u, round_index))
+            return sorted(by_node[u] for u in senders if me in self.targets_of(u, round_index))
 
         return PeerView(
             peer_id=peer_id,
@@ -123,11 +126,14 @@ def build_view(
 
 
 def _mixing_row(graph: Any, me: int, adjacent: list[int], mixing: str) -> dict[int, float]:
-    """This peer's row of the mixing matrix, from its own and its neighbours' degrees only."""
-    if mixing == "metropolis":
+    """This peer's row of the mixing matrix, from its own and its neighbours' degrees only.
+
+    On a one-way digraph ``adjacent`` are the senders and the row is uniform (push-sum, the
+    only method allowed there, splits by out-degree itself)."""
+    if mixing == "metropolis" and not graph.is_directed():
         degrees = {v: int(graph.degree[v]) for v in adjacent}
         return topology.mh_weights_for(me, int(graph.degree[me]), degrees)
-    if mixing == "uniform":
+    if mixing in ("uniform", "metropolis"):
         share = 1.0 / (len(adjacent) + 1)
         return {v: share for v in [me, *adjacent]}
     raise ValueError(f"mixing {mixing!r} is unknown; use 'metropolis' or 'uniform'")

@@ -29,6 +29,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--nodes", type=int, help="number of peers (default 16)")
     p.add_argument("--topology", help="ring, smallworld, regular:4, er:0.2, ... or a graph file")
+    _add_graph_file_flags(p)
     p.add_argument("--method", help="dense, vc, spafl, fedsparsify, choco, allreduce")
     p.add_argument(
         "--option",
@@ -61,6 +62,27 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
     p.add_argument("--quiet", action="store_true", help="no per-round lines, no progress bar")
+
+
+def _add_graph_file_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--format",
+        dest="topology_format",
+        metavar="NAME",
+        help="graph file format: edgelist, csv, adjlist, gml, gexf, pajek, graphml, json, mtx "
+        "(default: detected)",
+    )
+    p.add_argument(
+        "--directed",
+        action="store_true",
+        default=None,
+        help="read the graph file as arcs; gossip follows them (push-sum for one-way arcs)",
+    )
+    p.add_argument(
+        "--latency-from",
+        metavar="geo[:KM_PER_MS]",
+        help="link latency from node coordinates (200 km/ms; --latency-ms is the base)",
+    )
 
 
 def _add_mode_flags(p: argparse.ArgumentParser) -> None:
@@ -106,6 +128,7 @@ _SCENARIO_FLAGS = (
     "jitter_ms", "bandwidth_mbps", "loss", "churn", "churn_mode", "churn_downtime",
     "partition_at", "step_time_s", "speed_spread", "attack", "attackers", "mode",
     "train_period_s", "gossip_period_s", "max_staleness", "duration_s", "poisson",
+    "topology_format", "directed", "latency_from",
 )  # fmt: skip
 
 
@@ -162,7 +185,7 @@ def _resolve_nodes_from_graph_file(values: dict[str, Any]) -> None:
     spec = values.get("topology")
     if spec is None:
         return
-    size = topology.graph_size_from_spec(spec)
+    size = topology.graph_size_from_spec(spec, values.get("topology_format"))
     if size is not None and values.get("nodes") is None:
         values["nodes"] = size
 

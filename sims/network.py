@@ -100,7 +100,8 @@ def default_link(scenario: Scenario) -> Link:
 def edge_links(
     graph: nx.Graph, node_of: Mapping[str, int], default: Link
 ) -> dict[tuple[str, str], Link]:
-    """Links whose graph edge carries attributes (both directions); others use ``default``."""
+    """Links whose graph edge carries attributes; others use ``default``. An undirected edge
+    sets both directions; a digraph's arc sets only its own (a->b and b->a may differ)."""
     peer_of = {node: peer for peer, node in node_of.items()}
     out: dict[tuple[str, str], Link] = {}
     for u, v in graph.edges:
@@ -113,7 +114,9 @@ def edge_links(
             bandwidth_bps=attrs.get("bandwidth_mbps", default.bandwidth_bps / 1e6) * 1e6,
             loss=attrs.get("loss", default.loss),
         )
-        out[(peer_of[u], peer_of[v])] = out[(peer_of[v], peer_of[u])] = link
+        out[(peer_of[u], peer_of[v])] = link
+        if not graph.is_directed():
+            out[(peer_of[v], peer_of[u])] = link
     return out
 
 

@@ -42,6 +42,9 @@ def write_reports(result: SimResult, out_dir: str | Path, *, plots: bool = True)
         "faults": result.faults,
     }
     written[2].write_text(json.dumps(_clean(document), indent=2, sort_keys=True) + "\n")
+    if result.peer_labels:  # a graph file's labels named the peers: keep the mapping
+        written.append(out / "peers.json")
+        written[-1].write_text(json.dumps(result.peer_labels, indent=1) + "\n")
     if plots:
         written += plot_run(result, out)
     return written
@@ -81,6 +84,7 @@ def _save(fig: Figure, path: Path) -> Path:
 def plot_run(result: SimResult, out: Path) -> list[Path]:
     """The five plots of one run."""
     from spargo import topology
+    from spargo.sims.graphs import swarm_graph
 
     rows = result.round_stats
     label = result.scenario.label
@@ -113,7 +117,7 @@ def plot_run(result: SimResult, out: Path) -> list[Path]:
     ax.set_ylim(0, 1.05)
     paths.append(_save(fig, out / "density.png"))
     s = result.scenario
-    graph = topology.make_graph(s.topology, s.nodes, seed=s.seed)
+    graph = swarm_graph(s)
     topology.draw(
         graph, out / "spargo.topology.png", title=f"{s.topology} ({graph.number_of_nodes()} peers)"
     )

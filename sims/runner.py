@@ -54,6 +54,9 @@ class SimResult:
     rounds: list[RoundMetrics] = field(default_factory=list)
     round_stats: list[dict[str, Any]] = field(default_factory=list)
     faults: dict[str, Any] = field(default_factory=dict)
+    #: Graph file label -> the peer id it names (sanitised where not a valid id); empty for
+    #: generated graphs. Written to ``peers.json``.
+    peer_labels: dict[str, str] = field(default_factory=dict)
 
     def by_round(self) -> dict[int, list[RoundMetrics]]:
         """Peers' metrics grouped by round."""
@@ -156,7 +159,9 @@ def run(scenario: Scenario, *, on_round: OnRound | None = None) -> SimResult:
         "step_time_s": [_r(t) for t in swarm.step_times],
     }
     summary = summarise(scenario, swarm, rounds.stats, time.perf_counter() - started)
-    return SimResult(scenario, summary, rounds.history, rounds.stats, faults)
+    return SimResult(
+        scenario, summary, rounds.history, rounds.stats, faults, dict(swarm.peer_labels)
+    )
 
 
 def summarise(

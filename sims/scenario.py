@@ -87,6 +87,14 @@ class Scenario:
     task: str = "digits"
     partition: str = "dirichlet:0.5"
     sampler: str = "all"
+    #: The graph file's format (edgelist, csv, adjlist, gml, gexf, pajek, graphml, json,
+    #: mtx); None = detected from its content and extension (flag ``--format``).
+    topology_format: str | None = field(default=None, metadata={"flag": "format"})
+    #: Read the graph file as arcs and gossip along them (files that say directed are).
+    directed: bool = False
+    #: ``geo[:KM_PER_MS]``: each link's latency = ``latency_ms`` + great-circle km / KM_PER_MS
+    #: (default 200, light in fibre) from the nodes' latitude/longitude; None = off.
+    latency_from: str | None = None
     seed: int = 0
     #: Give each peer its own initial model (the vanishing-variance setting).
     distinct_init: bool = False
@@ -150,6 +158,18 @@ class Scenario:
         object.__setattr__(self, "churn_events", tuple(_event(e) for e in self.churn_events))
         self._check_learning()
         self._check_faults()
+        self._check_graph_options()
+
+    def _check_graph_options(self) -> None:
+        from spargo import topology
+
+        if self.topology_format is not None and self.topology_format not in topology.FORMATS:
+            raise ScenarioError(
+                f"--format {self.topology_format!r} is unknown; use one of "
+                f"{', '.join(topology.FORMATS)}"
+            )
+        if self.latency_from is not None:
+            topology.parse_latency_from(self.latency_from)
 
     def _check_learning(self) -> None:
         for name, low in (("nodes", 2), ("rounds", 1), ("local_steps", 1), ("batch_size", 1)):

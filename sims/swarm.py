@@ -41,6 +41,7 @@ from spargo.sims.attacks import (
     transform_for,
 )
 from spargo.sims.data import peer_data
+from spargo.sims.graphs import swarm_graph
 from spargo.sims.network import (
     SERVER_ID,
     LinkModel,
@@ -129,8 +130,11 @@ class Swarm:
         self.scenario = scenario
         self.on_record = on_record
         self.task: TaskSpec = load_task(scenario.task, seed=scenario.seed)
-        self.graph = topology.make_graph(scenario.topology, scenario.nodes, seed=scenario.seed)
-        self.ids = peer_ids(self.graph.number_of_nodes())
+        self.graph = swarm_graph(scenario)
+        # A graph file's labels name the peers (topology/labels.py); generated: p00, p01, …
+        self.ids = topology.file_peer_ids(self.graph) or peer_ids(self.graph.number_of_nodes())
+        #: File label -> peer id (written to the run folder); empty for generated graphs.
+        self.peer_labels = topology.label_map(self.graph) if "file" in self.graph.graph else {}
         self.node_of = topology.assign_peers(self.ids, self.graph)
         self._layout: SwarmLayout | None = None
         #: How many times each peer came back after going down (what churn really did).
@@ -181,7 +185,9 @@ class Swarm:
             default,
             edge_links(self.graph, self.node_of, default),
             s.seed,
-            groups=partition_groups(s, self.graph, self.ids) if s.partition_at else None,
+            groups=partition_groups(s, self.graph.to_undirected(), self.ids)
+            if s.partition_at
+            else None,
             partition_at=s.partition_at,
             round_of=lambda peer: self.nodes[peer].round if peer in self.nodes else 0,
         )

@@ -3,16 +3,25 @@
 Imports networkx and numpy only (scipy and matplotlib lazily); no other spargo package.
 """
 
+from spargo.topology.arcs import (
+    gossip_graph,
+    in_neighbours,
+    is_one_way,
+    one_way_arcs,
+    push_sum_matrix,
+)
 from spargo.topology.errors import TopologyError
 from spargo.topology.factory import (
     NAMES,
     assign_peers,
+    graph_peer_ids,
     graph_size_from_spec,
     is_graph_file,
     make_graph,
     neighbours,
 )
 from spargo.topology.files import EDGE_ATTRIBUTES, edge_attributes, read_graph, write_graph
+from spargo.topology.formats import FORMATS
 from spargo.topology.generators import (
     barabasi_albert,
     complete,
@@ -29,6 +38,20 @@ from spargo.topology.generators import (
     small_world,
     star,
     torus,
+)
+from spargo.topology.geo import (
+    FIBRE_KM_PER_MS,
+    great_circle_km,
+    has_coordinates,
+    parse_latency_from,
+    with_geo_latency,
+)
+from spargo.topology.labels import (
+    file_peer_ids,
+    is_peer_id,
+    label_map,
+    match_labels,
+    peer_ids_for_labels,
 )
 from spargo.topology.mixing import (
     lazy,
@@ -54,6 +77,8 @@ from spargo.topology.summary import describe, draw
 
 __all__ = [
     "EDGE_ATTRIBUTES",
+    "FIBRE_KM_PER_MS",
+    "FORMATS",
     "NAMES",
     "AllNeighbours",
     "MembershipSampler",
@@ -71,19 +96,33 @@ __all__ = [
     "erdos_renyi",
     "exponential",
     "exponential_hops",
+    "file_peer_ids",
+    "gossip_graph",
+    "graph_peer_ids",
     "graph_size_from_spec",
+    "great_circle_km",
     "grid",
     "grid_2d",
+    "has_coordinates",
     "hypercube",
+    "in_neighbours",
     "is_graph_file",
+    "is_one_way",
+    "is_peer_id",
+    "label_map",
     "lazy",
     "line",
     "make_graph",
     "make_sampler",
+    "match_labels",
     "metropolis_hastings",
     "mh_weights_for",
     "near_square",
     "neighbours",
+    "one_way_arcs",
+    "parse_latency_from",
+    "peer_ids_for_labels",
+    "push_sum_matrix",
     "random_regular",
     "read_graph",
     "ring",
@@ -96,5 +135,6 @@ __all__ = [
     "star",
     "torus",
     "uniform_weights",
+    "with_geo_latency",
     "write_graph",
 ]

@@ -17,6 +17,7 @@ import numpy as np
 from spargo.topology import generators as gen
 from spargo.topology.errors import TopologyError
 from spargo.topology.files import GRAPH_SUFFIXES, read_graph
+from spargo.topology.labels import check_distinct, file_peer_ids, match_labels
 
 NAMES = (
     "ring",
@@ -49,10 +50,17 @@ def is_graph_file(spec: str) -> bool:
     return spec.split(":")[0] not in _BASE_NAMES and Path(spec).is_file()
 
 
-def graph_size_from_spec(spec: str) -> int | None:
+def graph_size_from_spec(spec: str, fmt: str | None = None) -> int | None:
     """The node count when ``spec`` is a graph file (read and checked), else None."""
     if is_graph_file(spec):
-        return int(read_graph(spec).number_of_nodes())
+        return int(read_graph(spec, fmt).number_of_nodes())
+    return None
+
+
+def graph_peer_ids(spec: str, fmt: str | None = None) -> list[str] | None:
+    """The peer ids a graph file's labels name (node order), or None for a generator."""
+    if is_graph_file(spec):
+        return file_peer_ids(read_graph(spec, fmt))
     return None
 
 
@@ -131,13 +139,22 @@ def _build(spec: str, name: str, args: list[str], n: int | None, seed: int) -> n
     raise TopologyError(f"topology {spec!r}: wrong arguments; valid forms: {', '.join(NAMES)}")
 
 
-def make_graph(spec: str, n: int | None = None, seed: int = 0) -> nx.Graph:
+def make_graph(
+    spec: str,
+    n: int | None = None,
+    seed: int = 0,
+    *,
+    fmt: str | None = None,
+    directed: bool = False,
+) -> nx.Graph:
     """A connected graph on nodes 0..n-1 from a generator name or a graph file path.
 
     Names: ring, line, star, complete, grid / grid:RxC (near-square by default), torus /
     torus:RxC, hypercube, regular:D (D=4), er:P (P=2 ln n / n), smallworld / smallworld:K:P
     (K=4, P=0.2), ba:M (M=2), exponential. For a file, ``n`` may be None; if given it must
-    match the file's node count.
+    match the file's node count; ``fmt`` names its format (else detected) and ``directed``
+    reads it as arcs (see :func:`read_graph`). Generated graphs are undirected: ``fmt`` and
+    ``directed`` are refused for them.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise TopologyError(f"topology must be a name or a file path, got {spec!r}")
@@ -147,7 +164,7 @@ def make_graph(spec: str, n: int | None = None, seed: int = 0) -> nx.Graph:
         n = int(n)
     spec = spec.strip()
     if is_graph_file(spec):
-        g = read_graph(spec)
+        g = read_graph(spec, fmt, directed=directed)
         if n is not None and n != g.number_of_nodes():
             raise TopologyError(
                 f"{spec} has {g.number_of_nodes()} nodes but n={n} was asked for; "
@@ -155,22 +172,32 @@ def make_graph(spec: str, n: int | None = None, seed: int = 0) -> nx.Graph:
             )
         return g
     name, *args = spec.split(":")
+    if fmt is not None or directed:
+        flag = "--format" if fmt is not None else "--directed"
+        raise TopologyError(
+            f"{flag} applies to graph files, and {spec!r} is a generator (its graphs are "
+            "undirected); drop the flag or give a file"
+        )
     if name not in _BASE_NAMES:
         raise TopologyError(
-            f"unknown topology {name!r}; use one of: {', '.join(NAMES)}, or a graph file "
-            f"({', '.join(GRAPH_SUFFIXES)})"
+            f"unknown topology {name!r}; use one of: {', '.join(NAMES)}, or an existing graph "
+            "file (edge list, CSV, adjlist, GML, GEXF, Pajek, GraphML, JSON, Matrix Market)"
         )
     return _build(spec, name, args, n, seed)
 
 
 def assign_peers(peer_ids: Sequence[str], g: nx.Graph) -> dict[str, int]:
-    """Peer id -> graph node: the i-th smallest id gets the i-th smallest node.
+    """Peer id -> graph node.
 
-    Every peer that knows the same id list and graph computes the same map, no coordinator.
+    On a graph read from a file each peer sits on the node its id labels (``peer_id`` node
+    attribute; a mismatch is a :class:`TopologyError` listing a few of each). On a generated
+    graph the i-th smallest id gets the i-th smallest node. Every peer that knows the same id
+    list and graph computes the same map, no coordinator.
     """
     ids = list(peer_ids)
-    if len(set(ids)) != len(ids):
-        raise TopologyError("peer ids must be distinct; a duplicated id would share a node")
+    check_distinct(ids)
+    if file_peer_ids(g) is not None:
+        return match_labels(ids, g)
     if len(ids) != g.number_of_nodes():
         raise TopologyError(
             f"{len(ids)} peer ids for a graph of {g.number_of_nodes()} nodes; "

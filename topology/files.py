@@ -1,50 +1,55 @@
-"""Graph files: edge lists, GraphML and node-link JSON, with optional link attributes.
+"""Graph files: read any format networkx reads into a checked graph on nodes 0..n-1; write.
 
-Formats, chosen by extension:
+:func:`read_graph` picks the format by content and extension (see ``topology/formats.py``,
+or name it with ``fmt``), reads it with networkx's own reader, and checks it: a graph with no
+nodes, a self-loop, an isolated node, parallel edges, or a graph that is not connected
+(strongly, when directed) is refused with one line that says what to change.
 
-* ``.edgelist`` / ``.txt`` — one edge per line, ``u v`` then optional ``key=value`` pairs
-  (``0 1 latency_ms=20 bandwidth_mbps=100 loss=0.01``); a line with one label declares a
-  node; ``#`` starts a comment. networkx's ``u v {'key': value}`` lines are accepted too.
-* ``.graphml`` — GraphML as networkx reads and writes it.
-* ``.json`` — node-link JSON (``{"nodes": [{"id": ...}], "edges": [{"source": ..., ...}]}``;
-  ``"links"`` is accepted for ``"edges"``).
+Reading numbers the nodes ``0..n-1`` in sorted order of the file's labels (numerically when
+every label is an integer) and keeps on each node:
 
-Reading relabels nodes to ``0..n-1`` in sorted order of the original labels (numerically when
-every label is an integer) and keeps the original label as node attribute ``"label"``, so
-every peer that reads the same file numbers it the same way. Writing uses the ``"label"``
-attribute as the node name where every node has a distinct one, so files round-trip.
-Link attributes the simulator understands are ``latency_ms`` (>= 0), ``bandwidth_mbps``
-(> 0) and ``loss`` (in [0, 1]); other attributes in GraphML/JSON are ignored.
+* ``label`` — the label as the file has it (an int when it is one);
+* ``peer_id`` — the peer id for that node: the label as text, or a deterministic sanitised
+  form when the label is not a valid peer id (see ``topology/labels.py``);
+* ``lat``/``lon`` — degrees, when the file gives coordinates (``Latitude``/``Longitude`` as in
+  the Internet Topology Zoo, ``lat``/``lon``, ``lng``, ``long``).
+
+Link attributes the simulator understands are ``latency_ms`` (>= 0), ``bandwidth_mbps`` (> 0)
+and ``loss`` (in [0, 1]); a directed file (or ``directed=True``) gives an ``nx.DiGraph`` whose
+arcs keep their own attributes, so a→b and b→a may differ. ``g.graph["file"]`` records what
+was read: path, format, how it was chosen, directedness, attributes found and used.
 """
 
 from __future__ import annotations
 
-import ast
+import difflib
 import json
 import math
 import os
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
-from xml.etree.ElementTree import ParseError
 
 import networkx as nx
 
 from spargo.topology.errors import TopologyError
+from spargo.topology.formats import FORMATS, FormatError, detect, read_raw
+from spargo.topology.labels import peer_ids_for_labels
 
 EDGE_ATTRIBUTES = ("latency_ms", "bandwidth_mbps", "loss")
-EDGELIST_SUFFIXES = (".edgelist", ".txt")
-GRAPH_SUFFIXES = (*EDGELIST_SUFFIXES, ".graphml", ".json")
-
-
-def _suffix(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix not in GRAPH_SUFFIXES:
-        raise TopologyError(
-            f"{path}: unknown graph file extension {suffix or '(none)'!r}; "
-            f"use one of {', '.join(GRAPH_SUFFIXES)}"
-        )
-    return suffix
+EDGELIST_SUFFIXES = FORMATS["edgelist"].extensions
+GRAPH_SUFFIXES = tuple(s for f in FORMATS.values() for s in f.extensions)
+#: Node attribute names (lower case) read as coordinates, in degrees.
+LATITUDE_KEYS = ("latitude", "lat")
+LONGITUDE_KEYS = ("longitude", "lon", "lng", "long")
+#: How the format was chosen, as the messages and the report say it.
+HOW = {
+    "given": "named by --format",
+    "content": "detected from content",
+    "extension": "by extension",
+    "default": "the default",
+}
+_RULES = {"latency_ms": ">= 0", "bandwidth_mbps": "> 0", "loss": "in [0, 1]"}
 
 
 def _check_attribute(where: str, key: str, value: Any) -> float:
@@ -58,90 +63,19 @@ def _check_attribute(where: str, key: str, value: Any) -> float:
         "loss": 0.0 <= number <= 1.0,
     }[key]
     if not ok or not math.isfinite(number):
-        rule = {"latency_ms": ">= 0", "bandwidth_mbps": "> 0", "loss": "in [0, 1]"}[key]
-        raise TopologyError(f"{where}: {key} must be a finite number {rule}, got {value!r}")
+        raise TopologyError(f"{where}: {key} must be a finite number {_RULES[key]}, got {value!r}")
     return number
 
 
 def _known_attributes(where: str, data: Mapping[str, Any]) -> dict[str, float]:
+    for key in data:
+        near = difflib.get_close_matches(str(key), EDGE_ATTRIBUTES, n=1, cutoff=0.75)
+        if near and key not in EDGE_ATTRIBUTES:
+            raise TopologyError(
+                f"{where}: unknown edge attribute {key!r}; did you mean {near[0]!r}? "
+                f"spargo uses {', '.join(EDGE_ATTRIBUTES)} (units in the names)"
+            )
     return {k: _check_attribute(where, k, v) for k, v in data.items() if k in EDGE_ATTRIBUTES}
-
-
-def _parse_edgelist_data(where: str, tokens: list[str]) -> dict[str, Any]:
-    rest = " ".join(tokens)
-    if rest.startswith("{"):
-        try:
-            data = ast.literal_eval(rest)
-        except (ValueError, SyntaxError):
-            raise TopologyError(f"{where}: cannot parse attributes {rest!r}") from None
-        if not isinstance(data, dict):
-            raise TopologyError(f"{where}: attributes must be a dict, got {rest!r}")
-        return data
-    data = {}
-    for token in tokens:
-        key, sep, value = token.partition("=")
-        if not sep:
-            raise TopologyError(
-                f"{where}: expected key=value after the two node labels, got {token!r}"
-            )
-        if key not in EDGE_ATTRIBUTES:
-            raise TopologyError(
-                f"{where}: unknown edge attribute {key!r}; use {', '.join(EDGE_ATTRIBUTES)}"
-            )
-        data[key] = value
-    return data
-
-
-def _read_edgelist(path: Path) -> nx.Graph:
-    g = nx.Graph()
-    text = path.read_text(encoding="utf-8")
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        where = f"{path}:{number}"
-        tokens = line.split()
-        if len(tokens) == 1:
-            g.add_node(tokens[0])
-            continue
-        u, v = tokens[0], tokens[1]
-        data = _known_attributes(where, _parse_edgelist_data(where, tokens[2:]))
-        if u == v:
-            raise TopologyError(f"{where}: self-loop {u} -- {u}; remove the line")
-        g.add_edge(u, v, **data)
-    return g
-
-
-def _read_graphml(path: Path) -> nx.Graph:
-    try:
-        g = nx.read_graphml(path)
-    except (nx.NetworkXError, ValueError, KeyError, ParseError) as err:
-        raise TopologyError(f"{path}: not valid GraphML ({err}); check the file") from None
-    if g.is_multigraph():
-        raise TopologyError(f"{path}: parallel edges found; keep one edge per pair of nodes")
-    return g
-
-
-def _read_json(path: Path) -> nx.Graph:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise TopologyError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
-        raise TopologyError(f'{path}: node-link JSON needs a "nodes" list')
-    edges = data.get("edges", data.get("links", []))
-    if not isinstance(edges, list):
-        raise TopologyError(f'{path}: "edges" must be a list')
-    g = nx.Graph()
-    for node in data["nodes"]:
-        if not isinstance(node, dict) or "id" not in node:
-            raise TopologyError(f'{path}: every node needs an "id", got {node!r}')
-        g.add_node(node["id"])
-    for edge in edges:
-        if not isinstance(edge, dict) or "source" not in edge or "target" not in edge:
-            raise TopologyError(f'{path}: every edge needs "source" and "target", got {edge!r}')
-        g.add_edge(edge["source"], edge["target"], **edge)
-    return g
 
 
 def _sort_labels(labels: list[Hashable]) -> list[Hashable]:
@@ -162,31 +96,6 @@ def _sort_labels(labels: list[Hashable]) -> list[Hashable]:
     return sorted(labels, key=str)
 
 
-def _normalise(path: Path, raw: nx.Graph) -> nx.Graph:
-    """Check a freshly read graph and renumber it 0..n-1 in sorted-label order."""
-    raw = nx.Graph(raw)  # a directed file becomes undirected: gossip links carry both ways
-    if raw.number_of_nodes() == 0:
-        raise TopologyError(f"{path}: the graph has no nodes; add at least one edge")
-    loops = list(nx.selfloop_edges(raw))
-    if loops:
-        raise TopologyError(f"{path}: self-loop on node {loops[0][0]!r}; remove it")
-    if not nx.is_connected(raw):
-        parts = nx.number_connected_components(raw)
-        raise TopologyError(
-            f"{path}: the graph is disconnected ({parts} components); "
-            "add edges so every peer can reach every other"
-        )
-    order = _sort_labels(list(raw.nodes))
-    index = {label: i for i, label in enumerate(order)}
-    g = nx.Graph()
-    for i, label in enumerate(order):
-        g.add_node(i, label=_plain_label(label))
-    for u, v, data in raw.edges(data=True):
-        where = f"{path}: edge {u} -- {v}"
-        g.add_edge(index[u], index[v], **_known_attributes(where, data))
-    return g
-
-
 def _plain_label(label: Hashable) -> int | str:
     if isinstance(label, int) and not isinstance(label, bool):
         return label
@@ -197,24 +106,148 @@ def _plain_label(label: Hashable) -> int | str:
         return text
 
 
-def read_graph(path: str | os.PathLike[str]) -> nx.Graph:
-    """Read a graph file (format by extension), check it and number its nodes 0..n-1."""
+def _simple(path: Path, raw: nx.Graph) -> nx.Graph:
+    """A multigraph (Pajek, GML with repeated edges) without parallel edges as a simple graph."""
+    if not raw.is_multigraph():
+        return raw
+    for u, v in raw.edges():
+        if raw.number_of_edges(u, v) > 1:
+            raise TopologyError(
+                f"{path}: {raw.number_of_edges(u, v)} parallel edges {u} -- {v}; "
+                "keep one edge per pair of nodes"
+            )
+    return nx.DiGraph(raw) if raw.is_directed() else nx.Graph(raw)
+
+
+def _check_shape(path: Path, raw: nx.Graph) -> None:
+    """Empty, self-loops, isolated nodes, disconnected: each its own one-line error."""
+    if raw.number_of_nodes() == 0:
+        raise TopologyError(f"{path}: the graph has no nodes; add at least one edge")
+    loops = list(nx.selfloop_edges(raw))
+    if loops:
+        raise TopologyError(f"{path}: self-loop on node {loops[0][0]!r}; remove it")
+    if raw.number_of_nodes() == 1:
+        return
+    isolated = sorted(map(str, nx.isolates(raw)))
+    if isolated:
+        raise TopologyError(
+            f"{path}: {len(isolated)} isolated node(s) with no edge ({', '.join(isolated[:5])}); "
+            "link them or remove them"
+        )
+    if raw.is_directed():
+        if not nx.is_weakly_connected(raw):
+            parts = nx.number_weakly_connected_components(raw)
+            raise TopologyError(
+                f"{path}: the graph is disconnected ({parts} components); "
+                "add edges so every peer can reach every other"
+            )
+        if not nx.is_strongly_connected(raw):
+            parts = nx.number_strongly_connected_components(raw)
+            raise TopologyError(
+                f"{path}: the directed graph is not strongly connected ({parts} strong "
+                "components): some peer cannot reach another along the arcs; add arcs back"
+            )
+    elif not nx.is_connected(raw):
+        parts = nx.number_connected_components(raw)
+        raise TopologyError(
+            f"{path}: the graph is disconnected ({parts} components); "
+            "add edges so every peer can reach every other"
+        )
+
+
+def _coordinates(path: Path, data: Mapping[str, Any]) -> dict[str, float]:
+    lowered = {str(k).lower(): v for k, v in data.items()}
+    out: dict[str, float] = {}
+    for name, keys, bound in (("lat", LATITUDE_KEYS, 90.0), ("lon", LONGITUDE_KEYS, 180.0)):
+        for key in keys:
+            if key in lowered:
+                try:
+                    value = float(lowered[key])
+                except (TypeError, ValueError):
+                    raise TopologyError(f"{path}: {key}={lowered[key]!r} is not a number") from None
+                if not -bound <= value <= bound:
+                    raise TopologyError(f"{path}: {key}={value} is outside [-{bound}, {bound}]")
+                out[name] = value
+                break
+    return out
+
+
+def _normalise(path: Path, raw: nx.Graph) -> nx.Graph:
+    """Check a freshly read graph and renumber it 0..n-1 in sorted-label order."""
+    raw = _simple(path, raw)
+    _check_shape(path, raw)
+    order = _sort_labels(list(raw.nodes))
+    index = {label: i for i, label in enumerate(order)}
+    peer_ids = peer_ids_for_labels([str(_plain_label(label)) for label in order])
+    g: nx.Graph = nx.DiGraph() if raw.is_directed() else nx.Graph()
+    for i, label in enumerate(order):
+        coordinates = _coordinates(path, raw.nodes[label])
+        g.add_node(i, label=_plain_label(label), peer_id=peer_ids[i], **coordinates)
+    for u, v, data in raw.edges(data=True):
+        where = f"{path}: edge {u} {'->' if raw.is_directed() else '--'} {v}"
+        g.add_edge(index[u], index[v], **_known_attributes(where, data))
+    node_keys = sorted({str(k) for _, d in raw.nodes(data=True) for k in d})
+    edge_keys = sorted({str(k) for _, _, d in raw.edges(data=True) for k in d})
+    used = [k for k in EDGE_ATTRIBUTES if k in edge_keys]
+    if any("lat" in d and "lon" in d for _, d in g.nodes(data=True)):
+        used += [k for k in node_keys if k.lower() in (*LATITUDE_KEYS, *LONGITUDE_KEYS)]
+    g.graph["file"] = {
+        "path": str(path),
+        "directed": g.is_directed(),
+        "node_attributes": node_keys,
+        "edge_attributes": edge_keys,
+        "used": used,
+    }
+    return g
+
+
+def read_graph(
+    path: str | os.PathLike[str], fmt: str | None = None, *, directed: bool = False
+) -> nx.Graph:
+    """Read a graph file, check it and number its nodes 0..n-1 (see the module docstring).
+
+    ``fmt``: a format name (``topology.formats.FORMATS``: edgelist, csv, adjlist, gml, gexf,
+    pajek, graphml, json, mtx) or None to detect it. ``directed``: read an edge list or
+    adjacency list as arcs, and make an undirected file's edges arcs both ways. Returns an
+    ``nx.Graph``, or an ``nx.DiGraph`` when the file or ``directed`` says so. Raises
+    :class:`TopologyError` (one line: the file, the format, the first line that fails).
+    """
     p = Path(path)
-    suffix = _suffix(p)
+    if fmt is not None and fmt not in FORMATS:
+        raise TopologyError(f"--format {fmt!r} is unknown; use one of {', '.join(FORMATS)}")
     if not p.is_file():
         raise TopologyError(f"{p}: no such graph file; check the path")
+    name, how = (fmt, "given") if fmt is not None else detect(p)
     try:
-        if suffix in EDGELIST_SUFFIXES:
-            raw = _read_edgelist(p)
-        elif suffix == ".graphml":
-            raw = _read_graphml(p)
-        else:
-            raw = _read_json(p)
-    except UnicodeDecodeError:
-        raise TopologyError(f"{p}: not a text file; graph files are UTF-8 text") from None
-    except TypeError as err:  # unhashable node ids in JSON, for example
-        raise TopologyError(f"{p}: unusable node or edge ({err})") from None
-    return _normalise(p, raw)
+        raw = read_raw(p, name, directed)
+    except FormatError as err:
+        raise TopologyError(_unreadable(p, name, how, err)) from None
+    except (TypeError, ValueError, KeyError, nx.NetworkXError) as err:
+        raise TopologyError(
+            f"{p}: cannot read it as {name} ({HOW[how]}): {err}; check the file or pass --format"
+        ) from None
+    if directed and not raw.is_directed():
+        raw = raw.to_directed()
+    g = _normalise(p, raw)
+    g.graph["file"].update(format=name, detected_by=how)
+    return g
+
+
+def _unreadable(path: Path, name: str, how: str, err: FormatError) -> str:
+    text = err.text
+    if err.line and not text:
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            text = lines[err.line - 1] if err.line <= len(lines) else ""
+        except OSError:
+            text = ""
+    shown = f" {text.strip()[:60]!r}" if text.strip() else ""
+    reason = " ".join(err.reason.split())[:120]
+    where = f"line {err.line}{shown}: " if err.line else ""
+    return (
+        f"{path}: cannot read it as {name} ({HOW[how]}); {where}{reason}; "
+        "fix the file or name the format with --format"
+    )
 
 
 def _names(g: nx.Graph) -> dict[Any, Any]:
@@ -226,27 +259,32 @@ def _names(g: nx.Graph) -> dict[Any, Any]:
 
 
 def write_graph(g: nx.Graph, path: str | os.PathLike[str]) -> None:
-    """Write ``g`` in the format named by the extension, with its known link attributes."""
+    """Write ``g`` as an edge list (``.edgelist``, ``.edges``, ``.el``, ``.txt``), GraphML or
+    node-link JSON (by extension), with its known link attributes and coordinates; a
+    ``DiGraph`` is written directed, one line or element per arc."""
     p = Path(path)
-    suffix = _suffix(p)
+    suffix = p.suffix.lower()
+    if suffix not in (*EDGELIST_SUFFIXES, ".graphml", ".json"):
+        raise TopologyError(
+            f"{p}: cannot write {suffix or '(no extension)'!r}; use one of "
+            f"{', '.join((*EDGELIST_SUFFIXES, '.graphml', '.json'))}"
+        )
     if any(u == v for u, v in g.edges):
         raise TopologyError("write_graph: the graph has a self-loop; remove it before writing")
     names = _names(g)
     edges = [(names[u], names[v], edge_attributes(g, u, v)) for u, v in g.edges]
     if suffix in EDGELIST_SUFFIXES:
         _write_edgelist(p, [names[v] for v in g.nodes if g.degree(v) == 0], edges)
-    elif suffix == ".graphml":
-        out = nx.Graph()
-        out.add_nodes_from(str(names[v]) for v in g.nodes)
-        out.add_edges_from((str(u), str(v), data) for u, v, data in edges)
-        nx.write_graphml(out, p)
+        return
+    out: nx.Graph = nx.DiGraph() if g.is_directed() else nx.Graph()
+    for v in g.nodes:
+        where = {k: float(g.nodes[v][k]) for k in ("lat", "lon") if k in g.nodes[v]}
+        out.add_node(names[v], **where)
+    out.add_edges_from((u, v, data) for u, v, data in edges)
+    if suffix == ".graphml":
+        nx.write_graphml(nx.relabel_nodes(out, {v: str(v) for v in out.nodes}), p)
     else:
-        doc = {
-            "directed": False,
-            "multigraph": False,
-            "nodes": [{"id": names[v]} for v in g.nodes],
-            "edges": [{"source": u, "target": v, **data} for u, v, data in edges],
-        }
+        doc = nx.node_link_data(out, edges="edges")
         p.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
 
 
@@ -267,7 +305,7 @@ def _write_edgelist(
 
 
 def edge_attributes(g: nx.Graph, u: int, v: int) -> dict[str, float]:
-    """The link attributes (latency_ms, bandwidth_mbps, loss) present on edge u -- v."""
+    """The link attributes (latency_ms, bandwidth_mbps, loss) present on edge (or arc) u→v."""
     if not g.has_edge(u, v):
         raise TopologyError(f"no edge {u} -- {v} in the graph; pick two neighbours")
     data = g.edges[u, v]
