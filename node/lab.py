@@ -170,7 +170,7 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 async def run_lab(lab: LabConfig) -> dict[str, Any]:
     """Run the lab to the end; returns the summary (raises on failure, after cleaning up)."""
-    from spargo.node.transports.broker import Mosquitto, MosquittoConfig, free_port
+    from spargo.node.broker import Mosquitto, MosquittoConfig, free_port
 
     started = time.perf_counter()
     peers = PeerProcesses()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from spargo.node.transports.broker import (
+from spargo.node.broker import (
     AclRule,
     Mosquitto,
     MosquittoConfig,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from spargo.node.transports.broker import (
+from spargo.node.broker import (
     AclRule,
     BrokerError,
     Mosquitto,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from spargo.node.broker import Mosquitto, MosquittoConfig
 from spargo.node.lab import LabConfig, PeerProcesses, _collect, run_lab, write_peer_configs
-from spargo.node.transports.broker import Mosquitto, MosquittoConfig
 
 pytestmark = pytest.mark.timeout(240)
 

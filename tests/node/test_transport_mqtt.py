@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from spargo.node.broker import Mosquitto, MosquittoConfig
 from spargo.node.errors import ConnectError
 from spargo.node.transports.base import Transport
-from spargo.node.transports.broker import Mosquitto, MosquittoConfig
-from spargo.node.transports.framing import pack_envelope
 from spargo.node.transports.mqtt import MqttConfig, MqttTransport
+from spargo.node.transports.mqtt_wire import pack_envelope
 from tests.node.conformance import TransportConformance, entered, receive
 from tests.node.conftest import AUTH_SWARM, AUTH_USERS, Pki
 
@@ -207,13 +207,13 @@ NESTED_JSON = b"[" * 100_000 + b"]" * 100_000  # json.loads raises RecursionErro
 
 def test_deeply_nested_presence_is_dropped_not_raised() -> None:
     # A presence payload is anyone's retained message: it must not kill the reader task.
-    from spargo.node.transports.mqtt import _swarm_event
+    from spargo.node.watch import swarm_event
 
     transport = MqttTransport(MqttConfig(swarm="s"), "a")
     transport._dispatch(transport.topics.presence("b"), NESTED_JSON)
     assert transport.stats.drops["bad_presence"] == 1
     assert transport.online_peers() == set()
-    assert _swarm_event(transport.topics, transport.topics.status("b"), NESTED_JSON) == (
+    assert swarm_event(transport.topics, transport.topics.status("b"), NESTED_JSON) == (
         "status",
         "b",
         None,
