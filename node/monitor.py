@@ -79,7 +79,7 @@ def _positive(args: argparse.Namespace, name: str, zero_ok: bool = False) -> flo
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from spargo.node.transports.mqtt import MqttConfig
+    from spargo.node.transports.mqtt_config import MqttConfig
 
     _positive(args, "settle_s", zero_ok=True)
     _positive(args, "refresh_s")

@@ -143,7 +143,7 @@ def load_setup(path: str | None, flags: Mapping[str, Any]) -> PeerSetup:
 def _check_transport(setup: PeerSetup) -> None:
     """Check the ``[transport]`` table now (ConfigError), not when the peer starts."""
     spec, values = split_table(transport_table(setup))
-    spec.config(values, setup.node.swarm)
+    spec.make_config(values, setup.node.swarm)
     transport = spec.transport_type()
     if setup.graph == MEMBERSHIP and not issubclass(transport, Membership | AddressBook):
         raise ConfigError(

@@ -4,7 +4,7 @@ Topic layout (see docs/MQTT.md), all under ``spargo/<swarm>/``:
 
 - ``inbox/<peer_id>``: QoS 1; a peer subscribes to its own inbox. Each MQTT payload is one
   chunk of a message (``protocol.split``) wrapped in an envelope naming the sender
-  (``framing.pack_envelope``), because the topic names only the receiver.
+  (``mqtt_wire.pack_envelope``), because the topic names only the receiver.
 - ``presence/<peer_id>``: retained JSON ``{"peer_id", "online", "updated_at"}``; "online" on
   connect, "offline" on a clean close and, as the last will, when the broker loses us.
 - ``status/<peer_id>``: retained JSON status for ``spargo monitor`` (``publish_status``).
@@ -12,8 +12,9 @@ Topic layout (see docs/MQTT.md), all under ``spargo/<swarm>/``:
 The session is persistent (clean_session false, client id ``spargo/<swarm>/<peer_id>``), so
 QoS 1 messages sent while a peer is briefly offline wait in the broker until it returns. A lost
 connection is re-established with jittered exponential backoff and the subscriptions renewed,
-while the ``incoming()`` iterator keeps running. aiomqtt/paho errors become ``node.errors``
-exceptions here and nowhere else (:func:`translate`, by exception type and return code).
+while the ``incoming()`` iterator keeps running (settings: ``mqtt_config``). aiomqtt/paho
+errors become ``node.errors`` exceptions here and nowhere else (:func:`translate`, by
+exception type and return code).
 
 :func:`observe` is the read-only connection behind ``spargo monitor`` (``node.watch``).
 """
@@ -29,15 +30,14 @@ import socket
 import ssl
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Self
-from urllib.parse import urlsplit
+from typing import Any
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-from spargo.node.errors import ConfigError, ConnectError, TransportError
-from spargo.node.transports.base import NetworkTransport, client_tls_context
+from spargo.node.errors import ConnectError, TransportError
+from spargo.node.transports.base import NetworkTransport
+from spargo.node.transports.mqtt_config import MqttConfig
 from spargo.node.transports.mqtt_wire import (
     Topics,
     json_object,
@@ -45,89 +45,15 @@ from spargo.node.transports.mqtt_wire import (
     presence_payload,
     unpack_envelope,
 )
-from spargo.node.transports.registry import config_from_table
 from spargo.node.transports.wire import (
     FrameError,
     backoff_delay_s,
-    check_backoff,
-    peer_id_problem,
 )
 from spargo.protocol import Reassembler, RemoteProtocolError, split
 
 LOG = logging.getLogger(__name__)
-MQTT_MAX_PAYLOAD_BYTES = 256 * 1024 * 1024 - 1024  # the MQTT limit, less room for headers
 _NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 _REFUSED = {4: "bad username or password", 5: "not authorised"}
-
-
-@dataclass(frozen=True)
-class MqttConfig:
-    """Broker address, swarm, credentials, TLS files, chunking, timeouts and backoff."""
-
-    url: str | None = None  # mqtt://HOST:PORT or mqtts://HOST:PORT; overrides host/port
-    host: str = "127.0.0.1"
-    port: int = 1883
-    swarm: str = "default"
-    username: str | None = None
-    password: str | None = None
-    tls_ca: Path | None = None  # CA that signs the broker's certificate; set => TLS
-    tls_cert: Path | None = None  # client certificate (brokers with require_certificate)
-    tls_key: Path | None = None
-    tls_check_hostname: bool = True
-    chunk_bytes: int = 256 * 1024  # largest MQTT payload we publish
-    max_message_bytes: int = 64 * 1024 * 1024
-    publish_timeout_s: float = 10.0  # per chunk, and how long send() waits for a connection
-    connect_timeout_s: float = 10.0
-    keepalive_s: int = 30
-    backoff_min_s: float = 0.1
-    backoff_max_s: float = 10.0
-    clean_session: bool = False
-    max_inflight_messages: int = 100
-    incoming_queue_size: int = 4096  # whole messages waiting for incoming(); more are dropped
-    reassembly_max_age_s: float = 120.0
-    seed: int | None = None  # backoff jitter and message ids; None: fresh entropy
-
-    def __post_init__(self) -> None:
-        host, port, _ = self.endpoint()
-        if not host or not 0 < port < 65536:
-            raise ConfigError(f"broker address {host}:{port} is not HOST:PORT (port 1..65535)")
-        problem = peer_id_problem(self.swarm)
-        if problem is not None:
-            raise ConfigError(f"swarm name: {problem.replace('peer id', 'name')}")
-        if not 1024 <= self.chunk_bytes <= MQTT_MAX_PAYLOAD_BYTES:
-            raise ConfigError(f"chunk_bytes must be in 1024..{MQTT_MAX_PAYLOAD_BYTES}")
-        if self.max_message_bytes <= 0 or self.incoming_queue_size <= 0:
-            raise ConfigError("max_message_bytes and incoming_queue_size must be positive")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("give both tls_cert and tls_key, or neither")
-        if min(self.publish_timeout_s, self.connect_timeout_s, self.keepalive_s) <= 0:
-            raise ConfigError("timeouts and keepalive_s must be positive")
-        check_backoff(self.backoff_min_s, self.backoff_max_s)
-
-    def endpoint(self) -> tuple[str, int, bool]:
-        """``(host, port, tls)`` from ``url`` when given, else from host/port/tls_ca."""
-        if self.url is None:
-            return self.host, self.port, self.tls_ca is not None
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-            raise ConfigError(f"broker URL {self.url!r} is not mqtt://HOST:PORT or mqtts://...")
-        tls = parts.scheme in ("mqtts", "ssl") or self.tls_ca is not None
-        try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError as exc:
-            raise ConfigError(f"broker URL {self.url!r} has a bad port") from exc
-        return parts.hostname, port, tls
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The client TLS context, or None for plaintext."""
-        if not self.endpoint()[2]:
-            return None
-        return client_tls_context(self.tls_ca, self.tls_cert, self.tls_key, self.tls_check_hostname)
-
-    @classmethod
-    def from_table(cls, table: Mapping[str, Any], swarm: str) -> Self:
-        """From a ``[transport]`` table (strings for paths); the swarm defaults to ``swarm``."""
-        return config_from_table(cls, {"swarm": swarm, **table})
 
 
 def translate(exc: BaseException, what: str) -> TransportError:

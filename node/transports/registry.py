@@ -34,29 +34,28 @@ class TransportConfig(Protocol):
 
 @dataclass(frozen=True)
 class TransportSpec:
-    """One kind of transport: its name, a line of help, and where its classes live."""
+    """One kind of transport: its name, a line of help, and where its two classes live.
+
+    ``config`` and ``transport`` are ``"module:Class"``; the modules are imported on use.
+    """
 
     kind: str
     help: str
-    module: str
-    config_class: str
-    transport_class: str
+    config: str
+    transport: str
 
     def config_type(self) -> type[TransportConfig]:
-        """The config class (imports the module)."""
-        cls = getattr(importlib.import_module(self.module), self.config_class)
-        if not (isinstance(cls, type) and is_dataclass(cls)):
-            raise TypeError(f"{self.module}.{self.config_class} is not a config dataclass")
+        """The config class (imports its module)."""
+        cls = _load(self.config)
+        if not is_dataclass(cls):
+            raise TypeError(f"{self.config} is not a config dataclass")
         return typing.cast(type[TransportConfig], cls)
 
     def transport_type(self) -> type[Transport]:
-        """The transport class (imports the module)."""
-        cls = getattr(importlib.import_module(self.module), self.transport_class)
-        if not isinstance(cls, type):
-            raise TypeError(f"{self.module}.{self.transport_class} is not a class")
-        return typing.cast(type[Transport], cls)
+        """The transport class (imports its module)."""
+        return typing.cast(type[Transport], _load(self.transport))
 
-    def config(self, table: Mapping[str, Any], swarm: str) -> TransportConfig:
+    def make_config(self, table: Mapping[str, Any], swarm: str) -> TransportConfig:
         """A checked config from ``table`` (``kind`` removed); ConfigError if it is bad."""
         return self.config_type().from_table(table, swarm)
 
@@ -71,16 +70,14 @@ _SPECS = (
     TransportSpec(
         "mqtt",
         "through an MQTT broker (url, username, password, tls_*)",
-        "spargo.node.transports.mqtt",
-        "MqttConfig",
-        "MqttTransport",
+        config="spargo.node.transports.mqtt_config:MqttConfig",
+        transport="spargo.node.transports.mqtt:MqttTransport",
     ),
     TransportSpec(
         "tcp",
         "direct TCP between peers (host, port, peers = {id = 'host:port'}, tls_*)",
-        "spargo.node.transports.tcp",
-        "TcpConfig",
-        "TcpTransport",
+        config="spargo.node.transports.tcp_config:TcpConfig",
+        transport="spargo.node.transports.tcp:TcpTransport",
     ),
 )
 #: Every transport, by kind. The first is the default.
@@ -107,7 +104,7 @@ def split_table(table: Mapping[str, Any]) -> tuple[TransportSpec, dict[str, Any]
 def make_transport(table: Mapping[str, Any], peer_id: str, swarm: str) -> Transport:
     """Build the transport a ``[transport]`` table describes (ConfigError if it is bad)."""
     spec, values = split_table(table)
-    return spec.build(spec.config(values, swarm), peer_id)
+    return spec.build(spec.make_config(values, swarm), peer_id)
 
 
 C = TypeVar("C")
@@ -134,6 +131,15 @@ def config_from_table(cls: type[C], values: Mapping[str, Any], section: str = "t
         return cls(**converted)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[{section}] {' '.join(str(exc).split())}") from None
+
+
+def _load(where: str) -> type:
+    """The class named ``"module:Class"``."""
+    module, _, name = where.partition(":")
+    cls = vars(importlib.import_module(module)).get(name)
+    if not isinstance(cls, type):
+        raise TypeError(f"{where} does not name a class")
+    return cls
 
 
 def _takes_path(hint: object) -> bool:

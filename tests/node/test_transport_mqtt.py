@@ -12,7 +12,7 @@ import pytest
 
 from spargo.node.broker import Mosquitto, MosquittoConfig
 from spargo.node.errors import ConnectError
-from spargo.node.transports.base import Transport
+from spargo.node.transports.base import Membership, StatusPublisher, Transport
 from spargo.node.transports.mqtt import MqttConfig, MqttTransport
 from spargo.node.transports.mqtt_wire import pack_envelope
 from tests.node.conformance import TransportConformance, entered, receive
@@ -42,6 +42,9 @@ async def mqtt_peers(config: MqttConfig, names: str) -> AsyncIterator[list[MqttT
 
 
 class TestMqttConformance(TransportConformance):
+    kind = "mqtt"
+    capabilities = frozenset({Membership, StatusPublisher})
+
     @pytest.fixture(autouse=True)
     def _broker(self, mosquitto: Mosquitto, swarm: str) -> None:
         self.config = config_for(mosquitto, swarm)
@@ -134,6 +137,22 @@ async def test_plaintext_client_on_a_tls_port_is_a_connect_error(tls_broker: Mos
                     port=tls_broker.port, connect_timeout_s=2.0)  # fmt: skip
     with pytest.raises(ConnectError):
         await asyncio.wait_for(MqttTransport(plain, "a").start(), 10)
+
+
+async def test_a_server_that_never_answers_is_a_connack_timeout() -> None:
+    # aiomqtt reports this as a bare MqttError; translate() finds the TimeoutError behind it.
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = MqttConfig(host="127.0.0.1", port=port, swarm="s", connect_timeout_s=0.3)
+    try:
+        with pytest.raises(ConnectError, match="no CONNACK from the broker in time"):
+            await asyncio.wait_for(MqttTransport(config, "a").start(), 10)
+    finally:
+        server.close()
 
 
 async def test_tls_round_trip(tls_broker: Mosquitto, mosquitto: Mosquitto, pki: Pki) -> None:

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from spargo.node.errors import ConnectError, UnknownPeer
-from spargo.node.transports.base import Transport
+from spargo.node.transports.base import AddressBook, Transport
 from spargo.node.transports.hello_auth import HelloAuthenticator, HelloRejected
 from spargo.node.transports.tcp import TcpConfig, TcpTransport
 from spargo.node.transports.tcp_wire import (
@@ -43,6 +43,9 @@ async def mesh(
 
 
 class TestTcpConformance(TransportConformance):
+    kind = "tcp"
+    capabilities = frozenset({AddressBook})
+
     @contextlib.asynccontextmanager
     async def transports(self, peer_ids: list[str]) -> AsyncIterator[dict[str, Transport]]:
         async with mesh(peer_ids) as t:
@@ -158,6 +161,9 @@ KEYED = replace(SMALL, hello_keys={3: KEY}, hello_key_id=3)
 
 
 class TestTcpKeyedConformance(TransportConformance):
+    kind = "tcp"
+    capabilities = frozenset({AddressBook})
+
     @contextlib.asynccontextmanager
     async def transports(self, peer_ids: list[str]) -> AsyncIterator[dict[str, Transport]]:
         async with mesh(peer_ids, KEYED) as t:
