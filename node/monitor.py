@@ -45,6 +45,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--username")
     parser.add_argument("--password")
     parser.add_argument("--tls-ca", type=Path, help="CA file that signs the broker certificate")
+    parser.add_argument("--tls-cert", type=Path, help="client certificate (with --tls-key)")
+    parser.add_argument("--tls-key", type=Path, help="key of the client certificate")
     parser.add_argument(
         "--settle-s",
         type=float,
@@ -89,6 +91,8 @@ def _config(args: argparse.Namespace) -> Any:
         username=args.username,
         password=args.password,
         tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         connect_timeout_s=5.0,
     )
 

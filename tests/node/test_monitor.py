@@ -14,10 +14,11 @@ import aiomqtt
 import pytest
 from rich.console import Console
 
-from spargo.node.broker import Mosquitto
+from spargo.node.broker import Mosquitto, MosquittoConfig
 from spargo.node.monitor import add_parser, follow, run, run_monitor
 from spargo.node.transports.mqtt import MqttConfig, MqttTransport
 from spargo.node.watch_view import SwarmView
+from tests.node.conftest import Pki
 
 STATUS = {"round": 7, "accuracy": 0.91, "loss": 0.3, "density": 0.25, "bytes_sent": 12_000_000,
           "bytes_received": 11_000_000, "drops": 2, "updated_at": 1.0e9}  # fmt: skip
@@ -253,3 +254,24 @@ async def test_live_mode_reports_an_unreachable_broker(capsys: pytest.CaptureFix
     url = f"mqtt://127.0.0.1:{free_port()}"
     assert await run_monitor(parse("--broker", url, "--swarm", "s", "--json")) == 1
     assert capsys.readouterr().err.startswith("spargo monitor: error:")
+
+
+async def test_client_certificate_for_a_broker_that_requires_one(
+    pki: Pki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = MosquittoConfig(
+        tls_cert=pki.server_cert, tls_key=pki.server_key, tls_ca=pki.ca, require_client_cert=True
+    )
+    async with Mosquitto(config) as broker:
+        peer = MqttConfig(url=broker.url, swarm="mtls", tls_ca=pki.ca, tls_cert=pki.client_cert,
+                          tls_key=pki.client_key)  # fmt: skip
+        async with MqttTransport(peer, "a"):
+            base = ["--broker", broker.url, "--swarm", "mtls", "--once", "--settle-s", "0.3",
+                    "--tls-ca", str(pki.ca)]  # fmt: skip
+            assert await run_monitor(parse(*base)) == 1  # refused without a certificate
+            assert capsys.readouterr().err.startswith("spargo monitor: error:")
+            cert = ["--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key)]
+            assert await run_monitor(parse(*base, *cert)) == 0
+    assert "a" in capsys.readouterr().out.split()
+    assert await run_monitor(parse(*base, "--tls-cert", str(pki.client_cert))) == 2
+    assert "tls_cert and tls_key" in capsys.readouterr().err
