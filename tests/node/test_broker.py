@@ -9,14 +9,12 @@ from pathlib import Path
 import pytest
 
 from spargo.node.broker import (
-    AclRule,
     BrokerError,
     Mosquitto,
     MosquittoConfig,
     free_port,
-    write_acl_file,
-    write_password_file,
 )
+from spargo.node.broker_auth import AclRule, write_acl_file, write_password_file
 
 
 def alive(pid: int) -> bool:
