@@ -62,8 +62,8 @@ _LAYOUT = (
     _Column("accuracy", "accuracy", "acc", 1),
     _Column("age_s", "age", "age", 2),
     _Column("drops", "drops", "drop", 3),
-    _Column("bytes_sent", "sent", "sent MB", 4),
-    _Column("bytes_received", "received", "recv MB", 4),
+    _Column("bytes_sent", "sent MB", "sent MB", 4),
+    _Column("bytes_received", "received MB", "recv MB", 4),
     _Column("loss", "loss", "loss", 5),
     _Column("density", "density", "dens", 5),
 )

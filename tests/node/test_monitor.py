@@ -78,8 +78,8 @@ def test_80_columns_show_whole_peer_ids_and_headers() -> None:
 def test_wide_terminal_gets_every_column_with_full_headers() -> None:
     text = render(busy_swarm(Clock(), ["a", "b"]), 120)
     header = next(line for line in text.splitlines() if line.startswith("peer "))
-    assert header.split() == ["peer", "state", "round", "accuracy", "age", "drops", "sent",
-                              "received", "loss", "density"]  # fmt: skip
+    assert header.split() == ["peer", "state", "round", "accuracy", "age", "drops", "sent", "MB",
+                              "received", "MB", "loss", "density"]  # fmt: skip
     assert "not shown" not in text
 
 
