@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from spargo.node.transports.broker import Mosquitto, MosquittoConfig
+from spargo.node.broker import Mosquitto, MosquittoConfig
 from spargo.node.transports.mqtt import MqttConfig, MqttTransport
 from spargo.node.transports.tcp import TcpConfig, TcpTransport
 

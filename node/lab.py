@@ -52,8 +52,11 @@ class LabConfig:
             raise ConfigError(f"--nodes must be at least 2, got {self.nodes}")
         if self.rounds < 1:
             raise ConfigError(f"--rounds must be at least 1, got {self.rounds}")
-        if self.transport not in ("mqtt", "tcp"):
-            raise ConfigError(f"--transport {self.transport!r} is unknown; use mqtt or tcp")
+        if self.transport not in LAB_TRANSPORTS:
+            raise ConfigError(
+                f"--transport {self.transport!r} is unknown; the lab runs "
+                f"{' or '.join(LAB_TRANSPORTS)}"
+            )
         if self.broker is not None and not self.broker.startswith(("mqtt://", "mqtts://")):
             raise ConfigError(f"--broker {self.broker!r} must look like mqtt://HOST:PORT")
 
@@ -86,22 +89,31 @@ def _toml(tables: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _mqtt_table(ids: list[str], index: int, broker_url: str | None, ports: list[int]) -> Any:
+    return {"kind": "mqtt", "url": broker_url}
+
+
+def _tcp_table(ids: list[str], index: int, broker_url: str | None, ports: list[int]) -> Any:
+    return {
+        "kind": "tcp",
+        "host": "127.0.0.1",
+        "port": ports[index],
+        "peers": {p: f"127.0.0.1:{port}" for p, port in zip(ids, ports, strict=True)},
+    }
+
+
+#: The ``[transport]`` table of peer ``index`` for each registry kind the lab can run on one
+#: host (an MQTT lab gets a broker, a TCP lab a free port per peer; see ``run_lab``).
+LAB_TRANSPORTS = {"mqtt": _mqtt_table, "tcp": _tcp_table}
+
+
 def write_peer_configs(lab: LabConfig, broker_url: str | None, tcp_ports: list[int]) -> list[Path]:
     """One TOML per peer under ``lab.workdir``; returns their paths."""
     lab.workdir.mkdir(parents=True, exist_ok=True)
     ids = lab.peer_ids()
     paths = []
     for index, peer_id in enumerate(ids):
-        transport: dict[str, Any]
-        if lab.transport == "mqtt":
-            transport = {"kind": "mqtt", "url": broker_url}
-        else:
-            transport = {
-                "kind": "tcp",
-                "host": "127.0.0.1",
-                "port": tcp_ports[index],
-                "peers": {p: f"127.0.0.1:{port}" for p, port in zip(ids, tcp_ports)},
-            }
+        transport = LAB_TRANSPORTS[lab.transport](ids, index, broker_url, tcp_ports)
         text = _toml(
             {
                 "node": {
@@ -170,7 +182,7 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 async def run_lab(lab: LabConfig) -> dict[str, Any]:
     """Run the lab to the end; returns the summary (raises on failure, after cleaning up)."""
-    from spargo.node.transports.broker import Mosquitto, MosquittoConfig, free_port
+    from spargo.node.broker import Mosquitto, MosquittoConfig, free_port
 
     started = time.perf_counter()
     peers = PeerProcesses()
@@ -264,7 +276,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--local-steps", type=int, default=10)
     p.add_argument("--task", default="digits")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--transport", default="mqtt", help="mqtt (default) or tcp")
+    p.add_argument(
+        "--transport", default="mqtt", help=f"{' or '.join(LAB_TRANSPORTS)} (default mqtt)"
+    )
     p.add_argument("--broker", help="use this broker (mqtt://HOST:PORT) instead of starting one")
     p.add_argument(
         "--workdir", default=None, help="configs, logs, checkpoints (default runs/lab-TIME)"

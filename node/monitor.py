@@ -3,8 +3,14 @@
 Peers publish retained presence (``spargo/<swarm>/presence/<peer_id>``) and status
 (``spargo/<swarm>/status/<peer_id>``, JSON with ``round``, ``accuracy``, ``loss``, ``density``,
 ``bytes_sent``, ``bytes_received``, ``drops``, ``updated_at``; any may be missing). The monitor
-subscribes to both and redraws a rich table as messages arrive; ``--once`` waits a short settle
-time for the retained messages and prints one snapshot (``--json``: one JSON object).
+subscribes to both (``node.watch``) and redraws the table (``node.watch_view``) when a message
+arrives and every ``--refresh-s``, so ages keep growing while peers are silent. Peers silent
+for ``--stale-s`` are marked stale, and hidden after ``--hide-s``.
+
+``--once`` waits ``--settle-s`` for the retained messages and prints one snapshot
+(``--json``: one JSON object). Exit status: 0 with peers shown; 1 when the broker cannot be
+reached or (``--once``) the swarm has no live peers, with one line on stderr; 2 for bad
+arguments; 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,79 +19,14 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import sys
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from spargo.node.errors import ConfigError, ConnectError
-
-_ONLINE = {"True": "[green]yes[/]", "False": "[red]no[/]"}
-COLUMNS = ("round", "accuracy", "loss", "density", "bytes_sent", "bytes_received", "drops")
-
-
-@dataclass
-class SwarmView:
-    """What the monitor knows about each peer: presence and its latest status."""
-
-    swarm: str
-    online: dict[str, bool] = field(default_factory=dict)
-    status: dict[str, dict[str, object]] = field(default_factory=dict)
-
-    def apply(self, kind: str, peer_id: str, payload: dict[str, object] | None) -> None:
-        """Fold one presence or status message into the view (bad payloads are ignored)."""
-        if payload is None:
-            return
-        if kind == "presence":
-            self.online[peer_id] = payload.get("online") is True
-        elif kind == "status":
-            self.status[peer_id] = payload
-
-    def peers(self) -> list[str]:
-        return sorted(set(self.online) | set(self.status))
-
-    def rows(self) -> list[dict[str, object]]:
-        """One dict per peer: peer_id, online and the status columns (missing: None)."""
-        rows = []
-        for peer_id in self.peers():
-            status = self.status.get(peer_id, {})
-            row: dict[str, object] = {"peer_id": peer_id, "online": self.online.get(peer_id)}
-            row.update({key: status.get(key) for key in (*COLUMNS, "updated_at")})
-            rows.append(row)
-        return rows
-
-    def snapshot(self) -> dict[str, object]:
-        """A JSON-ready dict: the swarm and its rows."""
-        return {"swarm": self.swarm, "taken_at": time.time(), "peers": self.rows()}
-
-    def table(self) -> Any:
-        """A ``rich.table.Table`` of the snapshot."""
-        from rich.table import Table
-
-        table = Table(title=f"swarm {self.swarm}", title_justify="left")
-        for name in ("peer", "online", *COLUMNS, "age"):
-            table.add_column(name, justify="left" if name in ("peer", "online") else "right")
-        now = time.time()
-        for row in self.rows():
-            online = _ONLINE.get(str(row["online"]), "?")
-            cells = [_cell(key, row.get(key)) for key in COLUMNS]
-            updated = row.get("updated_at")
-            age = f"{now - updated:.0f} s" if isinstance(updated, int | float) else "-"
-            table.add_row(str(row["peer_id"]), online, *cells, age)
-        return table
-
-
-def _cell(key: str, value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and key in ("accuracy", "loss", "density"):
-        return f"{value:.4f}"
-    if isinstance(value, int | float) and key.startswith("bytes"):
-        return f"{value / 1e6:.2f} MB"
-    if isinstance(value, dict):  # a peer that reports drops per reason
-        return str(sum(v for v in value.values() if isinstance(v, int)))
-    return str(value)
+from spargo.node.watch_view import DEFAULT_HIDE_S, DEFAULT_STALE_S, SwarmView
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -94,6 +35,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "monitor",
         help="live table of a swarm's peers from the MQTT broker",
         description="Show the peers of a swarm (presence and status topics) as a live table.",
+        epilog="Exit status: 0 peers shown, 1 broker unreachable or (--once) no live peers, "
+        "2 bad arguments.",
     )
     parser.add_argument("--broker", required=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT")
     parser.add_argument("--swarm", required=True, help="swarm name")
@@ -102,33 +45,68 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--username")
     parser.add_argument("--password")
     parser.add_argument("--tls-ca", type=Path, help="CA file that signs the broker certificate")
+    parser.add_argument("--tls-cert", type=Path, help="client certificate (with --tls-key)")
+    parser.add_argument("--tls-key", type=Path, help="key of the client certificate")
     parser.add_argument(
         "--settle-s",
         type=float,
         default=1.0,
         help="with --once: how long to collect retained messages (default 1 s)",
     )
+    parser.add_argument(
+        "--refresh-s", type=float, default=1.0, help="redraw at least this often (default 1 s)"
+    )
+    parser.add_argument(
+        "--stale-s",
+        type=float,
+        default=DEFAULT_STALE_S,
+        help=f"mark peers silent this long as stale (default {DEFAULT_STALE_S:g} s)",
+    )
+    parser.add_argument(
+        "--hide-s",
+        type=float,
+        default=DEFAULT_HIDE_S,
+        help=f"hide peers silent this long, e.g. ghosts of old runs (default {DEFAULT_HIDE_S:g} s)",
+    )
     return parser
 
 
-def _config(args: argparse.Namespace) -> Any:
-    from spargo.node.transports.mqtt import MqttConfig
+def _positive(args: argparse.Namespace, name: str, zero_ok: bool = False) -> float:
+    value = float(getattr(args, name))
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        bound = ">= 0" if zero_ok else "> 0"
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(f"{flag} must be a number {bound} (seconds), got {value:g}")
+    return value
 
-    if args.settle_s < 0:
-        raise ConfigError("--settle-s must be >= 0")
+
+def _config(args: argparse.Namespace) -> Any:
+    from spargo.node.transports.mqtt_config import MqttConfig
+
+    _positive(args, "settle_s", zero_ok=True)
+    _positive(args, "refresh_s")
     return MqttConfig(
         url=args.broker,
         swarm=args.swarm,
         username=args.username,
         password=args.password,
         tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         connect_timeout_s=5.0,
     )
 
 
+def _view(args: argparse.Namespace) -> SwarmView:
+    stale_s, hide_s = _positive(args, "stale_s"), _positive(args, "hide_s")
+    if stale_s > hide_s:
+        raise ConfigError(f"--stale-s ({stale_s:g}) must not exceed --hide-s ({hide_s:g})")
+    return SwarmView(args.swarm, stale_s=stale_s, hide_s=hide_s)
+
+
 async def _collect(config: Any, view: SwarmView, settle_s: float) -> None:
     """Connect, then gather retained presence/status for ``settle_s`` seconds."""
-    from spargo.node.transports.mqtt import watch_swarm
+    from spargo.node.watch import watch_swarm
 
     events = watch_swarm(config)
     try:
@@ -143,45 +121,83 @@ async def _collect(config: Any, view: SwarmView, settle_s: float) -> None:
         await events.aclose()
 
 
-async def _live(config: Any, view: SwarmView, as_json: bool) -> None:
+async def follow(events: Any, view: SwarmView, draw: Callable[[], None], refresh_s: float) -> None:
+    """Apply ``events`` to ``view``; call ``draw`` on every event and every ``refresh_s``."""
+    changed = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in events:
+            view.apply(*event)
+            changed.set()
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            reader = group.create_task(consume(), name="monitor-events")
+            while not reader.done():
+                draw()
+                changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(refresh_s):
+                        await changed.wait()
+    except ExceptionGroup as failed:  # the reader's ConnectError, as itself
+        if len(failed.exceptions) == 1 and isinstance(failed.exceptions[0], Exception):
+            raise failed.exceptions[0] from None
+        raise
+
+
+async def _live(config: Any, view: SwarmView, args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.live import Live
 
-    from spargo.node.transports.mqtt import watch_swarm
+    from spargo.node.watch import watch_swarm
 
-    if as_json:
-        async for event in watch_swarm(config):
-            view.apply(*event)
+    if args.json:
+
+        def emit() -> None:
             print(json.dumps(view.snapshot(), sort_keys=True), flush=True)
+
+        await follow(watch_swarm(config), view, emit, args.refresh_s)
         return
-    with Live(view.table(), console=Console(), auto_refresh=False) as live:
-        async for event in watch_swarm(config):
-            view.apply(*event)
-            live.update(view.table(), refresh=True)
+    console = Console()
+    with Live(view.render(console.width), console=console, auto_refresh=False) as live:
+
+        def redraw() -> None:
+            live.update(view.render(console.width), refresh=True)
+
+        await follow(watch_swarm(config), view, redraw, args.refresh_s)
 
 
 async def run_monitor(args: argparse.Namespace) -> int:
-    """Run the monitor; 0 on success, 1 if the broker cannot be reached, 2 on bad arguments."""
+    """Run the monitor; the exit status is described in the module docstring."""
     try:
         config = _config(args)
+        view = _view(args)
     except (ConfigError, ValueError) as exc:
         print(f"spargo monitor: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    view = SwarmView(args.swarm)
     try:
         if not args.once:
-            await _live(config, view, args.json)
+            await _live(config, view, args)
             return 0
         await _collect(config, view, args.settle_s)
     except ConnectError as exc:
         print(f"spargo monitor: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    if args.json:
+    return _print_once(view, args.json)
+
+
+def _print_once(view: SwarmView, as_json: bool) -> int:
+    if as_json:
         print(json.dumps(view.snapshot(), sort_keys=True))
-    else:
+    empty = view.empty_message()
+    if empty is not None:
+        print(f"spargo monitor: {empty}", file=sys.stderr)
+        return 1
+    if not as_json:
         from rich.console import Console
 
-        Console().print(view.table())
+        console = Console()
+        console.print(view.render(console.width))
     return 0
 
 

@@ -19,14 +19,15 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from spargo.node.config import NodeConfig, config_from_mapping, load_toml
 from spargo.node.errors import ConfigError, NodeError
-from spargo.node.transports.factory import TRANSPORTS
+from spargo.node.transports.base import AddressBook, Membership, StatusPublisher
+from spargo.node.transports.registry import TRANSPORTS, split_table
 from spargo.node.view import MEMBERSHIP
 
 log = logging.getLogger("spargo.peer")
@@ -126,11 +127,7 @@ def load_setup(path: str | None, flags: Mapping[str, Any]) -> PeerSetup:
         )
     if not transport:
         raise ConfigError('no [transport] table: add kind = "mqtt" and url, or kind = "tcp"')
-    if transport.get("kind", "mqtt") not in TRANSPORTS:
-        raise ConfigError(
-            f"[transport] kind {transport['kind']!r} is unknown; use one of {', '.join(TRANSPORTS)}"
-        )
-    return PeerSetup(
+    setup = PeerSetup(
         node=config,
         transport=transport,
         graph=graph,
@@ -144,6 +141,19 @@ def load_setup(path: str | None, flags: Mapping[str, Any]) -> PeerSetup:
         log_level=level,
         startup_wait_s=float(topo.get("wait_for_neighbours_s", 30.0)),
     )
+    _check_transport(setup)
+    return setup
+
+
+def _check_transport(setup: PeerSetup) -> None:
+    """Check the ``[transport]`` table now (ConfigError), not when the peer starts."""
+    spec, values = split_table(transport_table(setup))
+    spec.make_config(values, setup.node.swarm)
+    transport = spec.transport_type()
+    if setup.graph == MEMBERSHIP and not issubclass(transport, Membership | AddressBook):
+        raise ConfigError(
+            f'graph = "membership" needs a transport that knows its peers, not {spec.kind!r}'
+        )
 
 
 def build_node(setup: PeerSetup) -> Any:
@@ -155,7 +165,7 @@ def build_node(setup: PeerSetup) -> Any:
     from spargo.node.node import LocalData, Node
     from spargo.node.tasks import iid_shard, load_task, local_split
     from spargo.node.training import pick_device
-    from spargo.node.transports.factory import make_transport
+    from spargo.node.transports.registry import make_transport
     from spargo.node.view import build_view, membership_view
 
     torch.set_num_threads(1)
@@ -211,13 +221,12 @@ def transport_table(setup: PeerSetup) -> dict[str, Any]:
     return table
 
 
-def _membership_of(transport: Any) -> Any:
+def _membership_of(transport: object) -> Callable[[], set[str]]:
     """Who is in the swarm now: MQTT presence, or the TCP address book (grows by HELLOs)."""
-    online = getattr(transport, "online_peers", None)
-    if online is not None:
-        return online
-    book = getattr(transport, "address_book", None)
-    if book is not None:
+    if isinstance(transport, Membership):
+        return transport.online_peers
+    if isinstance(transport, AddressBook):
+        book = transport.address_book
         return lambda: set(book())
     raise ConfigError('graph = "membership" needs a transport that knows its peers (mqtt, tcp)')
 
@@ -257,9 +266,9 @@ async def run_peer(setup: PeerSetup, *, print_json: bool = False) -> int:
 
 async def _wait_for_neighbours(node: Any, timeout_s: float) -> None:
     """On a broker, wait (bounded) until the neighbours are online, so round 0 is not lost."""
-    online = getattr(node.transport, "online_peers", None)
-    if online is None:
+    if not isinstance(node.transport, Membership):
         return
+    online = node.transport.online_peers
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     wanted = set(node.view.neighbours)
@@ -274,7 +283,8 @@ async def _report(node: Any, statuses: asyncio.Queue[Any], setup: PeerSetup) -> 
     """Write each round's metrics as a JSON line and publish a status for `spargo monitor`."""
     # A few hundred bytes a round: a blocking append is cheaper than a thread hop.
     sink = Path(setup.metrics_path).open("a") if setup.metrics_path else None  # noqa: ASYNC230, SIM115
-    publish = getattr(node.transport, "publish_status", None)
+    transport = node.transport
+    publish = transport.publish_status if isinstance(transport, StatusPublisher) else None
     try:
         while True:
             metrics = await statuses.get()
@@ -318,7 +328,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--method")
     p.add_argument("--rounds", type=int)
     p.add_argument("--checkpoint-dir")
-    p.add_argument("--transport", choices=("mqtt", "tcp"))
+    p.add_argument(
+        "--transport",
+        choices=tuple(TRANSPORTS),
+        help="; ".join(f"{kind}: {spec.help}" for kind, spec in TRANSPORTS.items()),
+    )
     p.add_argument("--broker", help="mqtt://HOST:PORT (MQTT transport)")
     p.add_argument("--username")
     p.add_argument("--password")

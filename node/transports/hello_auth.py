@@ -26,7 +26,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 
-from spargo.node.transports.framing import FrameError
+from spargo.node.transports.wire import FrameError
 
 DOMAIN = "spargo-tcp-hello-v1"
 MIN_KEY_BYTES = 16

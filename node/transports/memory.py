@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-from spargo.node.errors import MessageTooLarge, TransportClosed, UnknownPeer
+from spargo.node.errors import MessageTooLarge, UnknownPeer
 from spargo.node.transports.base import TransportBase
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -134,11 +134,9 @@ class MemoryTransport(TransportBase):
         self.max_message_bytes = network.max_message_bytes
         self._network = network
         self._inbox = inbox
-        self._closed = False
 
     async def send(self, peer_id: str, data: bytes) -> None:
-        if self._closed:
-            raise TransportClosed(f"transport of {self.peer_id!r} is closed")
+        self._check_open()
         self._network.route(self.peer_id, peer_id, bytes(data))
 
     async def incoming(self) -> AsyncIterator[tuple[str, bytes]]:
@@ -151,10 +149,8 @@ class MemoryTransport(TransportBase):
             yield cast(tuple[str, bytes], item)
 
     async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._network.detach(self.peer_id, self._inbox)
+        if self._mark_closed():
+            self._network.detach(self.peer_id, self._inbox)
 
     def detach(self) -> None:
         """Leave the network at once (a crash): nothing more is delivered to this peer."""

@@ -4,7 +4,7 @@ Topic layout (see docs/MQTT.md), all under ``spargo/<swarm>/``:
 
 - ``inbox/<peer_id>``: QoS 1; a peer subscribes to its own inbox. Each MQTT payload is one
   chunk of a message (``protocol.split``) wrapped in an envelope naming the sender
-  (``framing.pack_envelope``), because the topic names only the receiver.
+  (``mqtt_wire.pack_envelope``), because the topic names only the receiver.
 - ``presence/<peer_id>``: retained JSON ``{"peer_id", "online", "updated_at"}``; "online" on
   connect, "offline" on a clean close and, as the last will, when the broker loses us.
 - ``status/<peer_id>``: retained JSON status for ``spargo monitor`` (``publish_status``).
@@ -12,8 +12,11 @@ Topic layout (see docs/MQTT.md), all under ``spargo/<swarm>/``:
 The session is persistent (clean_session false, client id ``spargo/<swarm>/<peer_id>``), so
 QoS 1 messages sent while a peer is briefly offline wait in the broker until it returns. A lost
 connection is re-established with jittered exponential backoff and the subscriptions renewed,
-while the ``incoming()`` iterator keeps running. aiomqtt/paho errors become ``node.errors``
-exceptions here and nowhere else.
+while the ``incoming()`` iterator keeps running (settings: ``mqtt_config``). aiomqtt/paho
+errors become ``node.errors`` exceptions here and nowhere else (:func:`translate`, by
+exception type and return code).
+
+:func:`observe` is the read-only connection behind ``spargo monitor`` (``node.watch``).
 """
 
 from __future__ import annotations
@@ -25,115 +28,41 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-from spargo.node.errors import (
-    ConfigError,
-    ConnectError,
-    MessageTooLarge,
-    TransportClosed,
-    TransportError,
-    UnknownPeer,
-)
-from spargo.node.transports.base import TransportBase
-from spargo.node.transports.framing import (
-    FrameError,
+from spargo.node.errors import ConnectError, TransportError
+from spargo.node.transports.base import NetworkTransport
+from spargo.node.transports.mqtt_config import MqttConfig
+from spargo.node.transports.mqtt_wire import (
     Topics,
-    TransportStats,
-    backoff_delay_s,
-    check_backoff,
-    check_own_peer_id,
+    json_object,
     pack_envelope,
-    peer_id_problem,
     presence_payload,
     unpack_envelope,
+)
+from spargo.node.transports.wire import (
+    FrameError,
+    backoff_delay_s,
 )
 from spargo.protocol import Reassembler, RemoteProtocolError, split
 
 LOG = logging.getLogger(__name__)
-MQTT_MAX_PAYLOAD_BYTES = 256 * 1024 * 1024 - 1024  # the MQTT limit, less room for headers
 _NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 _REFUSED = {4: "bad username or password", 5: "not authorised"}
 
 
-@dataclass(frozen=True)
-class MqttConfig:
-    """Broker address, swarm, credentials, TLS files, chunking, timeouts and backoff."""
+def translate(exc: BaseException, what: str) -> TransportError:
+    """The ``node.errors`` exception for an aiomqtt/paho/socket error (the one boundary).
 
-    url: str | None = None  # mqtt://HOST:PORT or mqtts://HOST:PORT; overrides host/port
-    host: str = "127.0.0.1"
-    port: int = 1883
-    swarm: str = "default"
-    username: str | None = None
-    password: str | None = None
-    tls_ca: Path | None = None  # CA that signs the broker's certificate; set => TLS
-    tls_cert: Path | None = None  # client certificate (brokers with require_certificate)
-    tls_key: Path | None = None
-    tls_check_hostname: bool = True
-    chunk_bytes: int = 256 * 1024  # largest MQTT payload we publish
-    max_message_bytes: int = 64 * 1024 * 1024
-    publish_timeout_s: float = 10.0  # per chunk, and how long send() waits for a connection
-    connect_timeout_s: float = 10.0
-    keepalive_s: int = 30
-    backoff_min_s: float = 0.1
-    backoff_max_s: float = 10.0
-    clean_session: bool = False
-    max_inflight_messages: int = 100
-    incoming_queue_size: int = 4096  # whole messages waiting for incoming(); more are dropped
-    reassembly_max_age_s: float = 120.0
-    seed: int | None = None  # backoff jitter and message ids; None: fresh entropy
-
-    def __post_init__(self) -> None:
-        host, port, _ = self.endpoint()
-        if not host or not 0 < port < 65536:
-            raise ConfigError(f"broker address {host}:{port} is not HOST:PORT (port 1..65535)")
-        problem = peer_id_problem(self.swarm)
-        if problem is not None:
-            raise ConfigError(f"swarm name: {problem.replace('peer id', 'name')}")
-        if not 1024 <= self.chunk_bytes <= MQTT_MAX_PAYLOAD_BYTES:
-            raise ConfigError(f"chunk_bytes must be in 1024..{MQTT_MAX_PAYLOAD_BYTES}")
-        if self.max_message_bytes <= 0 or self.incoming_queue_size <= 0:
-            raise ConfigError("max_message_bytes and incoming_queue_size must be positive")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("give both tls_cert and tls_key, or neither")
-        if min(self.publish_timeout_s, self.connect_timeout_s, self.keepalive_s) <= 0:
-            raise ConfigError("timeouts and keepalive_s must be positive")
-        check_backoff(self.backoff_min_s, self.backoff_max_s)
-
-    def endpoint(self) -> tuple[str, int, bool]:
-        """``(host, port, tls)`` from ``url`` when given, else from host/port/tls_ca."""
-        if self.url is None:
-            return self.host, self.port, self.tls_ca is not None
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-            raise ConfigError(f"broker URL {self.url!r} is not mqtt://HOST:PORT or mqtts://...")
-        tls = parts.scheme in ("mqtts", "ssl") or self.tls_ca is not None
-        try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError as exc:
-            raise ConfigError(f"broker URL {self.url!r} has a bad port") from exc
-        return parts.hostname, port, tls
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The client TLS context, or None for plaintext."""
-        if not self.endpoint()[2]:
-            return None
-        context = ssl.create_default_context(cafile=self.tls_ca)
-        context.check_hostname = self.tls_check_hostname
-        if self.tls_cert is not None:
-            context.load_cert_chain(self.tls_cert, self.tls_key)
-        return context
-
-
-def translate(exc: Exception, what: str) -> TransportError:
-    """The ``node.errors`` exception for an aiomqtt/paho/socket error (the one boundary)."""
+    Keys on types and return codes only. aiomqtt re-raises socket errors and its own timeouts
+    as a bare ``MqttError`` (``raise ... from None``), so the original stays in
+    ``__context__``; a ``TimeoutError`` there means no CONNACK (or SUBACK) came in time.
+    """
     if isinstance(exc, TransportError):
         return exc
     if isinstance(exc, MqttConnectError):
@@ -143,7 +72,7 @@ def translate(exc: Exception, what: str) -> TransportError:
             f"{what}: the broker refused us ({reason}): check the username and password "
             "(or client certificate) and the broker's ACL"
         )
-    if str(exc) == "Operation timed out":
+    if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
         return ConnectError(
             f"{what}: no CONNACK from the broker in time (wrong port, or TLS settings "
             "that do not match the listener?)"
@@ -162,15 +91,13 @@ async def _disconnect(client: aiomqtt.Client, timeout_s: float) -> None:
         await asyncio.wait_for(client.__aexit__(None, None, None), timeout_s)
 
 
-class MqttTransport(TransportBase):
+class MqttTransport(NetworkTransport):
     """One peer's MQTT transport (see module docstring)."""
 
     def __init__(self, config: MqttConfig, peer_id: str) -> None:
-        self.peer_id = check_own_peer_id(peer_id)
+        super().__init__(peer_id, config.max_message_bytes, config.incoming_queue_size)
         self.config = config
-        self.max_message_bytes = config.max_message_bytes
         self.topics = Topics(config.swarm)
-        self.stats = TransportStats()
         self._rng = random.Random(config.seed)
         self._next_message_id = self._rng.getrandbits(32)
         self._reassembler = Reassembler(
@@ -180,23 +107,17 @@ class MqttTransport(TransportBase):
             max_message_bytes=config.max_message_bytes,
             max_messages_in_flight_per_sender=64,
         )
-        self._queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
         self._presence: dict[str, bool] = {}
         self._conn: _Connection | None = None
         self._connected = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
-        self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def _open(self) -> None:
         """Connect (ConnectError if the broker is unreachable or refuses us) and subscribe."""
-        if self._closed:
-            raise TransportClosed(f"transport of {self.peer_id!r} is closed")
-        if self._runner is not None:
-            return
         conn = await self._connect()
-        self._runner = asyncio.create_task(self._run(conn), name=f"mqtt-{self.peer_id}")
+        self._runner = self.tasks.spawn(self._run(conn), "reader")
 
     def _client(self) -> aiomqtt.Client:
         host, port, _ = self.config.endpoint()
@@ -280,11 +201,8 @@ class MqttTransport(TransportBase):
                 LOG.info("%s: reconnect attempt %d failed: %s", self.peer_id, failures, exc)
         return None
 
-    async def aclose(self) -> None:
-        """Announce offline, disconnect cleanly (the session stays), end ``incoming()``."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _close(self) -> None:
+        """Announce offline, disconnect cleanly (the session stays)."""
         self._connected.set()  # wake senders waiting for a connection: they see the close
         if self._runner is not None:
             self._runner.cancel()
@@ -301,7 +219,6 @@ class MqttTransport(TransportBase):
                     timeout=min(1.0, self.config.publish_timeout_s),
                 )
             await _disconnect(conn.client, 2.0)
-        self._queue.put_nowait(None)
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -328,31 +245,18 @@ class MqttTransport(TransportBase):
             return
         if message is None:
             return
-        if self._queue.qsize() >= self.config.incoming_queue_size:
+        if self._queue_full():
             self.stats.drop("queue_full")
             return
-        self.stats.messages_received += 1
-        self.stats.bytes_received += len(message)
-        self._queue.put_nowait((sender, message))
+        self._received(sender, message)
+        self._offer(sender, message)
 
     def _on_presence(self, peer_id: str, payload: bytes) -> None:
-        try:
-            online = json.loads(payload).get("online") is True
-        except (ValueError, AttributeError, RecursionError):  # nested arrays: RecursionError
+        presence = json_object(payload)
+        if presence is None:
             self.stats.drop("bad_presence")
             return
-        self._presence[peer_id] = online
-
-    async def incoming(self) -> AsyncIterator[tuple[str, bytes]]:
-        """``(sender, data)`` for every whole message; ends when the transport closes."""
-        while True:
-            if self._closed and self._queue.empty():
-                return
-            item = await self._queue.get()
-            if item is None:
-                self._queue.put_nowait(None)  # wake any other iterator too
-                return
-            yield item
+        self._presence[peer_id] = presence.get("online") is True
 
     @property
     def connected(self) -> bool:
@@ -364,10 +268,6 @@ class MqttTransport(TransportBase):
         return {peer_id for peer_id, online in self._presence.items() if online}
 
     # -- sending ---------------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise TransportClosed(f"transport of {self.peer_id!r} is closed")
 
     async def _connection(self) -> _Connection:
         conn = self._conn
@@ -386,22 +286,14 @@ class MqttTransport(TransportBase):
 
     async def send(self, peer_id: str, data: bytes) -> None:
         """Publish ``data`` to ``peer_id``'s inbox, chunked; returns when the broker has it."""
-        self._check_open()
-        problem = peer_id_problem(peer_id)
-        if problem is not None:
-            raise UnknownPeer(problem)
-        if len(data) > self.max_message_bytes:
-            raise MessageTooLarge(
-                f"{len(data)} bytes exceeds this transport's limit of {self.max_message_bytes}"
-            )
+        self._check_outgoing(peer_id, data)
         conn = self._conn if self._conn is not None else await self._connection()
         # Chunks are wrapped in an envelope; keep the whole MQTT payload within chunk_bytes.
         room = self.config.chunk_bytes - len(pack_envelope(self.peer_id, b""))
         message_id, self._next_message_id = self._next_message_id, self._next_message_id + 1
         payloads = [pack_envelope(self.peer_id, c) for c in split(data, room, message_id)]
         await self._publish_all(conn, self.topics.inbox(peer_id), payloads)
-        self.stats.messages_sent += 1
-        self.stats.bytes_sent += len(data)
+        self._sent(data)
 
     async def _publish_all(
         self, conn: _Connection, topic: str, payloads: list[bytes], retain: bool = False
@@ -440,60 +332,38 @@ class MqttTransport(TransportBase):
         await self._publish_all(conn, self.topics.status(self.peer_id), [body], retain=True)
 
 
-SwarmEvent = tuple[str, str, dict[str, object] | None]
-
-
-async def watch_swarm(config: MqttConfig) -> AsyncGenerator[SwarmEvent, None]:
-    """Yield ``(kind, peer_id, payload)`` for the presence and status topics of a swarm.
-
-    ``kind`` is ``"presence"`` or ``"status"``; ``payload`` is the decoded JSON object, or None
-    when it is not one. After each (re)connection and subscription comes one
-    ``("connected", "", None)``, then the retained messages. A lost connection is re-established
-    with backoff; ConnectError if the very first connection fails.
-    """
-    topics = Topics(config.swarm)
-    rng = random.Random(config.seed)
+def _observer(config: MqttConfig) -> aiomqtt.Client:
     host, port, _ = config.endpoint()
-    failures = 0
-    ever_connected = False
-    while True:
-        client = aiomqtt.Client(
-            host,
-            port,
-            username=config.username,
-            password=config.password,
-            clean_session=True,  # an observer needs no session: retained messages suffice
-            timeout=config.connect_timeout_s,
-            keepalive=config.keepalive_s,
-            tls_context=config.ssl_context(),
-            socket_options=_NODELAY,
-        )
-        try:
-            async with client:
-                failures, ever_connected = 0, True
-                for topic in (topics.presence(), topics.status()):
-                    await client.subscribe(topic, qos=1, timeout=config.publish_timeout_s)
-                yield "connected", "", None
-                async for message in client.messages:
-                    event = _swarm_event(topics, message.topic.value, message.payload)
-                    if event is not None:
-                        yield event
-        except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
-            if not ever_connected:
-                raise translate(exc, f"watching swarm {config.swarm!r}") from exc
-            LOG.warning("monitor lost the broker connection: %s", exc)
-        failures += 1
-        delay_s = backoff_delay_s(failures, config.backoff_min_s, config.backoff_max_s, rng)
-        await asyncio.sleep(delay_s)
+    return aiomqtt.Client(
+        host,
+        port,
+        username=config.username,
+        password=config.password,
+        clean_session=True,  # an observer needs no session: retained messages suffice
+        timeout=config.connect_timeout_s,
+        keepalive=config.keepalive_s,
+        tls_context=config.ssl_context(),
+        socket_options=_NODELAY,
+    )
 
 
-def _swarm_event(topics: Topics, topic: str, payload: object) -> SwarmEvent | None:
-    parsed = topics.split(topic)
-    if parsed is None or parsed[0] not in ("presence", "status"):
-        return None
-    kind, peer_id = parsed
+async def observe(
+    config: MqttConfig, topics: Sequence[str]
+) -> AsyncGenerator[tuple[str, bytes] | None, None]:
+    """One read-only connection: ``None`` once subscribed to ``topics``, then ``(topic, payload)``.
+
+    For observers such as ``spargo monitor``: a clean session, no presence, no will. Ends with
+    ``ConnectError`` when the connection fails or is lost (the caller decides on retries).
+    """
+    what = f"observing swarm {config.swarm!r} on {config.endpoint()[0]}"
     try:
-        decoded = json.loads(payload) if isinstance(payload, bytes | bytearray | str) else None
-    except (ValueError, RecursionError):  # RecursionError: deeply nested arrays
-        decoded = None
-    return kind, peer_id, decoded if isinstance(decoded, dict) else None
+        async with _observer(config) as client:
+            for topic in topics:
+                await client.subscribe(topic, qos=1, timeout=config.publish_timeout_s)
+            yield None
+            async for message in client.messages:
+                payload = message.payload
+                if isinstance(payload, bytes | bytearray):
+                    yield message.topic.value, bytes(payload)
+    except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
+        raise translate(exc, what) from exc

@@ -4,7 +4,7 @@ Every peer listens on ``config.host:config.port``. To send to a peer, a peer ope
 outbound connection to it (looked up in the address book), exchanges HELLO frames (each side
 names its peer id and listen address, so the receiver's address book learns the sender's
 address and the sender checks it reached the peer it meant) and then writes length-prefixed
-DATA frames (see ``framing``). One connection carries one direction of one link, so per-link
+DATA frames (see ``tcp_wire``). One connection carries one direction of one link, so per-link
 order is TCP's order. A lost connection is re-opened on the next send; after a failed attempt
 the link waits a jittered, exponentially growing backoff before the next one, and sends in
 that window fail fast with ``ConnectError``.
@@ -22,119 +22,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import ssl
-from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from spargo.node.errors import (
-    ConnectError,
-    MessageTooLarge,
-    TransportClosed,
-    TransportError,
-    UnknownPeer,
-)
-from spargo.node.transports.base import TransportBase
-from spargo.node.transports.framing import (
+from spargo.node.errors import ConnectError, TransportError, UnknownPeer
+from spargo.node.transports.base import NetworkTransport
+from spargo.node.transports.hello_auth import HelloRejected
+from spargo.node.transports.tcp_config import TcpConfig
+from spargo.node.transports.tcp_wire import (
     MAX_HELLO_BYTES,
-    FrameError,
     FrameKind,
     Hello,
-    TransportStats,
-    backoff_delay_s,
-    check_backoff,
-    check_own_peer_id,
     decode_hello,
     encode_hello,
     frame_header,
     parse_address,
-    peer_id_problem,
     read_frame,
 )
-from spargo.node.transports.hello_auth import HelloAuthenticator, HelloRejected, parse_hello_keys
+from spargo.node.transports.wire import (
+    FrameError,
+    backoff_delay_s,
+    check_own_peer_id,
+)
 
 _UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::"})
-
-
-@dataclass(frozen=True)
-class TcpConfig:
-    """Listen address, address book, TLS files, timeouts and limits of a TCP transport."""
-
-    host: str = "127.0.0.1"
-    port: int = 0  # 0: a free port, see TcpTransport.listen_address
-    advertise: str | None = None  # "host:port" announced in HELLO; None: the bound address
-    peers: Mapping[str, str] = field(default_factory=dict)  # peer_id -> "host:port"
-    tls_cert: Path | None = None  # our certificate (server side, and client side for mTLS)
-    tls_key: Path | None = None
-    tls_ca: Path | None = None  # CA that signs the peers' certificates; set => TLS is on
-    tls_require_client_cert: bool = False
-    tls_check_hostname: bool = True
-    connect_timeout_s: float = 5.0
-    handshake_timeout_s: float = 5.0
-    send_timeout_s: float = 30.0
-    backoff_min_s: float = 0.05
-    backoff_max_s: float = 5.0
-    max_message_bytes: int = 64 * 1024 * 1024
-    incoming_queue_size: int = 1024
-    seed: int | None = None  # backoff jitter; None: fresh entropy
-    # Swarm keys that authenticate HELLOs ({key id: hex, >= 16 bytes}); empty: HELLOs are bare.
-    hello_keys: Mapping[int, str] = field(default_factory=dict, repr=False)
-    hello_key_id: int = 0  # the key our HELLOs are tagged with
-    hello_max_skew_s: float = 60.0  # accepted clock difference between peers
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port {self.port} is not in 0..65535 (0 picks a free port)")
-        for peer_id, address in self.peers.items():
-            check_own_peer_id(peer_id)
-            parse_address(address)
-        if self.advertise is not None:
-            parse_address(self.advertise)
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("give both tls_cert and tls_key, or neither")
-        if self.tls_ca is not None and self.tls_cert is None:
-            raise ValueError("TLS (tls_ca) needs this peer's tls_cert and tls_key to listen")
-        check_backoff(self.backoff_min_s, self.backoff_max_s)
-        if self.max_message_bytes <= 0 or self.incoming_queue_size <= 0:
-            raise ValueError("max_message_bytes and incoming_queue_size must be positive")
-        if min(self.connect_timeout_s, self.handshake_timeout_s, self.send_timeout_s) <= 0:
-            raise ValueError("timeouts must be positive (seconds)")
-        parse_hello_keys(self.hello_keys, self.hello_key_id)
-        if not self.hello_max_skew_s > 0:
-            raise ValueError(f"hello_max_skew_s must be positive, got {self.hello_max_skew_s!r}")
-
-    @property
-    def tls(self) -> bool:
-        return self.tls_ca is not None
-
-    def server_ssl(self) -> ssl.SSLContext | None:
-        """The listening side's TLS context, or None for plaintext."""
-        if not self.tls or self.tls_cert is None:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=self.tls_ca)
-        context.load_cert_chain(self.tls_cert, self.tls_key)
-        context.verify_mode = (
-            ssl.CERT_REQUIRED if self.tls_require_client_cert else ssl.CERT_OPTIONAL
-        )
-        return context
-
-    def client_ssl(self) -> ssl.SSLContext | None:
-        """The connecting side's TLS context (presents our cert for mutual TLS)."""
-        if not self.tls:
-            return None
-        context = ssl.create_default_context(cafile=self.tls_ca)
-        context.check_hostname = self.tls_check_hostname
-        if self.tls_cert is not None:
-            context.load_cert_chain(self.tls_cert, self.tls_key)
-        return context
-
-    def hello_authenticator(self) -> HelloAuthenticator | None:
-        """The HELLO signer/checker for these keys, or None when HELLOs are unauthenticated."""
-        keys = parse_hello_keys(self.hello_keys, self.hello_key_id)
-        if not keys:
-            return None
-        return HelloAuthenticator(keys, self.hello_key_id, self.hello_max_skew_s)
 
 
 @dataclass
@@ -148,22 +61,16 @@ class _Link:
     retry_at: float = 0.0
 
 
-class TcpTransport(TransportBase):
+class TcpTransport(NetworkTransport):
     """Direct TCP transport of one peer (see module docstring)."""
 
     def __init__(self, config: TcpConfig, peer_id: str) -> None:
-        self.peer_id = check_own_peer_id(peer_id)
+        super().__init__(peer_id, config.max_message_bytes, config.incoming_queue_size)
         self.config = config
-        self.max_message_bytes = config.max_message_bytes
-        self.stats = TransportStats()
         self._configured = dict(config.peers)
         self._learned: dict[str, str] = {}
         self._links: dict[str, _Link] = {}
-        # None marks the end of the stream.
-        self._queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(
-            config.incoming_queue_size
-        )
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._connection_numbers = itertools.count()
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self._listen: str | None = None
@@ -171,19 +78,14 @@ class TcpTransport(TransportBase):
         self._server_ssl = config.server_ssl()
         self._client_ssl = config.client_ssl()
         self._auth = config.hello_authenticator()
-        self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def _open(self) -> None:
         """Start listening; ConnectError if the address cannot be bound."""
-        if self._closed:
-            raise TransportClosed(f"transport of {self.peer_id!r} is closed")
-        if self._server is not None:
-            return
         try:
             self._server = await asyncio.start_server(
-                self._serve, self.config.host, self.config.port, ssl=self._server_ssl
+                self._accepted, self.config.host, self.config.port, ssl=self._server_ssl
             )
         except OSError as exc:
             raise ConnectError(
@@ -209,41 +111,20 @@ class TcpTransport(TransportBase):
         parse_address(address)
         self._configured[peer_id] = address
 
-    async def aclose(self) -> None:
-        """Stop listening, close every connection, end ``incoming()``. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+    async def _close(self) -> None:
+        """Stop listening, close every connection and wait for the handlers to end."""
         if self._server is not None:
             self._server.close()
         for writer in list(self._writers):
             writer.close()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.tasks.aclose()  # the connection handlers, before the server waits on them
         if self._server is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError, RuntimeError):
                 await self._server.wait_closed()
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
-
-    def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise TransportClosed(f"transport of {self.peer_id!r} is closed")
-
     def _address_of(self, peer_id: str) -> str:
-        problem = peer_id_problem(peer_id)
-        if problem is not None:
-            raise UnknownPeer(problem)
         address = self._configured.get(peer_id) or self._learned.get(peer_id)
         if address is None:
             raise UnknownPeer(f"no address for peer {peer_id!r}: add it to the address book")
@@ -251,13 +132,9 @@ class TcpTransport(TransportBase):
 
     async def send(self, peer_id: str, data: bytes) -> None:
         """Send ``data`` to ``peer_id`` over our connection to it (opened on demand)."""
-        self._check_open()
-        if len(data) > self.max_message_bytes:
-            raise MessageTooLarge(
-                f"{len(data)} bytes exceeds this transport's limit of {self.max_message_bytes}"
-            )
+        self._check_outgoing(peer_id, data)
         if peer_id == self.peer_id:
-            await self._queue.put((peer_id, bytes(data)))
+            await self._deliver(peer_id, bytes(data))
             return
         address = self._address_of(peer_id)
         link = self._links.setdefault(peer_id, _Link())
@@ -280,8 +157,7 @@ class TcpTransport(TransportBase):
                     self._drop(link)
                     self._check_open()
                     raise TransportError(f"sending to {peer_id!r} failed: {exc2}") from exc2
-        self.stats.messages_sent += 1
-        self.stats.bytes_sent += len(data)
+        self._sent(data)
 
     async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         if writer.is_closing():
@@ -328,7 +204,7 @@ class TcpTransport(TransportBase):
         link.failures, link.retry_at = 0, 0.0
         link.writer = writer
         self._writers.add(writer)
-        link.watcher = self._spawn(self._watch(link, reader, writer), f"tcp-watch-{peer_id}")
+        link.watcher = self.tasks.spawn(self._watch(link, reader, writer), f"watch-{peer_id}")
         self.stats.connects += 1
         return writer
 
@@ -370,13 +246,15 @@ class TcpTransport(TransportBase):
 
     # -- receiving -------------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if self._closed or task is None:
+    def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The server's callback: serve the connection as a task of our group."""
+        if self._closed or not self.tasks.running:
             writer.close()
             return
-        self._tasks.add(task)
         self._writers.add(writer)
+        self.tasks.spawn(self._serve(reader, writer), f"serve-{next(self._connection_numbers)}")
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             sender = await self._accept_hello(reader, writer)
             while True:
@@ -384,9 +262,8 @@ class TcpTransport(TransportBase):
                 if kind is not FrameKind.DATA:
                     self.stats.drop("unexpected_frame")
                     continue
-                self.stats.messages_received += 1
-                self.stats.bytes_received += len(body)
-                await self._queue.put((sender, body))
+                self._received(sender, body)
+                await self._deliver(sender, body)
         except HelloRejected:
             pass  # counted by _check_hello
         except FrameError:
@@ -395,15 +272,9 @@ class TcpTransport(TransportBase):
             self.stats.drop("handshake_timeout")
         except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
             pass  # the other side went away; it reconnects when it has something to send
-        except asyncio.CancelledError:
-            # aclose() cancelled us. End normally: asyncio's stream callback calls
-            # task.exception(), which would raise (and log) for a cancelled task.
-            if not self._closed:
-                raise
         finally:
             self._writers.discard(writer)
             writer.close()
-            self._tasks.discard(task)
 
     async def _accept_hello(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -449,14 +320,3 @@ class TcpTransport(TransportBase):
                 return
             host = str(peername[0])
         self._learned[sender] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-    async def incoming(self) -> AsyncIterator[tuple[str, bytes]]:
-        """``(sender, data)`` as they arrive; ends when the transport closes."""
-        while True:
-            if self._closed and self._queue.empty():
-                return
-            item = await self._queue.get()
-            if item is None:
-                self._queue.put_nowait(None)  # wake any other iterator too
-                return
-            yield item

@@ -1,8 +1,10 @@
 """One conformance suite for every ``Transport``: in-memory, MQTT and TCP run the same tests.
 
-A transport's test module subclasses :class:`TransportConformance` and implements
-``transports(peer_ids)``: an async context manager that yields connected, started transports
-keyed by peer id (and tears everything down on exit).
+A transport's test module (``tests/node/test_transport_<kind>.py``) subclasses
+:class:`TransportConformance`, names its ``kind`` (the registry's, or ``"memory"``) and the
+optional ``capabilities`` it has, and implements ``transports(peer_ids)``: an async context
+manager that yields connected, started transports keyed by peer id (and tears everything down
+on exit). ``test_transport_registry`` checks that every registered kind has such a subclass.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from spargo.node.errors import MessageTooLarge, TransportClosed, TransportError, UnknownPeer
-from spargo.node.transports.base import Transport
+from spargo.node.transports.base import AddressBook, Membership, StatusPublisher, Transport
 
 RECEIVE_TIMEOUT_S = 10.0
+CAPABILITIES: tuple[type, ...] = (Membership, AddressBook, StatusPublisher)
 
 
 async def receive(transport: Transport, count: int) -> list[tuple[str, bytes]]:
@@ -36,10 +39,19 @@ async def receive(transport: Transport, count: int) -> list[tuple[str, bytes]]:
 class TransportConformance:
     """Behaviour every transport must have. Subclasses provide ``transports``."""
 
+    kind: str = ""
+    capabilities: frozenset[type] = frozenset()
+
     def transports(
         self, peer_ids: list[str]
     ) -> contextlib.AbstractAsyncContextManager[dict[str, Transport]]:
         raise TypeError("subclasses of TransportConformance must implement transports()")
+
+    async def test_is_a_transport_with_its_declared_capabilities(self) -> None:
+        async with self.transports(["a", "b"]) as t:
+            assert isinstance(t["a"], Transport)
+            for capability in CAPABILITIES:
+                assert isinstance(t["a"], capability) == (capability in self.capabilities)
 
     async def test_send_and_receive(self) -> None:
         async with self.transports(["a", "b"]) as t:

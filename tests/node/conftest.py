@@ -15,14 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from spargo.node.transports.broker import (
-    AclRule,
+from spargo.node.broker import (
     Mosquitto,
     MosquittoConfig,
     find_executable,
-    write_acl_file,
-    write_password_file,
 )
+from spargo.node.broker_auth import AclRule, write_acl_file, write_password_file
 
 #: Users of the authenticated broker and what each may do (see ``auth_broker``).
 AUTH_SWARM = "secure"

@@ -8,15 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from spargo.node.transports.broker import (
-    AclRule,
+from spargo.node.broker import (
     BrokerError,
     Mosquitto,
     MosquittoConfig,
     free_port,
-    write_acl_file,
-    write_password_file,
 )
+from spargo.node.broker_auth import AclRule, write_acl_file, write_password_file
 
 
 def alive(pid: int) -> bool:

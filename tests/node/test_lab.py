@@ -14,8 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from spargo.node.lab import LabConfig, PeerProcesses, _collect, run_lab, write_peer_configs
-from spargo.node.transports.broker import Mosquitto, MosquittoConfig
+from spargo.node.broker import Mosquitto, MosquittoConfig
+from spargo.node.errors import ConfigError
+from spargo.node.lab import (
+    LAB_TRANSPORTS,
+    LabConfig,
+    PeerProcesses,
+    _collect,
+    run_lab,
+    write_peer_configs,
+)
+from spargo.node.peer import load_setup
+from spargo.node.transports.registry import TRANSPORTS
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -70,6 +80,17 @@ def test_lab_cli_one_line_errors() -> None:
         assert proc.returncode != 0
         assert fragment in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_lab_transports_are_registry_kinds_and_their_configs_load(tmp_path: Path) -> None:
+    assert set(LAB_TRANSPORTS) <= set(TRANSPORTS)
+    for kind in LAB_TRANSPORTS:
+        lab = LabConfig(nodes=3, transport=kind, workdir=tmp_path / kind)
+        configs = write_peer_configs(lab, "mqtt://127.0.0.1:1883", [4001, 4002, 4003])
+        setup = load_setup(str(configs[1]), {})  # the [transport] table passes the registry
+        assert setup.transport["kind"] == kind
+    with pytest.raises(ConfigError, match="'udp' is unknown; the lab runs mqtt or tcp"):
+        LabConfig(transport="udp")
 
 
 async def test_broker_restart_and_sigkilled_peer(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from spargo.node.broker import Mosquitto
 from spargo.node.errors import ConfigError
 from spargo.node.peer import build_node, load_setup
-from spargo.node.transports.broker import Mosquitto
 
 CONFIG = """
 [node]

@@ -84,7 +84,7 @@ def test_unknown_device_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_tcp_transport_gets_the_node_keys_unless_it_sets_its_own(tmp_path: Path) -> None:
-    from spargo.node.transports.factory import make_transport
+    from spargo.node.transports.registry import make_transport
     from spargo.node.transports.tcp import TcpTransport
 
     node_key, own_key = "aa" * 32, "bb" * 32

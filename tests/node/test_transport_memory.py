@@ -12,6 +12,8 @@ from tests.node.conformance import TransportConformance, entered, receive
 
 
 class TestMemoryConformance(TransportConformance):
+    kind = "memory"
+
     @contextlib.asynccontextmanager
     async def transports(self, peer_ids: list[str]) -> AsyncIterator[dict[str, Transport]]:
         network = MemoryNetwork(max_message_bytes=4 * 1024 * 1024)

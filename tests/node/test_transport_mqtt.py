@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from spargo.node.broker import Mosquitto, MosquittoConfig
 from spargo.node.errors import ConnectError
-from spargo.node.transports.base import Transport
-from spargo.node.transports.broker import Mosquitto, MosquittoConfig
-from spargo.node.transports.framing import pack_envelope
+from spargo.node.transports.base import Membership, StatusPublisher, Transport
 from spargo.node.transports.mqtt import MqttConfig, MqttTransport
+from spargo.node.transports.mqtt_wire import pack_envelope
 from tests.node.conformance import TransportConformance, entered, receive
 from tests.node.conftest import AUTH_SWARM, AUTH_USERS, Pki
 
@@ -42,6 +42,9 @@ async def mqtt_peers(config: MqttConfig, names: str) -> AsyncIterator[list[MqttT
 
 
 class TestMqttConformance(TransportConformance):
+    kind = "mqtt"
+    capabilities = frozenset({Membership, StatusPublisher})
+
     @pytest.fixture(autouse=True)
     def _broker(self, mosquitto: Mosquitto, swarm: str) -> None:
         self.config = config_for(mosquitto, swarm)
@@ -136,6 +139,22 @@ async def test_plaintext_client_on_a_tls_port_is_a_connect_error(tls_broker: Mos
         await asyncio.wait_for(MqttTransport(plain, "a").start(), 10)
 
 
+async def test_a_server_that_never_answers_is_a_connack_timeout() -> None:
+    # aiomqtt reports this as a bare MqttError; translate() finds the TimeoutError behind it.
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = MqttConfig(host="127.0.0.1", port=port, swarm="s", connect_timeout_s=0.3)
+    try:
+        with pytest.raises(ConnectError, match="no CONNACK from the broker in time"):
+            await asyncio.wait_for(MqttTransport(config, "a").start(), 10)
+    finally:
+        server.close()
+
+
 async def test_tls_round_trip(tls_broker: Mosquitto, mosquitto: Mosquitto, pki: Pki) -> None:
     config = config_for(tls_broker, "tls", tls_ca=pki.ca)
     async with entered({p: MqttTransport(config, p) for p in "ab"}) as t:
@@ -207,13 +226,13 @@ NESTED_JSON = b"[" * 100_000 + b"]" * 100_000  # json.loads raises RecursionErro
 
 def test_deeply_nested_presence_is_dropped_not_raised() -> None:
     # A presence payload is anyone's retained message: it must not kill the reader task.
-    from spargo.node.transports.mqtt import _swarm_event
+    from spargo.node.watch import swarm_event
 
     transport = MqttTransport(MqttConfig(swarm="s"), "a")
     transport._dispatch(transport.topics.presence("b"), NESTED_JSON)
     assert transport.stats.drops["bad_presence"] == 1
     assert transport.online_peers() == set()
-    assert _swarm_event(transport.topics, transport.topics.status("b"), NESTED_JSON) == (
+    assert swarm_event(transport.topics, transport.topics.status("b"), NESTED_JSON) == (
         "status",
         "b",
         None,

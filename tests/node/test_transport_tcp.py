@@ -12,16 +12,16 @@ from dataclasses import replace
 import pytest
 
 from spargo.node.errors import ConnectError, UnknownPeer
-from spargo.node.transports.base import Transport
-from spargo.node.transports.framing import (
+from spargo.node.transports.base import AddressBook, Transport
+from spargo.node.transports.hello_auth import HelloAuthenticator, HelloRejected
+from spargo.node.transports.tcp import TcpConfig, TcpTransport
+from spargo.node.transports.tcp_wire import (
     FRAME_HEADER,
     FrameKind,
     decode_hello,
     encode_hello,
     frame_header,
 )
-from spargo.node.transports.hello_auth import HelloAuthenticator, HelloRejected
-from spargo.node.transports.tcp import TcpConfig, TcpTransport
 from tests.node.conformance import TransportConformance, entered, receive
 from tests.node.conftest import Pki
 
@@ -43,6 +43,9 @@ async def mesh(
 
 
 class TestTcpConformance(TransportConformance):
+    kind = "tcp"
+    capabilities = frozenset({AddressBook})
+
     @contextlib.asynccontextmanager
     async def transports(self, peer_ids: list[str]) -> AsyncIterator[dict[str, Transport]]:
         async with mesh(peer_ids) as t:
@@ -145,7 +148,7 @@ def test_config_validation() -> None:
 
 
 def test_deeply_nested_hello_is_a_frame_error() -> None:
-    from spargo.node.transports.framing import FrameError, decode_hello
+    from spargo.node.transports.wire import FrameError
 
     with pytest.raises(FrameError):
         decode_hello(b"[" * 100_000 + b"]" * 100_000)
@@ -158,6 +161,9 @@ KEYED = replace(SMALL, hello_keys={3: KEY}, hello_key_id=3)
 
 
 class TestTcpKeyedConformance(TransportConformance):
+    kind = "tcp"
+    capabilities = frozenset({AddressBook})
+
     @contextlib.asynccontextmanager
     async def transports(self, peer_ids: list[str]) -> AsyncIterator[dict[str, Transport]]:
         async with mesh(peer_ids, KEYED) as t:
@@ -289,7 +295,7 @@ def test_hello_key_validation_and_repr() -> None:
 
 def test_factory_reads_hello_keys_from_toml_tables() -> None:
     from spargo.node.errors import ConfigError
-    from spargo.node.transports.factory import make_transport
+    from spargo.node.transports.registry import make_transport
 
     transport = make_transport(
         {"kind": "tcp", "hello_keys": {"3": KEY}, "hello_key_id": 3}, "a", "swarm"
