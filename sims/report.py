@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from spargo.node.metrics import RoundMetrics
     from spargo.sims.runner import SimResult
 
 PLOTS = (
@@ -25,26 +26,65 @@ PLOTS = (
 )
 
 
+class RunWriter:
+    """Streams a run's files as it goes: ``metrics.jsonl`` gets each peer record and
+    ``rounds.jsonl`` each round row the moment they exist (flushed, so a killed run leaves
+    what it did); ``finish`` writes ``summary.json`` and the plots.
+
+    ``record`` is a runner ``on_record`` callback, ``row`` an ``on_row`` one.
+    """
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._metrics = (self.out / "metrics.jsonl").open("w")
+        self._rounds = (self.out / "rounds.jsonl").open("w")
+
+    def record(self, metrics: RoundMetrics) -> None:
+        self._metrics.write(json.dumps(_clean(metrics.to_dict()), sort_keys=True) + "\n")
+        self._metrics.flush()
+
+    def row(self, row: dict[str, Any]) -> None:
+        self._rounds.write(json.dumps(_clean(row), sort_keys=True) + "\n")
+        self._rounds.flush()
+
+    def close(self) -> None:
+        self._metrics.close()
+        self._rounds.close()
+
+    def finish(self, result: SimResult, *, plots: bool = True) -> list[Path]:
+        """Close the streams, write ``summary.json`` (and the plots); returns the files."""
+        self.close()
+        written = [self.out / "metrics.jsonl", self.out / "rounds.jsonl"]
+        written.append(write_summary(result, self.out))
+        if plots and result.round_stats:
+            written += plot_run(result, self.out)
+        return written
+
+
 def write_reports(result: SimResult, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
-    """Write every report of ``result`` into ``out_dir``; returns the files written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "metrics.jsonl", out / "rounds.jsonl", out / "summary.json"]
-    with written[0].open("w") as handle:
+    """Write every report of a finished ``result`` into ``out_dir``; returns the files written."""
+    writer = RunWriter(out_dir)
+    try:
         for m in result.rounds:
-            handle.write(json.dumps(_clean(m.to_dict()), sort_keys=True) + "\n")
-    with written[1].open("w") as handle:
+            writer.record(m)
         for row in result.round_stats:
-            handle.write(json.dumps(row, sort_keys=True) + "\n")
+            writer.row(row)
+    finally:
+        writer.close()
+    return writer.finish(result, plots=plots)
+
+
+def write_summary(result: SimResult, out: Path) -> Path:
+    """``summary.json``: the summary, the scenario and what the faults did."""
     document = {
         "summary": result.summary,
         "scenario": result.scenario.to_dict(),
         "faults": result.faults,
     }
-    written[2].write_text(json.dumps(_clean(document), indent=2, sort_keys=True) + "\n")
-    if plots:
-        written += plot_run(result, out)
-    return written
+    path = out / "summary.json"
+    path.write_text(json.dumps(_clean(document), indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def _clean(value: Any) -> Any:

@@ -67,9 +67,18 @@ def start_offsets(scenario: Scenario) -> list[float]:
 class Swarm:
     """All peers of one scenario on one ``MemoryNetwork``."""
 
-    def __init__(self, scenario: Scenario, on_record: Callable[[RoundMetrics], None]) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        on_record: Callable[[RoundMetrics], None],
+        halt_when: Callable[[], bool] | None = None,
+    ) -> None:
+        """``halt_when()`` is asked after every record; once true, every peer stops where it
+        is (``halted``) and nobody rejoins."""
         self.scenario = scenario
         self.on_record = on_record
+        self.halt_when = halt_when
+        self.halted = False
         self.task: TaskSpec = load_task(scenario.task, seed=scenario.seed)
         self.graph = topology.make_graph(scenario.topology, scenario.nodes, seed=scenario.seed)
         self.ids = peer_ids(self.graph.number_of_nodes())
@@ -272,7 +281,8 @@ class Swarm:
             if peer not in self._crashing:
                 raise
         finally:
-            if self.scenario.mode == "async" and (self.time_up or peer not in self._crashing):
+            ended = self.time_up or peer not in self._crashing
+            if self.scenario.mode == "async" and ended and not self.halted:
                 self.final[peer] = final_accuracy(node)
             self._crashing.discard(peer)
             self.live.discard(peer)
@@ -291,7 +301,17 @@ class Swarm:
                 self._go_down(peer, event)
                 break
         self.on_record(metrics)
+        if self.halt_when is not None and not self.halted and self.halt_when():
+            self.halt()
         self._maybe_rejoin(reached)
+
+    def halt(self) -> None:
+        """Stop every peer now (Ctrl-C): cancelled where they are; nobody rejoins."""
+        self.halted = True
+        self._rejoin_at.clear()
+        for peer in sorted(self.live):
+            self._crashing.add(peer)
+            self._tasks[peer].cancel()
 
     def _go_down(self, peer: str, event: ChurnEvent) -> None:
         self.downs += 1
@@ -306,7 +326,7 @@ class Swarm:
         self._tasks[peer].cancel()
 
     def _maybe_rejoin(self, swarm_round: int) -> None:
-        if self.time_up:
+        if self.time_up or self.halted:
             return
         for peer, at in sorted(self._rejoin_at.items()):
             if at <= swarm_round and peer not in self.live and swarm_round < self.scenario.rounds:

@@ -24,7 +24,7 @@ import itertools
 import json
 import multiprocessing
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +87,14 @@ def load_sweep(path: str | Path) -> list[tuple[str, Scenario]]:
 
 
 def _init_worker() -> None:
+    import signal
+
     import torch
 
     # One thread per worker: the processes are the parallelism.
     torch.set_num_threads(1)
+    # Ctrl-C is the parent's to handle (it keeps the table of the cells done so far).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_one(values: dict[str, Any], out_dir: str) -> dict[str, Any]:
@@ -101,71 +105,180 @@ def _run_one(values: dict[str, Any], out_dir: str) -> dict[str, Any]:
     scenario = scenario_from_mapping(values)
     result = run(scenario)
     write_reports(result, Path(out_dir) / scenario.label, plots=False)
-    return {
-        "summary": result.summary,
-        "curve": [(r["bytes_sent_total"], r["accuracy_mean"]) for r in result.round_stats],
-    }
+    return {"summary": result.summary, "curve": _curve(result.round_stats)}
 
 
-def run_sweep(path: str | Path, out_dir: str | Path, workers: int = 0) -> list[dict[str, Any]]:
-    """Run every scenario of the sweep file; returns one result row per run, in grid order."""
+def _curve(rows: list[dict[str, Any]]) -> list[tuple[int, float | None]]:
+    return [(r["bytes_sent_total"], r["accuracy_mean"]) for r in rows]
+
+
+def _saved(out: Path, scenario: Scenario) -> dict[str, Any] | None:
+    """A finished cell's result from its files (``--resume``), or None if it has none."""
+    folder = out / scenario.label
+    try:
+        summary = json.loads((folder / "summary.json").read_text())["summary"]
+        lines = (folder / "rounds.jsonl").read_text().splitlines()
+    except (OSError, ValueError, KeyError):
+        return None
+    return {"summary": summary, "curve": _curve([json.loads(x) for x in lines if x])}
+
+
+def _row(
+    fault: str, scenario: Scenario, res: dict[str, Any] | None, error: str = ""
+) -> dict[str, Any]:
+    if res is None:
+        row: dict[str, Any] = {k: None for k in COLUMNS}
+        row.update(name=scenario.label, method=scenario.method, seed=scenario.seed)
+        row.update(topology=scenario.topology, curve=[])
+    else:
+        row = {k: res["summary"].get(k) for k in COLUMNS}
+        row["curve"] = res["curve"]
+    row["faults"] = fault
+    row["error"] = error
+    return row
+
+
+def run_sweep(
+    path: str | Path, out_dir: str | Path, workers: int = 0, *, resume: bool = False
+) -> list[dict[str, Any]]:
+    """Run every cell of the sweep file; returns one row per cell, in grid order.
+
+    Each finished cell goes straight into ``sweep.csv``/``.md``/``.json``/``.png`` (so a
+    stopped sweep leaves its table); a cell that raises is a row with its one-line ``error``
+    and the others go on. With ``resume``, cells whose ``summary.json`` exists are not run
+    again. Progress (cells done/total, ETA) goes to stderr.
+    """
+    from spargo.node.progress import Progress
+
     runs = load_sweep(path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    workers = workers or min(len(runs), multiprocessing.cpu_count())
+    rows: list[dict[str, Any] | None] = [None] * len(runs)
+    todo = []
+    for i, (fault, scenario) in enumerate(runs):
+        saved = _saved(out, scenario) if resume else None
+        if saved is None:
+            todo.append(i)
+        else:
+            rows[i] = _row(fault, scenario, saved)
+    workers = workers or min(max(1, len(todo)), multiprocessing.cpu_count())
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-        futures = [pool.submit(_run_one, scenario.to_dict(), str(out)) for _, scenario in runs]
-        results = [f.result() for f in futures]
-    rows = []
-    for (fault, _scenario), res in zip(runs, results):
-        row = {k: res["summary"].get(k) for k in COLUMNS}
-        row["faults"] = fault
-        row["curve"] = res["curve"]
-        rows.append(row)
-    write_tables(rows, out)
-    plot_sweep(rows, out / "sweep.png")
-    return rows
+    with Progress(len(runs), label="sweep", unit="cells") as bar:
+        bar.update(len(runs) - len(todo), f"{len(runs) - len(todo)} resumed" if resume else "")
+        if len(todo) < len(runs):
+            _write_all(rows, out)
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+            futures = {pool.submit(_run_one, runs[i][1].to_dict(), str(out)): i for i in todo}
+            for future in as_completed(futures):
+                i = futures[future]
+                fault, scenario = runs[i]
+                try:
+                    rows[i] = _row(fault, scenario, future.result())
+                except Exception as exc:  # a cell's failure is reported, not fatal
+                    rows[i] = _row(fault, scenario, None, _one_line(exc))
+                _write_all(rows, out)
+                bar.update(status=scenario.label)
+                bar.note(_cell_line(bar.done, len(runs), rows[i] or {}, bar.eta_text()))
+    return [r for r in rows if r is not None]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _cell_line(done: int, total: int, row: dict[str, Any], eta: str) -> str:
+    if row.get("error"):
+        outcome = f"FAILED: {row['error']}"
+    else:
+        acc = row.get("accuracy_mean")
+        outcome = "accuracy n/a" if acc is None else f"accuracy {acc:.3f}"
+    return f"sweep {done}/{total} {row.get('name')}: {outcome} ({eta})"
+
+
+def _write_all(rows: list[dict[str, Any] | None], out: Path) -> None:
+    done = [r for r in rows if r is not None]
+    write_tables(done, out)
+    plot_sweep(done, out / "sweep.png")
 
 
 def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
-    """``sweep.csv`` and ``sweep.md`` (the comparison table)."""
-    with (out / "sweep.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+    """``sweep.csv``, ``sweep.json`` and ``sweep.md`` (the comparison table; a failed cell
+    shows its error). Each is written whole to a temporary file, then renamed into place."""
+    columns = (*COLUMNS, "error")
+    tmp = out / "sweep.csv.tmp"
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    tmp.replace(out / "sweep.csv")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = []
-        for key in COLUMNS:
-            value = row.get(key)
-            if key == "bytes_sent_total" and value is not None:
-                value = f"{value / 1e6:.2f} MB"
-            elif isinstance(value, float):
-                value = f"{value:.4g}"
-            cells.append("–" if value is None else str(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    (out / "sweep.md").write_text("\n".join(lines) + "\n")
-    (out / "sweep.json").write_text(
-        json.dumps([{k: r.get(k) for k in COLUMNS} for r in rows], indent=2) + "\n"
+        lines.append("| " + " | ".join(_md_cell(key, row.get(key)) for key in columns) + " |")
+    _replace(out / "sweep.md", "\n".join(lines) + "\n")
+    _replace(
+        out / "sweep.json",
+        json.dumps([{k: r.get(k) for k in columns} for r in rows], indent=2) + "\n",
     )
 
 
+def _md_cell(key: str, value: Any) -> str:
+    if key == "bytes_sent_total" and value is not None:
+        return f"{value / 1e6:.2f} MB"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None or value == "":
+        return "–"
+    return str(value).replace("|", "\\|")
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def plot_sweep(rows: list[dict[str, Any]], path: Path) -> None:
-    """Accuracy against MB sent, one line per run."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    """Accuracy against MB sent, one line per finished cell; colour = method, line style and
+    marker = the rest of the cell (topology, seed, fault set). Lines drawn later are thinner
+    and their markers offset, so cells with equal curves still show as separate lines; the
+    legend sits outside the axes, beside them."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.5), dpi=100)
+    methods = sorted({str(r["method"]) for r in rows})
+    others = sorted({_variant(r) for r in rows})
+    styles = ["-", "--", ":", "-."]
+    markers = ["o", "s", "^", "D", "v", "x", "P", "*"]
+    fig = Figure(figsize=(9, 4.8), dpi=110)
     ax = fig.add_subplot()
+    drawn = 0
     for row in rows:
-        points = [(b / 1e6, a) for b, a in row["curve"] if a is not None]
-        if points:
-            ax.plot(*zip(*points), marker=".", label=row["name"])
-    ax.set_xlabel("MB sent (all peers)")
-    ax.set_ylabel("mean accuracy")
+        points = [(b / 1e6, a) for b, a in row.get("curve", ()) if a is not None]
+        if not points:
+            continue
+        k = others.index(_variant(row))
+        ax.plot(
+            *zip(*points),
+            color=f"C{methods.index(str(row['method'])) % 10}",
+            linestyle=styles[k % len(styles)],
+            marker=markers[k % len(markers)],
+            markevery=(drawn % 3, 3),
+            markersize=5,
+            linewidth=max(0.8, 2.8 - 0.5 * drawn),
+            label=row["name"],
+        )
+        drawn += 1
+    failed = sum(1 for r in rows if r.get("error"))
+    title = f"sweep: accuracy against traffic ({len(rows)} cells"
+    ax.set_title(title + (f", {failed} failed)" if failed else ")"))
+    ax.set_xlabel("MB sent by all peers (cumulative, symlog scale)")
+    ax.set_ylabel("mean accuracy (fraction correct)")
     ax.set_xscale("symlog")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    FigureCanvasAgg(fig).print_png(str(path))  # type: ignore[no-untyped-call]
+    if drawn:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.savefig(str(path), bbox_inches="tight")
+
+
+def _variant(row: dict[str, Any]) -> str:
+    return f"{row.get('topology')}/{row.get('seed')}/{row.get('faults')}"
