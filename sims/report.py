@@ -111,45 +111,55 @@ def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Any]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    fig.tight_layout()
-    FigureCanvasAgg(fig).print_png(str(path))  # type: ignore[no-untyped-call]
+    # Tight bounding box: nothing (a long label, a legend beside the axes) gets clipped.
+    fig.savefig(str(path), bbox_inches="tight")
     return path
 
 
+def _legend(ax: Any) -> None:
+    """The legend under the axes, where it can cover no data."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
+
+
 def plot_run(result: SimResult, out: Path) -> list[Path]:
-    """The five plots of one run."""
+    """The five plots of one run (x: the 0-based round, as in ``rounds.jsonl``)."""
     from spargo import topology
 
     rows = result.round_stats
     label = result.scenario.label
-    x = [r["round"] + 1 for r in rows]
+    x = [r["round"] for r in rows]
     acc = [_nan(r["accuracy_mean"]) for r in rows]
     basis = result.summary.get("accuracy_on", "global")
+    ylabel = f"accuracy (fraction correct, {basis} test data)"
     paths = []
-    fig, ax = _figure(f"accuracy — {label}", "round", f"mean accuracy ({basis} test data)")
-    ax.plot(x, acc, marker=".", label="mean")
-    ax.plot(x, [_nan(r["accuracy_min"]) for r in rows], ls="--", label="worst peer")
+    fig, ax = _figure(f"accuracy — {label}", "round", ylabel)
+    ax.plot(x, acc, marker="o", markersize=3, color="C0", label="mean over peers")
+    worst = [_nan(r["accuracy_min"]) for r in rows]
+    ax.plot(x, worst, ls="--", marker="v", markersize=3, color="C3", label="worst peer")
     if basis == "local":  # personalised models: show how the consensus would fare too
         glob = [_nan(r.get("global_accuracy_mean")) for r in rows]
-        ax.plot(x, glob, ls=":", label="mean on the global test set")
-    ax.legend()
+        ax.plot(
+            x, glob, ls=":", marker="s", markersize=3, color="C2", label="mean, global test set"
+        )
+    _legend(ax)
     paths.append(_save(fig, out / "accuracy.png"))
-    fig, ax = _figure(
-        f"accuracy vs traffic — {label}", "MB sent (all peers)", f"mean accuracy ({basis})"
-    )
-    ax.plot([r["bytes_sent_total"] / 1e6 for r in rows], acc, marker=".")
+    fig, ax = _figure(f"accuracy vs traffic — {label}", "MB sent by all peers (cumulative)", ylabel)
+    ax.plot([r["bytes_sent_total"] / 1e6 for r in rows], acc, marker="o", markersize=3)
     paths.append(_save(fig, out / "accuracy_vs_mb.png"))
-    fig, ax = _figure(f"consensus distance — {label}", "round", "mean ‖x_i − x̄‖² (log scale)")
+    fig, ax = _figure(
+        f"consensus distance — {label}", "round", "mean ‖x_i − x̄‖² (squared L2, parameters)"
+    )
     cd = [_nan(r["consensus_distance"]) for r in rows]
     if any(c > 0 for c in cd):
         ax.set_yscale("log")
-    ax.plot(x, cd, marker=".")
-    _shade_partition(ax, result)
+    ax.plot(x, cd, marker="o", markersize=3, label="consensus distance")
+    if result.scenario.partition_at is not None:
+        split, heal = result.scenario.partition_at
+        ax.axvspan(split - 0.5, heal - 0.5, color="red", alpha=0.1, label="partitioned")
+        _legend(ax)
     paths.append(_save(fig, out / "consensus.png"))
-    fig, ax = _figure(f"density — {label}", "round", "mean density")
-    ax.plot(x, [r["density"] for r in rows], marker=".")
+    fig, ax = _figure(f"density — {label}", "round", "density (fraction of weights kept)")
+    ax.plot(x, [r["density"] for r in rows], marker="o", markersize=3)
     ax.set_ylim(0, 1.05)
     paths.append(_save(fig, out / "density.png"))
     s = result.scenario
@@ -159,13 +169,6 @@ def plot_run(result: SimResult, out: Path) -> list[Path]:
     )
     paths.append(out / "spargo.topology.png")
     return paths
-
-
-def _shade_partition(ax: Any, result: SimResult) -> None:
-    if result.scenario.partition_at is not None:
-        split, heal = result.scenario.partition_at
-        ax.axvspan(split + 0.5, heal + 0.5, color="red", alpha=0.1, label="partitioned")
-        ax.legend()
 
 
 def _nan(value: float | None) -> float:
