@@ -28,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from spargo.sims.plotting import LINE_STYLES, MARKERS, halo_label, halo_style, overlap_groups
 from spargo.sims.scenario import Scenario, ScenarioError, scenario_from_mapping, slug
 
 COLUMNS = (
@@ -251,26 +252,21 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path) -> None:
     curves = {
         r["name"]: [(b / 1e6, a) for b, a in r.get("curve", ()) if a is not None] for r in rows
     }
-    twins = _overlapping(curves)
+    twins = overlap_groups(curves)
     fig = Figure(figsize=(9, 4.8), dpi=110)
     ax = fig.add_subplot()
     for row in rows:
         points = curves[row["name"]]
         if not points:
             continue
-        same = twins[row["name"]]
         k = others.index(_variant(row))
-        behind = len(same) - 1 - same.index(row["name"])  # lines drawn on top of this one
-        label = row["name"] if same[0] == row["name"] else f"{row['name']} (= {same[0]})"
         ax.plot(
             *zip(*points),
             color=f"C{methods.index(str(row['method'])) % 10}",
-            linestyle=("-", "--", ":", "-.")[k % 4],
-            marker="osD^vxP*"[k % 8],
-            markersize=5 + 3 * behind,
-            linewidth=1.6 + 2.4 * behind,
-            alpha=0.55 if behind else 1.0,
-            label=label,
+            linestyle=LINE_STYLES[k % len(LINE_STYLES)],
+            marker=MARKERS[k % len(MARKERS)],
+            label=halo_label(row["name"], twins),
+            **halo_style(row["name"], twins),
         )
     failed = sum(1 for r in rows if r.get("error"))
     title = f"sweep: accuracy against traffic ({len(rows)} cells"
@@ -284,30 +280,14 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3)
     if twins:
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    fig.savefig(str(path), bbox_inches="tight")
-
-
-def _overlapping(curves: dict[str, list[tuple[float, float]]]) -> dict[str, list[str]]:
-    """For each curve, the names of the curves it overlaps on the plot (itself included, in
-    drawing order): as many points, each within 2 % in MB and 0.005 in accuracy."""
-
-    def close(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> bool:
-        return len(a) == len(b) and all(
-            abs(xa - xb) <= 0.02 * max(abs(xa), abs(xb), 1e-9) and abs(ya - yb) <= 0.005
-            for (xa, ya), (xb, yb) in zip(a, b, strict=True)
+        ax.legend(
+            fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            borderaxespad=0.0,
+            ncol=1 + len(rows) // 25,  # a long sweep's legend wraps into columns
         )
-
-    groups: list[list[str]] = []
-    for name, points in curves.items():
-        if not points:
-            continue
-        group = next((g for g in groups if close(curves[g[0]], points)), None)
-        if group is None:
-            groups.append([name])
-        else:
-            group.append(name)
-    return {name: group for group in groups for name in group}
+    fig.savefig(str(path), bbox_inches="tight")
 
 
 def _variant(row: dict[str, Any]) -> str:
