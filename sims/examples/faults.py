@@ -61,20 +61,27 @@ def main() -> None:
         )
     from matplotlib.figure import Figure
 
-    from spargo.sims.plotting import LINE_STYLES, MARKERS
+    from spargo.sims.plotting import LINE_STYLES, MARKERS, halo_label, halo_style, overlap_groups
 
+    curves = {
+        name: [
+            (r["round"], r["consensus_distance"])
+            for r in result.round_stats
+            if r["consensus_distance"] is not None
+        ]
+        for name, result in results.items()
+    }
+    groups = overlap_groups(curves)
     fig = Figure(figsize=(7, 4.2), dpi=110)
     ax = fig.add_subplot()
-    for i, (name, result) in enumerate(results.items()):
-        rows = [r for r in result.round_stats if r["consensus_distance"] is not None]
+    for i, (name, points) in enumerate(curves.items()):
         ax.plot(
-            [r["round"] for r in rows],
-            [r["consensus_distance"] for r in rows],
+            *zip(*points),
             color=f"C{i}",
             linestyle=LINE_STYLES[i % len(LINE_STYLES)],
             marker=MARKERS[i % len(MARKERS)],
-            markersize=4,
-            label=name,
+            label=halo_label(name, groups),
+            **halo_style(name, groups),
         )
     ax.set_yscale("log")
     ax.set_title(f"consensus distance under faults ({args.method}, 16 peers)")
