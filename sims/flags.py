@@ -37,22 +37,43 @@ def add_scenario_flags(parser: argparse.ArgumentParser) -> None:
             groups[group_name] = parser.add_argument_group(GROUP_TITLES.get(group_name))
         group = groups[group_name]
         help_text = f.metadata.get("help", f"scenario field {f.name}")
-        kw: dict[str, Any] = {"dest": f.name, "help": help_text, "default": None}
-        if "metavar" in f.metadata:
-            kw["metavar"] = f.metadata["metavar"]
-        kind = f.metadata.get("kind")
         annotation = str(f.type)
+        kw: dict[str, Any] = {"dest": f.name, "help": _with_default(help_text, f), "default": None}
+        kw["metavar"] = f.metadata.get("metavar", _metavar(f.name, annotation))
+        kind = f.metadata.get("kind")
         if kind in ("event", "options"):
             kw.update(action="append", type=_PARSERS[kind])
         elif kind is not None:
             kw["type"] = _PARSERS[kind]
         elif annotation.startswith("bool"):
             kw["action"] = argparse.BooleanOptionalAction
+            del kw["metavar"]
         elif annotation.startswith("int"):
             kw["type"] = int
         elif annotation.startswith("float"):
             kw["type"] = float
         group.add_argument(flag, **kw)
+
+
+def _metavar(name: str, annotation: str) -> str:
+    """A short placeholder: the unit for measured values, N for counts, SPEC for text."""
+    for suffix, unit in (("_ms", "MS"), ("_mbps", "MBPS"), ("_s", "SEC")):
+        if name.endswith(suffix):
+            return unit
+    if annotation.startswith("int"):
+        return "N"
+    if annotation.startswith("float"):
+        return "X"
+    return "SPEC"
+
+
+def _with_default(help_text: str, f: Field[Any]) -> str:
+    """The help, plus the scenario's default when it is a plain value the help omits."""
+    default = f.default
+    plain = isinstance(default, int | float | str) and not isinstance(default, bool)
+    if not plain or default == "" or "default" in help_text:
+        return help_text
+    return f"{help_text} (default {default})"
 
 
 def flag_values(args: argparse.Namespace) -> dict[str, Any]:

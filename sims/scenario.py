@@ -132,7 +132,7 @@ class Scenario:
     duration_s: float = _arg(
         0.0, "async: stop every peer at this simulated time (0 = after --rounds)", "timing"
     )
-    name: str = _arg("", "run name (the output folder under runs/)")
+    name: str = _arg("", "run name (the output folder under runs/)", metavar="NAME")
     # --- links (defaults; a graph file's edge attributes override them per edge) --------
     latency_ms: float = _arg(0.0, "link latency in ms", "faults")
     jitter_ms: float = _arg(0.0, "extra uniform delay 0..J ms per message", "faults")
