@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -98,12 +99,14 @@ def run(args: argparse.Namespace) -> int:
     Exit status: 0 done, 2 bad input, 130 stopped by Ctrl-C/SIGTERM (the files then hold the
     rounds done and ``summary.json`` says ``"interrupted": true``), 141 stdout closed early.
     """
-    _user_tasks_from_cwd()
     if args.sweep:
+        _user_tasks_from_cwd()  # before the workers start: they inherit the path
         return _run_sweep(args)
     if args.scenario == "list":
         return _list_scenarios()
     scenario = _scenario_from_args(args)
+    if _is_user_task(scenario.task):
+        _user_tasks_from_cwd()
     out_dir = _out_dir(args, scenario)
     from spargo.sims.progress import RoundProgress
     from spargo.sims.report import RunWriter
@@ -191,6 +194,9 @@ def _stop_on_signals(stop: Any) -> Iterator[None]:
             raise KeyboardInterrupt
         stop.request("interrupted")
 
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may handle signals; Ctrl-C then stops the run at once
+        return
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -205,6 +211,11 @@ def _silence_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
+
+
+def _is_user_task(task: str) -> bool:
+    """``module:function`` (not a built-in ``mnist:PATH`` or ``synthetic:N``)."""
+    return ":" in task and task.partition(":")[0] not in ("mnist", "synthetic")
 
 
 def _user_tasks_from_cwd() -> None:

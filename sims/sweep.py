@@ -274,10 +274,15 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_xlabel("MB sent by all peers (cumulative, log scale)")
     ax.set_ylabel("mean accuracy (fraction correct)")
     xs = [x for points in curves.values() for x, _ in points]
-    ax.set_xscale("log" if xs and min(xs) > 0 else "symlog")
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    if xs and min(xs) > 0:  # log ticks as plain numbers (0.05, 0.1, 0.2, ...)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    elif xs:  # a run that sent nothing in some round
+        ax.set_xscale("symlog", linthresh=0.01)
+    else:
+        ax.text(0.5, 0.5, "no finished cell yet", transform=ax.transAxes, ha="center")
     ax.grid(alpha=0.3)
     if twins:
         ax.legend(

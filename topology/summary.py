@@ -38,8 +38,8 @@ def describe(g: nx.Graph, eps: float = 1e-3) -> dict[str, Any]:
 
 def draw(g: nx.Graph, path: str | os.PathLike[str], title: str | None = None) -> None:
     """Draw ``g`` to a PNG file, nodes coloured by degree (matplotlib, Agg, no pyplot)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: heavy
     from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: heavy
     from matplotlib.collections import LineCollection
     from matplotlib.colors import BoundaryNorm
     from matplotlib.figure import Figure
