@@ -64,8 +64,11 @@ def draw(g: nx.Graph, path: str | os.PathLike[str], title: str | None = None) ->
     norm = BoundaryNorm(np.arange(low - 0.5, high + 1.5), cmap.N)
     points = ax.scatter(xy[:, 0], xy[:, 1], c=degrees, s=size, cmap=cmap, norm=norm, zorder=2)
     bar = fig.colorbar(points, ax=ax, label="degree (neighbours per peer)", shrink=0.8)
-    bar.locator = MaxNLocator(integer=True, nbins=min(10, high - low + 1))
-    bar.update_ticks()
+    if high - low < 12:
+        bar.set_ticks(list(range(low, high + 1)))
+    else:
+        bar.locator = MaxNLocator(integer=True)
+        bar.update_ticks()
     ax.set_axis_off()
     ax.set_aspect("equal")
     if title:
