@@ -161,7 +161,7 @@ def _report(
 
                 from spargo.sims.report import summary_table
 
-                Console(file=human, highlight=False, width=110).print(
+                Console(file=human, highlight=False).print(
                     summary_table([s], title=f"spargo sim — {out_dir}")
                 )
             print(_summary_line(s, out_dir), file=human)

@@ -176,20 +176,23 @@ def _nan(value: float | None) -> float:
 
 
 def summary_table(summaries: Sequence[dict[str, Any]], title: str = "spargo sim") -> Any:
-    """A rich ``Table`` with one row per summary."""
+    """A rich ``Table`` with one row per summary; it fits 80 columns (one run: its name is
+    in the title, not in a column)."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     columns = [
-        ("name", "run"),
-        ("accuracy_mean", "acc mean"),
-        ("accuracy_min", "acc min"),
+        ("accuracy_mean", "accuracy"),
+        ("accuracy_min", "worst"),
         ("density", "density"),
         ("consensus_distance", "consensus"),
         ("bytes_sent_total", "MB sent"),
         ("messages_dropped", "dropped"),
         ("wall_s", "wall s"),
     ]
+    if len(summaries) > 1:
+        columns.insert(0, ("name", "run"))
     for _key, header in columns:
         table.add_column(header, justify="left" if _key == "name" else "right")
     for s in summaries:

@@ -3,9 +3,13 @@
 Besides the learning setup (peers, topology, method, data) a scenario describes the faults
 injected into the run: link latency/jitter/bandwidth/loss, a network partition that splits
 and heals, node churn (by a rate or an explicit schedule), heterogeneous device speeds and a
-fraction of misbehaving peers. ``mode`` picks lock-step rounds or the asynchronous mode
+fraction of misbehaving peers. Those flat fields describe fault objects (``sims.faults``;
+``Scenario.fault_list()`` builds them), and ``faults`` adds any others from Python (an
+equivocating attacker, say). ``mode`` picks lock-step rounds or the asynchronous mode
 (training and gossip on each peer's own clocks, merges on arrival, staleness-weighted).
-Every random choice derives from ``seed``.
+Every random choice derives from ``seed``. Round numbers are 0-based, as in every file.
+
+Each field's metadata holds its ``spargo sim`` flag's help (``sims.flags`` builds the flags).
 """
 
 from __future__ import annotations
