@@ -215,16 +215,7 @@ def summarise(
     honest = [m for m in finals if m.peer_id not in swarm.attackers] or finals
     global_acc = [m.global_accuracy for m in honest if m.global_accuracy is not None]
     local_acc = [m.accuracy for m in honest if not math.isnan(m.accuracy)]
-    drops: dict[str, int] = {}
-    for node in swarm.nodes.values():
-        for reason, count in node.counters.drops.items():
-            drops[reason] = drops.get(reason, 0) + count
-    for reason, count in swarm.policy.drops.items():
-        drops[f"network_{reason}"] = count
-    # Messages in flight to (or sent to) a peer that was down when they arrived.
-    unreachable = swarm.network.stats.messages_dropped - sum(swarm.policy.drops.values())
-    if unreachable:
-        drops["network_unreachable"] = unreachable
+    drops = _drops(swarm)
     personalised = accuracy_basis(scenario.method) == "local"
     headline = local_acc if personalised or not global_acc else global_acc
     distances = [s["consensus_distance"] for s in stats if s["consensus_distance"] is not None]
@@ -260,6 +251,22 @@ def summarise(
         "rounds_done": len(stats),
         "interrupted": swarm.halted,
     }
+
+
+def _drops(swarm: Swarm) -> dict[str, int]:
+    """Dropped messages by reason: the peers' own drops, then the network's."""
+    drops: dict[str, int] = {}
+    for node in swarm.nodes.values():
+        for reason, count in node.counters.drops.items():
+            drops[reason] = drops.get(reason, 0) + count
+    network = swarm.policy.drops
+    for reason, count in network.items():
+        drops[f"network_{reason}"] = count
+    # Messages in flight to (or sent to) a peer that was down when they arrived.
+    unreachable = swarm.network.stats.messages_dropped - sum(network.values())
+    if unreachable:
+        drops["network_unreachable"] = unreachable
+    return drops
 
 
 def _at_leave(m: RoundMetrics, final: tuple[float, float | None] | None) -> RoundMetrics:

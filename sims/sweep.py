@@ -170,16 +170,22 @@ def run_sweep(
             _write_all(rows, out)
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
             futures = {pool.submit(_run_one, runs[i][1].to_dict(), str(out)): i for i in todo}
-            for future in as_completed(futures):
-                i = futures[future]
-                fault, scenario = runs[i]
-                try:
-                    rows[i] = _row(fault, scenario, future.result())
-                except Exception as exc:  # a cell's failure is reported, not fatal
-                    rows[i] = _row(fault, scenario, None, _one_line(exc))
-                _write_all(rows, out)
-                bar.update(status=scenario.label)
-                bar.note(_cell_line(bar.done, len(runs), rows[i] or {}, bar.eta_text()))
+            try:
+                for future in as_completed(futures):
+                    i = futures[future]
+                    fault, scenario = runs[i]
+                    try:
+                        rows[i] = _row(fault, scenario, future.result())
+                    except Exception as exc:  # a cell's failure is reported, not fatal
+                        rows[i] = _row(fault, scenario, None, _one_line(exc))
+                    _write_all(rows, out)
+                    bar.update(status=scenario.label)
+                    bar.note(_cell_line(bar.done, len(runs), rows[i] or {}, bar.eta_text()))
+            except KeyboardInterrupt:
+                # Cells not started are dropped; those running finish (workers ignore
+                # Ctrl-C) and the table keeps every cell done: `--resume` continues.
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     return [r for r in rows if r is not None]
 
 
@@ -245,7 +251,6 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path) -> None:
     drawn as halos (the first widest, each later one thinner on top) and the legend names
     the cell each repeats, so no line hides another; the legend sits outside the axes."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     methods = sorted({str(r["method"]) for r in rows})
     others = sorted({_variant(r) for r in rows})
@@ -273,16 +278,7 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_title(title + (f", {failed} failed)" if failed else ")"))
     ax.set_xlabel("MB sent by all peers (cumulative, log scale)")
     ax.set_ylabel("mean accuracy (fraction correct)")
-    xs = [x for points in curves.values() for x, _ in points]
-    if xs and min(xs) > 0:  # log ticks as plain numbers (0.05, 0.1, 0.2, ...)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    elif xs:  # a run that sent nothing in some round
-        ax.set_xscale("symlog", linthresh=0.01)
-    else:
-        ax.text(0.5, 0.5, "no finished cell yet", transform=ax.transAxes, ha="center")
+    _mb_axis(ax, [x for points in curves.values() for x, _ in points])
     ax.grid(alpha=0.3)
     if twins:
         ax.legend(
@@ -293,6 +289,21 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path) -> None:
             ncol=1 + len(rows) // 25,  # a long sweep's legend wraps into columns
         )
     fig.savefig(str(path), bbox_inches="tight")
+
+
+def _mb_axis(ax: Any, xs: list[float]) -> None:
+    """A log MB axis with plain-number ticks (0.05, 0.1, 0.2, ...); symlog when a value is 0."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    if xs and min(xs) > 0:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    elif xs:
+        ax.set_xscale("symlog", linthresh=0.01)
+    else:
+        ax.text(0.5, 0.5, "no finished cell yet", transform=ax.transAxes, ha="center")
 
 
 def _variant(row: dict[str, Any]) -> str:
