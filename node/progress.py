@@ -38,6 +38,7 @@ class Progress:
         self.unit = unit
         self.done = 0
         self.status = ""
+        self._skipped = 0
         self._stream = stream or sys.stderr
         self._bar = bar and self._stream.isatty()
         self._rich: Any = None
@@ -53,7 +54,6 @@ class Progress:
                 MofNCompleteColumn,
                 TextColumn,
                 TimeElapsedColumn,
-                TimeRemainingColumn,
             )
             from rich.progress import Progress as RichProgress
 
@@ -63,14 +63,15 @@ class Progress:
                 MofNCompleteColumn(),
                 TextColumn(self.unit),
                 TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
+                TextColumn("{task.fields[eta]}"),
                 TextColumn("{task.fields[status]}"),
                 console=Console(file=self._stream),
                 transient=True,
             )
             self._rich.start()
-            self._task = self._rich.add_task(self.label, total=self.total, status="")
+            self._task = self._rich.add_task(
+                self.label, total=self.total, status="", eta=self.eta_text()
+            )
         return self
 
     def __exit__(
@@ -89,14 +90,23 @@ class Progress:
         if status is not None:
             self.status = status
         if self._rich is not None:
-            self._rich.update(self._task, completed=self.done, status=self.status)
+            self._rich.update(
+                self._task, completed=self.done, status=self.status, eta=self.eta_text()
+            )
+
+    def skip(self, steps: int, status: str | None = None) -> None:
+        """Count ``steps`` as done without work (resumed ones): they do not speed the ETA."""
+        self._skipped += steps
+        self._started = time.monotonic()
+        self.update(self.done + steps, status)
 
     def eta_s(self) -> float:
         """Seconds left at the average pace so far (NaN before the first step is done)."""
-        if self.done <= 0:
+        worked = self.done - self._skipped
+        if worked <= 0:
             return math.nan
         elapsed = time.monotonic() - self._started
-        return elapsed / self.done * max(0, self.total - self.done)
+        return elapsed / worked * max(0, self.total - self.done)
 
     def eta_text(self) -> str:
         """``ETA 1m05s`` (or ``ETA ?`` before the first step)."""

@@ -26,10 +26,13 @@ import multiprocessing
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spargo.sims.plotting import LINE_STYLES, MARKERS, halo_label, halo_style, overlap_groups
 from spargo.sims.scenario import Scenario, ScenarioError, scenario_from_mapping, slug
+
+if TYPE_CHECKING:
+    from spargo.node.progress import Progress
 
 COLUMNS = (
     "name",
@@ -162,31 +165,43 @@ def run_sweep(
             todo.append(i)
         else:
             rows[i] = _row(fault, scenario, saved)
+    with Progress(len(runs), label="sweep", unit="cells") as bar:
+        if len(todo) < len(runs):
+            bar.skip(len(runs) - len(todo), f"{len(runs) - len(todo)} resumed")
+            _write_all(rows, out)
+        _run_cells(runs, todo, rows, out, workers, bar)
+    return [r for r in rows if r is not None]
+
+
+def _run_cells(
+    runs: list[tuple[str, Scenario]],
+    todo: list[int],
+    rows: list[dict[str, Any] | None],
+    out: Path,
+    workers: int,
+    bar: Progress,
+) -> None:
+    """Run the cells ``todo`` in worker processes; fill ``rows`` and the tables as each ends."""
     workers = workers or min(max(1, len(todo)), multiprocessing.cpu_count())
     context = multiprocessing.get_context("spawn")
-    with Progress(len(runs), label="sweep", unit="cells") as bar:
-        bar.update(len(runs) - len(todo), f"{len(runs) - len(todo)} resumed" if resume else "")
-        if len(todo) < len(runs):
-            _write_all(rows, out)
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-            futures = {pool.submit(_run_one, runs[i][1].to_dict(), str(out)): i for i in todo}
-            try:
-                for future in as_completed(futures):
-                    i = futures[future]
-                    fault, scenario = runs[i]
-                    try:
-                        rows[i] = _row(fault, scenario, future.result())
-                    except Exception as exc:  # a cell's failure is reported, not fatal
-                        rows[i] = _row(fault, scenario, None, _one_line(exc))
-                    _write_all(rows, out)
-                    bar.update(status=scenario.label)
-                    bar.note(_cell_line(bar.done, len(runs), rows[i] or {}, bar.eta_text()))
-            except KeyboardInterrupt:
-                # Cells not started are dropped; those running finish (workers ignore
-                # Ctrl-C) and the table keeps every cell done: `--resume` continues.
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-    return [r for r in rows if r is not None]
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+        futures = {pool.submit(_run_one, runs[i][1].to_dict(), str(out)): i for i in todo}
+        try:
+            for future in as_completed(futures):
+                i = futures[future]
+                fault, scenario = runs[i]
+                try:
+                    rows[i] = _row(fault, scenario, future.result())
+                except Exception as exc:  # a cell's failure is reported, not fatal
+                    rows[i] = _row(fault, scenario, None, _one_line(exc))
+                _write_all(rows, out)
+                bar.update(status=scenario.label)
+                bar.note(_cell_line(bar.done, len(runs), rows[i] or {}, bar.eta_text()))
+        except KeyboardInterrupt:
+            # Cells not started are dropped; those running finish (workers ignore Ctrl-C)
+            # and the table keeps every cell done: `--resume` continues.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def _one_line(exc: BaseException) -> str:
