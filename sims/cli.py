@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         lines=not args.quiet,
         bar=not args.quiet,
         basis=accuracy_basis(scenario.method),
-        stream=human,
+        to_stderr=args.json,
         on_broken_pipe=lambda: stop.request("stdout closed"),
     )
     # Per-round callbacks, in order: files first, then the screen; experiment trackers

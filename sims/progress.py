@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self, TextIO
+from typing import Any, Self
 
 from spargo.node.progress import Progress
 
@@ -33,13 +33,14 @@ class RoundProgress:
         lines: bool = True,
         bar: bool = True,
         basis: str = "global",
-        stream: TextIO | None = None,
+        to_stderr: bool = False,
         on_broken_pipe: Callable[[], None] | None = None,
     ) -> None:
+        """``to_stderr``: the lines go to stderr (``--json``: stdout carries only JSON)."""
         self.rounds = rounds
         self.basis = basis
         self.lines = lines
-        self.stream = stream or sys.stdout
+        self.to_stderr = to_stderr
         self.on_broken_pipe = on_broken_pipe
         self.bar = Progress(rounds, label="simulating", unit="rounds", bar=bar)
 
@@ -68,8 +69,11 @@ class RoundProgress:
             f"round {r:>3} [{r + 1}/{self.rounds}]  accuracy {shown} ({self.basis})  "
             f"density {row['density']:5.3f}  sent {mb:8.2f} MB"
         )
+        # Looked up now, not at construction: while the bar is drawn, rich stands in for
+        # sys.stdout/sys.stderr and prints each line above the bar.
+        stream = sys.stderr if self.to_stderr else sys.stdout
         try:
-            print(text, file=self.stream, flush=True)
+            print(text, file=stream, flush=True)
         except BrokenPipeError:
             self.lines = False
             if self.on_broken_pipe is not None:
