@@ -96,9 +96,18 @@ def _resolve_nodes_from_graph_file(values: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     """``spargo sim``: run a scenario (or a sweep), print progress and a summary, write reports.
 
-    Exit status: 0 done, 2 bad input, 130 stopped by Ctrl-C/SIGTERM (the files then hold the
-    rounds done and ``summary.json`` says ``"interrupted": true``), 141 stdout closed early.
+    Exit status: 0 done, 1 a sweep cell failed, 2 bad input, 130 stopped by Ctrl-C/SIGTERM
+    (the files then hold the rounds done and ``summary.json`` says ``"interrupted": true``),
+    141 stdout closed early (``| head``: quietly, as a SIGPIPE'd command ends).
     """
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.sweep:
         _user_tasks_from_cwd()  # before the workers start: they inherit the path
         return _run_sweep(args)

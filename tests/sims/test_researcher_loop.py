@@ -82,6 +82,16 @@ def test_a_closed_stdout_ends_the_run_quietly(tmp_path: Path) -> None:
     assert json.loads((out / "summary.json").read_text())["summary"]["interrupted"] is True
 
 
+def test_a_closed_stdout_after_a_listing_is_quiet(tmp_path: Path) -> None:
+    proc = _spargo("sim", "--scenario", "list", cwd=tmp_path)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    stderr = proc.stderr.read() if proc.stderr is not None else ""
+    proc.wait(timeout=60)
+    assert proc.returncode == 141
+    assert stderr == ""
+
+
 def test_json_stdout_is_exactly_one_object_even_with_quiet(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
