@@ -293,7 +293,13 @@ def _run_sweep(args: argparse.Namespace) -> int:
     human = sys.stderr if args.json else sys.stdout
     rows = run_sweep(args.sweep, out_dir, workers=args.workers, resume=args.resume)
     failed = [r for r in rows if r.get("error")]
-    print((out_dir / "sweep.md").read_text(), end="", file=human)
+    from rich.console import Console
+
+    from spargo.sims.report import summary_table
+
+    Console(file=human, highlight=False).print(summary_table(rows, title=f"sweep — {out_dir}"))
+    for row in failed:
+        print(f"FAILED {row['name']}: {row['error']}", file=human)
     print(
         f"{len(rows)} runs ({len(failed)} failed); table in {out_dir / 'sweep.md'}, "
         f"plot in {out_dir / 'sweep.png'}",

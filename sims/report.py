@@ -176,8 +176,8 @@ def _nan(value: float | None) -> float:
 
 
 def summary_table(summaries: Sequence[dict[str, Any]], title: str = "spargo sim") -> Any:
-    """A rich ``Table`` with one row per summary; it fits 80 columns (one run: its name is
-    in the title, not in a column)."""
+    """A rich ``Table`` with one row per summary that fits 80 columns: one run's name is in
+    the title; several runs get a name column (folded when long) and fewer numbers."""
     from rich import box
     from rich.table import Table
 
@@ -191,12 +191,18 @@ def summary_table(summaries: Sequence[dict[str, Any]], title: str = "spargo sim"
         ("messages_dropped", "dropped"),
         ("wall_s", "wall s"),
     ]
-    if len(summaries) > 1:
-        columns.insert(0, ("name", "run"))
-    for _key, header in columns:
-        table.add_column(header, justify="left" if _key == "name" else "right")
+    if len(summaries) > 1:  # names need the room: drops and wall time stay in sweep.md
+        columns = [("name", "run"), *columns[:5]]
+    for key, header in columns:
+        if key == "name":  # long sweep names fold onto more lines rather than lose their end
+            table.add_column(header, overflow="fold")
+        else:
+            table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
     for s in summaries:
-        table.add_row(*[_cell(key, s.get(key)) for key, _ in columns])
+        cells = [_cell(key, s.get(key)) for key, _ in columns]
+        if s.get("error"):  # a failed sweep cell (its error is printed below the table)
+            cells[1] = "failed"
+        table.add_row(*cells)
     return table
 
 
