@@ -201,7 +201,7 @@ def summary_table(summaries: Sequence[dict[str, Any]], title: str = "spargo sim"
     for s in summaries:
         cells = [_cell(key, s.get(key)) for key, _ in columns]
         if s.get("error"):  # a failed sweep cell (its error is printed below the table)
-            cells[1] = "failed"
+            cells[1 if columns[0][0] == "name" else 0] = "failed"
         table.add_row(*cells)
     return table
 
