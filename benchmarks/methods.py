@@ -64,30 +64,48 @@ def main() -> None:
 
 
 def _plot(curves: dict[str, list[tuple[float, float]]], path: str) -> None:
-    """One panel per (topology, partition), one colour per method: accuracy vs MB sent."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    """One panel per (topology, partition); per method one colour, line style and marker:
+    accuracy vs MB sent. Methods with the same curve are drawn as halos and named in the
+    legend (one, beside the panels), so none hides another."""
     from matplotlib.figure import Figure
+
+    from spargo.sims.plotting import LINE_STYLES, MARKERS, halo_style, overlap_groups
 
     panels = sorted({label.split(" ", 1)[1] for label in curves})
     methods = sorted({label.split(" ", 1)[0] for label in curves})
-    colours = {m: f"C{i}" for i, m in enumerate(methods)}
     cols = 2 if len(panels) > 1 else 1
     rows = -(-len(panels) // cols)
-    fig = Figure(figsize=(6 * cols, 4 * rows))
+    fig = Figure(figsize=(6 * cols, 4 * rows), dpi=100)
+    handles: dict[str, object] = {}
     for index, panel in enumerate(panels):
         ax = fig.add_subplot(rows, cols, index + 1)
-        for method in methods:
-            points = curves.get(f"{method} {panel}")
-            if points:
-                ax.plot(*zip(*points), label=method, color=colours[method], lw=1.2)
+        mine = {m: curves[f"{m} {panel}"] for m in methods if curves.get(f"{m} {panel}")}
+        groups = overlap_groups(mine)
+        for method, points in mine.items():
+            i = methods.index(method)
+            (line,) = ax.plot(
+                *zip(*points),
+                color=f"C{i % 10}",
+                linestyle=LINE_STYLES[i % len(LINE_STYLES)],
+                marker=MARKERS[i % len(MARKERS)],
+                markevery=max(1, len(points) // 8),
+                **halo_style(method, groups),
+            )
+            handles.setdefault(method, line)
         ax.set_xscale("log")
         ax.set_title(panel)
-        ax.set_xlabel("MB sent (all peers, cumulative)")
-        ax.set_ylabel("mean accuracy")
+        ax.set_xlabel("MB sent by all peers (cumulative, log scale)")
+        ax.set_ylabel("mean accuracy (fraction correct)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    fig.legend(
+        list(handles.values()),
+        list(handles),
+        loc="upper left",
+        bbox_to_anchor=(1.0, 0.95),
+        title="method",
+    )
     fig.tight_layout()
-    FigureCanvasAgg(fig).print_png(path)  # type: ignore[no-untyped-call]
+    fig.savefig(path, bbox_inches="tight")
 
 
 if __name__ == "__main__":

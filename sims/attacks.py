@@ -1,23 +1,21 @@
-"""Misbehaving peers: tampered updates (scaled, sign-flipped, random, NaN) and replays.
+"""Misbehaving peers' building blocks: attack specs, the choice of attackers, array tampering.
 
-Tampering wraps a peer's method: every float array in the bodies it sends is transformed
-before encoding, whatever the message type (full models, masked updates, thresholds…).
-Replays re-send old encoded frames (see ``sims.network.SimTransport``). Honest peers must
-drop NaN updates in protocol validation (counted as ``nonfinite``) and replays in the replay
-window (counted as ``replay``); scaled, flipped and random updates are what robust merging
-has to absorb.
+The attacks themselves are fault objects (``sims.faults``: ``Tamper``, ``Equivocate``,
+``Replay``). Tampering transforms every float array in the payloads a peer sends, whatever
+the message type (full models, masked updates, thresholds…); equivocation sends each target
+its own tampered copy; replays re-send old encoded frames (``sims.network.ReplayTransport``).
+Honest peers must drop NaN updates in protocol validation (counted as ``nonfinite``) and
+replays in the replay window (counted as ``replay``); scaled, flipped, random and
+equivocating updates are what robust merging (docs/algorithms.md §6) has to absorb.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-from spargo.node.methods.base import Method
-from spargo.protocol import Message
 
 #: How many sends back a replaying peer reaches for the frame it re-sends.
 REPLAY_LAG = 2
@@ -26,7 +24,8 @@ Transform = Callable[[np.ndarray], np.ndarray]
 
 
 def parse_attack(spec: str) -> tuple[str, float]:
-    """``scale:K`` → ("scale", K); ``signflip``/``random``/``nan``/``replay`` → (name, 0)."""
+    """``scale:K`` → ("scale", K); ``signflip``/``random``/``nan``/``replay``/``equivocate``
+    → (name, 0). A ``ValueError`` names the valid specs otherwise."""
     name, _, arg = spec.partition(":")
     if name == "scale":
         try:
@@ -34,9 +33,11 @@ def parse_attack(spec: str) -> tuple[str, float]:
         except ValueError:
             pass
         raise ValueError(f"--attack {spec!r} needs a factor, e.g. scale:10")
-    if name in ("signflip", "random", "nan", "replay") and not arg:
+    if name in ("signflip", "random", "nan", "replay", "equivocate") and not arg:
         return name, 0.0
-    raise ValueError(f"--attack {spec!r} is unknown; use scale:K, signflip, random, nan or replay")
+    raise ValueError(
+        f"--attack {spec!r} is unknown; use scale:K, signflip, random, nan, replay or equivocate"
+    )
 
 
 def pick_attackers(n_peers: int, fraction: float, seed: int) -> list[int]:
@@ -49,7 +50,8 @@ def pick_attackers(n_peers: int, fraction: float, seed: int) -> list[int]:
 
 
 def transform_for(spec: str, seed: int) -> Transform | None:
-    """The array transformation of a tampering attack (``None`` for replays)."""
+    """The array transformation of a tampering attack (``None`` for replay and equivocate,
+    which are not one transformation for every target)."""
     name, factor = parse_attack(spec)
     rng = np.random.default_rng([seed, 409])
     if name == "scale":
@@ -77,21 +79,3 @@ def tamper(body: Any, transform: Transform) -> Any:
         }
         return dataclasses.replace(body, **changes) if changes else body
     return body
-
-
-def corrupt_method(method: Method, transform: Transform) -> None:
-    """Make ``method`` send tampered bodies (the model itself stays honest)."""
-    honest = method.outgoing
-
-    def outgoing(round_index: int, targets: Sequence[str]) -> list[tuple[str, Message]]:
-        cache: dict[int, Message] = {}
-        out = []
-        for peer, body in honest(round_index, targets):
-            # One tampered body per original body, so the node still encodes it once.
-            if id(body) not in cache:
-                cache[id(body)] = tamper(body, transform)
-            out.append((peer, cache[id(body)]))
-        return out
-
-    # An instance attribute shadows the class method: the node calls the tampering one.
-    setattr(method, "outgoing", outgoing)  # noqa: B010

@@ -8,14 +8,22 @@ one line ``spargo <cmd>: error: ...`` and exits with status 2, never a traceback
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
+import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 
 def add_parser(subparsers: Any) -> None:
-    """Register ``spargo sim``."""
+    """Register ``spargo sim``: the run's own flags, then one flag per scenario field."""
+    from spargo.sims.flags import add_scenario_flags
+
     p = subparsers.add_parser(
         "sim",
         help="simulate N peers in one process (the default job)",
@@ -27,128 +35,23 @@ def add_parser(subparsers: Any) -> None:
         metavar="NAME",
         help="a scenario shipped with spargo, by name ('--scenario list' shows them)",
     )
-    p.add_argument("--nodes", type=int, help="number of peers (default 16)")
-    p.add_argument("--topology", help="ring, smallworld, regular:4, er:0.2, ... or a graph file")
-    _add_graph_file_flags(p)
-    p.add_argument("--method", help="dense, vc, spafl, fedsparsify, choco, allreduce")
-    p.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="method option, repeatable (e.g. --option weights_every=3)",
-    )
-    p.add_argument("--rounds", type=int, help="gossip rounds (async: training bursts per peer)")
-    p.add_argument("--local-steps", type=int, help="local SGD steps per round")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--task", help="digits, synthetic, mnist:PATH or module:function")
-    p.add_argument("--partition", help="iid, dirichlet:ALPHA, shards:K")
-    p.add_argument("--sampler", help="all, random:K, exponential")
-    p.add_argument("--seed", type=int)
-    p.add_argument(
-        "--distinct-init",
-        action="store_true",
-        default=None,
-        help="start every peer from its own random model",
-    )
-    p.add_argument("--eval-every", type=int, help="evaluate every K rounds")
-    p.add_argument("--name", help="run name (the output folder under runs/)")
-    _add_mode_flags(p)
-    _add_fault_flags(p)
     p.add_argument("--sweep", metavar="FILE", help="run a grid of scenarios (TOML) in parallel")
     p.add_argument("--workers", type=int, default=0, help="sweep processes (default: CPUs)")
+    p.add_argument(
+        "--resume", action="store_true", help="sweep: skip cells whose summary.json exists"
+    )
     p.add_argument("--out", help="output folder (default runs/<name or timestamp>)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
+    p.add_argument(
+        "--json", action="store_true", help="stdout carries only the summary as one JSON object"
+    )
     p.add_argument("--quiet", action="store_true", help="no per-round lines, no progress bar")
-
-
-def _add_graph_file_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--format",
-        dest="topology_format",
-        metavar="NAME",
-        help="graph file format: edgelist, csv, adjlist, gml, gexf, pajek, graphml, json, mtx "
-        "(default: detected)",
-    )
-    p.add_argument(
-        "--directed",
-        action="store_true",
-        default=None,
-        help="read the graph file as arcs; gossip follows them (push-sum for one-way arcs)",
-    )
-    p.add_argument(
-        "--latency-from",
-        metavar="geo[:KM_PER_MS]",
-        help="link latency from node coordinates (200 km/ms; --latency-ms is the base)",
-    )
-
-
-def _add_mode_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("timing")
-    g.add_argument(
-        "--mode",
-        help="rounds (lock-step, default) or async (own clocks, merge on arrival)",
-    )
-    g.add_argument(
-        "--train-period-s", type=float, help="async: idle seconds after each training burst"
-    )
-    g.add_argument("--gossip-period-s", type=float, help="async: seconds between gossip sends")
-    g.add_argument(
-        "--poisson",
-        action="store_true",
-        default=None,
-        help="async: exponential waits (Poisson clocks) instead of fixed periods",
-    )
-    g.add_argument("--max-staleness", type=int, help="drop messages more than this many rounds old")
-    g.add_argument("--duration-s", type=float, help="async: stop every peer at this simulated time")
-
-
-def _add_fault_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("faults")
-    g.add_argument("--latency-ms", type=float, help="link latency in ms")
-    g.add_argument("--jitter-ms", type=float, help="extra uniform delay 0..J ms per message")
-    g.add_argument("--bandwidth-mbps", type=float, help="link bandwidth in Mbit/s (0 = unlimited)")
-    g.add_argument("--loss", type=float, help="message loss probability in [0, 1)")
-    g.add_argument("--churn", type=float, help="per peer and round probability of going down")
-    g.add_argument("--churn-mode", help="leave (graceful), fail (crash) or mixed")
-    g.add_argument("--churn-downtime", type=int, help="rounds a churned peer stays away")
-    g.add_argument("--partition-at", metavar="ROUND:HEAL_ROUND", help="split, then heal")
-    g.add_argument("--step-time-s", type=float, help="simulated compute time per local step")
-    g.add_argument("--speed-spread", type=float, help="lognormal spread of device speeds")
-    g.add_argument("--attack", help="scale:K, signflip, random, nan or replay")
-    g.add_argument("--attackers", type=float, help="fraction of misbehaving peers")
-
-
-#: Flags copied into the scenario when given (argparse dest -> scenario key).
-_SCENARIO_FLAGS = (
-    "nodes", "topology", "method", "rounds", "local_steps", "batch_size", "lr", "task",
-    "partition", "sampler", "seed", "distinct_init", "eval_every", "name", "latency_ms",
-    "jitter_ms", "bandwidth_mbps", "loss", "churn", "churn_mode", "churn_downtime",
-    "partition_at", "step_time_s", "speed_spread", "attack", "attackers", "mode",
-    "train_period_s", "gossip_period_s", "max_staleness", "duration_s", "poisson",
-    "topology_format", "directed", "latency_from",
-)  # fmt: skip
-
-
-def _parse_option(text: str) -> tuple[str, Any]:
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise ValueError(f"--option {text!r} must look like KEY=VALUE (e.g. weights_every=3)")
-    for convert in (int, float):
-        try:
-            return key, convert(raw)
-        except ValueError:
-            pass
-    lowered = raw.lower()
-    if lowered in ("true", "false"):
-        return key, lowered == "true"
-    return key, raw
+    add_scenario_flags(p)
 
 
 def _scenario_from_args(args: argparse.Namespace) -> Any:
     from spargo.node.config import load_toml
+    from spargo.sims.flags import flag_values
     from spargo.sims.scenario import (
         Scenario,
         default_method_options,
@@ -163,16 +66,16 @@ def _scenario_from_args(args: argparse.Namespace) -> Any:
         base = dict(load_toml(shipped_scenario(args.scenario)))
     elif args.config:
         base = dict(load_toml(args.config))
-    flags = {key: getattr(args, key) for key in _SCENARIO_FLAGS}
-    base.update({k: v for k, v in flags.items() if v is not None})
+    base.update(flag_values(args))
+    given_options = list(args.method_options or [])
     # The default run (no method named) is SpaFL with weights every third round; a method
     # named by flag or file runs with its own defaults (`--method spafl`: thresholds only).
     named = "method" in base
-    if named or args.option:
+    if named or given_options:
         method = base.get("method", Scenario.method)
         fallback = {} if named else default_method_options(method)
         options = dict(base.get("method_options", fallback))
-        options.update(_parse_option(o) for o in args.option)
+        options.update(given_options)
         base["method_options"] = options
     _resolve_nodes_from_graph_file(base)
     source = f"scenario {args.scenario!r}" if args.scenario else args.config or "flags"
@@ -191,41 +94,96 @@ def _resolve_nodes_from_graph_file(values: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``spargo sim``: run a scenario (or a sweep), print progress and a summary, write reports."""
+    """``spargo sim``: run a scenario (or a sweep), print progress and a summary, write reports.
+
+    Exit status: 0 done, 1 a sweep cell failed, 2 bad input, 130 stopped by Ctrl-C/SIGTERM
+    (the files then hold the rounds done and ``summary.json`` says ``"interrupted": true``),
+    141 stdout closed early (``| head``: quietly, as a SIGPIPE'd command ends).
+    """
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.sweep:
+        _user_tasks_from_cwd()  # before the workers start: they inherit the path
         return _run_sweep(args)
     if args.scenario == "list":
-        from spargo.sims.scenario import shipped_scenarios
-
-        for name, path in shipped_scenarios().items():
-            about = _first_comment(path)
-            if len(about) > 66:  # one line each at 80 columns
-                about = about[:65].rstrip() + "…"
-            print(f"{name:<13} {about}")
-        return 0
+        return _list_scenarios()
     scenario = _scenario_from_args(args)
-    out_dir = Path(args.out or _default_out(scenario))
-    from rich.console import Console
-
-    from spargo.sims.progress import Progress
-    from spargo.sims.report import summary_table, write_reports
-    from spargo.sims.runner import run
+    if _is_user_task(scenario.task):
+        _user_tasks_from_cwd()
+    out_dir = _out_dir(args, scenario)
+    from spargo.sims.progress import RoundProgress
+    from spargo.sims.report import RunWriter
+    from spargo.sims.runner import StopFlag, run
     from spargo.sims.scenario import accuracy_basis
 
-    with Progress(
+    human = sys.stderr if args.json else sys.stdout
+    stop = StopFlag()
+    writer = RunWriter(out_dir)
+    progress = RoundProgress(
         scenario.rounds,
         lines=not args.quiet,
         bar=not args.quiet,
         basis=accuracy_basis(scenario.method),
-    ) as progress:
-        result = run(scenario, on_round=progress.update)
-    write_reports(result, out_dir, plots=not args.no_plots)
-    s = result.summary
-    if not args.quiet:
-        Console(highlight=False, width=110).print(
-            summary_table([s], title=f"spargo sim — {out_dir}")
-        )
-    print(
+        to_stderr=args.json,
+        on_broken_pipe=lambda: stop.request("stdout closed"),
+    )
+    # Per-round callbacks, in order: files first, then the screen; experiment trackers
+    # append theirs here.
+    on_row: list[Callable[[dict[str, Any]], None]] = [writer.row, progress.row]
+
+    def each_row(row: dict[str, Any]) -> None:
+        for hook in on_row:
+            hook(row)
+
+    try:
+        with _stop_on_signals(stop), progress:
+            result = run(scenario, on_record=writer.record, on_row=each_row, stop=stop)
+    finally:
+        writer.close()
+    writer.finish(result, plots=not args.no_plots)
+    return _report(args, result.summary, out_dir, stop, human)
+
+
+def _report(
+    args: argparse.Namespace, s: dict[str, Any], out_dir: Path, stop: Any, human: TextIO
+) -> int:
+    """Print the summary (the table, one line, the JSON object); returns the exit status."""
+    if stop.reason == "stdout closed":
+        _silence_stdout()
+        return 141
+    try:
+        if s["interrupted"]:
+            print(
+                f"spargo sim: interrupted after {s['rounds_done']} of {s['rounds']} rounds; "
+                f"partial reports in {out_dir}",
+                file=sys.stderr,
+            )
+        else:
+            if not args.quiet:
+                from rich.console import Console
+
+                from spargo.sims.report import summary_table
+
+                Console(file=human, highlight=False).print(
+                    summary_table([s], title=f"spargo sim — {out_dir}")
+                )
+            print(_summary_line(s, out_dir), file=human)
+        if args.json:
+            print(json.dumps(s, sort_keys=True), flush=True)
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+    return 130 if s["interrupted"] else 0
+
+
+def _summary_line(s: dict[str, Any], out_dir: Path) -> str:
+    return (
         f"{s['nodes']} peers, {s['topology']}, {s['method']}, {s['rounds']} rounds"
         f"{' (async)' if s['mode'] == 'async' else ''}: "
         f"accuracy mean {_f(s['accuracy_mean'])} (min {_f(s['accuracy_min'])}, "
@@ -234,8 +192,76 @@ def run(args: argparse.Namespace) -> int:
         f"{s['bytes_sent_total'] / 1e6:.2f} MB in {s['messages_sent']} messages, "
         f"{s['messages_dropped']} dropped, {s['wall_s']:.1f} s; reports in {out_dir}"
     )
-    if args.json:
-        print(json.dumps(s, sort_keys=True))
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: Any) -> Iterator[None]:
+    """SIGINT/SIGTERM ask the run to stop cleanly; a second one stops it at once."""
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.request("interrupted")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may handle signals; Ctrl-C then stops the run at once
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout went away: point stdout at /dev/null so the interpreter's final
+    flush raises nothing (Python's documented recipe for SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _is_user_task(task: str) -> bool:
+    """``module:function`` (not a built-in ``mnist:PATH`` or ``synthetic:N``)."""
+    return ":" in task and task.partition(":")[0] not in ("mnist", "synthetic")
+
+
+def _user_tasks_from_cwd() -> None:
+    """``--task module:function`` finds a module in the working directory, as ``python -m``
+    does (the console script's own directory is on the path instead)."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def _out_dir(args: argparse.Namespace, scenario: Any) -> Path:
+    """The run folder: ``--out``, else ``runs/<name>``, else a timestamped one (suffixed
+    ``-2``, ``-3``... when taken). A folder that already holds a run is refused."""
+    if args.out or scenario.name:
+        out = Path(args.out or f"runs/{scenario.name}")
+        if (out / "summary.json").exists() or (out / "rounds.jsonl").exists():
+            flag = "--out" if args.out else "--name"
+            raise ValueError(
+                f"{out} already holds a run; choose another {flag} or remove the folder"
+            )
+        return out
+    base = f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{scenario.label}"
+    out, n = Path(base), 1
+    while out.exists():
+        n += 1
+        out = Path(f"{base}-{n}")
+    return out
+
+
+def _list_scenarios() -> int:
+    from spargo.sims.scenario import shipped_scenarios
+
+    for name, path in shipped_scenarios().items():
+        about = _first_comment(path)
+        if len(about) > 66:  # one line each at 80 columns
+            about = about[:65].rstrip() + "…"
+        print(f"{name:<13} {about}")
     return 0
 
 
@@ -258,21 +284,28 @@ def _f(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _default_out(scenario: Any) -> str:
-    if scenario.name:
-        return f"runs/{scenario.name}"
-    return f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{scenario.label}"
-
-
 def _run_sweep(args: argparse.Namespace) -> int:
     from spargo.sims.sweep import run_sweep
 
     if args.workers < 0:
         raise ValueError("--workers must be >= 0 (0 = one per CPU)")
     out_dir = Path(args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}")
-    rows = run_sweep(args.sweep, out_dir, workers=args.workers)
-    print((out_dir / "sweep.md").read_text(), end="")
-    print(f"{len(rows)} runs; table in {out_dir / 'sweep.md'}, plot in {out_dir / 'sweep.png'}")
+    human = sys.stderr if args.json else sys.stdout
+    rows = run_sweep(args.sweep, out_dir, workers=args.workers, resume=args.resume)
+    failed = [r for r in rows if r.get("error")]
+    from rich.console import Console
+
+    from spargo.sims.report import summary_table
+
+    Console(file=human, highlight=False).print(summary_table(rows, title=f"sweep — {out_dir}"))
+    for row in failed:
+        print(f"FAILED {row['name']}: {row['error']}", file=human)
+    print(
+        f"{len(rows)} runs ({len(failed)} failed); table in {out_dir / 'sweep.md'}, "
+        f"plot in {out_dir / 'sweep.png'}",
+        file=human,
+    )
     if args.json:
-        print(json.dumps([{k: v for k, v in r.items() if k != "curve"} for r in rows]))
-    return 0
+        runs = [{k: v for k, v in r.items() if k != "curve"} for r in rows]
+        print(json.dumps({"out": str(out_dir), "failed": len(failed), "runs": runs}))
+    return 1 if failed else 0

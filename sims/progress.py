@@ -1,49 +1,51 @@
-"""Per-round progress: a rich bar on stderr (only on a terminal) and one line per round on stdout.
+"""Per-round progress of a run: the shared bar (``node.progress``) and one line per round.
 
-The stdout line (``round  N/R  accuracy A  density D  sent M MB``) is stable: scripts and tests
-read it.
+The line is stable (scripts and tests read it)::
+
+    round   0 [1/30]  accuracy  0.412 (global)  density 1.000  sent     1.23 MB
+
+Round numbers are 0-based everywhere in spargo: on screen, in ``rounds.jsonl`` and
+``metrics.jsonl``, in ``SimResult.round_stats`` and in the scenario's round fields
+(``partition_at``, churn events); ``[k/R]`` counts the rounds done. "sent" is cumulative over
+every peer that ever ran (departed ones included), so it never goes down.
+
+Lines go to stdout, or stderr under ``--json`` (stdout then carries only JSON). A closed
+stdout (``spargo sim | head -1``) stops the lines quietly and asks the run to stop.
 """
 
 from __future__ import annotations
 
-import math
 import sys
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
-from spargo.node.metrics import RoundMetrics
+from spargo.node.progress import Progress
 
 
-class Progress:
-    """Context manager whose ``update(round_index, metrics)`` is a runner ``on_round``."""
+class RoundProgress:
+    """Context manager whose ``row(round_row)`` is a runner ``on_row`` callback."""
 
     def __init__(
-        self, rounds: int, *, lines: bool = True, bar: bool = True, basis: str = "global"
+        self,
+        rounds: int,
+        *,
+        lines: bool = True,
+        bar: bool = True,
+        basis: str = "global",
+        to_stderr: bool = False,
+        on_broken_pipe: Callable[[], None] | None = None,
     ) -> None:
+        """``to_stderr``: the lines go to stderr (``--json``: stdout carries only JSON)."""
         self.rounds = rounds
         self.basis = basis
         self.lines = lines
-        self.bar = bar and sys.stderr.isatty()
-        self._progress: Any = None
-        self._task: Any = None
+        self.to_stderr = to_stderr
+        self.on_broken_pipe = on_broken_pipe
+        self.bar = Progress(rounds, label="simulating", unit="rounds", bar=bar)
 
     def __enter__(self) -> Self:
-        if self.bar:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-            from rich.progress import Progress as RichProgress
-
-            self._progress = RichProgress(
-                TextColumn("[bold]simulating"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[status]}"),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task("rounds", total=self.rounds, status="")
+        self.bar.__enter__()
         return self
 
     def __exit__(
@@ -52,29 +54,27 @@ class Progress:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        self.bar.__exit__(exc_type, exc, tb)
 
-    def update(self, round_index: int, metrics: list[RoundMetrics]) -> None:
-        """Report one finished round."""
-        acc = [
-            m.global_accuracy
-            if m.global_accuracy is not None and self.basis == "global"
-            else m.accuracy
-            for m in metrics
-        ]
-        acc = [a for a in acc if not math.isnan(a)]
-        mean = sum(acc) / len(acc) if acc else math.nan
-        density = sum(m.density for m in metrics) / max(1, len(metrics))
-        sent = sum(m.bytes_sent for m in metrics)
-        if self._progress is not None:
-            self._progress.update(
-                self._task, completed=round_index + 1, status=f"accuracy {mean:.3f}"
-            )
-        if self.lines:
-            print(
-                f"round {round_index + 1:>3}/{self.rounds}  accuracy {mean:6.3f}  "
-                f"({self.basis})  "
-                f"density {density:5.3f}  sent {sent / 1e6:8.2f} MB",
-                flush=True,
-            )
+    def row(self, row: dict[str, Any]) -> None:
+        """Report one finished round (a ``SimResult.round_stats`` row)."""
+        r = int(row["round"])
+        acc = row["accuracy_mean"]
+        mb = row["bytes_sent_total"] / 1e6
+        shown = "  n/a " if acc is None else f"{acc:6.3f}"
+        self.bar.update(r + 1, f"accuracy {shown.strip()}  {mb:.2f} MB")
+        if not self.lines:
+            return
+        text = (
+            f"round {r:>3} [{r + 1}/{self.rounds}]  accuracy {shown} ({self.basis})  "
+            f"density {row['density']:5.3f}  sent {mb:8.2f} MB"
+        )
+        # Looked up now, not at construction: while the bar is drawn, rich stands in for
+        # sys.stdout/sys.stderr and prints each line above the bar.
+        stream = sys.stderr if self.to_stderr else sys.stdout
+        try:
+            print(text, file=stream, flush=True)
+        except BrokenPipeError:
+            self.lines = False
+            if self.on_broken_pipe is not None:
+                self.on_broken_pipe()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from spargo.node.metrics import RoundMetrics
     from spargo.sims.runner import SimResult
 
 PLOTS = (
@@ -21,33 +22,72 @@ PLOTS = (
     "accuracy_vs_mb.png",
     "consensus.png",
     "density.png",
-    "spargo.topology.png",
+    "topology.png",
 )
 
 
+class RunWriter:
+    """Streams a run's files as it goes: ``metrics.jsonl`` gets each peer record and
+    ``rounds.jsonl`` each round row the moment they exist (flushed, so a killed run leaves
+    what it did); ``finish`` writes ``summary.json`` and the plots.
+
+    ``record`` is a runner ``on_record`` callback, ``row`` an ``on_row`` one.
+    """
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._metrics = (self.out / "metrics.jsonl").open("w")
+        self._rounds = (self.out / "rounds.jsonl").open("w")
+
+    def record(self, metrics: RoundMetrics) -> None:
+        self._metrics.write(json.dumps(_clean(metrics.to_dict()), sort_keys=True) + "\n")
+        self._metrics.flush()
+
+    def row(self, row: dict[str, Any]) -> None:
+        self._rounds.write(json.dumps(_clean(row), sort_keys=True) + "\n")
+        self._rounds.flush()
+
+    def close(self) -> None:
+        self._metrics.close()
+        self._rounds.close()
+
+    def finish(self, result: SimResult, *, plots: bool = True) -> list[Path]:
+        """Close the streams, write ``summary.json`` (and the plots); returns the files."""
+        self.close()
+        written = [self.out / "metrics.jsonl", self.out / "rounds.jsonl"]
+        written.append(write_summary(result, self.out))
+        if result.peer_labels:  # a graph file's labels named the peers: keep the mapping
+            written.append(self.out / "peers.json")
+            written[-1].write_text(json.dumps(result.peer_labels, indent=1) + "\n")
+        if plots and result.round_stats:
+            written += plot_run(result, self.out)
+        return written
+
+
 def write_reports(result: SimResult, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
-    """Write every report of ``result`` into ``out_dir``; returns the files written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "metrics.jsonl", out / "rounds.jsonl", out / "summary.json"]
-    with written[0].open("w") as handle:
+    """Write every report of a finished ``result`` into ``out_dir``; returns the files written."""
+    writer = RunWriter(out_dir)
+    try:
         for m in result.rounds:
-            handle.write(json.dumps(_clean(m.to_dict()), sort_keys=True) + "\n")
-    with written[1].open("w") as handle:
+            writer.record(m)
         for row in result.round_stats:
-            handle.write(json.dumps(row, sort_keys=True) + "\n")
+            writer.row(row)
+    finally:
+        writer.close()
+    return writer.finish(result, plots=plots)
+
+
+def write_summary(result: SimResult, out: Path) -> Path:
+    """``summary.json``: the summary, the scenario and what the faults did."""
     document = {
         "summary": result.summary,
         "scenario": result.scenario.to_dict(),
         "faults": result.faults,
     }
-    written[2].write_text(json.dumps(_clean(document), indent=2, sort_keys=True) + "\n")
-    if result.peer_labels:  # a graph file's labels named the peers: keep the mapping
-        written.append(out / "peers.json")
-        written[-1].write_text(json.dumps(result.peer_labels, indent=1) + "\n")
-    if plots:
-        written += plot_run(result, out)
-    return written
+    path = out / "summary.json"
+    path.write_text(json.dumps(_clean(document), indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def _clean(value: Any) -> Any:
@@ -74,62 +114,65 @@ def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Any]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    fig.tight_layout()
-    FigureCanvasAgg(fig).print_png(str(path))  # type: ignore[no-untyped-call]
+    # Tight bounding box: nothing (a long label, a legend beside the axes) gets clipped.
+    fig.savefig(str(path), bbox_inches="tight")
     return path
 
 
+def _legend(ax: Any) -> None:
+    """The legend under the axes, where it can cover no data."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
+
+
 def plot_run(result: SimResult, out: Path) -> list[Path]:
-    """The five plots of one run."""
+    """The five plots of one run (x: the 0-based round, as in ``rounds.jsonl``)."""
     from spargo import topology
     from spargo.sims.graphs import swarm_graph
 
     rows = result.round_stats
     label = result.scenario.label
-    x = [r["round"] + 1 for r in rows]
+    x = [r["round"] for r in rows]
     acc = [_nan(r["accuracy_mean"]) for r in rows]
     basis = result.summary.get("accuracy_on", "global")
+    ylabel = f"accuracy (fraction correct, {basis} test data)"
     paths = []
-    fig, ax = _figure(f"accuracy — {label}", "round", f"mean accuracy ({basis} test data)")
-    ax.plot(x, acc, marker=".", label="mean")
-    ax.plot(x, [_nan(r["accuracy_min"]) for r in rows], ls="--", label="worst peer")
+    fig, ax = _figure(f"accuracy — {label}", "round", ylabel)
+    ax.plot(x, acc, marker="o", markersize=3, color="C0", label="mean over peers")
+    worst = [_nan(r["accuracy_min"]) for r in rows]
+    ax.plot(x, worst, ls="--", marker="v", markersize=3, color="C3", label="worst peer")
     if basis == "local":  # personalised models: show how the consensus would fare too
         glob = [_nan(r.get("global_accuracy_mean")) for r in rows]
-        ax.plot(x, glob, ls=":", label="mean on the global test set")
-    ax.legend()
+        ax.plot(
+            x, glob, ls=":", marker="s", markersize=3, color="C2", label="mean, global test set"
+        )
+    _legend(ax)
     paths.append(_save(fig, out / "accuracy.png"))
-    fig, ax = _figure(
-        f"accuracy vs traffic — {label}", "MB sent (all peers)", f"mean accuracy ({basis})"
-    )
-    ax.plot([r["bytes_sent_total"] / 1e6 for r in rows], acc, marker=".")
+    fig, ax = _figure(f"accuracy vs traffic — {label}", "MB sent by all peers (cumulative)", ylabel)
+    ax.plot([r["bytes_sent_total"] / 1e6 for r in rows], acc, marker="o", markersize=3)
     paths.append(_save(fig, out / "accuracy_vs_mb.png"))
-    fig, ax = _figure(f"consensus distance — {label}", "round", "mean ‖x_i − x̄‖² (log scale)")
+    fig, ax = _figure(
+        f"consensus distance — {label}", "round", "mean ‖x_i − x̄‖² (squared L2, parameters)"
+    )
     cd = [_nan(r["consensus_distance"]) for r in rows]
     if any(c > 0 for c in cd):
         ax.set_yscale("log")
-    ax.plot(x, cd, marker=".")
-    _shade_partition(ax, result)
+    ax.plot(x, cd, marker="o", markersize=3, label="consensus distance")
+    if result.scenario.partition_at is not None:
+        split, heal = result.scenario.partition_at
+        ax.axvspan(split - 0.5, heal - 0.5, color="red", alpha=0.1, label="partitioned")
+        _legend(ax)
     paths.append(_save(fig, out / "consensus.png"))
-    fig, ax = _figure(f"density — {label}", "round", "mean density")
-    ax.plot(x, [r["density"] for r in rows], marker=".")
+    fig, ax = _figure(f"density — {label}", "round", "density (fraction of weights kept)")
+    ax.plot(x, [r["density"] for r in rows], marker="o", markersize=3)
     ax.set_ylim(0, 1.05)
     paths.append(_save(fig, out / "density.png"))
     s = result.scenario
     graph = swarm_graph(s)
     topology.draw(
-        graph, out / "spargo.topology.png", title=f"{s.topology} ({graph.number_of_nodes()} peers)"
+        graph, out / "topology.png", title=f"{s.topology} ({graph.number_of_nodes()} peers)"
     )
-    paths.append(out / "spargo.topology.png")
+    paths.append(out / "topology.png")
     return paths
-
-
-def _shade_partition(ax: Any, result: SimResult) -> None:
-    if result.scenario.partition_at is not None:
-        split, heal = result.scenario.partition_at
-        ax.axvspan(split + 0.5, heal + 0.5, color="red", alpha=0.1, label="partitioned")
-        ax.legend()
 
 
 def _nan(value: float | None) -> float:
@@ -137,24 +180,33 @@ def _nan(value: float | None) -> float:
 
 
 def summary_table(summaries: Sequence[dict[str, Any]], title: str = "spargo sim") -> Any:
-    """A rich ``Table`` with one row per summary."""
+    """A rich ``Table`` with one row per summary that fits 80 columns: one run's name is in
+    the title; several runs get a name column (folded when long) and fewer numbers."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     columns = [
-        ("name", "run"),
-        ("accuracy_mean", "acc mean"),
-        ("accuracy_min", "acc min"),
+        ("accuracy_mean", "accuracy"),
+        ("accuracy_min", "worst"),
         ("density", "density"),
         ("consensus_distance", "consensus"),
         ("bytes_sent_total", "MB sent"),
         ("messages_dropped", "dropped"),
         ("wall_s", "wall s"),
     ]
-    for _key, header in columns:
-        table.add_column(header, justify="left" if _key == "name" else "right")
+    if len(summaries) > 1:  # names need the room: drops and wall time stay in sweep.md
+        columns = [("name", "run"), *columns[:5]]
+    for key, header in columns:
+        if key == "name":  # long sweep names fold onto more lines rather than lose their end
+            table.add_column(header, overflow="fold")
+        else:
+            table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
     for s in summaries:
-        table.add_row(*[_cell(key, s.get(key)) for key, _ in columns])
+        cells = [_cell(key, s.get(key)) for key, _ in columns]
+        if s.get("error"):  # a failed sweep cell (its error is printed below the table)
+            cells[1 if columns[0][0] == "name" else 0] = "failed"
+        table.add_row(*cells)
     return table
 
 

@@ -9,7 +9,13 @@ This is the Python API for simulation scripts::
         print(row["round"], row["accuracy_mean"], row["consensus_distance"])
 
 A run is deterministic for a given scenario (seed included): the same summary, the same
-per-peer metrics, the same message order; only ``wall_s`` differs.
+per-peer metrics, the same message order; only ``wall_s`` differs. Rounds are numbered from 0
+(``round_stats[k]["round"] == k``), as in every file spargo writes.
+
+Callbacks see a run as it goes: ``on_record`` every peer's ``RoundMetrics``, ``on_row`` every
+swarm-wide round row, ``on_round(r, metrics)`` the peers' metrics of each finished round (the
+report writer, the progress display and experiment trackers attach here). ``stop`` ends a run
+early and cleanly (Ctrl-C): the summary then says ``"interrupted": true``.
 
 In async mode (``Scenario(mode="async")``) a peer's round is its count of local training
 bursts: round r's swarm-wide row is emitted once every live peer has done r + 1 bursts, and
@@ -37,6 +43,20 @@ from spargo.sims.swarm import Swarm, peer_ids
 __all__ = ["SimResult", "peer_ids", "run", "summarise"]
 
 OnRound = Callable[[int, list[RoundMetrics]], None]
+OnRow = Callable[[dict[str, Any]], None]
+OnRecord = Callable[[RoundMetrics], None]
+
+
+class StopFlag:
+    """Set ``requested`` (from a signal handler, say) and the run stops at the next record."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.reason = ""
+
+    def request(self, reason: str = "interrupted") -> None:
+        self.requested = True
+        self.reason = self.reason or reason
 
 
 @dataclass
@@ -69,8 +89,17 @@ class SimResult:
 class _Rounds:
     """Collects records; emits round r once every live peer is past it (with consensus)."""
 
-    def __init__(self, on_round: OnRound | None, consensus: bool, basis: str) -> None:
+    def __init__(
+        self,
+        consensus: bool,
+        basis: str,
+        on_round: OnRound | None = None,
+        on_row: OnRow | None = None,
+        on_record: OnRecord | None = None,
+    ) -> None:
         self.on_round = on_round
+        self.on_row = on_row
+        self.on_record = on_record
         self.basis = basis
         self.consensus = consensus
         self.swarm: Swarm | None = None
@@ -82,6 +111,8 @@ class _Rounds:
 
     def record(self, metrics: RoundMetrics) -> None:
         self.history.append(metrics)
+        if self.on_record is not None:
+            self.on_record(metrics)
         if metrics.round < self._next:  # a rejoined peer replaying a round: history only
             return
         self._pending.setdefault(metrics.round, []).append(metrics)
@@ -127,6 +158,8 @@ class _Rounds:
                 "time_s": _r(max(m.time_s for m in metrics)),
             }
         )
+        if self.on_row is not None:
+            self.on_row(self.stats[-1])
         if self.on_round is not None:
             self.on_round(r, metrics)
 
@@ -138,19 +171,31 @@ def _headline(m: RoundMetrics, basis: str = "global") -> float:
     return m.accuracy
 
 
-def run(scenario: Scenario, *, on_round: OnRound | None = None) -> SimResult:
-    """Run ``scenario`` to the end and return its metrics; deterministic for a given seed.
+def run(
+    scenario: Scenario,
+    *,
+    on_round: OnRound | None = None,
+    on_row: OnRow | None = None,
+    on_record: OnRecord | None = None,
+    stop: StopFlag | None = None,
+) -> SimResult:
+    """Run ``scenario`` to the end (or until ``stop`` is requested) and return its metrics;
+    deterministic for a given seed.
 
     ``on_round(round_index, metrics)`` is called once per round, in order, with the metrics
-    of the peers that completed it (sorted by peer id).
+    of the peers that completed it (sorted by peer id); ``on_row(row)`` with the round's
+    swarm-wide row just before; ``on_record(metrics)`` with each peer's record as it comes.
+    A stopped run keeps only the rounds every live peer finished.
     """
     torch.set_num_threads(1)
     started = time.perf_counter()
-    rounds = _Rounds(on_round, scenario.consensus, accuracy_basis(scenario.method))
-    swarm = Swarm(scenario, rounds.record)
+    basis = accuracy_basis(scenario.method)
+    rounds = _Rounds(scenario.consensus, basis, on_round, on_row, on_record)
+    swarm = Swarm(scenario, rounds.record, halt_when=(lambda: stop.requested) if stop else None)
     rounds.swarm = swarm
     run_virtual(swarm.run())
-    rounds.flush(final=True)
+    if not swarm.halted:
+        rounds.flush(final=True)
     faults = {
         "network_drops": dict(sorted(swarm.policy.drops.items())),
         "churn_events": [vars(e) for e in swarm.events],
@@ -175,16 +220,7 @@ def summarise(
     honest = [m for m in finals if m.peer_id not in swarm.attackers] or finals
     global_acc = [m.global_accuracy for m in honest if m.global_accuracy is not None]
     local_acc = [m.accuracy for m in honest if not math.isnan(m.accuracy)]
-    drops: dict[str, int] = {}
-    for node in swarm.nodes.values():
-        for reason, count in node.counters.drops.items():
-            drops[reason] = drops.get(reason, 0) + count
-    for reason, count in swarm.policy.drops.items():
-        drops[f"network_{reason}"] = count
-    # Messages in flight to (or sent to) a peer that was down when they arrived.
-    unreachable = swarm.network.stats.messages_dropped - sum(swarm.policy.drops.values())
-    if unreachable:
-        drops["network_unreachable"] = unreachable
+    drops = _drops(swarm)
     personalised = accuracy_basis(scenario.method) == "local"
     headline = local_acc if personalised or not global_acc else global_acc
     distances = [s["consensus_distance"] for s in stats if s["consensus_distance"] is not None]
@@ -217,7 +253,25 @@ def summarise(
         **_async_extras(scenario, swarm, last_records),
         "simulated_s": _r(max((m.time_s for m in finals), default=0.0)),
         "wall_s": round(wall_s, 3),
+        "rounds_done": len(stats),
+        "interrupted": swarm.halted,
     }
+
+
+def _drops(swarm: Swarm) -> dict[str, int]:
+    """Dropped messages by reason: the peers' own drops, then the network's."""
+    drops: dict[str, int] = {}
+    for node in swarm.nodes.values():
+        for reason, count in node.counters.drops.items():
+            drops[reason] = drops.get(reason, 0) + count
+    network = swarm.policy.drops
+    for reason, count in network.items():
+        drops[f"network_{reason}"] = count
+    # Messages in flight to (or sent to) a peer that was down when they arrived.
+    unreachable = swarm.network.stats.messages_dropped - sum(network.values())
+    if unreachable:
+        drops["network_unreachable"] = unreachable
+    return drops
 
 
 def _at_leave(m: RoundMetrics, final: tuple[float, float | None] | None) -> RoundMetrics:

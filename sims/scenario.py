@@ -3,9 +3,13 @@
 Besides the learning setup (peers, topology, method, data) a scenario describes the faults
 injected into the run: link latency/jitter/bandwidth/loss, a network partition that splits
 and heals, node churn (by a rate or an explicit schedule), heterogeneous device speeds and a
-fraction of misbehaving peers. ``mode`` picks lock-step rounds or the asynchronous mode
+fraction of misbehaving peers. Those flat fields describe fault objects (``sims.faults``;
+``Scenario.fault_list()`` builds them), and ``faults`` adds any others from Python (an
+equivocating attacker, say). ``mode`` picks lock-step rounds or the asynchronous mode
 (training and gossip on each peer's own clocks, merges on arrival, staleness-weighted).
-Every random choice derives from ``seed``.
+Every random choice derives from ``seed``. Round numbers are 0-based, as in every file.
+
+Each field's metadata holds its ``spargo sim`` flag's help (``sims.flags`` builds the flags).
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from spargo.sims.faults import Fault
 
 from spargo.node.config import METHODS, MODES
 
@@ -23,7 +30,7 @@ SIM_METHODS = (*METHODS, "allreduce")
 CHURN_ACTIONS = ("leave", "fail")
 CHURN_MODES = (*CHURN_ACTIONS, "mixed")
 SIM_MODES = MODES
-ATTACKS = ("scale:K", "signflip", "random", "nan", "replay")
+ATTACKS = ("scale:K", "signflip", "random", "nan", "replay", "equivocate")
 
 
 class ScenarioError(ValueError):
@@ -69,82 +76,112 @@ def accuracy_basis(method: str) -> str:
     return "local" if method == "spafl" else "global"
 
 
+def _arg(default: Any, help: str, group: str = "run", **cli: Any) -> Any:
+    """A scenario field whose ``metadata`` describes its ``spargo sim`` flag (see
+    ``sims.cli``): ``help``, ``group`` and optional ``metavar``, ``kind`` (how the flag's text
+    becomes the value: ``pair``, ``groups``, ``event``, ``options``) or ``cli=False``."""
+    meta = {"help": help, "group": group, **cli}
+    if isinstance(default, Mapping | tuple) and not isinstance(default, str):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class Scenario:
-    """Everything that defines a simulation run (see ``sims.run``)."""
+    """Everything that defines a simulation run (see ``sims.run``).
 
-    nodes: int = 16
-    topology: str = "smallworld"
-    method: str = "spafl"
+    Each field's metadata carries its ``spargo sim`` flag's help, so the CLI has one flag
+    per field (``--round-deadline-s`` for ``round_deadline_s``) and no field lacks one.
+    """
+
+    nodes: int = _arg(16, "number of peers (default 16)")
+    topology: str = _arg("smallworld", "ring, smallworld, regular:4, er:0.2, ... or a graph file")
+    method: str = _arg("spafl", "gossip method: " + ", ".join(SIM_METHODS))
     #: Left unset, the method's defaults — and for ``spafl`` the default run's
     #: ``weights_every = 3`` (thresholds every round, masked weights every third).
-    method_options: Mapping[str, Any] = field(default_factory=lambda: _UNSET_OPTIONS)
-    rounds: int = 30
-    local_steps: int = 10
-    batch_size: int = 32
-    lr: float = 0.05
-    momentum: float = 0.9
-    task: str = "digits"
-    partition: str = "dirichlet:0.5"
-    sampler: str = "all"
-    #: The graph file's format (edgelist, csv, adjlist, gml, gexf, pajek, graphml, json,
-    #: mtx); None = detected from its content and extension (flag ``--format``).
-    topology_format: str | None = field(default=None, metadata={"flag": "format"})
+    method_options: Mapping[str, Any] = _arg(
+        _UNSET_OPTIONS,
+        "method option, repeatable (e.g. --option weights_every=3)",
+        flag="--option",
+        kind="options",
+        metavar="KEY=VALUE",
+    )
+    rounds: int = _arg(30, "gossip rounds (async: training bursts per peer)")
+    local_steps: int = _arg(10, "local SGD steps per round")
+    batch_size: int = _arg(32, "samples per local SGD step")
+    lr: float = _arg(0.05, "learning rate")
+    momentum: float = _arg(0.9, "SGD momentum")
+    task: str = _arg("digits", "digits, synthetic, mnist:PATH or module:function")
+    partition: str = _arg("dirichlet:0.5", "iid, dirichlet:ALPHA, shards:K")
+    sampler: str = _arg("all", "all, random:K, exponential")
+    #: The graph file's format; None = detected from its content and extension.
+    topology_format: str | None = _arg(
+        None,
+        "graph file format: edgelist, csv, adjlist, gml, gexf, pajek, graphml, json, mtx "
+        "(default: detected)",
+        flag="--format",
+        metavar="NAME",
+    )
     #: Read the graph file as arcs and gossip along them (files that say directed are).
-    directed: bool = False
+    directed: bool = _arg(
+        False, "read the graph file as arcs; gossip follows them (push-sum for one-way arcs)"
+    )
     #: ``geo[:KM_PER_MS]``: each link's latency = ``latency_ms`` + great-circle km / KM_PER_MS
     #: (default 200, light in fibre) from the nodes' latitude/longitude; None = off.
-    latency_from: str | None = None
-    seed: int = 0
-    #: Give each peer its own initial model (the vanishing-variance setting).
-    distinct_init: bool = False
-    eval_every: int = 1
-    round_deadline_s: float = 30.0
-    # --- timing mode ------------------------------------------------------------------
+    latency_from: str | None = _arg(
+        None,
+        "link latency from node coordinates (200 km/ms; --latency-ms is the base)",
+        metavar="geo[:KM_PER_MS]",
+    )
+    seed: int = _arg(0, "seed of every random choice")
+    distinct_init: bool = _arg(False, "start every peer from its own random model")
+    eval_every: int = _arg(1, "evaluate every K rounds")
+    round_deadline_s: float = _arg(30.0, "rounds: seconds a peer waits for its neighbours")
     #: ``rounds``: lock-step rounds with a deadline; ``async``: every peer trains and gossips
     #: on its own clocks and merges messages as they arrive (its "round" is its count of
     #: local training bursts; ``rounds`` bursts each, then it leaves).
-    mode: str = "rounds"
-    #: Async mode: idle seconds after each training burst (on top of its compute time) ...
-    train_period_s: float = 1.0
-    #: ... and seconds between two gossip sends.
-    gossip_period_s: float = 1.0
+    mode: str = _arg(
+        "rounds", "rounds (lock-step, default) or async (own clocks, merge on arrival)", "timing"
+    )
+    train_period_s: float = _arg(1.0, "async: idle seconds after each training burst", "timing")
+    gossip_period_s: float = _arg(1.0, "async: seconds between gossip sends", "timing")
     #: Async mode: exponential waits with those means (independent Poisson clocks, DADAO).
-    poisson: bool = False
-    #: Messages more than this many rounds older than the receiver's round are dropped
-    #: (async mode down-weights the rest by staleness).
-    max_staleness: int = 5
-    #: Async mode: stop every peer at this simulated time, so fast devices do more bursts
-    #: than slow ones (``rounds`` then only caps them); 0 = each peer stops after ``rounds``.
-    duration_s: float = 0.0
-    #: A short name for reports (the output folder); empty = derived from the settings.
-    name: str = ""
+    poisson: bool = _arg(
+        False, "async: exponential waits (Poisson clocks) instead of fixed periods", "timing"
+    )
+    #: Async mode down-weights the messages it keeps by staleness.
+    max_staleness: int = _arg(5, "drop messages more than this many rounds old", "timing")
+    #: Fast devices do more bursts than slow ones (``rounds`` then only caps them).
+    duration_s: float = _arg(
+        0.0, "async: stop every peer at this simulated time (0 = after --rounds)", "timing"
+    )
+    name: str = _arg("", "run name (the output folder under runs/)", metavar="NAME")
     # --- links (defaults; a graph file's edge attributes override them per edge) --------
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
-    #: 0 means unlimited.
-    bandwidth_mbps: float = 0.0
-    loss: float = 0.0
-    # --- partition: split at round ``partition_at[0]``, heal at ``partition_at[1]`` ------
-    partition_at: tuple[int, int] | None = None
-    #: Peer numbers of each side; empty = a seeded bisection of the graph.
-    partition_groups: tuple[tuple[int, ...], ...] = ()
-    # --- churn -----------------------------------------------------------------------
-    #: Per peer and round, the probability of going down (for ``churn_downtime`` rounds).
-    churn: float = 0.0
-    churn_mode: str = "mixed"
-    churn_downtime: int = 3
-    churn_events: tuple[ChurnEvent, ...] = ()
-    # --- devices ------------------------------------------------------------------------
-    #: Simulated compute time of one local step (virtual seconds) ...
-    step_time_s: float = 0.0
-    #: ... times a per-peer factor exp(N(0, speed_spread²)): heterogeneous devices.
-    speed_spread: float = 0.0
-    # --- attacks -------------------------------------------------------------------------
-    attack: str | None = None
-    attackers: float = 0.0
-    #: Compute the consensus distance every round (costs one parameter copy per peer).
-    consensus: bool = True
+    latency_ms: float = _arg(0.0, "link latency in ms", "faults")
+    jitter_ms: float = _arg(0.0, "extra uniform delay 0..J ms per message", "faults")
+    bandwidth_mbps: float = _arg(0.0, "link bandwidth in Mbit/s (0 = unlimited)", "faults")
+    loss: float = _arg(0.0, "message loss probability in [0, 1)", "faults")
+    partition_at: tuple[int, int] | None = _arg(
+        None, "split the network, then heal it", "faults", kind="pair", metavar="ROUND:HEAL_ROUND"
+    )
+    partition_groups: tuple[tuple[int, ...], ...] = _arg(
+        (), "peer numbers of each side (default: a seeded bisection)", "faults",
+        kind="groups", metavar="0,1,2/3,4,5",
+    )  # fmt: skip
+    churn: float = _arg(0.0, "per peer and round probability of going down", "faults")
+    churn_mode: str = _arg("mixed", "leave (graceful), fail (crash) or mixed", "faults")
+    churn_downtime: int = _arg(3, "rounds a churned peer stays away", "faults")
+    churn_events: tuple[ChurnEvent, ...] = _arg(
+        (), "one planned churn event, repeatable", "faults",
+        kind="event", metavar="PEER:ROUND[:ACTION[:DOWNTIME]]",
+    )  # fmt: skip
+    step_time_s: float = _arg(0.0, "simulated compute seconds per local step", "faults")
+    speed_spread: float = _arg(0.0, "device speeds: step time × exp(N(0, spread²))", "faults")
+    attack: str | None = _arg(None, ", ".join(ATTACKS), "faults")
+    attackers: float = _arg(0.0, "fraction of misbehaving peers", "faults")
+    consensus: bool = _arg(True, "compute the consensus distance every round")
+    #: Further fault objects (``sims.faults``), applied after those the fields above describe.
+    faults: tuple[Fault, ...] = _arg((), "Python API only", cli=False)
 
     def __post_init__(self) -> None:
         options = self.method_options
@@ -156,6 +193,7 @@ class Scenario:
             self, "partition_groups", tuple(tuple(int(p) for p in g) for g in self.partition_groups)
         )
         object.__setattr__(self, "churn_events", tuple(_event(e) for e in self.churn_events))
+        object.__setattr__(self, "faults", _faults(self.faults))
         self._check_learning()
         self._check_faults()
         self._check_graph_options()
@@ -245,7 +283,14 @@ class Scenario:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["method_options"] = dict(self.method_options)
         out["churn_events"] = [asdict(e) for e in self.churn_events]
+        out["faults"] = [repr(f) for f in self.faults]
         return out
+
+    def fault_list(self) -> list[Fault]:
+        """Every fault of the run: those the fields describe, then ``faults``."""
+        from spargo.sims.faults import scenario_faults
+
+        return [*scenario_faults(self), *self.faults]
 
     @property
     def label(self) -> str:
@@ -300,6 +345,21 @@ def _event(value: object) -> ChurnEvent:
         return ChurnEvent(**dict(value))
     except TypeError as exc:
         raise ScenarioError(f"churn event {dict(value)}: {exc}") from None
+
+
+def _faults(value: object) -> tuple[Fault, ...]:
+    if not value:
+        return ()
+    from spargo.sims.faults import Fault
+
+    items = tuple(value) if isinstance(value, list | tuple) else (value,)
+    for item in items:
+        if not isinstance(item, Fault):
+            raise ScenarioError(
+                f"faults must be fault objects from spargo.sims.faults, got {item!r} "
+                "(files and flags use the flat keys: loss, churn, partition_at, attack, ...)"
+            )
+    return items
 
 
 def scenario_from_mapping(data: Mapping[str, Any], source: str = "scenario") -> Scenario:

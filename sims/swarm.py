@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,30 +28,16 @@ from spargo.node.metrics import RoundMetrics
 from spargo.node.node import Node
 from spargo.node.tasks import TaskSpec, load_task
 from spargo.node.training import LocalTrainer, TrainConfig
+from spargo.node.transports.base import Transport
 from spargo.node.transports.memory import MemoryNetwork
 from spargo.node.view import PeerView, SwarmLayout
-from spargo.protocol import Envelope
 from spargo.sims.allreduce import AllReduceHub, AllReduceMethod
-from spargo.sims.attacks import (
-    REPLAY_LAG,
-    corrupt_method,
-    parse_attack,
-    pick_attackers,
-    transform_for,
-)
 from spargo.sims.data import peer_data
+from spargo.sims.faults import FaultContext
 from spargo.sims.graphs import swarm_graph
-from spargo.sims.network import (
-    SERVER_ID,
-    LinkModel,
-    SimTransport,
-    churn_plan,
-    default_link,
-    edge_links,
-    partition_groups,
-    step_times,
-)
-from spargo.sims.scenario import ChurnEvent, Scenario
+from spargo.sims.hooks import MergeLog, MethodHooks, observe
+from spargo.sims.network import SERVER_ID, CrashableTransport, LinkPolicy
+from spargo.sims.scenario import ChurnEvent, Scenario, ScenarioError
 
 SWARM = "sim"
 
@@ -61,49 +46,6 @@ def peer_ids(n: int) -> list[str]:
     """``p00``, ``p01``, … (zero-padded so that string order is numeric order)."""
     width = len(str(n - 1))
     return [f"p{i:0{width}d}" for i in range(n)]
-
-
-@dataclass
-class MergeLog:
-    """Swarm-wide merge totals: merges that took in anything, and the staleness of what they
-    took (per sender, the receiver's round minus the round of the newest message merged)."""
-
-    merges: int = 0
-    merged_messages: int = 0
-    staleness_sum: int = 0
-    staleness_max: int = 0
-
-    def observe(self, round_index: int, received: Mapping[str, Sequence[Envelope]]) -> None:
-        """Account one ``method.merge(round_index, received)`` call."""
-        newest = [max(e.round for e in envelopes) for envelopes in received.values() if envelopes]
-        if not newest:
-            return
-        late = [max(0, round_index - r) for r in newest]
-        self.merges += 1
-        self.merged_messages += len(late)
-        self.staleness_sum += sum(late)
-        self.staleness_max = max(self.staleness_max, *late)
-
-    def summary(self) -> dict[str, Any]:
-        """``merges``, ``staleness_mean`` and ``staleness_max`` (None before any merge)."""
-        mean = self.staleness_sum / self.merged_messages if self.merged_messages else None
-        return {
-            "merges": self.merges,
-            "staleness_mean": None if mean is None else round(mean, 6),
-            "staleness_max": self.staleness_max if self.merges else None,
-        }
-
-
-def log_merges(method: Method, log: MergeLog) -> None:
-    """Make ``method`` report every merge to ``log`` (the merge itself is unchanged)."""
-    merge = method.merge
-
-    def logged(round_index: int, received: Mapping[str, Sequence[Envelope]]) -> dict[str, float]:
-        log.observe(round_index, received)
-        return merge(round_index, received)
-
-    # An instance attribute shadows the class method: the node calls the logging one.
-    setattr(method, "merge", logged)  # noqa: B010
 
 
 def final_accuracy(node: Node) -> tuple[float, float | None]:
@@ -126,9 +68,18 @@ def start_offsets(scenario: Scenario) -> list[float]:
 class Swarm:
     """All peers of one scenario on one ``MemoryNetwork``."""
 
-    def __init__(self, scenario: Scenario, on_record: Callable[[RoundMetrics], None]) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        on_record: Callable[[RoundMetrics], None],
+        halt_when: Callable[[], bool] | None = None,
+    ) -> None:
+        """``halt_when()`` is asked after every record; once true, every peer stops where it
+        is (``halted``) and nobody rejoins."""
         self.scenario = scenario
         self.on_record = on_record
+        self.halt_when = halt_when
+        self.halted = False
         self.task: TaskSpec = load_task(scenario.task, seed=scenario.seed)
         self.graph = swarm_graph(scenario)
         # A graph file's labels name the peers (topology/labels.py); generated: p00, p01, …
@@ -146,25 +97,18 @@ class Swarm:
         )
         self.nodes: dict[str, Node] = {}
         self.live: set[str] = set()
-        self.step_times = step_times(scenario)
         self.offsets = start_offsets(scenario)
         self.merge_log = MergeLog()
         #: Async mode: (local, global) accuracy of each peer's model as it left the swarm.
         self.final: dict[str, tuple[float, float | None]] = {}
         self.time_up = False
-        self.attackers = {
-            self.ids[p] for p in pick_attackers(len(self.ids), scenario.attackers, scenario.seed)
-        }
-        self.events = churn_plan(scenario)
-        self._due: dict[str, list[ChurnEvent]] = {}
-        for event in self.events:
-            self._due.setdefault(self.ids[event.peer], []).append(event)
+        self._apply_faults()
         self._rejoin_at: dict[str, int] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._crashing: set[str] = set()
+        self._crashable: dict[str, CrashableTransport] = {}
         self._group: asyncio.TaskGroup | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="spargo-sim-") if self.events else None
-        self.policy = self._link_model()
         self.network = MemoryNetwork(policy=self.policy)
         self.hub: AllReduceHub | None = None
         if scenario.method == "allreduce":
@@ -178,19 +122,36 @@ class Swarm:
         self.nodes = {p: self._build(i) for i, p in enumerate(self.ids)}
 
     # --- construction ------------------------------------------------------------------
-    def _link_model(self) -> LinkModel:
-        s = self.scenario
-        default = default_link(s)
-        return LinkModel(
-            default,
-            edge_links(self.graph, self.node_of, default),
-            s.seed,
-            groups=partition_groups(s, self.graph.to_undirected(), self.ids)
-            if s.partition_at
-            else None,
-            partition_at=s.partition_at,
+    def _apply_faults(self) -> None:
+        """Every fault's run-time part, in one pass over ``scenario.fault_list()``: the link
+        rules (in order), churn events, per-peer step times and the attackers."""
+        self.faults = self.scenario.fault_list()
+        self.fault_ctx = FaultContext(
+            self.scenario,
+            self.graph,
+            self.ids,
+            self.node_of,
             round_of=lambda peer: self.nodes[peer].round if peer in self.nodes else 0,
         )
+        rules = []
+        events: list[ChurnEvent] = []
+        self.step_times = [0.0] * len(self.ids)
+        self.attackers: set[str] = set()
+        for fault in self.faults:
+            if (rule := fault.link(self.fault_ctx)) is not None:
+                rules.append(rule)
+            events += fault.churn(self.fault_ctx)
+            if (times := fault.compute_s(self.fault_ctx)) is not None:
+                self.step_times = [a + b for a, b in zip(self.step_times, times, strict=True)]
+            self.attackers |= fault.attackers(self.fault_ctx)
+        if any(not 0 <= e.peer < len(self.ids) for e in events):
+            raise ScenarioError(f"a churn event names a peer number outside 0..{len(self.ids) - 1}")
+        self.policy = LinkPolicy(rules)
+        #: Every planned churn event, by round (what churn was asked to do).
+        self.events = sorted(events, key=lambda e: (e.round, e.peer))
+        self._due: dict[str, list[ChurnEvent]] = {}
+        for event in self.events:
+            self._due.setdefault(self.ids[event.peer], []).append(event)
 
     def _config(self, index: int) -> NodeConfig:
         s = self.scenario
@@ -229,17 +190,22 @@ class Swarm:
 
     def _method(self, peer_id: str, ctx: MethodContext) -> Method:
         method: Method
+        filters = []
         if self.hub is not None:
             method = AllReduceMethod(ctx, self.hub)
         else:
             method = make_method(self.scenario.method, ctx)
-        attack = self.scenario.attack
-        if attack is not None and peer_id in self.attackers and self.hub is None:
-            transform = transform_for(attack, self.scenario.seed + self.ids.index(peer_id))
-            if transform is not None:
-                corrupt_method(method, transform)
-        log_merges(method, self.merge_log)
-        return method
+            for fault in self.faults:
+                if (apply := fault.outgoing(self.fault_ctx, peer_id)) is not None:
+                    filters.append(apply)
+        return observe(method, MethodHooks(self.merge_log, filters))
+
+    def _transport(self, peer_id: str) -> Transport:
+        crashable = self._crashable[peer_id] = CrashableTransport(self.network.transport(peer_id))
+        transport: Transport = crashable
+        for fault in self.faults:
+            transport = fault.transport(self.fault_ctx, peer_id, transport)
+        return transport
 
     def _build(self, index: int) -> Node:
         s = self.scenario
@@ -247,17 +213,12 @@ class Swarm:
         model = self.task.model_factory(s.seed + (index if s.distinct_init else 0))
         view = self._view(peer_id)
         ctx = MethodContext(model, peer_id, view.weights, s.seed, s.rounds, s.method_options)
-        replay = s.attack is not None and peer_id in self.attackers
-        replay = replay and parse_attack(s.attack or "")[0] == "replay"
-        transport = SimTransport(
-            self.network.transport(peer_id), self.network, REPLAY_LAG if replay else 0
-        )
         return Node(
             self._config(index),
             model,
             self.data[index],
             view,
-            transport,
+            self._transport(peer_id),
             self._method(peer_id, ctx),
             training_runner=self._runner(self.step_times[index] * s.local_steps),
             on_round=self._recorded,
@@ -324,7 +285,8 @@ class Swarm:
             if peer not in self._crashing:
                 raise
         finally:
-            if self.scenario.mode == "async" and (self.time_up or peer not in self._crashing):
+            ended = self.time_up or peer not in self._crashing
+            if self.scenario.mode == "async" and ended and not self.halted:
                 self.final[peer] = final_accuracy(node)
             self._crashing.discard(peer)
             self.live.discard(peer)
@@ -343,7 +305,17 @@ class Swarm:
                 self._go_down(peer, event)
                 break
         self.on_record(metrics)
+        if self.halt_when is not None and not self.halted and self.halt_when():
+            self.halt()
         self._maybe_rejoin(reached)
+
+    def halt(self) -> None:
+        """Stop every peer now (Ctrl-C): cancelled where they are; nobody rejoins."""
+        self.halted = True
+        self._rejoin_at.clear()
+        for peer in sorted(self.live):
+            self._crashing.add(peer)
+            self._tasks[peer].cancel()
 
     def _go_down(self, peer: str, event: ChurnEvent) -> None:
         self.downs += 1
@@ -353,14 +325,12 @@ class Swarm:
         if event.action == "leave":
             node.stop()
             return
-        transport = node.transport
-        if isinstance(transport, SimTransport):
-            transport.kill()
+        self._crashable[peer].kill()
         self._crashing.add(peer)
         self._tasks[peer].cancel()
 
     def _maybe_rejoin(self, swarm_round: int) -> None:
-        if self.time_up:
+        if self.time_up or self.halted:
             return
         for peer, at in sorted(self._rejoin_at.items()):
             if at <= swarm_round and peer not in self.live and swarm_round < self.scenario.rounds:

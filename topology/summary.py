@@ -56,9 +56,12 @@ def draw(g: nx.Graph, path: str | os.PathLike[str], title: str | None = None) ->
     A graph whose nodes all have ``lat``/``lon`` is drawn at its coordinates (x = longitude,
     y = latitude, degrees), with the axes shown.
     """
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: heavy
     from matplotlib.collections import LineCollection
+    from matplotlib.colors import BoundaryNorm
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     if g.number_of_nodes() == 0:
         raise TopologyError("cannot draw a graph with no nodes")
@@ -76,8 +79,17 @@ def draw(g: nx.Graph, path: str | os.PathLike[str], title: str | None = None) ->
     segments = [(pos[u], pos[v]) for u, v in g.edges]
     ax.add_collection(LineCollection(segments, colors="0.6", linewidths=0.8, zorder=1))
     size = max(10.0, min(200.0, 4000.0 / len(nodes)))
-    points = ax.scatter(xy[:, 0], xy[:, 1], c=degrees, s=size, cmap="viridis", zorder=2)
-    fig.colorbar(points, ax=ax, label="degree", shrink=0.8)
+    # Degrees are whole numbers: one colour band per degree, ticks on whole numbers only.
+    low, high = int(degrees.min()), int(degrees.max())
+    cmap = colormaps["viridis"].resampled(high - low + 1)
+    norm = BoundaryNorm(np.arange(low - 0.5, high + 1.5), cmap.N)
+    points = ax.scatter(xy[:, 0], xy[:, 1], c=degrees, s=size, cmap=cmap, norm=norm, zorder=2)
+    bar = fig.colorbar(points, ax=ax, label="degree (neighbours per peer)", shrink=0.8)
+    if high - low < 12:
+        bar.set_ticks(list(range(low, high + 1)))
+    else:
+        bar.locator = MaxNLocator(integer=True)
+        bar.update_ticks()
     ax.set_axis_off()
     ax.set_aspect("equal")
     if positions(g) is not None:  # a map: degrees on the axes, true east-west scale

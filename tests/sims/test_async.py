@@ -172,10 +172,11 @@ def test_async_cli_run_writes_reports(tmp_path: Path, capsys: pytest.CaptureFixt
             "synthetic", "--rounds", "3", "--mode", "async", "--speed-spread", "0.5",
             "--step-time-s", "0.1", "--out", str(out), "--json"]  # fmt: skip
     assert main(argv) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[1] for line in lines if line.startswith("round ")] == ["1/3", "2/3", "3/3"]
-    assert "(async)" in lines[-2]
-    summary = json.loads(lines[-1])
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert [line.split()[1] for line in err if line.startswith("round ")] == ["0", "1", "2"]
+    assert "(async)" in err[-1]
+    summary = json.loads(captured.out)
     assert summary["mode"] == "async"
     assert summary["merges"] > 0
     document = json.loads((out / "summary.json").read_text())

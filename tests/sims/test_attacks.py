@@ -53,3 +53,10 @@ def test_sign_flipping_peers_pull_the_swarm_apart() -> None:
     clean = run(small(rounds=6))
     attacked = run(small(attack="signflip", attackers=0.25, rounds=6))
     assert attacked.summary["consensus_distance"] > clean.summary["consensus_distance"]
+
+
+def test_equivocating_peers_pull_the_swarm_apart() -> None:
+    clean = run(small(rounds=6))
+    attacked = run(small(attack="equivocate", attackers=0.25, rounds=6))
+    assert attacked.summary["attackers"] == 2
+    assert attacked.summary["consensus_distance"] > clean.summary["consensus_distance"]

@@ -79,9 +79,13 @@ def test_a_run_writes_reports_and_ends_with_json(
     out = tmp_path / "run"
     code = main(["sim", *FAST, "--rounds", "3", "--out", str(out), "--json", "--loss", "0.1"])
     assert code == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[1] for line in lines if line.startswith("round ")] == ["1/3", "2/3", "3/3"]
-    summary = json.loads(lines[-1])
+    captured = capsys.readouterr()
+    # --json: stdout is exactly one JSON object; the human lines went to stderr.
+    summary = json.loads(captured.out)
+    assert isinstance(summary, dict)
+    assert captured.out.strip().count("\n") == 0
+    rounds = [line.split()[1:3] for line in captured.err.splitlines() if line.startswith("round ")]
+    assert rounds == [["0", "[1/3]"], ["1", "[2/3]"], ["2", "[3/3]"]]
     for key in ("nodes", "rounds", "method", "topology", "seed", "accuracy_mean", "accuracy_min",
                 "accuracy_max", "density", "bytes_sent_total", "messages_sent",
                 "messages_dropped", "wall_s"):  # fmt: skip
@@ -90,7 +94,7 @@ def test_a_run_writes_reports_and_ends_with_json(
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 6 * 3
     for name in ("accuracy.png", "accuracy_vs_mb.png", "consensus.png", "density.png",
-                 "spargo.topology.png"):  # fmt: skip
+                 "topology.png"):  # fmt: skip
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

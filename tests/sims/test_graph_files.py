@@ -15,7 +15,7 @@ from spargo import topology
 from spargo.sims.cli import _scenario_from_args
 from spargo.sims.clock import run_virtual
 from spargo.sims.graphs import needs_symmetric_weights, swarm_graph
-from spargo.sims.network import Link, LinkModel, edge_links
+from spargo.sims.network import Link, edge_links
 from spargo.sims.report import write_reports
 from spargo.sims.runner import run
 from spargo.sims.scenario import ScenarioError
@@ -37,12 +37,13 @@ def test_directed_file_keeps_each_directions_link_in_the_simulator(tmp_path: Pat
     scenario = small(topology=str(_directed_file(tmp_path / "d.graphml")), nodes=3, rounds=1)
     swarm = Swarm(scenario, on_record=lambda _m: None)
     assert swarm.ids == ["a", "b", "c"]
-    links = swarm.policy.links
+    (delays,) = swarm.policy.rules  # the link faults: per-arc delays and losses
+    links = delays.links  # type: ignore[attr-defined]
     assert links[("a", "b")] == Link(latency_s=0.005, bandwidth_bps=100e6, loss=0.0)
     assert links[("b", "a")] == Link(latency_s=0.05, bandwidth_bps=1e6, loss=0.5)
     assert links[("b", "c")].latency_s == pytest.approx(0.001)
     assert links[("c", "b")].latency_s == pytest.approx(0.002)
-    model = LinkModel(Link(), links, seed=0)
+    model = swarm.policy
     assert model("a", "b", 1000) == pytest.approx(0.005 + 8000 / 100e6)
     delays = [model("b", "a", 1000) for _ in range(400)]
     assert 100 < delays.count(None) < 300  # b -> a loses half, a -> b none
