@@ -3,7 +3,13 @@
 Rounds mode: train E local steps → send to this round's targets → wait for the expected
 senders up to a deadline → merge → evaluate → checkpoint. Asynchronous mode: training and
 gossip run on independent clocks and messages merge on arrival, weighted by staleness.
-Background work lives in one ``TaskGroup`` of named tasks; the only thread hop is training.
+Background work lives in one ``TaskGroup`` of named tasks. Blocking work leaves the event
+loop: training through ``training_runner``, evaluation and checkpoint writing through
+``offload`` (both a worker thread by default; the simulator runs them inline on its clock).
+
+Payloads cross the seam in ``node.payload``: each frame is decoded once, checked against the
+method's signature once, filed in the ``Inbox`` and handed to ``method.merge`` with its
+staleness; ``merge`` runs inside the bad-data guard (``_merge``).
 """
 
 from __future__ import annotations
@@ -13,10 +19,9 @@ import contextlib
 import logging
 import math
 import random
-from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from torch import nn
@@ -24,8 +29,11 @@ from torch import nn
 from spargo.node.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from spargo.node.config import NodeConfig
 from spargo.node.errors import CheckpointError, TransportError
+from spargo.node.inbox import Arrival, Inbox, to_received
 from spargo.node.methods.base import Method
+from spargo.node.methods.payloads import MergeResult, Payload, Received, is_control
 from spargo.node.metrics import Counters, RoundMetrics
+from spargo.node.payload import PayloadMismatch, from_message, signature_hash, to_message
 from spargo.node.tasks import Dataset
 from spargo.node.training import LocalTrainer, TrainConfig
 from spargo.node.transports.base import Transport
@@ -39,14 +47,22 @@ from spargo.protocol import (
     Limits,
     Message,
     RemoteProtocolError,
-    ResyncRequest,
     encode,
 )
 
 log = logging.getLogger("spargo.node")
 
+T = TypeVar("T")
 #: ``runner(fn)`` runs blocking training work; real peers use a worker thread.
 TrainingRunner = Callable[[Callable[[], float]], Awaitable[float]]
+#: ``offload(fn)`` runs other blocking work (evaluation, checkpoint writes) off the loop.
+Offload = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+
+async def run_inline(fn: Callable[[], T]) -> T:
+    """An ``Offload`` that runs ``fn`` on the loop (simulations: a thread would let the
+    virtual clock jump past unfinished work)."""
+    return fn()
 
 #: Sequence numbers jump by this much after a restart, past anything sent but not checkpointed.
 RESTART_SEQ_GAP = 1 << 20
@@ -74,6 +90,7 @@ class Node:
         method: Method,
         *,
         training_runner: TrainingRunner | None = None,
+        offload: Offload | None = None,
         on_round: Callable[[RoundMetrics], None] | None = None,
         limits: Limits | None = None,
         initial_seq: int = 0,
@@ -93,16 +110,21 @@ class Node:
         self.seq = initial_seq
         self.departed: set[str] = set()
         self._run_training: TrainingRunner = training_runner or asyncio.to_thread
+        self._offload: Offload = offload or asyncio.to_thread
         self._on_round = on_round
         self._keyring = _keyring(config)
-        self._decoder = Decoder(config.swarm, limits or Limits(), self._keyring)
+        self._limits = limits or Limits()
+        self._decoder = Decoder(config.swarm, self._limits, self._keyring)
+        self._signature_hash = signature_hash(method.signature())
+        #: Senders whose payload made ``merge`` raise (each is logged with a traceback once).
+        self._merge_failed: set[str] = set()
         self._trainer = LocalTrainer(
             model,
             data.train,
             TrainConfig(config.local_steps, config.batch_size, config.lr, config.momentum),
             seed=config.seed,
         )
-        self._inbox: dict[int, dict[str, list[Envelope]]] = defaultdict(lambda: defaultdict(list))
+        self._inbox = Inbox()
         self._arrived = asyncio.Event()
         self._stop = asyncio.Event()
         self._model_lock = asyncio.Lock()
@@ -158,25 +180,36 @@ class Node:
         log.info("%s resumed from %s at round %d", self.config.peer_id, path, self.round)
         return True
 
-    def checkpoint(self) -> None:
-        """Write the checkpoint now (atomic)."""
-        if self.config.checkpoint_dir is None:
-            return
-        state: dict[str, Any] = {
+    def _checkpoint_state(self) -> dict[str, Any]:
+        """A snapshot to write: copies, so training may go on while a thread writes it."""
+        return {
             "peer_id": self.config.peer_id,
             "round": self.round,
             "seq": self.seq,
             "clock": self.clock,
-            "model": self.model.state_dict(),
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
             "method": self.method.state_dict(),
         }
-        save_checkpoint(checkpoint_path(self.config.checkpoint_dir, self.config.peer_id), state)
+
+    def checkpoint(self) -> None:
+        """Write the checkpoint now (atomic), on the calling thread."""
+        if self.config.checkpoint_dir is not None:
+            path = checkpoint_path(self.config.checkpoint_dir, self.config.peer_id)
+            save_checkpoint(path, self._checkpoint_state())
+
+    async def _write_checkpoint(self) -> None:
+        """Snapshot on the loop, write off it (``offload``)."""
+        if self.config.checkpoint_dir is None:
+            return
+        path = checkpoint_path(self.config.checkpoint_dir, self.config.peer_id)
+        state = self._checkpoint_state()
+        await self._offload(lambda: save_checkpoint(path, state))
 
     async def _shutdown(self) -> None:
         bye = Bye(reason="shutdown")
         await self._send_all([(peer, bye) for peer in self.view.neighbours], self.round)
         try:
-            self.checkpoint()
+            await self._write_checkpoint()
         except CheckpointError as exc:
             log.error("%s: final checkpoint failed: %s", self.config.peer_id, exc)
 
@@ -188,14 +221,13 @@ class Node:
             r = self.round
             self.method.begin_round(r)
             self._last_loss = await self._train(r)
-            await self._send_all(self.method.outgoing(r, self._live_targets(r)), r)
-            received = await self._gather(r)
-            merge_stats = self.method.merge(r, received)
-            await self._send_all(self._drain_outbox(), r)
+            await self._send_payloads(self.method.outgoing(r, self._live_targets(r)), r)
+            result = self._merge(r, to_received(r, await self._gather(r)))
+            await self._send_payloads(result.replies, r)
             self.round = r + 1
-            self._record(r, merge_stats)
+            await self._record(r, result.stats.as_dict())
             if self.round % self.config.checkpoint_every == 0:
-                self.checkpoint()
+                await self._write_checkpoint()
 
     def _saw_round(self, sender: str, round_index: int) -> None:
         self._latest_round[sender] = max(self._latest_round.get(sender, -1), round_index)
@@ -227,18 +259,17 @@ class Node:
                 )
             )
 
-    async def _gather(self, round_index: int) -> dict[str, list[Envelope]]:
+    async def _gather(self, round_index: int) -> dict[str, list[Arrival]]:
         """Wait for every live expected sender's messages of this round, or the deadline."""
         per_sender = self.method.expected_messages(round_index)
         expected = [p for p in self.view.expected_senders(round_index) if p not in self.departed]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.round_deadline_s
         while not self._stop.is_set():
-            bucket = self._inbox.get(round_index, {})
             waiting = [
                 p
                 for p in expected
-                if len(bucket.get(p, ())) < per_sender and p not in self.departed
+                if self._inbox.count(round_index, p) < per_sender and p not in self.departed
             ]
             remaining = deadline - loop.time()
             if not waiting or remaining <= 0:
@@ -251,10 +282,8 @@ class Node:
                     await self._arrived.wait()
             except TimeoutError:
                 break
-        received = dict(self._inbox.pop(round_index, {}))
-        for stale in [k for k in self._inbox if k < round_index]:
-            for envelopes in self._inbox.pop(stale).values():
-                self.counters.drops["stale"] += len(envelopes)
+        received = self._inbox.take(round_index)
+        self.counters.drops["stale"] += self._inbox.drop_before(round_index)
         return received
 
     # --- asynchronous mode --------------------------------------------------------------
@@ -277,9 +306,9 @@ class Node:
                 self.clock += 1
                 await self._sleep(self._period(self.config.train_period_s, self._train_rng))
                 self.round = r + 1  # the burst is complete with the merges that followed it
-                self._record(r, self._drain_merge_log())
+                await self._record(r, self._drain_merge_log())
                 if self.round % self.config.checkpoint_every == 0:
-                    self.checkpoint()
+                    await self._write_checkpoint()
         finally:
             gossip.cancel()
             merger.cancel()
@@ -305,24 +334,42 @@ class Node:
                 return
             clock = self.clock
             async with self._model_lock:
-                messages = self.method.outgoing(clock, self._live_targets(clock))
-            await self._send_all(messages, clock)
+                payloads = self.method.outgoing(clock, self._live_targets(clock))
+            await self._send_payloads(payloads, clock)
 
     async def _merge_loop(self) -> None:
         while True:
             await self._arrived.wait()
             self._arrived.clear()
-            pending: dict[str, list[Envelope]] = defaultdict(list)
-            for stamp in sorted(self._inbox):
-                for sender, envelopes in self._inbox.pop(stamp).items():
-                    if self.clock - stamp > self.config.max_staleness:
-                        self.counters.drops["stale"] += len(envelopes)
-                    else:
-                        pending[sender].extend(envelopes)
+            pending, too_old = self._inbox.take_fresh(self.clock, self.config.max_staleness)
+            self.counters.drops["stale"] += too_old
             if pending:
                 async with self._model_lock:
-                    self._merge_log.append(self.method.merge(self.clock, dict(pending)))
-                await self._send_all(self._drain_outbox(), self.clock)
+                    result = self._merge(self.clock, to_received(self.clock, pending))
+                    self._merge_log.append(result.stats.as_dict())
+                await self._send_payloads(result.replies, self.clock)
+
+    def _merge(self, round_index: int, received: list[Received]) -> MergeResult:
+        """``method.merge`` inside the bad-data guard: an exception (a payload the method
+        could not digest) is counted as ``merge_error`` per payload, logged once per sender
+        with its traceback, and the peer goes on with the model as the method left it."""
+        try:
+            return self.method.merge(round_index, received)
+        except Exception:  # a task boundary: a bad payload must never stop the peer
+            senders = sorted({item.sender for item in received})
+            self.counters.drops["merge_error"] += max(1, len(received))
+            new = [s for s in senders if s not in self._merge_failed]
+            self._merge_failed.update(senders)
+            level = logging.WARNING if new or not senders else logging.DEBUG
+            log.log(
+                level,
+                "%s: merge of round %d failed on payloads from %s",
+                self.config.peer_id,
+                round_index,
+                ", ".join(senders) or "nobody",
+                exc_info=level == logging.WARNING,
+            )
+            return MergeResult()
 
     async def _sleep(self, delay_s: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -331,19 +378,21 @@ class Node:
 
     # --- sending and receiving -------------------------------------------------------
     async def _send_hello(self) -> None:
-        hello = Hello(
-            peer_id=self.config.peer_id,
-            swarm=self.config.swarm,
-            protocol_version=1,
-            model_signature=self.method.model_signature(),
-            degree=len(self.view.neighbours),
-            capabilities=(self.method.name,),
-        )
+        hello = Hello(model_signature=self._signature_hash)
         await self._send_all([(peer, hello) for peer in self.view.neighbours], self.round)
 
-    def _drain_outbox(self) -> list[tuple[str, Message]]:
-        out, self.method.outbox = self.method.outbox, []
-        return out
+    async def _send_payloads(
+        self, payloads: Sequence[tuple[str, Payload]], round_index: int
+    ) -> None:
+        """Map each distinct payload to its message once (``node.payload``), then send."""
+        messages: dict[int, Message] = {}
+        out: list[tuple[str, Message]] = []
+        for peer, payload in payloads:
+            message = messages.get(id(payload))
+            if message is None:
+                message = messages[id(payload)] = to_message(payload)
+            out.append((peer, message))
+        await self._send_all(out, round_index)
 
     async def _send_all(self, messages: list[tuple[str, Message]], round_index: int) -> None:
         """Encode each distinct body once (one sequence number) and send it to its peers."""
@@ -401,12 +450,21 @@ class Node:
             return
         self.departed.discard(sender)
         if isinstance(body, Hello):
-            if body.model_signature != self.method.model_signature():
+            if body.model_signature != self._signature_hash:
                 self.counters.drop("model_signature")
             return
-        if isinstance(body, ResyncRequest):
+        try:
+            payload = from_message(
+                body, self.method.signature(), check_finite=self._limits.allow_nonfinite
+            )
+        except PayloadMismatch as exc:
+            self.counters.drop("mismatch")
+            log.debug("%s: payload from %s does not fit: %s", self.config.peer_id, sender, exc)
+            return
+        if is_control(payload):  # reaches merge at once and alone; changes no model
             stamp = self.clock if self.config.mode == "async" else self.round
-            await self._send_all(self.method.on_control(envelope), stamp)
+            result = self._merge(stamp, [Received(sender, payload)])
+            await self._send_payloads(result.replies, stamp)
             return
         if self.config.mode == "async":
             self.clock = max(self.clock, envelope.round)  # Lamport: never behind a sender
@@ -418,17 +476,24 @@ class Node:
             self.counters.drop("future")
             return
         self._saw_round(sender, envelope.round)
-        self._inbox[envelope.round][sender].append(envelope)
+        self._inbox.add(Arrival(sender, envelope.round, payload))
         self._arrived.set()
 
     # --- metrics -----------------------------------------------------------------------
-    def _record(self, round_index: int, merge_stats: dict[str, float]) -> None:
+    def _evaluate(self) -> tuple[float, float]:
+        """(local, global) accuracy now (global NaN without a global test set); blocking."""
+        _, accuracy = self._trainer.evaluate(self.data.test)
+        global_accuracy = math.nan
+        if self.data.global_test is not None:
+            _, global_accuracy = self._trainer.evaluate(self.data.global_test)
+        return accuracy, global_accuracy
+
+    async def _record(self, round_index: int, merge_stats: dict[str, float]) -> None:
         accuracy = global_accuracy = math.nan
         last = round_index + 1 == self.config.rounds
         if round_index % self.config.eval_every == 0 or last:
-            _, accuracy = self._trainer.evaluate(self.data.test)
-            if self.data.global_test is not None:
-                _, global_accuracy = self._trainer.evaluate(self.data.global_test)
+            async with self._model_lock:  # async mode: no merge while a thread reads the model
+                accuracy, global_accuracy = await self._offload(self._evaluate)
         metrics = RoundMetrics(
             peer_id=self.config.peer_id,
             round=round_index,

@@ -11,13 +11,13 @@ has to absorb.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from spargo.node.methods.base import Method
-from spargo.protocol import Message
+from spargo.node.methods.payloads import Payload
 
 #: How many sends back a replaying peer reaches for the frame it re-sends.
 REPLAY_LAG = 2
@@ -69,11 +69,13 @@ def tamper(body: Any, transform: Transform) -> Any:
         return transform(body) if body.dtype.kind == "f" else body
     if isinstance(body, tuple):
         return tuple(tamper(item, transform) for item in body)
+    if isinstance(body, Mapping):
+        return {key: tamper(item, transform) for key, item in body.items()}
     if dataclasses.is_dataclass(body) and not isinstance(body, type):
         changes = {
             f.name: tamper(getattr(body, f.name), transform)
             for f in dataclasses.fields(body)
-            if isinstance(getattr(body, f.name), np.ndarray | tuple)
+            if isinstance(getattr(body, f.name), np.ndarray | tuple | Mapping)
         }
         return dataclasses.replace(body, **changes) if changes else body
     return body
@@ -83,8 +85,8 @@ def corrupt_method(method: Method, transform: Transform) -> None:
     """Make ``method`` send tampered bodies (the model itself stays honest)."""
     honest = method.outgoing
 
-    def outgoing(round_index: int, targets: Sequence[str]) -> list[tuple[str, Message]]:
-        cache: dict[int, Message] = {}
+    def outgoing(round_index: int, targets: Sequence[str]) -> list[tuple[str, Payload]]:
+        cache: dict[int, Payload] = {}
         out = []
         for peer, body in honest(round_index, targets):
             # One tampered body per original body, so the node still encodes it once.

@@ -17,9 +17,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from spargo.node.config import METHODS, MODES
-
-SIM_METHODS = (*METHODS, "allreduce")
+from spargo.node.config import MODES
+from spargo.node.methods.registry import method_spec, sim_methods
 CHURN_ACTIONS = ("leave", "fail")
 CHURN_MODES = (*CHURN_ACTIONS, "mixed")
 SIM_MODES = MODES
@@ -66,7 +65,7 @@ def default_method_options(method: str) -> dict[str, Any]:
 def accuracy_basis(method: str) -> str:
     """``local`` for personalised methods (SpaFL: each peer on its own test split), else
     ``global`` (each peer's model on the shared held-out test set)."""
-    return "local" if method == "spafl" else "global"
+    return "local" if method_spec(method).personalised else "global"
 
 
 @dataclass(frozen=True)
@@ -158,9 +157,9 @@ class Scenario:
                 raise ScenarioError(
                     f"--{_flag(name)} must be a whole number >= {low}, got {value!r}"
                 )
-        if self.method not in SIM_METHODS:
+        if self.method not in sim_methods():
             raise ScenarioError(
-                f"--method {self.method!r} is unknown; use one of {', '.join(SIM_METHODS)}"
+                f"--method {self.method!r} is unknown; use one of {', '.join(sim_methods())}"
             )
         _positive("lr", self.lr)
         _positive("round-deadline-s", self.round_deadline_s)

@@ -25,13 +25,13 @@ from spargo import topology
 from spargo.node.config import NodeConfig
 from spargo.node.methods import MethodContext, make_method
 from spargo.node.methods.base import Method
+from spargo.node.methods.payloads import MergeResult, Received, is_control
 from spargo.node.metrics import RoundMetrics
-from spargo.node.node import Node
+from spargo.node.node import Node, run_inline
 from spargo.node.tasks import TaskSpec, load_task
 from spargo.node.training import LocalTrainer, TrainConfig
 from spargo.node.transports.memory import MemoryNetwork
 from spargo.node.view import PeerView, SwarmLayout
-from spargo.protocol import Envelope
 from spargo.sims.allreduce import AllReduceHub, AllReduceMethod
 from spargo.sims.attacks import (
     REPLAY_LAG,
@@ -72,12 +72,16 @@ class MergeLog:
     staleness_sum: int = 0
     staleness_max: int = 0
 
-    def observe(self, round_index: int, received: Mapping[str, Sequence[Envelope]]) -> None:
-        """Account one ``method.merge(round_index, received)`` call."""
-        newest = [max(e.round for e in envelopes) for envelopes in received.values() if envelopes]
-        if not newest:
+    def observe(self, round_index: int, received: Sequence[Received]) -> None:
+        """Account one ``method.merge(round_index, received)`` call (control payloads are
+        not merges)."""
+        least: dict[str, int] = {}
+        for item in received:
+            if not is_control(item.payload):
+                least[item.sender] = min(least.get(item.sender, item.staleness), item.staleness)
+        if not least:
             return
-        late = [max(0, round_index - r) for r in newest]
+        late = list(least.values())
         self.merges += 1
         self.merged_messages += len(late)
         self.staleness_sum += sum(late)
@@ -97,7 +101,7 @@ def log_merges(method: Method, log: MergeLog) -> None:
     """Make ``method`` report every merge to ``log`` (the merge itself is unchanged)."""
     merge = method.merge
 
-    def logged(round_index: int, received: Mapping[str, Sequence[Envelope]]) -> dict[str, float]:
+    def logged(round_index: int, received: Sequence[Received]) -> MergeResult:
         log.observe(round_index, received)
         return merge(round_index, received)
 
@@ -254,6 +258,7 @@ class Swarm:
             transport,
             self._method(peer_id, ctx),
             training_runner=self._runner(self.step_times[index] * s.local_steps),
+            offload=run_inline,
             on_round=self._recorded,
         )
 
