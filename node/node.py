@@ -64,6 +64,7 @@ async def run_inline(fn: Callable[[], T]) -> T:
     virtual clock jump past unfinished work)."""
     return fn()
 
+
 #: Sequence numbers jump by this much after a restart, past anything sent but not checkpointed.
 RESTART_SEQ_GAP = 1 << 20
 
@@ -283,7 +284,7 @@ class Node:
             except TimeoutError:
                 break
         received = self._inbox.take(round_index)
-        self.counters.drops["stale"] += self._inbox.drop_before(round_index)
+        self.counters.drop("stale", self._inbox.drop_before(round_index))
         return received
 
     # --- asynchronous mode --------------------------------------------------------------
@@ -342,7 +343,7 @@ class Node:
             await self._arrived.wait()
             self._arrived.clear()
             pending, too_old = self._inbox.take_fresh(self.clock, self.config.max_staleness)
-            self.counters.drops["stale"] += too_old
+            self.counters.drop("stale", too_old)
             if pending:
                 async with self._model_lock:
                     result = self._merge(self.clock, to_received(self.clock, pending))
@@ -357,7 +358,7 @@ class Node:
             return self.method.merge(round_index, received)
         except Exception:  # a task boundary: a bad payload must never stop the peer
             senders = sorted({item.sender for item in received})
-            self.counters.drops["merge_error"] += max(1, len(received))
+            self.counters.drop("merge_error", max(1, len(received)))
             new = [s for s in senders if s not in self._merge_failed]
             self._merge_failed.update(senders)
             level = logging.WARNING if new or not senders else logging.DEBUG

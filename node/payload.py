@@ -54,7 +54,7 @@ def _masked(name: str, t: p.MaskedArray) -> Any:
     shape = tuple(t.values.shape)
     if t.by_row:
         rows = shape[0] if shape else 0
-        unit = t.mask.reshape(rows, -1).any(axis=1) if rows else np.zeros(0, dtype=bool)
+        unit = np.asarray(t.mask.reshape(rows, -1).any(axis=1) if rows else [], dtype=bool)
         return wire.UnitMaskedTensor(name, shape, unit, t.values[unit].reshape(-1))
     return wire.MaskedTensor(name, shape, t.mask.reshape(-1), t.values[t.mask])
 
@@ -70,9 +70,7 @@ _TO: dict[type, Callable[[Any], wire.Message]] = {
     p.Model: lambda x: wire.FullModel(_dense(x.arrays)),
     p.PushShare: lambda x: wire.PushSumShare(x.mass, _dense(x.arrays)),
     p.RunningSums: lambda x: wire.RunningSums(x.mass, _dense(x.sums, wire.EXACT_DTYPE)),
-    p.MaskedModel: lambda x: wire.MaskedUpdate(
-        tuple(_masked(n, t) for n, t in x.tensors.items())
-    ),
+    p.MaskedModel: lambda x: wire.MaskedUpdate(tuple(_masked(n, t) for n, t in x.tensors.items())),
     p.ThresholdVector: lambda x: wire.Thresholds(x.values),
     p.StreamDelta: lambda x: wire.Delta(
         x.stream_seq, tuple(_sparse(n, t) for n, t in x.tensors.items())

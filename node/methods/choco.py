@@ -98,7 +98,9 @@ class ChocoMethod(Method):
                 out.append((peer, delta))
             else:
                 if full is None:
-                    full = StreamCopy(self.stream_seq, {n: a.copy() for n, a in self.public.items()})
+                    full = StreamCopy(
+                        self.stream_seq, {n: a.copy() for n, a in self.public.items()}
+                    )
                 out.append((peer, full))
             self.last_sent[peer] = self.stream_seq
         return out

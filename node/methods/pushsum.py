@@ -1,37 +1,37 @@
-"""``pushsum`` and ``pushsum_rs``: push-sum gossip, plain and with running sums (§4).
+"""``pushsum`` and ``pushsum_rs``: push-sum gossip, plain and with running sums.
 
-Push-sum (Kempe et al. 2003; SGP, Assran et al. 2019) for one-way and asynchronous links.
-docs/algorithms.md §4. Each peer i carries a mass wᵢ (1.0 at the start) beside its model zᵢ; the unnormalised
-value is xᵢ = zᵢ·wᵢ. Local SGD steps act on z and leave w alone. Sending to the k targets
-of a round splits (x, w) into k + 1 equal shares (a column-stochastic split), keeps one and
-pushes one to each target; a receiver merges every share that reaches it, expected or not,
+Push-sum (Kempe et al. 2003; SGP, Assran et al. 2019; docs/algorithms.md §4) for one-way and
+asynchronous links. Each peer i carries a mass wᵢ (1.0 at the start) beside its model zᵢ; the
+unnormalised value is xᵢ = zᵢ·wᵢ. Local SGD steps act on z and leave w alone. Sending to the k
+targets of a round splits (x, w) into k + 1 equal shares (a column-stochastic split), keeps one
+and pushes one to each target; a receiver merges every share that reaches it, expected or not,
 whoever its sender:
 
     w_i ← w_i/(k+1) + Σ_r w_r          x_i ← z_i·w_i/(k+1) + Σ_r z_r·w_r          z_i ← x_i / w_i
 
 A share travels as a ``PushShare(z_i, mass = w_i/(k+1))`` — the sender's estimate z and its
-mass share; the receiver rebuilds the x-share z·w in float64. (Sending z
-rather than x = z·w keeps the tensors in the model's own range however small w gets.)
-Σᵢ xᵢ and Σᵢ wᵢ are conserved when nothing is lost, so every zᵢ tends to the true average
-even when links are one-way and in- and out-degrees differ, where receiver-side averaging is
-biased. A lost message loses its mass with it (z stays a proper average, of fewer
-contributions). ``robust`` must be ``none`` and staleness is not weighted: mass is mass.
+mass share; the receiver rebuilds the x-share z·w in float64. (Sending z rather than x = z·w
+keeps the tensors in the model's own range however small w gets.) Σᵢ xᵢ and Σᵢ wᵢ are conserved
+when nothing is lost, so every zᵢ tends to the true average even when links are one-way and in-
+and out-degrees differ, where receiver-side averaging is biased. A lost message loses its mass
+with it (z stays a proper average, of fewer contributions). No robust mixing and no staleness
+weights: either would break the mass.
 
-``pushsum_rs``: push-sum with running sums (Hadjicostis, Vaidya & Domínguez-García,
-IEEE TAC 2016), robust to lost, duplicated and reordered messages. The split is the same,
-but each sender keeps per out-link the cumulative sums σ_x (per tensor, float64) and σ_w of
-everything it ever pushed on that link, and each message carries those sums; each receiver
-keeps per in-link the last sums ρ it took and merges the difference (σ − ρ) as an ordinary
-share, then sets ρ ← σ. A lost message's mass arrives with the next message on its link, so
-Σw + in-flight (σ − ρ) stays n as long as every link eventually delivers. A message whose σ_w
-is not above ρ_w is stale (a duplicate or overtaken copy) and only counted
-(``stale``). A message is ``RunningSums(σ_x in float64, mass = σ_w)`` (twice plain push-sum's
-bytes). Limits: the sums grow linearly with rounds; the merged difference carries an error
-of ~2⁻⁵³·|σ| ≈ 2⁻⁵³·t·|share|, harmless for t ≪ 10⁹ rounds. No renormalisation: without acknowledgements a sender cannot know which base
-its receiver holds. Each peer holds one float64 model copy per link (in and out); a sender
-that restarts without its checkpoint sends sums below the receivers' ρ, which stay stale
-until they overtake them — restart from the checkpoint (``state_dict`` holds the tables).
-"""
+``pushsum_rs``: push-sum with running sums (Hadjicostis, Vaidya & Domínguez-García, IEEE TAC
+2016), robust to lost, duplicated and reordered messages. The split is the same, but each
+sender keeps per out-link the cumulative sums σ_x (per tensor, float64) and σ_w of everything
+it ever pushed on that link, and each message carries those sums; each receiver keeps per in-
+link the last sums ρ it took and merges the difference (σ − ρ) as an ordinary share, then sets
+ρ ← σ. A lost message's mass arrives with the next message on its link, so Σw + in-flight (σ −
+ρ) stays n as long as every link eventually delivers. A message whose σ_w is not above ρ_w is
+stale (a duplicate or overtaken copy) and only counted (``stale``). A message is
+``RunningSums(σ_x in float64, mass = σ_w)`` (twice plain push-sum's bytes). Limits: the sums
+grow linearly with rounds; the merged difference carries an error of ~2⁻⁵³·|σ| ≈
+2⁻⁵³·t·|share|, harmless for t ≪ 10⁹ rounds. No renormalisation: without acknowledgements a
+sender cannot know which base its receiver holds. Each peer holds one float64 model copy per
+link (in and out); a sender that restarts without its checkpoint sends sums below the
+receivers' ρ, which stay stale until they overtake them — restart from the checkpoint
+(``state_dict`` holds the tables)."""
 
 from __future__ import annotations
 
@@ -85,7 +85,9 @@ class LinkSums:
             w = float(state["w"])
             x = {n: np.asarray(t, dtype=np.float64).copy() for n, t in dict(state["x"]).items()}
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"push-sum state: a running-sum entry is malformed ({exc!r})") from None
+            raise ValueError(
+                f"push-sum state: a running-sum entry is malformed ({exc!r})"
+            ) from None
         shaped = set(x) == set(shapes) and all(x[n].shape == shapes[n] for n in shapes)
         finite = all(bool(np.isfinite(a).all()) for a in x.values())
         if not (shaped and math.isfinite(w) and w >= 0 and finite):
@@ -116,7 +118,9 @@ class PushSumMethod(Method):
         self.weight = self._guard_weight(share)
         return self._send(arrays, share, targets)
 
-    def _send(self, arrays: Arrays, share: float, targets: Sequence[str]) -> list[tuple[str, Payload]]:
+    def _send(
+        self, arrays: Arrays, share: float, targets: Sequence[str]
+    ) -> list[tuple[str, Payload]]:
         payload = PushShare(arrays, share)
         return [(peer, payload) for peer in targets]
 
@@ -197,7 +201,9 @@ class RunningSumsMethod(PushSumMethod):
         self.sent: dict[str, LinkSums] = {}
         self.heard: dict[str, LinkSums] = {}
 
-    def _send(self, arrays: Arrays, share: float, targets: Sequence[str]) -> list[tuple[str, Payload]]:
+    def _send(
+        self, arrays: Arrays, share: float, targets: Sequence[str]
+    ) -> list[tuple[str, Payload]]:
         out: list[tuple[str, Payload]] = []
         for peer in targets:
             sums = self.sent.setdefault(

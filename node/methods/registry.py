@@ -134,9 +134,7 @@ def method_spec(name: str) -> MethodSpec:
     try:
         return METHODS[name]
     except KeyError:
-        raise ValueError(
-            f"method {name!r} is unknown; use one of {', '.join(METHODS)}"
-        ) from None
+        raise ValueError(f"method {name!r} is unknown; use one of {', '.join(METHODS)}") from None
 
 
 def node_methods() -> tuple[str, ...]:

@@ -179,9 +179,7 @@ class SpaFLMethod(Method):
         )
         return MergeResult(stats)
 
-    def _merge_weights(
-        self, updates: Mapping[str, tuple[MaskedModel, int]], gamma: float
-    ) -> float:
+    def _merge_weights(self, updates: Mapping[str, tuple[MaskedModel, int]], gamma: float) -> float:
         """Mix the received masked weights into ours; returns the mean variance factor."""
         late = {sender: lag for sender, (_, lag) in updates.items()}
         models = {

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from spargo.protocol import (
+    PROTOCOL_VERSION,
     Bye,
     Decoder,
     FullModel,
     Keyring,
     Limits,
-    PROTOCOL_VERSION,
     NamedTensor,
     Reason,
     RemoteProtocolError,
