@@ -9,7 +9,7 @@ from typing import Any
 from spargo import topology
 from spargo.node.config import NodeConfig
 from spargo.node.methods import MethodContext, make_method
-from spargo.node.node import LocalData, Node
+from spargo.node.node import LocalData, Node, run_inline
 from spargo.node.tasks import TaskSpec, synthetic_task
 from spargo.node.transports.memory import MemoryNetwork
 from spargo.node.view import build_view
@@ -104,6 +104,7 @@ def make_peer(
         network.transport(ids[index]),
         make_method(method, ctx),
         training_runner=inline,
+        offload=run_inline,  # evaluation and checkpoints too: no thread on a virtual clock
     )
 
 

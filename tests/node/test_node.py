@@ -55,6 +55,10 @@ def test_hostile_traffic_is_counted_and_dropped() -> None:
         body = FullModel(tensors=tuple(NamedTensor(n, a) for n, a in arrays.items()))
         return encode(Envelope("test", sender, seq, 0, body), keyring)
 
+    def misfit(seq: int) -> bytes:
+        body = FullModel(tensors=(NamedTensor("not.ours", np.zeros(3, np.float32)),))
+        return encode(Envelope("test", "mallory", seq, 0, body), good_key)
+
     async def attack() -> None:
         valid = frame(1, good_key)
         for victim in ("p0", "p1"):
@@ -66,6 +70,7 @@ def test_hostile_traffic_is_counted_and_dropped() -> None:
             await attacker.send(victim, frame(4, good_key, poison=True))
             await attacker.send(victim, frame(5, good_key, sender="p3"))  # spoofed sender
             await attacker.send(victim, valid[: len(valid) // 2])
+            await attacker.send(victim, misfit(6))  # well-formed, but not our model
 
     run_all(nodes, attack)
     for victim in nodes[:2]:
@@ -75,6 +80,7 @@ def test_hostile_traffic_is_counted_and_dropped() -> None:
         assert drops["nonfinite"] >= 1, drops
         assert drops["sender_mismatch"] >= 1, drops
         assert drops["malformed"] >= 1, drops
+        assert drops["mismatch"] >= 1, drops
         assert len(victim.history) == 6
         assert victim.history[-1].accuracy > 0.6
         assert all(
