@@ -19,7 +19,7 @@ import contextlib
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -28,27 +28,17 @@ from torch import nn
 
 from spargo.node.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from spargo.node.config import NodeConfig
-from spargo.node.errors import CheckpointError, TransportError
+from spargo.node.errors import CheckpointError
+from spargo.node.exchange import PayloadExchange, keyring_of
 from spargo.node.inbox import Arrival, Inbox, to_received
 from spargo.node.methods.base import Method
-from spargo.node.methods.payloads import MergeResult, Payload, Received, is_control
 from spargo.node.metrics import Counters, RoundMetrics
-from spargo.node.payload import PayloadMismatch, from_message, signature_hash, to_message
+from spargo.node.payload import signature_hash
 from spargo.node.tasks import Dataset
 from spargo.node.training import LocalTrainer, TrainConfig
 from spargo.node.transports.base import Transport
 from spargo.node.view import PeerView
-from spargo.protocol import (
-    Bye,
-    Decoder,
-    Envelope,
-    Hello,
-    Keyring,
-    Limits,
-    Message,
-    RemoteProtocolError,
-    encode,
-)
+from spargo.protocol import Bye, Decoder, Limits
 
 log = logging.getLogger("spargo.node")
 
@@ -78,7 +68,7 @@ class LocalData:
     global_test: Dataset | None = None
 
 
-class Node:
+class Node(PayloadExchange):
     """One gossip-learning peer."""
 
     def __init__(
@@ -113,7 +103,7 @@ class Node:
         self._run_training: TrainingRunner = training_runner or asyncio.to_thread
         self._offload: Offload = offload or asyncio.to_thread
         self._on_round = on_round
-        self._keyring = _keyring(config)
+        self._keyring = keyring_of(config)
         self._limits = limits or Limits()
         self._decoder = Decoder(config.swarm, self._limits, self._keyring)
         self._signature_hash = signature_hash(method.signature())
@@ -229,9 +219,6 @@ class Node:
             await self._record(r, result.stats.as_dict())
             if self.round % self.config.checkpoint_every == 0:
                 await self._write_checkpoint()
-
-    def _saw_round(self, sender: str, round_index: int) -> None:
-        self._latest_round[sender] = max(self._latest_round.get(sender, -1), round_index)
 
     def _catch_up(self) -> None:
         """Jump ahead when every live neighbour we heard from is past our next round.
@@ -350,135 +337,10 @@ class Node:
                     self._merge_log.append(result.stats.as_dict())
                 await self._send_payloads(result.replies, self.clock)
 
-    def _merge(self, round_index: int, received: list[Received]) -> MergeResult:
-        """``method.merge`` inside the bad-data guard: an exception (a payload the method
-        could not digest) is counted as ``merge_error`` per payload, logged once per sender
-        with its traceback, and the peer goes on with the model as the method left it."""
-        try:
-            return self.method.merge(round_index, received)
-        except Exception:  # a task boundary: a bad payload must never stop the peer
-            senders = sorted({item.sender for item in received})
-            self.counters.drop("merge_error", max(1, len(received)))
-            new = [s for s in senders if s not in self._merge_failed]
-            self._merge_failed.update(senders)
-            level = logging.WARNING if new or not senders else logging.DEBUG
-            log.log(
-                level,
-                "%s: merge of round %d failed on payloads from %s",
-                self.config.peer_id,
-                round_index,
-                ", ".join(senders) or "nobody",
-                exc_info=level == logging.WARNING,
-            )
-            return MergeResult()
-
     async def _sleep(self, delay_s: float) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay_s):  # not wait_for: see _gather
                 await self._stop.wait()
-
-    # --- sending and receiving -------------------------------------------------------
-    async def _send_hello(self) -> None:
-        hello = Hello(model_signature=self._signature_hash)
-        await self._send_all([(peer, hello) for peer in self.view.neighbours], self.round)
-
-    async def _send_payloads(
-        self, payloads: Sequence[tuple[str, Payload]], round_index: int
-    ) -> None:
-        """Map each distinct payload to its message once (``node.payload``), then send."""
-        messages: dict[int, Message] = {}
-        out: list[tuple[str, Message]] = []
-        for peer, payload in payloads:
-            message = messages.get(id(payload))
-            if message is None:
-                message = messages[id(payload)] = to_message(payload)
-            out.append((peer, message))
-        await self._send_all(out, round_index)
-
-    async def _send_all(self, messages: list[tuple[str, Message]], round_index: int) -> None:
-        """Encode each distinct body once (one sequence number) and send it to its peers."""
-        encoded: dict[int, bytes] = {}
-        for peer, body in messages:
-            if peer in self.departed and not isinstance(body, Bye):
-                continue
-            data = encoded.get(id(body))
-            if data is None:
-                self.seq += 1
-                envelope = Envelope(
-                    swarm=self.config.swarm,
-                    sender=self.config.peer_id,
-                    seq=self.seq,
-                    round=round_index,
-                    body=body,
-                )
-                data = encoded[id(body)] = encode(envelope, self._keyring)
-            try:
-                await self.transport.send(peer, data)
-            except TransportError as exc:
-                self.counters.send_failures += 1
-                log.debug("%s: send to %s failed: %s", self.config.peer_id, peer, exc)
-                continue
-            self.counters.messages_sent += 1
-            self.counters.bytes_sent += len(data)
-
-    async def _receive_loop(self) -> None:
-        async for sender, data in self.transport.incoming():
-            self.counters.messages_received += 1
-            self.counters.bytes_received += len(data)
-            try:
-                envelope = self._decoder.decode(data)
-            except RemoteProtocolError as exc:
-                self.counters.drop(str(exc.reason))
-                continue
-            if envelope.sender != sender:
-                self.counters.drop("sender_mismatch")
-                continue
-            try:
-                await self._accept(envelope)
-            except Exception:  # a task boundary: a bad message must never kill the peer
-                log.exception(
-                    "%s: message from %s could not be handled", self.config.peer_id, sender
-                )
-                self.counters.drop("handler_error")
-
-    async def _accept(self, envelope: Envelope) -> None:
-        body = envelope.body
-        sender = envelope.sender
-        if isinstance(body, Bye):
-            self.departed.add(sender)
-            self._decoder.forget(sender)
-            self._arrived.set()
-            return
-        self.departed.discard(sender)
-        if isinstance(body, Hello):
-            if body.model_signature != self._signature_hash:
-                self.counters.drop("model_signature")
-            return
-        try:
-            payload = from_message(
-                body, self.method.signature(), check_finite=self._limits.allow_nonfinite
-            )
-        except PayloadMismatch as exc:
-            self.counters.drop("mismatch")
-            log.debug("%s: payload from %s does not fit: %s", self.config.peer_id, sender, exc)
-            return
-        if is_control(payload):  # reaches merge at once and alone; changes no model
-            stamp = self.clock if self.config.mode == "async" else self.round
-            result = self._merge(stamp, [Received(sender, payload)])
-            await self._send_payloads(result.replies, stamp)
-            return
-        if self.config.mode == "async":
-            self.clock = max(self.clock, envelope.round)  # Lamport: never behind a sender
-        elif envelope.round < self.round:
-            self.counters.drop("stale")
-            return
-        elif envelope.round > self.round + self.config.max_staleness + 1:
-            self._saw_round(sender, envelope.round)
-            self.counters.drop("future")
-            return
-        self._saw_round(sender, envelope.round)
-        self._inbox.add(Arrival(sender, envelope.round, payload))
-        self._arrived.set()
 
     # --- metrics -----------------------------------------------------------------------
     def _evaluate(self) -> tuple[float, float]:
@@ -514,12 +376,3 @@ class Node:
         self.history.append(metrics)
         if self._on_round is not None:
             self._on_round(metrics)
-
-
-def _keyring(config: NodeConfig) -> Keyring | None:
-    if not config.keys:
-        return None
-    return Keyring(
-        keys={key_id: bytes.fromhex(key) for key_id, key in config.keys.items()},
-        active_key_id=config.active_key_id,
-    )

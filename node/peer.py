@@ -25,7 +25,7 @@ from typing import Any
 
 from spargo.node.config import NodeConfig, config_from_mapping, load_toml
 from spargo.node.errors import ConfigError, NodeError
-from spargo.node.methods.registry import method_spec, node_methods
+from spargo.node.methods.registry import method_help, method_spec, node_methods
 from spargo.node.transports.factory import TRANSPORTS
 from spargo.node.view import MEMBERSHIP
 
@@ -312,7 +312,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--config", help="peer TOML file (see examples/)")
     p.add_argument("--peer-id")
     p.add_argument("--swarm")
-    p.add_argument("--method", help=", ".join(node_methods()))
+    p.add_argument("--method", help=method_help(simulator=False))
     p.add_argument("--rounds", type=int)
     p.add_argument("--checkpoint-dir")
     p.add_argument("--transport", choices=("mqtt", "tcp"))

@@ -2,11 +2,11 @@
 (sample-weighted, FedAvg) average of all live peers' models.
 
 A shared in-process ``AllReduceHub`` collects each peer's parameters after local training; once
-every live peer of the round has deposited, it sends each of them the average as a
-``Model`` payload (a FullModel on the wire) from the pseudo-peer ``allreduce`` over ideal links. Each peer is charged one
-model upload per round (as if it sent its model to a server), so its bytes compare with
-gossip. No gossip happens at all: this is the ceiling gossip methods are measured against.
-"""
+every live peer of the round has deposited, it sends each of them the average as a ``Model``
+payload (a FullModel on the wire) from the pseudo-peer ``allreduce`` over ideal links. Each
+peer is charged one model upload per round (as if it sent its model to a server), so its bytes
+compare with gossip. No gossip happens at all: this is the ceiling gossip methods are measured
+against."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spargo.node.methods.registry import sim_methods
+from spargo.node.methods.registry import method_help
 
 
 def add_parser(subparsers: Any) -> None:
@@ -31,7 +31,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--nodes", type=int, help="number of peers (default 16)")
     p.add_argument("--topology", help="ring, smallworld, regular:4, er:0.2, ... or a graph file")
-    p.add_argument("--method", help=", ".join(sim_methods()))
+    p.add_argument("--method", help=method_help())
     p.add_argument(
         "--option",
         action="append",

@@ -19,6 +19,7 @@ from typing import Any
 
 from spargo.node.config import MODES
 from spargo.node.methods.registry import method_spec, sim_methods
+
 CHURN_ACTIONS = ("leave", "fail")
 CHURN_MODES = (*CHURN_ACTIONS, "mixed")
 SIM_MODES = MODES

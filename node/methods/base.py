@@ -22,6 +22,7 @@ from torch import nn
 
 from spargo.node.aggregation import staleness_weights
 from spargo.node.methods.payloads import MergeResult, Payload, Received, Signature
+from spargo.node.methods.registry import method_spec
 from spargo.node.params import exchangeable_parameters
 
 
@@ -121,8 +122,6 @@ class Method:
     name: ClassVar[str] = "base"
 
     def __init__(self, ctx: MethodContext) -> None:
-        from spargo.node.methods.registry import method_spec
-
         self.ctx = ctx
         defaults = method_spec(self.name).defaults if self.name != "base" else {}
         self.options = parse_options(self.name, ctx.options, defaults)

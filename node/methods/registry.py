@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "METHODS",
     "MethodSpec",
+    "method_help",
     "method_spec",
     "node_methods",
     "registered",
@@ -56,29 +57,29 @@ _SPECS = (
     MethodSpec(
         "dense",
         _M + "dense:DenseMethod",
-        "D-PSGD: send the whole model, Metropolis–Hastings mix (robust=clip|median|trimmed:B)",
+        "D-PSGD, Metropolis–Hastings mix",
         _DENSE,
     ),
     MethodSpec(
         "vc",
         _M + "vc:VarianceCorrectedMethod",
-        "dense gossip whose mix keeps the models' variance (variance correction)",
+        "D-PSGD with variance correction",
         {**_DENSE, "beta": 0.5},
     ),
     MethodSpec(
         "pushsum",
         _M + "pushsum:PushSumMethod",
-        "push-sum: mass-conserving shares, exact averages over one-way links",
+        "push-sum, exact over one-way links",
     ),
     MethodSpec(
         "pushsum_rs",
         _M + "pushsum:RunningSumsMethod",
-        "push-sum with running sums: a lost message's mass arrives with the next",
+        "push-sum with running sums, robust to loss",
     ),
     MethodSpec(
         "spafl",
         _M + "spafl:SpaFLMethod",
-        "SpaFL: trainable thresholds gossiped, personalised sparse models",
+        "SpaFL thresholds, personalised",
         {
             "alpha": 0.01,
             "min_density": 0.01,
@@ -93,7 +94,7 @@ _SPECS = (
     MethodSpec(
         "fedsparsify",
         _M + "fedsparsify:FedSparsifyMethod",
-        "progressive magnitude pruning: majority mask, non-zero average, re-prune",
+        "progressive magnitude pruning",
         {
             "s_final": 0.8,
             "t0": -1,
@@ -107,7 +108,7 @@ _SPECS = (
     MethodSpec(
         "choco",
         _M + "choco:ChocoMethod",
-        "CHOCO-SGD: compressed deltas of public copies, then a consensus step",
+        "CHOCO-SGD, compressed deltas",
         {
             "compressor": "topk",
             "ratio": 0.1,
@@ -120,7 +121,7 @@ _SPECS = (
     MethodSpec(
         "allreduce",
         "spargo.sims.allreduce:AllReduceMethod",
-        "reference: every peer gets the exact average each round (no gossip)",
+        "exact average each round, a reference",
         simulation_only=True,
     ),
 )
@@ -135,6 +136,12 @@ def method_spec(name: str) -> MethodSpec:
         return METHODS[name]
     except KeyError:
         raise ValueError(f"method {name!r} is unknown; use one of {', '.join(METHODS)}") from None
+
+
+def method_help(*, simulator: bool = True) -> str:
+    """``name (help)`` of every method (the simulator's, or a real peer's), for ``--help``."""
+    names = sim_methods() if simulator else node_methods()
+    return "; ".join(f"{name} ({METHODS[name].help})" for name in names)
 
 
 def node_methods() -> tuple[str, ...]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 from spargo import topology
 from spargo.node.checkpoint import checkpoint_path
@@ -181,3 +184,44 @@ def _frame(sender: str, seq: int) -> bytes:
     from spargo.protocol import Bye
 
     return encode(Envelope("test", sender, seq, 0, Bye()))
+
+
+def test_evaluation_and_checkpoint_writes_leave_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the default offload, evaluating and writing checkpoints run in worker threads
+    (on a real clock: a thread would let a virtual one jump ahead)."""
+    from spargo.node import node as node_module
+
+    threads: dict[str, set[int]] = {"evaluate": set(), "checkpoint": set()}
+    save = node_module.save_checkpoint
+
+    def saving(path: Any, state: Any) -> int:
+        threads["checkpoint"].add(threading.get_ident())
+        return save(path, state)
+
+    monkeypatch.setattr(node_module, "save_checkpoint", saving)
+    nodes = make_peers(
+        MemoryNetwork(), 2, rounds=2, graph_spec="complete", checkpoint_dir=tmp_path, offload=None
+    )
+    for node in nodes:
+        evaluate = node._trainer.evaluate
+
+        def evaluating(data: Any, evaluate: Any = evaluate) -> Any:
+            threads["evaluate"].add(threading.get_ident())
+            return evaluate(data)
+
+        monkeypatch.setattr(node._trainer, "evaluate", evaluating)
+
+    async def main() -> int:
+        async with asyncio.TaskGroup() as group:
+            for node in nodes:
+                group.create_task(node.run())
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert threads["evaluate"]
+    assert threads["checkpoint"]
+    assert loop_thread not in threads["evaluate"] | threads["checkpoint"]
+    assert all(len(node.history) == 2 for node in nodes)
+    assert checkpoint_path(tmp_path, "p0").exists()
