@@ -45,6 +45,7 @@ from spargo.node.methods.payloads import (
     SparseValues,
     StreamCopy,
     StreamDelta,
+    by_sender,
 )
 from spargo.node.params import load_arrays, to_arrays
 from spargo.node.payload import received_values
@@ -135,15 +136,14 @@ class ChocoMethod(Method):
         x = to_arrays(self.exchanged())
         counts = dict.fromkeys(("rejected", "gaps", "stale", "resyncs"), 0)
         replies: list[tuple[str, Payload]] = []
-        by_sender: dict[str, list[StreamCopy | StreamDelta]] = {}
-        for item in received:
-            if isinstance(item.payload, StreamCopy | StreamDelta):
-                by_sender.setdefault(item.sender, []).append(item.payload)
-        for sender in sorted(by_sender):
+        streams: dict[str, list[StreamCopy | StreamDelta]] = by_sender(
+            received, (StreamCopy, StreamDelta)
+        )
+        for sender, bodies in streams.items():
             if sender == self.ctx.peer_id or sender not in self.ctx.weights:
-                counts["rejected"] += len(by_sender[sender])
+                counts["rejected"] += len(bodies)
                 continue
-            for body in sorted(by_sender[sender], key=_stream_order):
+            for body in sorted(bodies, key=_stream_order):
                 self._receive(sender, body, round_index, counts, replies)
         stats = MergeStats(
             merged_peers=self._consensus(x),
@@ -230,7 +230,7 @@ class ChocoMethod(Method):
         def arrays(tensors: Mapping[str, torch.Tensor]) -> Arrays:
             return {n: t.detach().cpu().numpy().astype(np.float32) for n, t in tensors.items()}
 
-        shapes = {n: tuple(a.shape) for n, a in to_arrays(self.exchanged()).items()}
+        shapes = dict(self.signature().shapes)
         public = state["public"]
         if public is not None and {n: tuple(t.shape) for n, t in public.items()} != shapes:
             raise ValueError("choco state: the public copy does not fit this model")

@@ -170,6 +170,16 @@ def newest(received: Sequence[Received], kind: type[P]) -> dict[str, tuple[P, in
     return {sender: out[sender] for sender in sorted(out)}
 
 
+def by_sender(received: Sequence[Received], kind: type[P] | tuple[type, ...]) -> dict[str, list[P]]:
+    """Every payload of ``kind`` (a type or a tuple of types), grouped by sender in sorted
+    order, each sender's in arrival order (for methods that order a sender's stream)."""
+    out: dict[str, list[P]] = {}
+    for item in received:
+        if isinstance(item.payload, kind):
+            out.setdefault(item.sender, []).append(item.payload)  # type: ignore[arg-type]
+    return {sender: out[sender] for sender in sorted(out)}
+
+
 @dataclass(frozen=True)
 class MergeStats:
     """What one merge did — the one schema of every method's statistics (``None``: does not

@@ -52,6 +52,7 @@ from spargo.node.methods.payloads import (
     PushShare,
     Received,
     RunningSums,
+    by_sender,
 )
 from spargo.node.params import load_arrays, to_arrays
 
@@ -221,12 +222,8 @@ class RunningSumsMethod(PushSumMethod):
         PUSHSUM_MAX_SHARE) messages."""
         shares: list[Share] = []
         stale = rejected = 0
-        by_sender: dict[str, list[RunningSums]] = {}
-        for item in received:
-            if isinstance(item.payload, RunningSums):
-                by_sender.setdefault(item.sender, []).append(item.payload)
-        for sender in sorted(by_sender):
-            for body in sorted(by_sender[sender], key=lambda b: b.mass):  # oldest first
+        for sender, bodies in by_sender(received, RunningSums).items():
+            for body in sorted(bodies, key=lambda b: b.mass):  # oldest first
                 last = self.heard.get(sender)
                 gain = body.mass - (last.w if last is not None else 0.0)
                 if not gain > 0:
