@@ -18,7 +18,7 @@ from spargo.node.inbox import Arrival, Inbox
 from spargo.node.methods.base import Method
 from spargo.node.methods.payloads import MergeResult, Payload, Received, is_control
 from spargo.node.metrics import Counters
-from spargo.node.payload import PayloadMismatch, from_message, to_message
+from spargo.node.payload import PayloadMismatch, from_message, signature_hash, to_message
 from spargo.node.transports.base import Transport
 from spargo.node.view import PeerView
 from spargo.protocol import (
@@ -56,6 +56,20 @@ class PayloadExchange:
     _arrived: asyncio.Event
     _latest_round: dict[str, int]
     _merge_failed: set[str]
+
+    def _init_exchange(self, limits: Limits) -> None:
+        """Set up the exchange's own state (the node calls this once, after ``config``,
+        ``method`` and friends are set)."""
+        self._keyring = keyring_of(self.config)
+        self._limits = limits
+        self._decoder = Decoder(self.config.swarm, limits, self._keyring)
+        self._signature_hash = signature_hash(self.method.signature())
+        self._inbox = Inbox()
+        self._arrived = asyncio.Event()
+        #: The latest round each peer has sent us (how far ahead the others are).
+        self._latest_round = {}
+        #: Senders whose payload made ``merge`` raise (each is logged with a traceback once).
+        self._merge_failed = set()
 
     def _merge(self, round_index: int, received: list[Received]) -> MergeResult:
         """``method.merge`` inside the bad-data guard: an exception (a payload the method

@@ -29,16 +29,15 @@ from torch import nn
 from spargo.node.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from spargo.node.config import NodeConfig
 from spargo.node.errors import CheckpointError
-from spargo.node.exchange import PayloadExchange, keyring_of
-from spargo.node.inbox import Arrival, Inbox, to_received
+from spargo.node.exchange import PayloadExchange
+from spargo.node.inbox import Arrival, to_received
 from spargo.node.methods.base import Method
 from spargo.node.metrics import Counters, RoundMetrics
-from spargo.node.payload import signature_hash
 from spargo.node.tasks import Dataset
 from spargo.node.training import LocalTrainer, TrainConfig
 from spargo.node.transports.base import Transport
 from spargo.node.view import PeerView
-from spargo.protocol import Bye, Decoder, Limits
+from spargo.protocol import Bye, Limits
 
 log = logging.getLogger("spargo.node")
 
@@ -103,24 +102,15 @@ class Node(PayloadExchange):
         self._run_training: TrainingRunner = training_runner or asyncio.to_thread
         self._offload: Offload = offload or asyncio.to_thread
         self._on_round = on_round
-        self._keyring = keyring_of(config)
-        self._limits = limits or Limits()
-        self._decoder = Decoder(config.swarm, self._limits, self._keyring)
-        self._signature_hash = signature_hash(method.signature())
-        #: Senders whose payload made ``merge`` raise (each is logged with a traceback once).
-        self._merge_failed: set[str] = set()
+        self._init_exchange(limits or Limits())
         self._trainer = LocalTrainer(
             model,
             data.train,
             TrainConfig(config.local_steps, config.batch_size, config.lr, config.momentum),
             seed=config.seed,
         )
-        self._inbox = Inbox()
-        self._arrived = asyncio.Event()
         self._stop = asyncio.Event()
         self._model_lock = asyncio.Lock()
-        #: The latest round each peer has sent us (how far ahead the others are).
-        self._latest_round: dict[str, int] = {}
         #: Async mode: the Lamport clock stamped on messages (see ``_async_loops``).
         self.clock = 0
         self._merge_log: list[dict[str, float]] = []
