@@ -172,12 +172,6 @@ class Node(PayloadExchange):
             "method": self.method.state_dict(),
         }
 
-    def checkpoint(self) -> None:
-        """Write the checkpoint now (atomic), on the calling thread."""
-        if self.config.checkpoint_dir is not None:
-            path = checkpoint_path(self.config.checkpoint_dir, self.config.peer_id)
-            save_checkpoint(path, self._checkpoint_state())
-
     async def _write_checkpoint(self) -> None:
         """Snapshot on the loop, write off it (``offload``)."""
         if self.config.checkpoint_dir is None:
