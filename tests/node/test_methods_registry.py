@@ -113,3 +113,21 @@ def test_simulation_only_methods_need_the_simulator() -> None:
         NodeConfig(method="allreduce")
     with pytest.raises(ValueError, match="only in the simulator"):
         make_method("allreduce", None)  # type: ignore[arg-type]
+
+
+def test_methods_import_no_wire_types() -> None:
+    """The seam: nothing under node/methods imports spargo.protocol (node.payload maps)."""
+    import ast
+    from pathlib import Path
+
+    import spargo.node.methods as package
+
+    for path in Path(package.__path__[0]).glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not any(n.startswith("spargo.protocol") for n in names), (path.name, names)
