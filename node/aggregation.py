@@ -3,7 +3,7 @@
 Every function takes a leading peer axis: ``values[p, ...]`` is peer ``p``'s tensor,
 ``weights[p]`` its mixing weight and ``masks[p, ...]`` which of its coordinates it holds, so
 the simulator can run many peers' merges at once and the tests can check the mathematics
-directly. Formulas follow ALGORITHMS.md §3, §4 and §6.
+directly. Formulas follow docs/algorithms.md §3, §4 and §6.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def variance_correct(
     n_eff: float | None = None,
     rel_eps: float = 1e-6,
 ) -> tuple[np.ndarray, float]:
-    """Rescale a mixed tensor so its spread does not vanish (ALGORITHMS.md §3, spargo rules).
+    """Rescale a mixed tensor so its spread does not vanish (docs/algorithms.md §3, spargo rules).
 
     ``peers[0]`` is self's tensor before the mix, ``peers[1:]`` the received ones;
     ``peer_masks[p]`` (optional) marks the entries each holds, ``active`` those of ``mixed``.
@@ -136,19 +136,6 @@ def staleness_weights(staleness: np.ndarray, gamma: float = 0.5) -> np.ndarray:
         raise ValueError(f"gamma must be >= 0 (got {gamma})")
     s = np.maximum(np.asarray(staleness, dtype=np.float64), 0.0)
     return np.asarray(1.0 / np.power(1.0 + s, gamma))
-
-
-def age_weighted_merge(values: np.ndarray, ages: np.ndarray) -> tuple[np.ndarray, float]:
-    """x = Σ_p t_p x_p / Σ_p t_p and t = max_p t_p (all ages 0: the plain mean).
-
-    With two peers (self of age t, received of age t_r) this is x ← (1 − a)x + a·x_r with
-    a = t_r / (t + t_r): an older model (more training) pulls harder.
-    """
-    t = np.asarray(ages, dtype=np.float64).reshape(-1)
-    if t.shape[0] != values.shape[0] or (t < 0).any() or not np.isfinite(t).all():
-        raise ValueError("pass one finite age >= 0 per peer")
-    weights = t if t.sum() > 0 else np.ones_like(t)
-    return weighted_average(values, weights), float(t.max())
 
 
 def push_sum(

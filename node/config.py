@@ -14,8 +14,8 @@ from types import MappingProxyType
 from typing import Any
 
 from spargo.node.errors import ConfigError
+from spargo.node.methods.registry import node_methods
 
-METHODS = ("dense", "vc", "spafl", "fedsparsify", "choco")
 MODES = ("rounds", "async")
 
 
@@ -67,8 +67,8 @@ class NodeConfig:
             f"swarm {self.swarm!r} must be non-empty without '/'",
         )
         _check(
-            self.method in METHODS,
-            f"method {self.method!r} is unknown; use one of {', '.join(METHODS)}",
+            self.method in node_methods(),
+            f"method {self.method!r} is unknown; use one of {', '.join(node_methods())}",
         )
         _check(self.mode in MODES, f"mode {self.mode!r} is unknown; use 'rounds' or 'async'")
         for name in ("rounds", "local_steps", "batch_size", "eval_every", "checkpoint_every"):

@@ -18,8 +18,10 @@ class Counters:
     send_failures: int = 0
     drops: Counter[str] = field(default_factory=Counter)
 
-    def drop(self, reason: str) -> None:
-        self.drops[reason] += 1
+    def drop(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` messages dropped for ``reason`` (0 records nothing)."""
+        if count > 0:
+            self.drops[reason] += count
 
     @property
     def messages_dropped(self) -> int:

@@ -3,7 +3,13 @@
 Rounds mode: train E local steps → send to this round's targets → wait for the expected
 senders up to a deadline → merge → evaluate → checkpoint. Asynchronous mode: training and
 gossip run on independent clocks and messages merge on arrival, weighted by staleness.
-Background work lives in one ``TaskGroup`` of named tasks; the only thread hop is training.
+Background work lives in one ``TaskGroup`` of named tasks. Blocking work leaves the event
+loop: training through ``training_runner``, evaluation and checkpoint writing through
+``offload`` (both a worker thread by default; the simulator runs them inline on its clock).
+
+Payloads cross the seam in ``node.payload``: each frame is decoded once, checked against the
+method's signature once, filed in the ``Inbox`` and handed to ``method.merge`` with its
+staleness; ``merge`` runs inside the bad-data guard (``_merge``).
 """
 
 from __future__ import annotations
@@ -13,40 +19,40 @@ import contextlib
 import logging
 import math
 import random
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from torch import nn
 
 from spargo.node.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from spargo.node.config import NodeConfig
-from spargo.node.errors import CheckpointError, TransportError
+from spargo.node.errors import CheckpointError
+from spargo.node.exchange import MergeObserver, OutgoingFilter, PayloadExchange
+from spargo.node.inbox import Arrival, to_received
 from spargo.node.methods.base import Method
 from spargo.node.metrics import Counters, RoundMetrics
 from spargo.node.tasks import Dataset
 from spargo.node.training import LocalTrainer, TrainConfig
 from spargo.node.transports.base import Transport
 from spargo.node.view import PeerView
-from spargo.protocol import (
-    Bye,
-    Decoder,
-    Envelope,
-    Hello,
-    Keyring,
-    Limits,
-    Message,
-    RemoteProtocolError,
-    ResyncRequest,
-    encode,
-)
+from spargo.protocol import Bye, Limits
 
 log = logging.getLogger("spargo.node")
 
+T = TypeVar("T")
 #: ``runner(fn)`` runs blocking training work; real peers use a worker thread.
 TrainingRunner = Callable[[Callable[[], float]], Awaitable[float]]
+#: ``offload(fn)`` runs other blocking work (evaluation, checkpoint writes) off the loop.
+Offload = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+
+async def run_inline(fn: Callable[[], T]) -> T:
+    """An ``Offload`` that runs ``fn`` on the loop (simulations: a thread would let the
+    virtual clock jump past unfinished work)."""
+    return fn()
+
 
 #: Sequence numbers jump by this much after a restart, past anything sent but not checkpointed.
 RESTART_SEQ_GAP = 1 << 20
@@ -61,7 +67,7 @@ class LocalData:
     global_test: Dataset | None = None
 
 
-class Node:
+class Node(PayloadExchange):
     """One gossip-learning peer."""
 
     def __init__(
@@ -74,13 +80,21 @@ class Node:
         method: Method,
         *,
         training_runner: TrainingRunner | None = None,
+        offload: Offload | None = None,
         on_round: Callable[[RoundMetrics], None] | None = None,
         limits: Limits | None = None,
         initial_seq: int = 0,
+        outgoing_filter: OutgoingFilter | None = None,
+        merge_observer: MergeObserver | None = None,
     ) -> None:
         """``initial_seq``: where sequence numbers start. Real peers pass the wall clock in
         microseconds, so a peer restarted without its checkpoint still sends numbers above
-        everything its previous life sent (the others' replay windows would drop them)."""
+        everything its previous life sent (the others' replay windows would drop them).
+
+        ``outgoing_filter(round, [(target, payload), ...])`` may rewrite what the method
+        sends, per target, before it is encoded (the simulator's attackers equivocate this
+        way); ``merge_observer(round, received)`` sees every merge's input (the simulator's
+        merge log). Both default to none."""
         self.config = config
         self.model = model
         self.data = data
@@ -93,21 +107,19 @@ class Node:
         self.seq = initial_seq
         self.departed: set[str] = set()
         self._run_training: TrainingRunner = training_runner or asyncio.to_thread
+        self._offload: Offload = offload or asyncio.to_thread
         self._on_round = on_round
-        self._keyring = _keyring(config)
-        self._decoder = Decoder(config.swarm, limits or Limits(), self._keyring)
+        self._outgoing_filter = outgoing_filter
+        self._merge_observer = merge_observer
+        self._init_exchange(limits or Limits())
         self._trainer = LocalTrainer(
             model,
             data.train,
             TrainConfig(config.local_steps, config.batch_size, config.lr, config.momentum),
             seed=config.seed,
         )
-        self._inbox: dict[int, dict[str, list[Envelope]]] = defaultdict(lambda: defaultdict(list))
-        self._arrived = asyncio.Event()
         self._stop = asyncio.Event()
         self._model_lock = asyncio.Lock()
-        #: The latest round each peer has sent us (how far ahead the others are).
-        self._latest_round: dict[str, int] = {}
         #: Async mode: the Lamport clock stamped on messages (see ``_async_loops``).
         self.clock = 0
         self._merge_log: list[dict[str, float]] = []
@@ -158,25 +170,30 @@ class Node:
         log.info("%s resumed from %s at round %d", self.config.peer_id, path, self.round)
         return True
 
-    def checkpoint(self) -> None:
-        """Write the checkpoint now (atomic)."""
-        if self.config.checkpoint_dir is None:
-            return
-        state: dict[str, Any] = {
+    def _checkpoint_state(self) -> dict[str, Any]:
+        """A snapshot to write: copies, so training may go on while a thread writes it."""
+        return {
             "peer_id": self.config.peer_id,
             "round": self.round,
             "seq": self.seq,
             "clock": self.clock,
-            "model": self.model.state_dict(),
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
             "method": self.method.state_dict(),
         }
-        save_checkpoint(checkpoint_path(self.config.checkpoint_dir, self.config.peer_id), state)
+
+    async def _write_checkpoint(self) -> None:
+        """Snapshot on the loop, write off it (``offload``)."""
+        if self.config.checkpoint_dir is None:
+            return
+        path = checkpoint_path(self.config.checkpoint_dir, self.config.peer_id)
+        state = self._checkpoint_state()
+        await self._offload(lambda: save_checkpoint(path, state))
 
     async def _shutdown(self) -> None:
         bye = Bye(reason="shutdown")
         await self._send_all([(peer, bye) for peer in self.view.neighbours], self.round)
         try:
-            self.checkpoint()
+            await self._write_checkpoint()
         except CheckpointError as exc:
             log.error("%s: final checkpoint failed: %s", self.config.peer_id, exc)
 
@@ -188,17 +205,13 @@ class Node:
             r = self.round
             self.method.begin_round(r)
             self._last_loss = await self._train(r)
-            await self._send_all(self.method.outgoing(r, self._live_targets(r)), r)
-            received = await self._gather(r)
-            merge_stats = self.method.merge(r, received)
-            await self._send_all(self._drain_outbox(), r)
+            await self._send_payloads(self._outgoing(r, self._live_targets(r)), r)
+            result = self._merge(r, to_received(r, await self._gather(r)))
+            await self._send_payloads(result.replies, r)
             self.round = r + 1
-            self._record(r, merge_stats)
+            await self._record(r, result.stats.as_dict())
             if self.round % self.config.checkpoint_every == 0:
-                self.checkpoint()
-
-    def _saw_round(self, sender: str, round_index: int) -> None:
-        self._latest_round[sender] = max(self._latest_round.get(sender, -1), round_index)
+                await self._write_checkpoint()
 
     def _catch_up(self) -> None:
         """Jump ahead when every live neighbour we heard from is past our next round.
@@ -227,18 +240,17 @@ class Node:
                 )
             )
 
-    async def _gather(self, round_index: int) -> dict[str, list[Envelope]]:
+    async def _gather(self, round_index: int) -> dict[str, list[Arrival]]:
         """Wait for every live expected sender's messages of this round, or the deadline."""
         per_sender = self.method.expected_messages(round_index)
         expected = [p for p in self.view.expected_senders(round_index) if p not in self.departed]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.round_deadline_s
         while not self._stop.is_set():
-            bucket = self._inbox.get(round_index, {})
             waiting = [
                 p
                 for p in expected
-                if len(bucket.get(p, ())) < per_sender and p not in self.departed
+                if self._inbox.count(round_index, p) < per_sender and p not in self.departed
             ]
             remaining = deadline - loop.time()
             if not waiting or remaining <= 0:
@@ -251,10 +263,8 @@ class Node:
                     await self._arrived.wait()
             except TimeoutError:
                 break
-        received = dict(self._inbox.pop(round_index, {}))
-        for stale in [k for k in self._inbox if k < round_index]:
-            for envelopes in self._inbox.pop(stale).values():
-                self.counters.drops["stale"] += len(envelopes)
+        received = self._inbox.take(round_index)
+        self.counters.drop("stale", self._inbox.drop_before(round_index))
         return received
 
     # --- asynchronous mode --------------------------------------------------------------
@@ -277,9 +287,9 @@ class Node:
                 self.clock += 1
                 await self._sleep(self._period(self.config.train_period_s, self._train_rng))
                 self.round = r + 1  # the burst is complete with the merges that followed it
-                self._record(r, self._drain_merge_log())
+                await self._record(r, self._drain_merge_log())
                 if self.round % self.config.checkpoint_every == 0:
-                    self.checkpoint()
+                    await self._write_checkpoint()
         finally:
             gossip.cancel()
             merger.cancel()
@@ -305,130 +315,41 @@ class Node:
                 return
             clock = self.clock
             async with self._model_lock:
-                messages = self.method.outgoing(clock, self._live_targets(clock))
-            await self._send_all(messages, clock)
+                payloads = self._outgoing(clock, self._live_targets(clock))
+            await self._send_payloads(payloads, clock)
 
     async def _merge_loop(self) -> None:
         while True:
             await self._arrived.wait()
             self._arrived.clear()
-            pending: dict[str, list[Envelope]] = defaultdict(list)
-            for stamp in sorted(self._inbox):
-                for sender, envelopes in self._inbox.pop(stamp).items():
-                    if self.clock - stamp > self.config.max_staleness:
-                        self.counters.drops["stale"] += len(envelopes)
-                    else:
-                        pending[sender].extend(envelopes)
+            pending, too_old = self._inbox.take_fresh(self.clock, self.config.max_staleness)
+            self.counters.drop("stale", too_old)
             if pending:
                 async with self._model_lock:
-                    self._merge_log.append(self.method.merge(self.clock, dict(pending)))
-                await self._send_all(self._drain_outbox(), self.clock)
+                    result = self._merge(self.clock, to_received(self.clock, pending))
+                    self._merge_log.append(result.stats.as_dict())
+                await self._send_payloads(result.replies, self.clock)
 
     async def _sleep(self, delay_s: float) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay_s):  # not wait_for: see _gather
                 await self._stop.wait()
 
-    # --- sending and receiving -------------------------------------------------------
-    async def _send_hello(self) -> None:
-        hello = Hello(
-            peer_id=self.config.peer_id,
-            swarm=self.config.swarm,
-            protocol_version=1,
-            model_signature=self.method.model_signature(),
-            degree=len(self.view.neighbours),
-            capabilities=(self.method.name,),
-        )
-        await self._send_all([(peer, hello) for peer in self.view.neighbours], self.round)
-
-    def _drain_outbox(self) -> list[tuple[str, Message]]:
-        out, self.method.outbox = self.method.outbox, []
-        return out
-
-    async def _send_all(self, messages: list[tuple[str, Message]], round_index: int) -> None:
-        """Encode each distinct body once (one sequence number) and send it to its peers."""
-        encoded: dict[int, bytes] = {}
-        for peer, body in messages:
-            if peer in self.departed and not isinstance(body, Bye):
-                continue
-            data = encoded.get(id(body))
-            if data is None:
-                self.seq += 1
-                envelope = Envelope(
-                    swarm=self.config.swarm,
-                    sender=self.config.peer_id,
-                    seq=self.seq,
-                    round=round_index,
-                    body=body,
-                )
-                data = encoded[id(body)] = encode(envelope, self._keyring)
-            try:
-                await self.transport.send(peer, data)
-            except TransportError as exc:
-                self.counters.send_failures += 1
-                log.debug("%s: send to %s failed: %s", self.config.peer_id, peer, exc)
-                continue
-            self.counters.messages_sent += 1
-            self.counters.bytes_sent += len(data)
-
-    async def _receive_loop(self) -> None:
-        async for sender, data in self.transport.incoming():
-            self.counters.messages_received += 1
-            self.counters.bytes_received += len(data)
-            try:
-                envelope = self._decoder.decode(data)
-            except RemoteProtocolError as exc:
-                self.counters.drop(str(exc.reason))
-                continue
-            if envelope.sender != sender:
-                self.counters.drop("sender_mismatch")
-                continue
-            try:
-                await self._accept(envelope)
-            except Exception:  # a task boundary: a bad message must never kill the peer
-                log.exception(
-                    "%s: message from %s could not be handled", self.config.peer_id, sender
-                )
-                self.counters.drop("handler_error")
-
-    async def _accept(self, envelope: Envelope) -> None:
-        body = envelope.body
-        sender = envelope.sender
-        if isinstance(body, Bye):
-            self.departed.add(sender)
-            self._decoder.forget(sender)
-            self._arrived.set()
-            return
-        self.departed.discard(sender)
-        if isinstance(body, Hello):
-            if body.model_signature != self.method.model_signature():
-                self.counters.drop("model_signature")
-            return
-        if isinstance(body, ResyncRequest):
-            stamp = self.clock if self.config.mode == "async" else self.round
-            await self._send_all(self.method.on_control(envelope), stamp)
-            return
-        if self.config.mode == "async":
-            self.clock = max(self.clock, envelope.round)  # Lamport: never behind a sender
-        elif envelope.round < self.round:
-            self.counters.drop("stale")
-            return
-        elif envelope.round > self.round + self.config.max_staleness + 1:
-            self._saw_round(sender, envelope.round)
-            self.counters.drop("future")
-            return
-        self._saw_round(sender, envelope.round)
-        self._inbox[envelope.round][sender].append(envelope)
-        self._arrived.set()
-
     # --- metrics -----------------------------------------------------------------------
-    def _record(self, round_index: int, merge_stats: dict[str, float]) -> None:
+    def _evaluate(self) -> tuple[float, float]:
+        """(local, global) accuracy now (global NaN without a global test set); blocking."""
+        _, accuracy = self._trainer.evaluate(self.data.test)
+        global_accuracy = math.nan
+        if self.data.global_test is not None:
+            _, global_accuracy = self._trainer.evaluate(self.data.global_test)
+        return accuracy, global_accuracy
+
+    async def _record(self, round_index: int, merge_stats: dict[str, float]) -> None:
         accuracy = global_accuracy = math.nan
         last = round_index + 1 == self.config.rounds
         if round_index % self.config.eval_every == 0 or last:
-            _, accuracy = self._trainer.evaluate(self.data.test)
-            if self.data.global_test is not None:
-                _, global_accuracy = self._trainer.evaluate(self.data.global_test)
+            async with self._model_lock:  # async mode: no merge while a thread reads the model
+                accuracy, global_accuracy = await self._offload(self._evaluate)
         metrics = RoundMetrics(
             peer_id=self.config.peer_id,
             round=round_index,
@@ -448,12 +369,3 @@ class Node:
         self.history.append(metrics)
         if self._on_round is not None:
             self._on_round(metrics)
-
-
-def _keyring(config: NodeConfig) -> Keyring | None:
-    if not config.keys:
-        return None
-    return Keyring(
-        keys={key_id: bytes.fromhex(key) for key_id, key in config.keys.items()},
-        active_key_id=config.active_key_id,
-    )

@@ -26,6 +26,7 @@ from typing import Any
 
 from spargo.node.config import NodeConfig, config_from_mapping, load_toml
 from spargo.node.errors import ConfigError, NodeError
+from spargo.node.methods.registry import method_help, method_spec, node_methods
 from spargo.node.transports.base import AddressBook, Membership, StatusPublisher
 from spargo.node.transports.registry import TRANSPORTS, split_table
 from spargo.node.view import MEMBERSHIP
@@ -79,10 +80,11 @@ def _check_membership(config: NodeConfig, task: Mapping[str, Any], topo: Mapping
             'graph = "membership" needs mode = "async" under [node]: peers cannot know who '
             "will send to them, so they merge whatever arrives"
         )
-    if config.method == "choco":
+    if method_spec(config.method).fixed_neighbours:
+        free = [n for n in node_methods() if not method_spec(n).fixed_neighbours]
         raise ConfigError(
-            'graph = "membership" does not work with method "choco" (it keeps a copy per fixed '
-            "neighbour); use dense, vc, spafl or fedsparsify"
+            f'graph = "membership" does not work with method "{config.method}" (it keeps a '
+            f"copy per fixed neighbour); use {', '.join(free)}"
         )
     sampler = str(topo.get("sampler", "membership:3"))
     if not sampler.startswith("membership"):
@@ -325,7 +327,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--config", help="peer TOML file (see examples/)")
     p.add_argument("--peer-id")
     p.add_argument("--swarm")
-    p.add_argument("--method")
+    p.add_argument("--method", help=method_help(simulator=False))
     p.add_argument("--rounds", type=int)
     p.add_argument("--checkpoint-dir")
     p.add_argument(

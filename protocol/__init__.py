@@ -22,15 +22,19 @@ from spargo.protocol.messages import (
     MaskedUpdate,
     Message,
     NamedTensor,
+    PushSumShare,
     ResyncRequest,
+    RunningSums,
     SparseTensor,
+    StreamCopy,
     Thresholds,
     UnitMaskedTensor,
 )
-from spargo.protocol.values import INT8_BLOCK, WIRE_DTYPES
+from spargo.protocol.values import EXACT_DTYPE, INT8_BLOCK, WIRE_DTYPES, as_decoded
 
 __all__ = [
     "CHUNK_HEADER_BYTES",
+    "EXACT_DTYPE",
     "INT8_BLOCK",
     "PROTOCOL_VERSION",
     "TAG_BYTES",
@@ -50,13 +54,17 @@ __all__ = [
     "Message",
     "NamedTensor",
     "ProtocolError",
+    "PushSumShare",
     "Reason",
     "Reassembler",
     "RemoteProtocolError",
     "ResyncRequest",
+    "RunningSums",
     "SparseTensor",
+    "StreamCopy",
     "Thresholds",
     "UnitMaskedTensor",
+    "as_decoded",
     "encode",
     "mask_bound_nbytes",
     "model_signature",

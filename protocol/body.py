@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,14 +27,17 @@ from spargo.protocol.messages import (
     MaskedUpdate,
     Message,
     NamedTensor,
+    PushSumShare,
     ResyncRequest,
+    RunningSums,
     SparseTensor,
+    StreamCopy,
     Thresholds,
     UnitMaskedTensor,
 )
-from spargo.protocol.values import decode_values, encode_values
+from spargo.protocol.values import EXACT_DTYPE, WIRE_DTYPES, decode_values, encode_values
 
-__all__ = ["MessageType", "TensorKind", "decode_body", "encode_body"]
+__all__ = ["CODECS", "MESSAGE_TYPES", "MessageType", "TensorKind", "decode_body", "encode_body"]
 
 Tensor = NamedTensor | MaskedTensor | UnitMaskedTensor | SparseTensor
 
@@ -47,6 +52,9 @@ class MessageType(enum.IntEnum):
     DELTA = 5
     RESYNC_REQUEST = 6
     BYE = 7
+    PUSH_SUM_SHARE = 8
+    RUNNING_SUMS = 9
+    STREAM_COPY = 10
 
 
 class TensorKind(enum.IntEnum):
@@ -76,28 +84,8 @@ def _encode_tensor(t: Tensor) -> list[Any]:
     return [TensorKind.SPARSE_SEED, t.name, shape, t.seed, int(t.values.size), values]
 
 
-def encode_body(message: Message) -> tuple[MessageType, list[Any]]:
-    """The type code and msgpack-ready body of a message."""
-    if isinstance(message, Hello):
-        fields = [message.peer_id, message.swarm, message.protocol_version]
-        fields += [message.model_signature, message.degree, list(message.capabilities)]
-        return MessageType.HELLO, fields
-    if isinstance(message, Thresholds):
-        return MessageType.THRESHOLDS, [encode_values(message.values, "float32")]
-    if isinstance(message, MaskedUpdate | FullModel):
-        code = (
-            MessageType.MASKED_UPDATE
-            if isinstance(message, MaskedUpdate)
-            else MessageType.FULL_MODEL
-        )
-        return code, [message.weight, [_encode_tensor(t) for t in message.tensors]]
-    if isinstance(message, Delta):
-        return MessageType.DELTA, [message.link_seq, [_encode_tensor(t) for t in message.tensors]]
-    if isinstance(message, ResyncRequest):
-        return MessageType.RESYNC_REQUEST, [message.link_seq]
-    if isinstance(message, Bye):
-        return MessageType.BYE, [message.reason]
-    raise LocalProtocolError(f"not a protocol message: {type(message).__name__}")
+def _tensor_list(message: Any) -> list[Any]:
+    return [_encode_tensor(t) for t in message.tensors]
 
 
 def _malformed(detail: str) -> RemoteProtocolError:
@@ -130,6 +118,8 @@ class _TensorReader:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.total_elements = 0
+        #: The value dtypes the tensors being read may use.
+        self.dtypes: tuple[str, ...] = WIRE_DTYPES
 
     def count(self, n: int) -> None:
         if n > self.limits.max_tensor_elements:
@@ -148,7 +138,8 @@ class _TensorReader:
         return shape
 
     def values(self, obj: object, count: int) -> tuple[np.ndarray[Any, Any], str]:
-        return decode_values(obj, count, allow_nonfinite=self.limits.allow_nonfinite)
+        allow = self.limits.allow_nonfinite
+        return decode_values(obj, count, allow_nonfinite=allow, dtypes=self.dtypes)
 
     def tensor(self, obj: object, allowed: frozenset[TensorKind]) -> Tensor:
         if not isinstance(obj, list | tuple) or len(obj) < 4:
@@ -200,7 +191,10 @@ class _TensorReader:
         array, dtype = self.values(values, count)
         return UnitMaskedTensor(name, shape, unit_mask, array, dtype)
 
-    def tensors(self, obj: object, allowed: frozenset[TensorKind]) -> tuple[Any, ...]:
+    def tensors(
+        self, obj: object, allowed: frozenset[TensorKind], dtypes: tuple[str, ...] = WIRE_DTYPES
+    ) -> tuple[Any, ...]:
+        self.dtypes = dtypes
         if not isinstance(obj, list | tuple):
             raise _malformed("tensors must be an array")
         if len(obj) > self.limits.max_tensors:
@@ -213,11 +207,11 @@ class _TensorReader:
         return tensors
 
 
-def _weight(obj: object, limits: Limits) -> float:
+def _mass(obj: object) -> float:
     if not isinstance(obj, float | int) or isinstance(obj, bool):
-        raise _malformed("weight must be a number")
+        raise _malformed("mass must be a number")
     if not math.isfinite(obj):
-        raise RemoteProtocolError(Reason.NONFINITE, "weight is NaN or Inf")
+        raise RemoteProtocolError(Reason.NONFINITE, "mass is NaN or Inf")
     return float(obj)
 
 
@@ -226,47 +220,105 @@ _DELTA_KINDS = frozenset({TensorKind.DENSE, TensorKind.SPARSE_INDICES, TensorKin
 _DENSE_KINDS = frozenset({TensorKind.DENSE})
 
 
-def _decode_hello(body: object, limits: Limits) -> Hello:
-    peer_id, swarm, version, signature, degree, caps = _fields(body, 6, "Hello")
-    if not isinstance(caps, list | tuple):
-        raise _malformed("capabilities must be an array")
-    if len(caps) > limits.max_capabilities:
-        raise RemoteProtocolError(Reason.OVERSIZED, "too many capabilities")
-    return Hello(
-        peer_id=_text(peer_id, "peer_id", limits.max_name_len),
-        swarm=_text(swarm, "swarm", limits.max_name_len),
-        protocol_version=_uint(version, "protocol_version", 2**32),
-        model_signature=_text(signature, "model_signature", limits.max_name_len, empty_ok=True),
-        degree=_uint(degree, "degree", 2**32),
-        capabilities=tuple(_text(c, "a capability", limits.max_name_len) for c in caps),
-    )
+def _decode_hello(body: object, reader: _TensorReader) -> Hello:
+    (signature,) = _fields(body, 1, "Hello")
+    return Hello(_text(signature, "model_signature", reader.limits.max_name_len, empty_ok=True))
 
 
-def _decode_known(code: MessageType, body: object, limits: Limits) -> Message:
-    reader = _TensorReader(limits)
-    if code is MessageType.HELLO:
-        return _decode_hello(body, limits)
-    if code is MessageType.THRESHOLDS:
-        (values,) = _fields(body, 1, "Thresholds")
-        data = values[1] if isinstance(values, list | tuple) and len(values) > 1 else None
-        count = len(data) // 4 if isinstance(data, bytes) else 0
-        reader.count(count)
-        allow = limits.allow_nonfinite
-        array, _ = decode_values(values, count, allow_nonfinite=allow, only_float32=True)
-        return Thresholds(array)
-    if code is MessageType.MASKED_UPDATE or code is MessageType.FULL_MODEL:
-        weight, tensors = _fields(body, 2, code.name)
-        if code is MessageType.FULL_MODEL:
-            return FullModel(reader.tensors(tensors, _DENSE_KINDS), _weight(weight, limits))
-        return MaskedUpdate(reader.tensors(tensors, _UPDATE_KINDS), _weight(weight, limits))
-    if code is MessageType.DELTA:
-        link_seq, tensors = _fields(body, 2, "Delta")
-        return Delta(_uint(link_seq, "link_seq"), reader.tensors(tensors, _DELTA_KINDS))
-    if code is MessageType.RESYNC_REQUEST:
-        (link_seq,) = _fields(body, 1, "ResyncRequest")
-        return ResyncRequest(_uint(link_seq, "link_seq"))
+def _decode_thresholds(body: object, reader: _TensorReader) -> Thresholds:
+    (values,) = _fields(body, 1, "Thresholds")
+    data = values[1] if isinstance(values, list | tuple) and len(values) > 1 else None
+    count = len(data) // 4 if isinstance(data, bytes) else 0
+    reader.count(count)
+    allow = reader.limits.allow_nonfinite
+    array, _ = decode_values(values, count, allow_nonfinite=allow, dtypes=("float32",))
+    return Thresholds(array)
+
+
+def _decode_masked_update(body: object, reader: _TensorReader) -> MaskedUpdate:
+    (tensors,) = _fields(body, 1, "MaskedUpdate")
+    return MaskedUpdate(reader.tensors(tensors, _UPDATE_KINDS))
+
+
+def _decode_full_model(body: object, reader: _TensorReader) -> FullModel:
+    (tensors,) = _fields(body, 1, "FullModel")
+    return FullModel(reader.tensors(tensors, _DENSE_KINDS))
+
+
+def _decode_delta(body: object, reader: _TensorReader) -> Delta:
+    link_seq, tensors = _fields(body, 2, "Delta")
+    return Delta(_uint(link_seq, "link_seq"), reader.tensors(tensors, _DELTA_KINDS))
+
+
+def _decode_resync(body: object, reader: _TensorReader) -> ResyncRequest:
+    (link_seq,) = _fields(body, 1, "ResyncRequest")
+    return ResyncRequest(_uint(link_seq, "link_seq"))
+
+
+def _decode_bye(body: object, reader: _TensorReader) -> Bye:
     (reason,) = _fields(body, 1, "Bye")
-    return Bye(_text(reason, "Bye.reason", limits.max_name_len, empty_ok=True))
+    return Bye(_text(reason, "Bye.reason", reader.limits.max_name_len, empty_ok=True))
+
+
+def _decode_share(body: object, reader: _TensorReader) -> PushSumShare:
+    mass, tensors = _fields(body, 2, "PushSumShare")
+    return PushSumShare(_mass(mass), reader.tensors(tensors, _DENSE_KINDS))
+
+
+def _decode_sums(body: object, reader: _TensorReader) -> RunningSums:
+    mass, tensors = _fields(body, 2, "RunningSums")
+    exact = (EXACT_DTYPE,)
+    return RunningSums(_mass(mass), reader.tensors(tensors, _DENSE_KINDS, dtypes=exact))
+
+
+def _decode_copy(body: object, reader: _TensorReader) -> StreamCopy:
+    link_seq, tensors = _fields(body, 2, "StreamCopy")
+    return StreamCopy(_uint(link_seq, "link_seq"), reader.tensors(tensors, _DENSE_KINDS))
+
+
+@dataclass(frozen=True)
+class _Codec:
+    """How one message type travels: its type code, body encoder and body decoder."""
+
+    code: MessageType
+    encode: Callable[[Any], list[Any]]
+    decode: Callable[[object, _TensorReader], Message]
+
+
+#: The one table of message types (PROTOCOL.md §3): class → codec.
+CODECS: dict[type, _Codec] = {
+    Hello: _Codec(MessageType.HELLO, lambda m: [m.model_signature], _decode_hello),
+    Thresholds: _Codec(
+        MessageType.THRESHOLDS, lambda m: [encode_values(m.values, "float32")], _decode_thresholds
+    ),
+    MaskedUpdate: _Codec(
+        MessageType.MASKED_UPDATE, lambda m: [_tensor_list(m)], _decode_masked_update
+    ),
+    FullModel: _Codec(MessageType.FULL_MODEL, lambda m: [_tensor_list(m)], _decode_full_model),
+    Delta: _Codec(MessageType.DELTA, lambda m: [m.link_seq, _tensor_list(m)], _decode_delta),
+    ResyncRequest: _Codec(MessageType.RESYNC_REQUEST, lambda m: [m.link_seq], _decode_resync),
+    Bye: _Codec(MessageType.BYE, lambda m: [m.reason], _decode_bye),
+    PushSumShare: _Codec(
+        MessageType.PUSH_SUM_SHARE, lambda m: [m.mass, _tensor_list(m)], _decode_share
+    ),
+    RunningSums: _Codec(
+        MessageType.RUNNING_SUMS, lambda m: [m.mass, _tensor_list(m)], _decode_sums
+    ),
+    StreamCopy: _Codec(
+        MessageType.STREAM_COPY, lambda m: [m.link_seq, _tensor_list(m)], _decode_copy
+    ),
+}
+_BY_CODE: dict[MessageType, _Codec] = {c.code: c for c in CODECS.values()}
+#: The message classes, for ``isinstance`` checks.
+MESSAGE_TYPES: tuple[type, ...] = tuple(CODECS)
+
+
+def encode_body(message: Message) -> tuple[MessageType, list[Any]]:
+    """The type code and msgpack-ready body of a message."""
+    codec = CODECS.get(type(message))
+    if codec is None:
+        raise LocalProtocolError(f"not a protocol message: {type(message).__name__}")
+    return codec.code, codec.encode(message)
 
 
 def decode_body(type_code: object, body: object, limits: Limits) -> Message:
@@ -276,6 +328,6 @@ def decode_body(type_code: object, body: object, limits: Limits) -> Message:
     if type_code not in MessageType._value2member_map_:
         raise RemoteProtocolError(Reason.UNKNOWN_TYPE, f"message type {type_code}")
     try:
-        return _decode_known(MessageType(type_code), body, limits)
+        return _BY_CODE[MessageType(type_code)].decode(body, _TensorReader(limits))
     except LocalProtocolError as exc:  # a value that passed our checks but not the message's own
         raise RemoteProtocolError(Reason.MALFORMED, str(exc)) from exc

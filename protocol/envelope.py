@@ -18,23 +18,11 @@ from typing import Any
 
 import msgpack
 
-from spargo.protocol.body import decode_body, encode_body
+from spargo.protocol.body import MESSAGE_TYPES, decode_body, encode_body
 from spargo.protocol.errors import LocalProtocolError, Reason, RemoteProtocolError
 from spargo.protocol.limits import Keyring, Limits
-from spargo.protocol.messages import (
-    PROTOCOL_VERSION,
-    Bye,
-    Delta,
-    FullModel,
-    Hello,
-    MaskedUpdate,
-    Message,
-    ResyncRequest,
-    Thresholds,
-)
+from spargo.protocol.messages import PROTOCOL_VERSION, Message
 from spargo.protocol.replay import ReplayWindow
-
-_MESSAGE_TYPES = (Hello, Thresholds, MaskedUpdate, FullModel, Delta, ResyncRequest, Bye)
 
 __all__ = ["TAG_BYTES", "Decoder", "Envelope", "encode", "model_signature"]
 
@@ -77,7 +65,7 @@ class Envelope:
             raise LocalProtocolError(f"this library speaks protocol version {PROTOCOL_VERSION}")
         # The message values validated themselves on construction; checking the type is enough
         # (encoding the body here would double the cost of every encode and decode).
-        if not isinstance(self.body, _MESSAGE_TYPES):
+        if not isinstance(self.body, MESSAGE_TYPES):
             raise LocalProtocolError(
                 f"Envelope.body must be a protocol message, got {type(self.body).__name__}"
             )
@@ -121,7 +109,7 @@ class Decoder:
         self.keyring = keyring
         self._replay = ReplayWindow(limits.replay_window, limits.max_tracked_senders)
         # The largest msgpack array we ever send: guards list allocation by claimed lengths.
-        self._max_array_len = max(limits.max_tensors, limits.max_capabilities, _FIELDS, 8)
+        self._max_array_len = max(limits.max_tensors, _FIELDS, 8)
 
     def forget(self, sender: str) -> None:
         """Drop the replay state of `sender` (after its Bye, say)."""
@@ -147,8 +135,6 @@ class Decoder:
         if not isinstance(round_, int) or isinstance(round_, bool) or not 0 <= round_ < 2**63:
             raise _bad(Reason.MALFORMED, "round must be a non-negative 63-bit int")
         message = decode_body(type_code, body, self.limits)
-        if isinstance(message, Hello) and message.swarm != self.swarm:
-            raise _bad(Reason.WRONG_SWARM, f"Hello for swarm {message.swarm!r}")
         if not self._replay.is_fresh(sender, seq):
             raise _bad(Reason.REPLAY, f"seq {seq} from {sender!r} already seen or too old")
         self._replay.record(sender, seq)

@@ -24,7 +24,6 @@ class Limits:
     max_tensors: int = 4096
     max_ndim: int = 8
     max_name_len: int = 256  # characters, for tensor names, peer ids, swarm ids
-    max_capabilities: int = 64
     allow_nonfinite: bool = False
     replay_window: int = 4096  # sequence numbers remembered per sender
     max_tracked_senders: int = 65_536  # least recently seen senders are forgotten beyond this
@@ -37,7 +36,6 @@ class Limits:
             "max_tensors",
             "max_ndim",
             "max_name_len",
-            "max_capabilities",
             "replay_window",
             "max_tracked_senders",
         ):

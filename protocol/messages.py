@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from spargo.protocol.errors import LocalProtocolError
-from spargo.protocol.values import check_wire_dtype
+from spargo.protocol.values import EXACT_DTYPE, check_wire_dtype
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -28,13 +28,18 @@ __all__ = [
     "MaskedUpdate",
     "Message",
     "NamedTensor",
+    "PushSumShare",
     "ResyncRequest",
+    "RunningSums",
     "SparseTensor",
+    "StreamCopy",
     "Thresholds",
     "UnitMaskedTensor",
 ]
 
-PROTOCOL_VERSION = 1
+#: Version 2: one meaning per field (push-sum mass, running sums and CHOCO stream copies have
+#: their own messages; FullModel and MaskedUpdate lost their weight; Hello holds what is read).
+PROTOCOL_VERSION = 2
 _U64 = 2**64
 _I64 = 2**63
 
@@ -62,20 +67,21 @@ def _check_shape(shape: object) -> tuple[int, ...]:
     return tuple(_check_int(d, "shape entries", 0, 2**32) for d in shape)
 
 
-def _check_weight(weight: object) -> float:
-    if not isinstance(weight, float | int) or isinstance(weight, bool):
-        raise LocalProtocolError(f"weight must be a float, got {weight!r}")
-    if not math.isfinite(weight):
-        raise LocalProtocolError(f"weight must be finite, got {weight!r}")
-    return float(weight)
+def _check_mass(mass: object, what: str, *, zero_ok: bool) -> float:
+    if not isinstance(mass, float | int) or isinstance(mass, bool):
+        raise LocalProtocolError(f"{what} must be a float, got {mass!r}")
+    if not math.isfinite(mass) or mass < 0 or (mass == 0 and not zero_ok):
+        low = ">= 0" if zero_ok else "> 0"
+        raise LocalProtocolError(f"{what} must be finite and {low}, got {mass!r}")
+    return float(mass)
 
 
-def _as_float_array(array: object, what: str) -> npt.NDArray[np.float32]:
+def _as_float_array(array: object, what: str, bits: int = 32) -> npt.NDArray[Any]:
     if not isinstance(array, np.ndarray):
         raise LocalProtocolError(f"{what} must be a numpy array, got {type(array).__name__}")
     if array.dtype.kind not in "fiu":
         raise LocalProtocolError(f"{what} must hold real numbers, got dtype {array.dtype}")
-    return np.asarray(array, dtype=np.float32)
+    return np.asarray(array, dtype=np.float64 if bits == 64 else np.float32)
 
 
 def _as_flat_values(values: object, count: int, what: str) -> npt.NDArray[np.float32]:
@@ -95,7 +101,8 @@ def _as_bool(mask: object, size: int, what: str) -> npt.NDArray[np.bool_]:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class NamedTensor:
-    """A dense tensor; decoding gives a float32 array of the original shape."""
+    """A dense tensor; decoding gives a float32 array of the original shape (float64 when
+    ``wire_dtype`` is ``"float64"``, which only RunningSums may carry)."""
 
     name: str
     array: np.ndarray[Any, Any]
@@ -103,10 +110,13 @@ class NamedTensor:
 
     def __post_init__(self) -> None:
         _check_name(self.name)
-        array = _as_float_array(self.array, "NamedTensor.array")
+        check_wire_dtype(self.wire_dtype, exact_ok=True)
+        if self.wire_dtype == EXACT_DTYPE:
+            array: np.ndarray[Any, Any] = _as_float_array(self.array, "NamedTensor.array", 64)
+        else:
+            array = _as_float_array(self.array, "NamedTensor.array")
         _check_shape(array.shape)
         object.__setattr__(self, "array", array)
-        check_wire_dtype(self.wire_dtype)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -212,26 +222,13 @@ class SparseTensor:
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """Sent first on every link: who I am and what model I train."""
+    """Sent first on every link: the model I train (peers with another signature are ignored)."""
 
-    peer_id: str
-    swarm: str
-    protocol_version: int
     model_signature: str
-    degree: int
-    capabilities: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_name(self.peer_id, "Hello.peer_id")
-        _check_name(self.swarm, "Hello.swarm")
-        _check_int(self.protocol_version, "Hello.protocol_version", 0, 2**32)
         if not isinstance(self.model_signature, str):
             raise LocalProtocolError("Hello.model_signature must be a str")
-        _check_int(self.degree, "Hello.degree", 0, 2**32)
-        if not isinstance(self.capabilities, tuple | list):
-            raise LocalProtocolError("Hello.capabilities must be a tuple of str")
-        caps = tuple(_check_name(c, "a capability") for c in self.capabilities)
-        object.__setattr__(self, "capabilities", caps)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -261,31 +258,74 @@ def _check_tensors(tensors: object, allowed: tuple[type, ...], what: str) -> tup
     return tuple(tensors)
 
 
+def _dense_tensors(tensors: object, what: str, *, exact: bool = False) -> tuple[Any, ...]:
+    """NamedTensors, all float64 on the wire when ``exact``, none of them float64 otherwise."""
+    checked = _check_tensors(tensors, (NamedTensor,), what)
+    for t in checked:
+        if (t.wire_dtype == EXACT_DTYPE) != exact:
+            need = "float64" if exact else "float32, float16, bfloat16 or int8"
+            raise LocalProtocolError(f"{what}.tensors must be {need} on the wire")
+    return checked
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class MaskedUpdate:
-    """Masked (or dense) tensors with a merge weight."""
+    """Masked (or dense) tensors: a sparse model."""
 
     tensors: tuple[MaskedTensor | UnitMaskedTensor | NamedTensor, ...]
-    weight: float = 1.0
 
     def __post_init__(self) -> None:
         allowed = (MaskedTensor, UnitMaskedTensor, NamedTensor)
-        object.__setattr__(self, "tensors", _check_tensors(self.tensors, allowed, "MaskedUpdate"))
-        object.__setattr__(self, "weight", _check_weight(self.weight))
+        tensors = _check_tensors(self.tensors, allowed, "MaskedUpdate")
+        _dense_tensors([t for t in tensors if isinstance(t, NamedTensor)], "MaskedUpdate")
+        object.__setattr__(self, "tensors", tensors)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class FullModel:
-    """A dense copy of the model; `weight` is the push-sum weight or the model's age."""
+    """A dense copy of the model."""
 
     tensors: tuple[NamedTensor, ...]
-    weight: float = 1.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "tensors", _check_tensors(self.tensors, (NamedTensor,), "FullModel")
-        )
-        object.__setattr__(self, "weight", _check_weight(self.weight))
+        object.__setattr__(self, "tensors", _dense_tensors(self.tensors, "FullModel"))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PushSumShare:
+    """One push-sum share: the sender's estimate z (tensors) and the mass w it sends (> 0)."""
+
+    mass: float
+    tensors: tuple[NamedTensor, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mass", _check_mass(self.mass, "PushSumShare.mass", zero_ok=False))
+        object.__setattr__(self, "tensors", _dense_tensors(self.tensors, "PushSumShare"))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RunningSums:
+    """Push-sum running sums of one link: σ_w (mass, >= 0) and σ_x per tensor, in float64."""
+
+    mass: float
+    tensors: tuple[NamedTensor, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mass", _check_mass(self.mass, "RunningSums.mass", zero_ok=True))
+        tensors = _dense_tensors(self.tensors, "RunningSums", exact=True)
+        object.__setattr__(self, "tensors", tensors)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class StreamCopy:
+    """A CHOCO public copy x̂ of the sender, current to its Delta stream number link_seq."""
+
+    link_seq: int
+    tensors: tuple[NamedTensor, ...]
+
+    def __post_init__(self) -> None:
+        _check_int(self.link_seq, "StreamCopy.link_seq", 0, _U64)
+        object.__setattr__(self, "tensors", _dense_tensors(self.tensors, "StreamCopy"))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -298,12 +338,14 @@ class Delta:
     def __post_init__(self) -> None:
         _check_int(self.link_seq, "Delta.link_seq", 0, _U64)
         allowed = (SparseTensor, NamedTensor)
-        object.__setattr__(self, "tensors", _check_tensors(self.tensors, allowed, "Delta"))
+        tensors = _check_tensors(self.tensors, allowed, "Delta")
+        _dense_tensors([t for t in tensors if isinstance(t, NamedTensor)], "Delta")
+        object.__setattr__(self, "tensors", tensors)
 
 
 @dataclass(frozen=True, slots=True)
 class ResyncRequest:
-    """ "I lost your delta stream after link_seq; send me a FullModel"."""
+    """ "I lost your delta stream after link_seq; send me a StreamCopy"."""
 
     link_seq: int
 
@@ -322,4 +364,15 @@ class Bye:
             raise LocalProtocolError("Bye.reason must be a str")
 
 
-Message = Hello | Thresholds | MaskedUpdate | FullModel | Delta | ResyncRequest | Bye
+Message = (
+    Hello
+    | Thresholds
+    | MaskedUpdate
+    | FullModel
+    | Delta
+    | ResyncRequest
+    | Bye
+    | PushSumShare
+    | RunningSums
+    | StreamCopy
+)

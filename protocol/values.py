@@ -4,10 +4,11 @@ A value block on the wire is a msgpack array (see PROTOCOL.md §4):
 
     ["float32" | "float16" | "bfloat16", data: bin]       little-endian, count × itemsize bytes
     ["int8", data: bin, scales: bin]                      count int8 + ceil(count/256) fp32 scales
+    ["float64", data: bin]                                exact sums (RunningSums only)
 
 The element count is never sent here: the receiver knows it from the shape or the mask, so a
 lying count cannot make it allocate. Decoding float32 returns a read-only view of the received
-bytes (no copy); the other dtypes are widened to a fresh float32 array.
+bytes (no copy); the other dtypes are widened to a fresh float32 array (float64 stays float64).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import numpy.typing as npt
 from spargo.protocol.errors import LocalProtocolError, Reason, RemoteProtocolError
 
 __all__ = [
+    "EXACT_DTYPE",
     "INT8_BLOCK",
     "WIRE_DTYPES",
+    "as_decoded",
     "check_wire_dtype",
     "decode_values",
     "dequantize_int8",
@@ -29,19 +32,24 @@ __all__ = [
     "quantize_int8",
 ]
 
+#: The value dtypes of model tensors (a receiver decodes each to float32).
 WIRE_DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16", "int8")
+#: The dtype of exact sums; only RunningSums carries it.
+EXACT_DTYPE = "float64"
 INT8_BLOCK = 256  # elements per fp32 scale in the int8 codec
-_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, EXACT_DTYPE: 8}
 _F32 = np.dtype("<f4")
+_F64 = np.dtype("<f8")
 _F16 = np.dtype("<f2")
 _U16 = np.dtype("<u2")
 
 F32Array = npt.NDArray[np.float32]
 
 
-def check_wire_dtype(wire_dtype: object) -> str:
-    """Return `wire_dtype` if it is one of WIRE_DTYPES, else raise LocalProtocolError."""
-    if wire_dtype not in WIRE_DTYPES:
+def check_wire_dtype(wire_dtype: object, *, exact_ok: bool = False) -> str:
+    """Return `wire_dtype` if it is one of WIRE_DTYPES (or EXACT_DTYPE when `exact_ok`), else
+    raise LocalProtocolError."""
+    if wire_dtype not in WIRE_DTYPES and not (exact_ok and wire_dtype == EXACT_DTYPE):
         raise LocalProtocolError(f"wire_dtype must be one of {WIRE_DTYPES}, got {wire_dtype!r}")
     return str(wire_dtype)
 
@@ -89,6 +97,8 @@ def _raw(array: np.ndarray[Any, Any]) -> memoryview:
 
 def encode_values(x: np.ndarray[Any, Any], wire_dtype: str) -> list[Any]:
     """Encode a real array (any shape, read in C order) as a value block of `wire_dtype`."""
+    if wire_dtype == EXACT_DTYPE:
+        return [EXACT_DTYPE, _raw(np.ascontiguousarray(x, dtype=_F64).reshape(-1))]
     flat = np.ascontiguousarray(x, dtype=_F32).reshape(-1)
     if wire_dtype == "float32":
         return ["float32", _raw(flat)]
@@ -108,28 +118,60 @@ def encode_values(x: np.ndarray[Any, Any], wire_dtype: str) -> list[Any]:
     raise LocalProtocolError(f"wire_dtype must be one of {WIRE_DTYPES}, got {wire_dtype!r}")
 
 
+def as_decoded(x: np.ndarray[Any, Any], wire_dtype: str) -> F32Array:
+    """The float32 values a receiver decodes from ``x`` sent as ``wire_dtype`` (same shape),
+    computed without building a value block: what a sender that keeps a copy of its receivers'
+    view (CHOCO) must add to it. float16 overflow raises LocalProtocolError as encoding does."""
+    flat = np.ascontiguousarray(x, dtype=_F32).reshape(-1)
+    if wire_dtype == "float32":
+        out = flat.copy()
+    elif wire_dtype == "float16":
+        with np.errstate(over="ignore"):
+            half = flat.astype(_F16)
+        if not np.isfinite(half).all() and np.isfinite(flat).all():
+            raise LocalProtocolError(
+                "values exceed the float16 range (65504); send them as float32 or bfloat16"
+            )
+        out = half.astype(np.float32)
+    elif wire_dtype == "bfloat16":
+        out = (_to_bfloat16(flat).astype(np.uint32) << 16).view(np.float32)
+    elif wire_dtype == "int8":
+        out = dequantize_int8(*quantize_int8(flat))
+    else:
+        raise LocalProtocolError(f"wire_dtype must be one of {WIRE_DTYPES}, got {wire_dtype!r}")
+    return out.reshape(np.shape(x))
+
+
 def _malformed(detail: str) -> RemoteProtocolError:
     return RemoteProtocolError(Reason.MALFORMED, detail)
 
 
 def decode_values(
-    obj: object, count: int, *, allow_nonfinite: bool, only_float32: bool = False
-) -> tuple[F32Array, str]:
-    """Decode a value block that must hold exactly `count` elements; return (float32, dtype)."""
+    obj: object,
+    count: int,
+    *,
+    allow_nonfinite: bool,
+    dtypes: tuple[str, ...] = WIRE_DTYPES,
+) -> tuple[np.ndarray[Any, Any], str]:
+    """Decode a value block that must hold exactly `count` elements of one of `dtypes`;
+    return (float32 values — float64 for EXACT_DTYPE —, dtype)."""
     if not isinstance(obj, list | tuple) or not obj:
         raise _malformed("a value block must be a non-empty array")
     wire_dtype = obj[0]
     if not isinstance(wire_dtype, str) or wire_dtype not in _ITEMSIZE:
         raise RemoteProtocolError(Reason.DTYPE, f"unknown wire dtype {wire_dtype!r}")
-    if only_float32 and wire_dtype != "float32":
-        raise RemoteProtocolError(Reason.DTYPE, f"{wire_dtype} not allowed here, only float32")
+    if wire_dtype not in dtypes:
+        raise RemoteProtocolError(Reason.DTYPE, f"{wire_dtype} not allowed here, only {dtypes}")
     if len(obj) != (3 if wire_dtype == "int8" else 2):
         raise _malformed(f"a {wire_dtype} value block has the wrong number of fields")
     data = obj[1]
     if not isinstance(data, bytes) or len(data) != count * _ITEMSIZE[wire_dtype]:
         raise RemoteProtocolError(Reason.SHAPE, f"{wire_dtype} data must hold {count} values")
+    out: np.ndarray[Any, Any]
     if wire_dtype == "float32":
         out = np.frombuffer(data, dtype=_F32)
+    elif wire_dtype == EXACT_DTYPE:
+        out = np.frombuffer(data, dtype=_F64)
     elif wire_dtype == "float16":
         out = np.frombuffer(data, dtype=_F16).astype(np.float32)
     elif wire_dtype == "bfloat16":

@@ -2,11 +2,11 @@
 (sample-weighted, FedAvg) average of all live peers' models.
 
 A shared in-process ``AllReduceHub`` collects each peer's parameters after local training; once
-every live peer of the round has deposited, it sends each of them the average as a
-``FullModel`` from the pseudo-peer ``allreduce`` over ideal links. Each peer is charged one
-model upload per round (as if it sent its model to a server), so its bytes compare with
-gossip. No gossip happens at all: this is the ceiling gossip methods are measured against.
-"""
+every live peer of the round has deposited, it sends each of them the average as a ``Model``
+payload (a FullModel on the wire) from the pseudo-peer ``allreduce`` over ideal links. Each
+peer is charged one model upload per round (as if it sent its model to a server), so its bytes
+compare with gossip. No gossip happens at all: this is the ceiling gossip methods are measured
+against."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from spargo.node.methods.base import Method, MethodContext, latest_of, matching_tensors
-from spargo.node.params import exchangeable_parameters, load_arrays, to_arrays
+from spargo.node.methods.base import Method, MethodContext
+from spargo.node.methods.payloads import MergeResult, MergeStats, Model, Payload, Received, newest
+from spargo.node.params import load_arrays, to_arrays
+from spargo.node.payload import to_message
 from spargo.node.transports.memory import MemoryNetwork
-from spargo.protocol import Envelope, FullModel, Message, NamedTensor, encode
+from spargo.protocol import Envelope, encode
 from spargo.sims.network import SERVER_ID
 
 Arrays = dict[str, np.ndarray]
@@ -72,7 +74,7 @@ class AllReduceHub:
             for name in got[peers[0]]
         }
         self._seq += 1
-        body = FullModel(tensors=tuple(NamedTensor(n, a) for n, a in mean.items()))
+        body = to_message(Model(mean))
         data = encode(Envelope(self.swarm, SERVER_ID, self._seq, round_index, body))
         self._done = {r: d for r, d in self._done.items() if r > round_index - 3}
         self._done[round_index] = data
@@ -90,22 +92,16 @@ class AllReduceMethod(Method):
         super().__init__(ctx)
         self.hub = hub
 
-    def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Message]]:
-        arrays = to_arrays(exchangeable_parameters(self.ctx.model))
+    def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Payload]]:
+        arrays = to_arrays(self.exchanged())
         self.hub.deposit(round_index, self.ctx.peer_id, arrays)
         return []
 
-    def merge(
-        self, round_index: int, received: Mapping[str, Sequence[Envelope]]
-    ) -> dict[str, float]:
-        params = exchangeable_parameters(self.ctx.model)
-        shapes = {name: tuple(p.shape) for name, p in params}
-        got = latest_of({k: v for k, v in received.items() if k == SERVER_ID}, FullModel)
+    def merge(self, round_index: int, received: Sequence[Received]) -> MergeResult:
+        got = newest([item for item in received if item.sender == SERVER_ID], Model)
         if SERVER_ID not in got:
-            return {"merged_peers": 0.0}
-        arrays = matching_tensors(got[SERVER_ID][1].tensors, shapes)
-        if arrays is None:
-            return {"merged_peers": 0.0, "rejected_shape": 1.0}
+            return MergeResult(MergeStats(merged_peers=0))
+        model, _ = got[SERVER_ID]
         # Decoded arrays are read-only views of the frame; torch wants its own copy.
-        load_arrays(params, {name: np.array(a) for name, a in arrays.items()})
-        return {"merged_peers": 1.0}
+        load_arrays(self.exchanged(), {name: np.array(a) for name, a in model.arrays.items()})
+        return MergeResult(MergeStats(merged_peers=1))

@@ -12,7 +12,7 @@ equivocating updates are what robust merging (docs/algorithms.md §6) has to abs
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -71,11 +71,13 @@ def tamper(body: Any, transform: Transform) -> Any:
         return transform(body) if body.dtype.kind == "f" else body
     if isinstance(body, tuple):
         return tuple(tamper(item, transform) for item in body)
+    if isinstance(body, Mapping):
+        return {key: tamper(item, transform) for key, item in body.items()}
     if dataclasses.is_dataclass(body) and not isinstance(body, type):
         changes = {
             f.name: tamper(getattr(body, f.name), transform)
             for f in dataclasses.fields(body)
-            if isinstance(getattr(body, f.name), np.ndarray | tuple)
+            if isinstance(getattr(body, f.name), np.ndarray | tuple | Mapping)
         }
         return dataclasses.replace(body, **changes) if changes else body
     return body

@@ -7,28 +7,20 @@ lives in ``topology``, this module only applies the scenario's choices (``topolo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import networkx as nx
 
 from spargo import topology
+from spargo.node.methods.registry import method_spec
 from spargo.sims.scenario import Scenario, ScenarioError
 
 #: ``dense`` mixes that are correct when links carry messages one way (column-stochastic).
-ONE_WAY_MIXES = ("pushsum", "pushsum_rs")
 
 
-def needs_symmetric_weights(method: str, options: Mapping[str, Any]) -> bool:
-    """Whether ``method`` (with ``options``) needs every link to work both ways.
-
-    Only push-sum (``dense`` with ``mix=pushsum`` or ``pushsum_rs``, docs/algorithms.md §4)
-    is correct on one-way arcs; the all-reduce reference ignores the graph. The lead can
-    rewire this to a flag in the method registry.
-    """
-    if method == "allreduce":
-        return False
-    return not (method == "dense" and options.get("mix") in ONE_WAY_MIXES)
+def needs_symmetric_weights(method: str) -> bool:
+    """Whether ``method`` needs every link to work both ways (the registry's
+    ``one_way_links``: push-sum is correct on one-way arcs, docs/algorithms.md §4.6; the
+    all-reduce reference ignores the graph)."""
+    return not method_spec(method).one_way_links
 
 
 def swarm_graph(scenario: Scenario) -> nx.Graph:
@@ -44,12 +36,12 @@ def swarm_graph(scenario: Scenario) -> nx.Graph:
         km_per_ms = topology.parse_latency_from(s.latency_from)
         g = topology.with_geo_latency(g, km_per_ms, base_ms=s.latency_ms)
     one_way = topology.one_way_arcs(g)
-    if one_way and needs_symmetric_weights(s.method, s.method_options):
+    if one_way and needs_symmetric_weights(s.method):
         u, v = one_way[0]
         first = f"{g.nodes[u].get('label', u)} -> {g.nodes[v].get('label', v)}"
         raise ScenarioError(
             f"--topology {s.topology}: {len(one_way)} one-way arc(s) (e.g. {first}), and "
-            f"--method {s.method} needs links that work both ways; use --method dense "
-            "--option mix=pushsum (push-sum is correct on one-way links) or add reverse arcs"
+            f"--method {s.method} needs links that work both ways; use --method pushsum "
+            "or pushsum_rs (correct on one-way links) or add reverse arcs"
         )
     return g

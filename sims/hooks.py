@@ -1,41 +1,42 @@
-"""The simulator's view into a peer's method: outgoing-payload filters and a merge log.
+"""The simulator's view into each peer's exchange: outgoing-payload filters and a merge log.
 
-The node calls ``method.outgoing`` and ``method.merge``; the simulator needs to see both (a
-fault may rewrite a peer's outgoing payloads per target, and every merge is logged). Rather
-than shadow those methods on the instance, ``observe`` makes the method an instance of a
-subclass of its own class, made once per class, whose ``outgoing`` and ``merge`` call the
-class's own and then the hooks. ``isinstance`` and every other attribute are unchanged.
+Both attach through the node's own hooks (``Node(outgoing_filter=..., merge_observer=...)``),
+so the method object is never altered: a fault may rewrite a peer's outgoing payloads per
+target (an equivocating attacker), and every merge's input is counted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from spargo.node.methods.base import Method
+from spargo.node.methods.payloads import Payload, Received, is_control
 
 #: ``filter(round_index, [(target, payload), ...]) -> [(target, payload), ...]``.
-OutgoingFilter = Callable[[int, list[tuple[str, Any]]], list[tuple[str, Any]]]
+OutgoingFilter = Callable[[int, list[tuple[str, Payload]]], list[tuple[str, Payload]]]
 
 
 @dataclass
 class MergeLog:
     """Swarm-wide merge totals: merges that took in anything, and the staleness of what they
-    took (per sender, the receiver's round minus the round of the newest message merged)."""
+    took (per sender, the least staleness among its payloads; control payloads are not
+    merges)."""
 
     merges: int = 0
     merged_messages: int = 0
     staleness_sum: int = 0
     staleness_max: int = 0
 
-    def observe(self, round_index: int, received: Mapping[str, Sequence[Any]]) -> None:
-        """Account one ``method.merge(round_index, received)`` call (lists of messages that
-        carry a ``round``, keyed by sender)."""
-        newest = [max(e.round for e in messages) for messages in received.values() if messages]
-        if not newest:
+    def observe(self, round_index: int, received: Sequence[Received]) -> None:
+        """Account one ``method.merge(round_index, received)`` call."""
+        least: dict[str, int] = {}
+        for item in received:
+            if not is_control(item.payload):
+                least[item.sender] = min(least.get(item.sender, item.staleness), item.staleness)
+        if not least:
             return
-        late = [max(0, round_index - r) for r in newest]
+        late = list(least.values())
         self.merges += 1
         self.merged_messages += len(late)
         self.staleness_sum += sum(late)
@@ -51,44 +52,15 @@ class MergeLog:
         }
 
 
-@dataclass
-class MethodHooks:
-    """What the simulator attaches to one peer's method."""
+def chain(filters: Sequence[OutgoingFilter]) -> OutgoingFilter | None:
+    """One filter applying ``filters`` in order (None when there are none)."""
+    if not filters:
+        return None
+    steps = list(filters)
 
-    merge_log: MergeLog
-    filters: list[OutgoingFilter] = field(default_factory=list)
+    def apply(round_index: int, payloads: list[tuple[str, Payload]]) -> list[tuple[str, Payload]]:
+        for step in steps:
+            payloads = step(round_index, list(payloads))
+        return payloads
 
-
-class _Observed(Method):
-    """Mixed in before a method's class (see ``observe``)."""
-
-    sim_hooks: MethodHooks
-
-    def outgoing(self, round_index: int, targets: Sequence[str]) -> Any:
-        messages = super().outgoing(round_index, targets)
-        for apply in self.sim_hooks.filters:
-            messages = apply(round_index, list(messages))
-        return messages
-
-    def merge(self, round_index: int, received: Any) -> Any:
-        self.sim_hooks.merge_log.observe(round_index, received)
-        return super().merge(round_index, received)
-
-
-_OBSERVED: dict[type[Method], type[Method]] = {}
-
-
-def _observed_class(cls: type[Method]) -> type[Method]:
-    if issubclass(cls, _Observed):
-        return cls
-    if cls not in _OBSERVED:
-        _OBSERVED[cls] = type(f"Observed{cls.__name__}", (_Observed, cls), {"__module__": __name__})
-    return _OBSERVED[cls]
-
-
-def observe(method: Method, hooks: MethodHooks) -> Method:
-    """``method`` (the same object), its ``outgoing`` run through ``hooks.filters`` in order
-    and its merges logged to ``hooks.merge_log``."""
-    method.__class__ = _observed_class(type(method))
-    cast(_Observed, method).sim_hooks = hooks
-    return method
+    return apply

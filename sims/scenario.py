@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from spargo.sims.faults import Fault
 
-from spargo.node.config import METHODS, MODES
+from spargo.node.config import MODES
+from spargo.node.methods.registry import method_help, method_spec, sim_methods
 
-SIM_METHODS = (*METHODS, "allreduce")
 CHURN_ACTIONS = ("leave", "fail")
 CHURN_MODES = (*CHURN_ACTIONS, "mixed")
 SIM_MODES = MODES
@@ -73,7 +73,7 @@ def default_method_options(method: str) -> dict[str, Any]:
 def accuracy_basis(method: str) -> str:
     """``local`` for personalised methods (SpaFL: each peer on its own test split), else
     ``global`` (each peer's model on the shared held-out test set)."""
-    return "local" if method == "spafl" else "global"
+    return "local" if method_spec(method).personalised else "global"
 
 
 def _arg(default: Any, help: str, group: str = "run", **cli: Any) -> Any:
@@ -96,7 +96,7 @@ class Scenario:
 
     nodes: int = _arg(16, "number of peers (default 16)")
     topology: str = _arg("smallworld", "ring, smallworld, regular:4, er:0.2, ... or a graph file")
-    method: str = _arg("spafl", "gossip method: " + ", ".join(SIM_METHODS))
+    method: str = _arg("spafl", "gossip method: " + method_help())
     #: Left unset, the method's defaults — and for ``spafl`` the default run's
     #: ``weights_every = 3`` (thresholds every round, masked weights every third).
     method_options: Mapping[str, Any] = _arg(
@@ -216,9 +216,9 @@ class Scenario:
                 raise ScenarioError(
                     f"--{_flag(name)} must be a whole number >= {low}, got {value!r}"
                 )
-        if self.method not in SIM_METHODS:
+        if self.method not in sim_methods():
             raise ScenarioError(
-                f"--method {self.method!r} is unknown; use one of {', '.join(SIM_METHODS)}"
+                f"--method {self.method!r} is unknown; use one of {', '.join(sim_methods())}"
             )
         _positive("lr", self.lr)
         _positive("round-deadline-s", self.round_deadline_s)

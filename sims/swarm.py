@@ -25,7 +25,7 @@ from spargo.node.config import NodeConfig
 from spargo.node.methods import MethodContext, make_method
 from spargo.node.methods.base import Method
 from spargo.node.metrics import RoundMetrics
-from spargo.node.node import Node
+from spargo.node.node import Node, run_inline
 from spargo.node.tasks import TaskSpec, load_task
 from spargo.node.training import LocalTrainer, TrainConfig
 from spargo.node.transports.base import Transport
@@ -35,7 +35,7 @@ from spargo.sims.allreduce import AllReduceHub, AllReduceMethod
 from spargo.sims.data import peer_data
 from spargo.sims.faults import FaultContext
 from spargo.sims.graphs import swarm_graph
-from spargo.sims.hooks import MergeLog, MethodHooks, observe
+from spargo.sims.hooks import MergeLog, OutgoingFilter, chain
 from spargo.sims.network import SERVER_ID, CrashableTransport, LinkPolicy
 from spargo.sims.scenario import ChurnEvent, Scenario, ScenarioError
 
@@ -188,17 +188,18 @@ class Swarm:
         server = [SERVER_ID]
         return PeerView(peer_id, tuple(self.ids), (), _weights(), lambda _r: [], lambda _r: server)
 
-    def _method(self, peer_id: str, ctx: MethodContext) -> Method:
-        method: Method
-        filters = []
+    def _method(self, ctx: MethodContext) -> Method:
         if self.hub is not None:
-            method = AllReduceMethod(ctx, self.hub)
-        else:
-            method = make_method(self.scenario.method, ctx)
-            for fault in self.faults:
-                if (apply := fault.outgoing(self.fault_ctx, peer_id)) is not None:
-                    filters.append(apply)
-        return observe(method, MethodHooks(self.merge_log, filters))
+            return AllReduceMethod(ctx, self.hub)
+        return make_method(self.scenario.method, ctx)
+
+    def _outgoing_filter(self, peer_id: str) -> OutgoingFilter | None:
+        """Every fault's filter on this peer's outgoing payloads, in order (none for
+        all-reduce peers, whose payloads go to the hub)."""
+        if self.hub is not None:
+            return None
+        filters = [fault.outgoing(self.fault_ctx, peer_id) for fault in self.faults]
+        return chain([f for f in filters if f is not None])
 
     def _transport(self, peer_id: str) -> Transport:
         crashable = self._crashable[peer_id] = CrashableTransport(self.network.transport(peer_id))
@@ -219,9 +220,12 @@ class Swarm:
             self.data[index],
             view,
             self._transport(peer_id),
-            self._method(peer_id, ctx),
+            self._method(ctx),
             training_runner=self._runner(self.step_times[index] * s.local_steps),
+            offload=run_inline,
             on_round=self._recorded,
+            outgoing_filter=self._outgoing_filter(peer_id),
+            merge_observer=self.merge_log.observe,
         )
 
     def _runner(self, compute_s: float) -> Callable[[Callable[[], float]], Any]:

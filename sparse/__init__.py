@@ -1,22 +1,9 @@
-"""spargo's sparse package: SpaFL thresholds, magnitude pruning, density, compressors.
+"""spargo's sparse package: SpaFL thresholds, magnitude pruning, density, top-k/rand-k.
 
-Imports torch and numpy only, never another spargo package. See ALGORITHMS.md §1, §2, §5, §7.
+Imports torch and numpy only, never another spargo package. See docs/algorithms.md §1, §2, §5, §7.
 """
 
-from spargo.sparse.compress import (
-    Compressed,
-    CompressorSpec,
-    ErrorFeedback,
-    cast,
-    compress,
-    decompress,
-    dequantize_int8,
-    error_feedback_step,
-    quantize_int8,
-    randk,
-    randk_indices,
-    topk,
-)
+from spargo.sparse.compress import randk_indices, topk
 from spargo.sparse.density import DensityReport, density, mask_nbytes
 from spargo.sparse.errors import SparseError, SparseTypeError, SparseValueError
 from spargo.sparse.magnitude import (
@@ -25,7 +12,6 @@ from spargo.sparse.magnitude import (
     magnitude_masks,
     merge_masks,
     multiplicative_schedule,
-    nonzero_average,
     prunable_parameters,
 )
 from spargo.sparse.thresholds import (
@@ -43,10 +29,7 @@ from spargo.sparse.thresholds import (
 )
 
 __all__ = [
-    "Compressed",
-    "CompressorSpec",
     "DensityReport",
-    "ErrorFeedback",
     "MaskedTraining",
     "SparseError",
     "SparseTypeError",
@@ -55,23 +38,15 @@ __all__ = [
     "UnitThreshold",
     "apply_global_importance",
     "attach_thresholds",
-    "cast",
-    "compress",
     "cubic_schedule",
-    "decompress",
     "density",
-    "dequantize_int8",
-    "error_feedback_step",
     "magnitude_masks",
     "make_permanent",
     "mask_nbytes",
     "masked_modules",
     "merge_masks",
     "multiplicative_schedule",
-    "nonzero_average",
     "prunable_parameters",
-    "quantize_int8",
-    "randk",
     "randk_indices",
     "set_threshold_vector",
     "threshold_parameters",

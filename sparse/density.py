@@ -49,7 +49,7 @@ def density(model: nn.Module, include_head: bool = True) -> DensityReport:
 def mask_nbytes(n: int, k: int) -> int:
     """Bytes for a k-of-n mask: the smaller of a bitmap and the log₂ C(n, k) bound.
 
-    Rice-coded gaps come within ~1.5 % of the bound (ALGORITHMS.md §7), so the bound is a fair
+    Rice-coded gaps come within ~1.5 % of the bound (docs/algorithms.md §7), so the bound is a fair
     stand-in for the best encoding.
     """
     if n < 0 or not 0 <= k <= n:

@@ -1,6 +1,6 @@
 """FedSparsify magnitude pruning: masks, schedules, fixed-mask training and mask merging.
 
-ALGORITHMS.md §2. Masks are bool tensors shaped like the weights they cover, keyed by the
+docs/algorithms.md §2. Masks are bool tensors shaped like the weights they cover, keyed by the
 parameter name ``"<module>.weight"`` (as :func:`prunable_parameters` names them). Merging
 functions take the peers stacked along a leading axis ``[P, ...]``.
 """
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from spargo.sparse._layers import prunable_modules, stored_weight
-from spargo.sparse.errors import SparseTypeError, SparseValueError
+from spargo.sparse.errors import SparseValueError
 
 __all__ = [
     "MaskedTraining",
@@ -22,7 +22,6 @@ __all__ = [
     "magnitude_masks",
     "merge_masks",
     "multiplicative_schedule",
-    "nonzero_average",
     "prunable_parameters",
 ]
 
@@ -200,27 +199,3 @@ def merge_masks(
     w64 = w.to(held.device, torch.float64).view(-1, *([1] * (held.dim() - 1)))
     votes = (held.to(torch.float64) * w64).sum(dim=0)
     return 2.0 * votes >= w64.sum()
-
-
-def nonzero_average(
-    values: torch.Tensor, masks: torch.Tensor, weights: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Per coordinate Σ a_p m_p x_p / Σ a_p m_p over peers ``[P, ...]``; 0 where nobody holds it."""
-    if not isinstance(values, torch.Tensor) or not isinstance(masks, torch.Tensor):
-        raise SparseTypeError("values and masks must be torch tensors with a leading peer axis")
-    if values.shape != masks.shape or values.dim() < 1:
-        raise SparseValueError(
-            f"values {tuple(values.shape)} and masks {tuple(masks.shape)} must share one "
-            "shape [P, ...]"
-        )
-    w = _check_peer_weights(weights, values.shape[0])
-    acc = torch.float64 if values.dtype == torch.float64 else torch.float32
-    held = masks.to(values.device, torch.bool)
-    m = held.to(acc)
-    if w is not None:
-        m = m * w.to(values.device, acc).view(-1, *([1] * (values.dim() - 1)))
-    den = m.sum(dim=0)
-    # Where a peer does not hold a coordinate its value is ignored, even if it is inf or NaN.
-    num = (m * torch.where(held, values.to(acc), 0.0)).sum(dim=0)
-    out = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), 0.0)
-    return out.to(values.dtype)

@@ -1,6 +1,6 @@
 """SpaFL trainable thresholds: one threshold per output unit, as a parametrization on ``weight``.
 
-ALGORITHMS.md §1. For a unit i with incoming weights w_i (a row of a Linear, a filter of a
+docs/algorithms.md §1. For a unit i with incoming weights w_i (a row of a Linear, a filter of a
 Conv2d), a_i = mean_j |w_ij| and the unit is kept when a_i − τ_i > 0. The forward pass uses
 the step; the backward pass treats the step as the identity (straight-through), so with
 g_ij = ∂L/∂ŵ_ij:

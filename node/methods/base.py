@@ -1,34 +1,29 @@
 """The method seam: what a peer sends each round and how it merges what it receives.
 
-A method is a strategy object over pure aggregation functions (``node.aggregation``). The
-node calls, per round: ``begin_round`` → training (with ``loss_term`` / ``after_step``) →
-``outgoing`` → (messages arrive) → ``merge``. Control traffic a method asks for (a CHOCO
-resync, say) goes through ``on_control``. ``state_dict`` is what a checkpoint keeps beyond
-the model itself (masks, error-feedback residuals, public copies, push-sum weight).
+A method is a strategy object over pure aggregation functions (``node.aggregation``) and
+plain typed payloads (``node.methods.payloads``); it never sees a wire type. The node calls,
+per round: ``begin_round`` → training (with ``loss_term`` / ``after_step``) → ``outgoing`` →
+(payloads arrive, decoded and checked against ``signature()`` once by the node) → ``merge``,
+which returns a ``MergeResult`` (stats of one schema and any replies). A control payload (a
+CHOCO resync ask) reaches ``merge`` alone, on arrival. ``merge`` runs inside the node's
+bad-data guard. ``state_dict`` is what a checkpoint keeps beyond the model itself (masks,
+public copies, push-sum mass). Methods are listed in ``node.methods.registry``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from spargo.node.aggregation import staleness_weights
-from spargo.node.params import signature_items
-from spargo.protocol import (
-    Envelope,
-    MaskedTensor,
-    Message,
-    NamedTensor,
-    UnitMaskedTensor,
-    model_signature,
-)
-
-M = TypeVar("M")
+from spargo.node.methods.payloads import MergeResult, Payload, Received, Signature
+from spargo.node.methods.registry import method_spec
+from spargo.node.params import exchangeable_parameters
 
 
 @dataclass
@@ -120,90 +115,28 @@ def _coerce(method: str, key: str, value: Any, default: Any) -> Any:
         ) from None
 
 
-def finite_arrays(arrays: Mapping[str, np.ndarray]) -> bool:
-    """Whether every array holds only finite numbers (NaN/Inf from a peer is rejected)."""
-    return all(bool(np.isfinite(a).all()) for a in arrays.values())
-
-
-def latest_of(
-    received: Mapping[str, Sequence[Envelope]], kind: type[M]
-) -> dict[str, tuple[Envelope, M]]:
-    """Per sender, the last received envelope whose body is a ``kind`` (in sender order)."""
-    out: dict[str, tuple[Envelope, M]] = {}
-    for sender in sorted(received):
-        for envelope in received[sender]:
-            if isinstance(envelope.body, kind):
-                out[sender] = (envelope, envelope.body)
-    return out
-
-
-def matching_tensors(
-    tensors: Sequence[NamedTensor], shapes: Mapping[str, tuple[int, ...]]
-) -> dict[str, np.ndarray] | None:
-    """The dense tensors keyed by name, or ``None`` when any name or shape does not fit ours."""
-    out = {t.name: t.array for t in tensors}
-    if set(out) != set(shapes):
-        return None
-    for name, array in out.items():
-        if tuple(array.shape) != shapes[name]:
-            return None
-    return out
-
-
-def masked_arrays(
-    tensors: Sequence[MaskedTensor | UnitMaskedTensor | NamedTensor],
-    shapes: Mapping[str, tuple[int, ...]],
-) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
-    """name → (dense values, bool mask) of a MaskedUpdate, or ``None`` when it does not fit.
-
-    A NamedTensor holds every coordinate; a UnitMaskedTensor holds whole rows. Names, shapes
-    and finiteness of the held values must all match ours, else the update is rejected.
-    """
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for t in tensors:
-        shape = shapes.get(t.name)
-        if shape is None:
-            return None
-        if isinstance(t, NamedTensor):
-            values, mask = t.array, np.ones(t.array.shape, dtype=bool)
-            if tuple(values.shape) != shape:
-                return None
-        else:
-            if tuple(t.shape) != shape:
-                return None
-            values = t.dense()
-            if isinstance(t, MaskedTensor):
-                mask = t.mask.reshape(shape)
-            else:
-                mask = np.broadcast_to(
-                    t.unit_mask.reshape((-1,) + (1,) * (len(shape) - 1)), shape
-                ).copy()
-        if not np.isfinite(values).all():
-            return None
-        out[t.name] = (values, mask)
-    return out if set(out) == set(shapes) else None
-
-
 class Method:
     """Base class with no-op hooks; subclasses override what they need."""
 
-    name = "base"
-    #: Option names and defaults (``ctx.options`` may override them; see ``parse_options``).
-    defaults: ClassVar[Mapping[str, Any]] = {}
+    #: The registry name (``node.methods.registry``), which also holds the option defaults.
+    name: ClassVar[str] = "base"
 
     def __init__(self, ctx: MethodContext) -> None:
         self.ctx = ctx
-        self.options = parse_options(self.name, ctx.options, self.defaults)
-        #: Messages the method wants sent outside ``outgoing`` (replies, resyncs); the node
-        #: drains it after every merge and control message.
-        self.outbox: list[tuple[str, Message]] = []
-        self._signature: str | None = None
+        defaults = method_spec(self.name).defaults if self.name != "base" else {}
+        self.options = parse_options(self.name, ctx.options, defaults)
+        self._signature: Signature | None = None
 
-    def model_signature(self) -> str:
-        """Hash of the exchanged parameters' names, shapes and dtypes (sent in Hello)."""
+    def exchanged(self) -> list[tuple[str, nn.Parameter]]:
+        """The parameters this method sends and merges (all of them unless overridden)."""
+        return exchangeable_parameters(self.ctx.model)
+
+    def signature(self) -> Signature:
+        """The tensors peers exchange (names, shapes): the node checks every payload against
+        it, and its hash travels in Hello."""
         if self._signature is None:
-            items = signature_items(self.ctx.model.named_parameters())
-            self._signature = model_signature(items)
+            shapes = {name: tuple(p.shape) for name, p in self.exchanged()}
+            self._signature = Signature(shapes)
         return self._signature
 
     def expected_messages(self, round_index: int) -> int:
@@ -222,22 +155,19 @@ class Method:
         """Called after every optimiser step (e.g. to keep pruned weights at zero)."""
 
     # --- gossip --------------------------------------------------------------------
-    def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Message]]:
-        """Messages to send this round, as (peer_id, body) pairs."""
+    def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Payload]]:
+        """Payloads to send this round, as (peer_id, payload) pairs; the node encodes each
+        distinct payload object once."""
         return []
 
-    def on_control(self, envelope: Envelope) -> list[tuple[str, Message]]:
-        """React to a control message (resync request…); returns replies to send."""
-        return []
-
-    def merge(
-        self, round_index: int, received: Mapping[str, Sequence[Envelope]]
-    ) -> dict[str, float]:
-        """Merge the round's messages (lists keyed by sender) into the model; returns stats."""
-        return {}
+    def merge(self, round_index: int, received: Sequence[Received]) -> MergeResult:
+        """Merge the round's payloads (checked, sorted by sender, arrival order within) into
+        the model; returns the statistics and any replies."""
+        return MergeResult()
 
     # --- checkpoints ---------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps beyond the model (plain tensors and values)."""
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:

@@ -1,20 +1,22 @@
-"""``choco``: CHOCO-SGD — compressed deltas of public copies, then a consensus step (§5).
+"""``choco``: CHOCO-SGD — compressed deltas of public copies, then a consensus step.
+
+docs/algorithms.md §5.
 
 Every peer i keeps x̂_i (its public copy, as its neighbours hold it) and x̂_j for each
 neighbour. Each round, after local training: q = C(x − x̂_i) (top-k or shared-seed rand-k of
 ⌈ratio·n⌉ entries per tensor, values in fp16/int8/fp32 exactly as the receiver will decode
-them), x̂_i += q, send q as a ``Delta``; on receipt x̂_j += q_j; then
+them), x̂_i += q, send q as a ``StreamDelta``; on receipt x̂_j += q_j; then
 x ← x + γ Σ_j W_ij (x̂_j − x̂_i). The difference x − x̂_i left unsent is CHOCO's own error
 memory, so no separate residual is kept.
 
-Streams and resync. ``Delta.link_seq`` numbers the sender's stream of q's (one q per round,
-the same on every link). A sender that skipped a link (a sampler left it out, or a restart)
-sends that link a ``FullModel`` of x̂_i instead, with ``weight`` = the stream number it is
-current to; a receiver resets x̂_j from any FullModel. A receiver that sees a gap (a lost
-Delta) leaves x̂_j alone, drops j from the consensus step and sends a ``ResyncRequest``; the
-sender answers with that FullModel in its next ``outgoing`` (sent in its current round, so a
-rounds-mode receiver never discards it as stale). The very first message on every link is
-such a FullModel (a public copy needs a starting point).
+Streams and resync. ``StreamDelta.stream_seq`` numbers the sender's stream of q's (one q per
+round, the same on every link). A sender that skipped a link (a sampler left it out, or a
+restart) sends that link a ``StreamCopy`` of x̂_i instead, current to its stream number; a
+receiver resets x̂_j from any StreamCopy. A receiver that sees a gap (a lost delta) leaves
+x̂_j alone, drops j from the consensus step and replies with a ``ResyncAsk``; the sender
+(whose ``merge`` gets the ask on arrival, alone) answers with a StreamCopy in its next
+``outgoing`` (sent in its current round, so a rounds-mode receiver never discards it as
+stale). The very first message on every link is such a copy (a public copy needs a start).
 
 Options: ``compressor`` (``topk`` | ``randk``), ``ratio`` (0.1), ``value_dtype`` (``float16``
 | ``int8`` | ``float32``), ``gamma`` (consensus step size, 0.8: beat 0.5 on
@@ -27,35 +29,29 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from spargo import sparse
-from spargo.node.methods.base import Method, MethodContext, finite_arrays, matching_tensors
-from spargo.node.params import exchangeable_parameters, load_arrays, to_arrays
-from spargo.protocol import (
-    Delta,
-    Envelope,
-    FullModel,
-    Message,
-    NamedTensor,
-    ResyncRequest,
-    SparseTensor,
+from spargo.node.methods.base import Method, MethodContext
+from spargo.node.methods.payloads import (
+    MergeResult,
+    MergeStats,
+    Payload,
+    Received,
+    ResyncAsk,
+    SparseValues,
+    StreamCopy,
+    StreamDelta,
+    by_sender,
 )
-from spargo.protocol.values import decode_values, encode_values
+from spargo.node.params import load_arrays, to_arrays
+from spargo.node.payload import received_values
 
 Arrays = dict[str, np.ndarray]
 _SEED_MASK = (1 << 63) - 1
-
-
-def wire_roundtrip(values: np.ndarray, wire_dtype: str) -> np.ndarray:
-    """``values`` as a receiver decodes them after sending them as ``wire_dtype``."""
-    block = encode_values(values, wire_dtype)
-    encoded = [block[0], *(bytes(part) for part in block[1:])]
-    decoded, _ = decode_values(encoded, values.size, allow_nonfinite=True)
-    return np.array(decoded, dtype=np.float32).reshape(values.shape)
 
 
 def stream_seed(seed: int, peer_id: str, link_seq: int, name: str) -> int:
@@ -64,29 +60,10 @@ def stream_seed(seed: int, peer_id: str, link_seq: int, name: str) -> int:
     return int.from_bytes(digest.digest(), "little") & _SEED_MASK
 
 
-def sparse_positions(t: SparseTensor) -> np.ndarray | None:
-    """Flat positions of a SparseTensor's values (regenerated from the seed for rand-k)."""
-    if t.indices is not None:
-        return t.indices
-    try:
-        return sparse.randk_indices(
-            math.prod(t.shape), int(t.values.size), int(t.seed or 0)
-        ).numpy()
-    except sparse.SparseError:
-        return None
-
-
 class ChocoMethod(Method):
     """CHOCO-SGD gossip with per-sender streams, gap detection and resync."""
 
     name = "choco"
-    defaults: ClassVar[Mapping[str, Any]] = {
-        "compressor": "topk",
-        "ratio": 0.1,
-        "value_dtype": "float16",
-        "gamma": 0.8,
-        "resync_after": 3,
-    }
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
@@ -105,134 +82,115 @@ class ChocoMethod(Method):
         self.last_sent: dict[str, int] = {}  # stream number each link is current to
         self.pending: dict[str, int] = {}  # round a resync was requested from j
 
-    def _params(self) -> list[tuple[str, torch.nn.Parameter]]:
-        return exchangeable_parameters(self.ctx.model)
-
     # --- sending -----------------------------------------------------------------------
-    def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Message]]:
-        x = to_arrays(self._params())
-        delta: Delta | None = None
+    def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Payload]]:
+        x = to_arrays(self.exchanged())
+        delta: StreamDelta | None = None
         if self.public is None:
             self.public = {n: a.copy() for n, a in x.items()}
             self.stream_seq = 0
         else:
             self.stream_seq += 1
             delta = self._compress(x, self.stream_seq)
-        full: FullModel | None = None
-        out: list[tuple[str, Message]] = []
+        full: StreamCopy | None = None
+        out: list[tuple[str, Payload]] = []
         for peer in targets:
             if delta is not None and self.last_sent.get(peer) == self.stream_seq - 1:
                 out.append((peer, delta))
             else:
                 if full is None:
-                    full = self._full_copy()
+                    full = StreamCopy(
+                        self.stream_seq, {n: a.copy() for n, a in self.public.items()}
+                    )
                 out.append((peer, full))
             self.last_sent[peer] = self.stream_seq
         return out
 
-    def _full_copy(self) -> FullModel:
-        public = self.public or {}
-        tensors = tuple(NamedTensor(n, a.copy()) for n, a in public.items())
-        return FullModel(tensors=tensors, weight=float(self.stream_seq))
-
-    def _compress(self, x: Arrays, link_seq: int) -> Delta:
-        """q = C(x − x̂_i) per tensor; x̂_i += q exactly as receivers will see it."""
+    def _compress(self, x: Arrays, link_seq: int) -> StreamDelta:
+        """q = C(x − x̂_i) per tensor; x̂_i += q exactly as receivers will decode it."""
         public = self.public or {}
         ratio, dtype = float(self.options["ratio"]), str(self.options["value_dtype"])
-        tensors: list[SparseTensor] = []
+        tensors: dict[str, SparseValues] = {}
         for name, value in x.items():
             diff = (value - public[name]).reshape(-1)
             k = max(1, math.ceil(ratio * diff.size - 1e-9))
             seed = None
             if self.options["compressor"] == "topk":
-                index = np.argpartition(np.abs(diff), diff.size - k)[diff.size - k :]
-                index = np.sort(index).astype(np.int64)
+                index = sparse.topk(torch.from_numpy(diff), k)[0].numpy()
             else:
                 seed = stream_seed(self.ctx.seed, self.ctx.peer_id, link_seq, name)
                 index = sparse.randk_indices(diff.size, k, seed).numpy()
-            sent = wire_roundtrip(diff[index], dtype)
-            flat = public[name].reshape(-1)
-            flat[index] += sent
-            tensors.append(
-                SparseTensor(
-                    name,
-                    tuple(value.shape),
-                    sent,
-                    indices=None if seed is not None else index,
-                    seed=seed,
-                    wire_dtype=dtype,
-                )
-            )
-        return Delta(link_seq=link_seq, tensors=tuple(tensors))
-
-    def on_control(self, envelope: Envelope) -> list[tuple[str, Message]]:
-        if isinstance(envelope.body, ResyncRequest):
-            # The link is no longer current: the next outgoing sends it a FullModel.
-            self.last_sent.pop(envelope.sender, None)
-        return []
+            raw = diff[index]
+            public[name].reshape(-1)[index] += received_values(raw, dtype)
+            tensors[name] = SparseValues(tuple(value.shape), index, raw, seed, dtype)
+        return StreamDelta(link_seq, tensors)
 
     # --- receiving ---------------------------------------------------------------------
-    def merge(
-        self, round_index: int, received: Mapping[str, Sequence[Envelope]]
-    ) -> dict[str, float]:
-        x = to_arrays(self._params())
-        shapes = {n: tuple(a.shape) for n, a in x.items()}
-        stats = dict.fromkeys(("rejected", "gaps", "duplicates", "resyncs"), 0.0)
-        for sender in sorted(received):
+    def merge(self, round_index: int, received: Sequence[Received]) -> MergeResult:
+        asks = [item for item in received if isinstance(item.payload, ResyncAsk)]
+        for item in asks:
+            # The link is no longer current: the next outgoing sends it a StreamCopy.
+            self.last_sent.pop(item.sender, None)
+        if asks and len(asks) == len(received):
+            return MergeResult()  # control only: no consensus step
+        x = to_arrays(self.exchanged())
+        counts = dict.fromkeys(("rejected", "gaps", "stale", "resyncs"), 0)
+        replies: list[tuple[str, Payload]] = []
+        streams: dict[str, list[StreamCopy | StreamDelta]] = by_sender(
+            received, (StreamCopy, StreamDelta)
+        )
+        for sender, bodies in streams.items():
             if sender == self.ctx.peer_id or sender not in self.ctx.weights:
-                stats["rejected"] += len(received[sender])
+                counts["rejected"] += len(bodies)
                 continue
-            for body in _in_stream_order(received[sender]):
-                self._receive(sender, body, shapes, round_index, stats)
-        stats["merged_peers"] = float(self._consensus(x))
-        return stats
+            for body in sorted(bodies, key=_stream_order):
+                self._receive(sender, body, round_index, counts, replies)
+        stats = MergeStats(
+            merged_peers=self._consensus(x),
+            rejected=counts["rejected"],
+            stale=counts["stale"],
+            gaps=counts["gaps"],
+            resyncs=counts["resyncs"],
+        )
+        return MergeResult(stats, replies)
 
     def _receive(
         self,
         sender: str,
-        body: Message,
-        shapes: Mapping[str, tuple[int, ...]],
+        body: StreamCopy | StreamDelta,
         round_index: int,
-        stats: dict[str, float],
+        counts: dict[str, int],
+        replies: list[tuple[str, Payload]],
     ) -> None:
-        if isinstance(body, FullModel):
-            arrays = matching_tensors(body.tensors, shapes)
-            if arrays is None or not finite_arrays(arrays) or body.weight < 0:
-                stats["rejected"] += 1
-                return
-            self.copies[sender] = {n: np.array(a, dtype=np.float32) for n, a in arrays.items()}
-            self.expected[sender] = int(body.weight) + 1
+        if isinstance(body, StreamCopy):
+            self.copies[sender] = {n: np.array(a, dtype=np.float32) for n, a in body.arrays.items()}
+            self.expected[sender] = body.stream_seq + 1
             self.pending.pop(sender, None)
-            stats["resyncs"] += 1
-            return
-        if not isinstance(body, Delta):
+            counts["resyncs"] += 1
             return
         want = self.expected.get(sender)
-        if want is not None and body.link_seq < want:
-            stats["duplicates"] += 1
+        if want is not None and body.stream_seq < want:
+            counts["stale"] += 1
             return
-        if want is None or body.link_seq > want or sender in self.pending:
-            stats["gaps"] += 1
-            self._ask_resync(sender, round_index)
-            return
-        update = _delta_arrays(body, shapes)
-        if update is None:
-            stats["rejected"] += 1
-            self._ask_resync(sender, round_index)
+        if want is None or body.stream_seq > want or sender in self.pending:
+            counts["gaps"] += 1
+            self._ask_resync(sender, round_index, replies)
             return
         copy = self.copies[sender]
-        for name, (index, values) in update.items():
-            copy[name].reshape(-1)[index] += values
-        self.expected[sender] = body.link_seq + 1
+        for name, t in body.tensors.items():
+            copy[name].reshape(-1)[t.positions] += t.values
+        self.expected[sender] = body.stream_seq + 1
 
-    def _ask_resync(self, sender: str, round_index: int) -> None:
+    def _ask_resync(
+        self, sender: str, round_index: int, replies: list[tuple[str, Payload]]
+    ) -> None:
         asked = self.pending.get(sender)
         if asked is not None and round_index - asked < int(self.options["resync_after"]):
             return
         self.pending[sender] = round_index
         self.copies.pop(sender, None)
         seq = max(0, self.expected.get(sender, 0) - 1)
-        self.outbox.append((sender, ResyncRequest(link_seq=seq)))
+        replies.append((sender, ResyncAsk(seq)))
 
     def _consensus(self, x: Arrays) -> int:
         """x ← x + γ Σ_j W_ij (x̂_j − x̂_i) over neighbours whose copy is in sync."""
@@ -252,7 +210,7 @@ class ChocoMethod(Method):
             for j in synced:
                 pull += self.ctx.weights[j] * (self.copies[j][name] - self.public[name])
             out[name] = (value + gamma * pull).astype(np.float32)
-        load_arrays(self._params(), out)
+        load_arrays(self.exchanged(), out)
         return len(synced)
 
     # --- checkpoints -------------------------------------------------------------------
@@ -272,7 +230,7 @@ class ChocoMethod(Method):
         def arrays(tensors: Mapping[str, torch.Tensor]) -> Arrays:
             return {n: t.detach().cpu().numpy().astype(np.float32) for n, t in tensors.items()}
 
-        shapes = {n: tuple(a.shape) for n, a in to_arrays(self._params()).items()}
+        shapes = dict(self.signature().shapes)
         public = state["public"]
         if public is not None and {n: tuple(t.shape) for n, t in public.items()} != shapes:
             raise ValueError("choco state: the public copy does not fit this model")
@@ -285,38 +243,6 @@ class ChocoMethod(Method):
         self.last_sent = {}
 
 
-def _in_stream_order(envelopes: Sequence[Envelope]) -> list[Message]:
-    """Bodies sorted by stream number; a FullModel goes before the Delta of its number."""
-
-    def key(body: Message) -> tuple[float, int]:
-        if isinstance(body, FullModel):
-            return (body.weight, 0)
-        if isinstance(body, Delta):
-            return (float(body.link_seq), 1)
-        return (math.inf, 2)
-
-    return sorted((e.body for e in envelopes), key=key)
-
-
-def _delta_arrays(
-    body: Delta, shapes: Mapping[str, tuple[int, ...]]
-) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
-    """name → (flat positions, values) of a Delta, or None when it does not fit our model."""
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for t in body.tensors:
-        shape = shapes.get(t.name)
-        if shape is None:
-            return None
-        if isinstance(t, NamedTensor):
-            if tuple(t.array.shape) != shape:
-                return None
-            index, values = np.arange(math.prod(shape)), t.array.reshape(-1)
-        else:
-            position = sparse_positions(t) if tuple(t.shape) == shape else None
-            if position is None:
-                return None
-            index, values = position, t.values
-        if not np.isfinite(values).all():
-            return None
-        out[t.name] = (index, values)
-    return out if set(out) == set(shapes) else None
+def _stream_order(body: StreamCopy | StreamDelta) -> tuple[int, int]:
+    """Sort key: by stream number, a StreamCopy before the StreamDelta of its number."""
+    return (body.stream_seq, 0 if isinstance(body, StreamCopy) else 1)

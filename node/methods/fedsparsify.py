@@ -1,7 +1,7 @@
-"""``fedsparsify``: progressive magnitude pruning over gossip (ALGORITHMS.md §2).
+"""``fedsparsify``: progressive magnitude pruning over gossip (docs/algorithms.md §2).
 
 Local training keeps pruned weights at zero (``sparse.MaskedTraining``). Each round a peer
-sends its prunable weights as mask + kept values (MaskedTensor) and the rest (biases) dense.
+sends its prunable weights as mask + kept values (a MaskedModel) and the rest (biases) dense.
 Merging over the neighbourhood including self: a coordinate survives when at least half of
 the mixing weight holds it (weighted majority vote), its value is the coverage-normalised
 mean over the peers that hold it (non-zero average), and the result is re-pruned by global
@@ -19,16 +19,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from spargo import sparse
 from spargo.node.aggregation import masked_mix
-from spargo.node.methods.base import Method, MethodContext, masked_arrays, stale_row
+from spargo.node.methods.base import Method, MethodContext, stale_row
+from spargo.node.methods.payloads import (
+    MaskedArray,
+    MaskedModel,
+    MergeResult,
+    MergeStats,
+    Payload,
+    Received,
+    newest,
+)
 from spargo.node.params import exchangeable_parameters, load_arrays, to_arrays
-from spargo.protocol import Envelope, MaskedTensor, MaskedUpdate, Message, NamedTensor
 
 Masked = dict[str, tuple[np.ndarray, np.ndarray]]
 
@@ -37,15 +45,6 @@ class FedSparsifyMethod(Method):
     """Purge–merge–tune: majority mask, non-zero average, re-prune to the schedule."""
 
     name = "fedsparsify"
-    defaults: ClassVar[Mapping[str, Any]] = {
-        "s_final": 0.8,
-        "t0": -1,
-        "t_end": 0,
-        "every": 1,
-        "include_head": False,
-        "scope": "global",
-        "staleness_gamma": 0.5,
-    }
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
@@ -85,34 +84,22 @@ class FedSparsifyMethod(Method):
             out[name] = (array, masks.get(name, np.ones(array.shape, dtype=bool)))
         return out
 
-    def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Message]]:
-        tensors: list[MaskedTensor | NamedTensor] = []
-        for name, (array, mask) in self._own().items():
-            if name in self.prunable:
-                tensors.append(MaskedTensor(name, array.shape, mask.reshape(-1), array[mask]))
-            else:
-                tensors.append(NamedTensor(name, array))
-        body = MaskedUpdate(tensors=tuple(tensors))
+    def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Payload]]:
+        tensors = {
+            name: MaskedArray(array, mask if name in self.prunable else None)
+            for name, (array, mask) in self._own().items()
+        }
+        body = MaskedModel(tensors)
         return [(peer, body) for peer in targets]
 
-    def merge(
-        self, round_index: int, received: Mapping[str, Sequence[Envelope]]
-    ) -> dict[str, float]:
+    def merge(self, round_index: int, received: Sequence[Received]) -> MergeResult:
         own = self._own()
-        shapes = {n: tuple(v.shape) for n, (v, _) in own.items()}
-        models: dict[str, Masked] = {}
-        late: dict[str, int] = {}
-        rejected = 0
-        for sender in sorted(received):
-            for envelope in received[sender]:
-                if not isinstance(envelope.body, MaskedUpdate):
-                    continue
-                arrays = masked_arrays(envelope.body.tensors, shapes)
-                lag = max(0, round_index - envelope.round)
-                if arrays is None:
-                    rejected += 1
-                elif lag <= late.get(sender, lag):
-                    models[sender], late[sender] = arrays, lag
+        latest = newest(received, MaskedModel)
+        models: dict[str, Masked] = {
+            sender: {n: (t.values, t.held()) for n, t in update.tensors.items()}
+            for sender, (update, _) in latest.items()
+        }
+        late = {sender: lag for sender, (_, lag) in latest.items()}
         row = stale_row(
             self.ctx.weights, self.ctx.peer_id, late, float(self.options["staleness_gamma"])
         )
@@ -135,11 +122,8 @@ class FedSparsifyMethod(Method):
         keep = self._reprune(mixed, voted, round_index)
         load_arrays(exchangeable_parameters(self.ctx.model), mixed)
         self.training.set_masks(keep)
-        return {
-            "merged_peers": float(len(models)),
-            "rejected": float(rejected),
-            "sparsity_target": self.sparsity(round_index),
-        }
+        stats = MergeStats(merged_peers=len(models), sparsity_target=self.sparsity(round_index))
+        return MergeResult(stats)
 
     def _reprune(
         self, mixed: Mapping[str, np.ndarray], voted: Mapping[str, torch.Tensor], round_index: int

@@ -1,41 +1,37 @@
-"""Push-sum for ``dense``: shares, running sums, float64 on a float32 wire.
+"""``pushsum`` and ``pushsum_rs``: push-sum gossip, plain and with running sums.
 
-Push-sum (Kempe et al. 2003; SGP, Assran et al. 2019) for one-way and asynchronous links.
-Each peer i carries a mass wᵢ (1.0 at the start) beside its model zᵢ; the unnormalised
-value is xᵢ = zᵢ·wᵢ. Local SGD steps act on z and leave w alone. Sending to the k targets
-of a round splits (x, w) into k + 1 equal shares (a column-stochastic split), keeps one and
-pushes one to each target; a receiver merges every share that reaches it, expected or not,
+Push-sum (Kempe et al. 2003; SGP, Assran et al. 2019; docs/algorithms.md §4) for one-way and
+asynchronous links. Each peer i carries a mass wᵢ (1.0 at the start) beside its model zᵢ; the
+unnormalised value is xᵢ = zᵢ·wᵢ. Local SGD steps act on z and leave w alone. Sending to the k
+targets of a round splits (x, w) into k + 1 equal shares (a column-stochastic split), keeps one
+and pushes one to each target; a receiver merges every share that reaches it, expected or not,
 whoever its sender:
 
     w_i ← w_i/(k+1) + Σ_r w_r          x_i ← z_i·w_i/(k+1) + Σ_r z_r·w_r          z_i ← x_i / w_i
 
-On the wire a share is ``FullModel(tensors = z_i, weight = w_i/(k+1))`` — the sender's
-estimate z and its mass share; the receiver rebuilds the x-share z·w in float64. (Sending z
-rather than x = z·w keeps the tensors in the model's own range however small w gets.)
-Σᵢ xᵢ and Σᵢ wᵢ are conserved when nothing is lost, so every zᵢ tends to the true average
-even when links are one-way and in- and out-degrees differ, where receiver-side averaging is
-biased. A lost message loses its mass with it (z stays a proper average, of fewer
-contributions). ``robust`` must be ``none`` and staleness is not weighted: mass is mass.
+A share travels as a ``PushShare(z_i, mass = w_i/(k+1))`` — the sender's estimate z and its
+mass share; the receiver rebuilds the x-share z·w in float64. (Sending z rather than x = z·w
+keeps the tensors in the model's own range however small w gets.) Σᵢ xᵢ and Σᵢ wᵢ are conserved
+when nothing is lost, so every zᵢ tends to the true average even when links are one-way and in-
+and out-degrees differ, where receiver-side averaging is biased. A lost message loses its mass
+with it (z stays a proper average, of fewer contributions). No robust mixing and no staleness
+weights: either would break the mass.
 
-``mix=pushsum_rs``: push-sum with running sums (Hadjicostis, Vaidya & Domínguez-García,
-IEEE TAC 2016), robust to lost, duplicated and reordered messages. The split is the same,
-but each sender keeps per out-link the cumulative sums σ_x (per tensor, float64) and σ_w of
-everything it ever pushed on that link, and each message carries those sums; each receiver
-keeps per in-link the last sums ρ it took and merges the difference (σ − ρ) as an ordinary
-share, then sets ρ ← σ. A lost message's mass arrives with the next message on its link, so
-Σw + in-flight (σ − ρ) stays n as long as every link eventually delivers. A message whose σ_w
-is not above ρ_w is stale (a duplicate or overtaken copy) and only counted
-(``pushsum_stale``). On the wire: ``FullModel(tensors = for each parameter n, hi(σ_x) as n
-and lo(σ_x) as n + "~lo", weight = σ_w)`` with hi = fl32(σ), lo = fl32(σ − hi) — the wire
-holds only float32, and hi + lo keeps σ to ~2⁻⁴⁸ relative (twice plain push-sum's bytes).
-All peers of a swarm share the method config, so a receiver reads bodies in the same mode.
-Limits: the sums grow linearly with rounds; the merged difference carries an error of
-~2⁻⁴⁸·|σ| ≈ 2⁻⁴⁸·t·|share|, harmless for t ≪ 10⁹ rounds (σ_w is a float64 on the wire, the
-same bound). No renormalisation: without acknowledgements a sender cannot know which base
-its receiver holds. Each peer holds one float64 model copy per link (in and out); a sender
-that restarts without its checkpoint sends sums below the receivers' ρ, which stay stale
-until they overtake them — restart from the checkpoint (``state_dict`` holds the tables).
-"""
+``pushsum_rs``: push-sum with running sums (Hadjicostis, Vaidya & Domínguez-García, IEEE TAC
+2016), robust to lost, duplicated and reordered messages. The split is the same, but each
+sender keeps per out-link the cumulative sums σ_x (per tensor, float64) and σ_w of everything
+it ever pushed on that link, and each message carries those sums; each receiver keeps per in-
+link the last sums ρ it took and merges the difference (σ − ρ) as an ordinary share, then sets
+ρ ← σ. A lost message's mass arrives with the next message on its link, so Σw + in-flight (σ −
+ρ) stays n as long as every link eventually delivers. A message whose σ_w is not above ρ_w is
+stale (a duplicate or overtaken copy) and only counted (``stale``). A message is
+``RunningSums(σ_x in float64, mass = σ_w)`` (twice plain push-sum's bytes). Limits: the sums
+grow linearly with rounds; the merged difference carries an error of ~2⁻⁵³·|σ| ≈
+2⁻⁵³·t·|share|, harmless for t ≪ 10⁹ rounds. No renormalisation: without acknowledgements a
+sender cannot know which base its receiver holds. Each peer holds one float64 model copy per
+link (in and out); a sender that restarts without its checkpoint sends sums below the
+receivers' ρ, which stay stale until they overtake them — restart from the checkpoint
+(``state_dict`` holds the tables)."""
 
 from __future__ import annotations
 
@@ -47,10 +43,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from spargo.node.methods.base import finite_arrays, matching_tensors
-from spargo.protocol import Envelope, FullModel, NamedTensor
+from spargo.node.aggregation import push_sum
+from spargo.node.methods.base import Method, MethodContext
+from spargo.node.methods.payloads import (
+    MergeResult,
+    MergeStats,
+    Payload,
+    PushShare,
+    Received,
+    RunningSums,
+    by_sender,
+)
+from spargo.node.params import load_arrays, to_arrays
 
 Arrays = dict[str, np.ndarray]
+#: (sender, x-share in float64, mass) of one accepted share.
+Share = tuple[str, Arrays, float]
 
 #: The push-sum mass is clamped up to this (a peer that only sends halves it every round);
 #: far below any mass a working swarm holds, far above float64's underflow.
@@ -58,55 +66,6 @@ PUSHSUM_MIN_WEIGHT = 1e-100
 #: A received push-sum share heavier than this is rejected (a whole swarm starts with one
 #: unit per peer), so no sum of accepted shares can overflow.
 PUSHSUM_MAX_SHARE = 1e12
-#: ``mix=pushsum_rs``: name suffix of the tensor that holds a running sum's low float32 part.
-RS_LOW_SUFFIX = "~lo"
-
-
-def collect_pushsum_shares(
-    received: Mapping[str, Sequence[Envelope]], shapes: Mapping[str, tuple[int, ...]]
-) -> tuple[list[tuple[str, Arrays, float]], int]:
-    """Every well-formed push-sum share received as (sender, z, w-share) — all of them, each
-    carries mass — and how many were rejected (wrong tensors, non-finite values, weight
-    outside (0, PUSHSUM_MAX_SHARE])."""
-    shares: list[tuple[str, Arrays, float]] = []
-    seen: set[tuple[str, int]] = set()
-    rejected = 0
-    for sender in sorted(received):
-        for envelope in received[sender]:
-            body = envelope.body
-            if not isinstance(body, FullModel) or (sender, envelope.seq) in seen:
-                continue
-            seen.add((sender, envelope.seq))  # the same envelope twice must not add mass
-            arrays = matching_tensors(body.tensors, shapes)
-            weight = float(body.weight)
-            if arrays is None or not finite_arrays(arrays) or not 0.0 < weight <= PUSHSUM_MAX_SHARE:
-                rejected += 1
-                continue
-            shares.append((sender, arrays, weight))
-    return shares, rejected
-
-
-def split_float64(arrays: Mapping[str, np.ndarray]) -> tuple[NamedTensor, ...]:
-    """float64 ``arrays`` as float32 pairs on the wire: hi = fl32(a) named n, lo = fl32(a − hi)
-    named n + RS_LOW_SUFFIX; hi + lo is a to ~2⁻⁴⁸ relative."""
-    out: list[NamedTensor] = []
-    for name, a in arrays.items():
-        hi = a.astype(np.float32)
-        lo = (a - hi.astype(np.float64)).astype(np.float32)
-        out += [NamedTensor(name, hi), NamedTensor(name + RS_LOW_SUFFIX, lo)]
-    return tuple(out)
-
-
-def join_float64(
-    tensors: Sequence[NamedTensor], shapes: Mapping[str, tuple[int, ...]]
-) -> Arrays | None:
-    """Inverse of ``split_float64``: name → hi + lo in float64, or ``None`` when the names or
-    shapes do not fit ours or a value is not finite."""
-    wanted = {**shapes, **{name + RS_LOW_SUFFIX: shape for name, shape in shapes.items()}}
-    arrays = matching_tensors(tensors, wanted)
-    if arrays is None or not finite_arrays(arrays):
-        return None
-    return {n: arrays[n].astype(np.float64) + arrays[n + RS_LOW_SUFFIX] for n in shapes}
 
 
 @dataclass
@@ -127,11 +86,171 @@ class LinkSums:
             w = float(state["w"])
             x = {n: np.asarray(t, dtype=np.float64).copy() for n, t in dict(state["x"]).items()}
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"dense state: a running-sum entry is malformed ({exc!r})") from None
-        shaped = set(x) == set(shapes) and all(x[n].shape == shapes[n] for n in shapes)
-        if not (shaped and math.isfinite(w) and w >= 0 and finite_arrays(x)):
             raise ValueError(
-                "dense state: running sums must match the model's tensors and be finite "
+                f"push-sum state: a running-sum entry is malformed ({exc!r})"
+            ) from None
+        shaped = set(x) == set(shapes) and all(x[n].shape == shapes[n] for n in shapes)
+        finite = all(bool(np.isfinite(a).all()) for a in x.values())
+        if not (shaped and math.isfinite(w) and w >= 0 and finite):
+            raise ValueError(
+                "push-sum state: running sums must match the model's tensors and be finite "
                 "(a checkpoint of another model?)"
             )
         return cls(x, w)
+
+
+class PushSumMethod(Method):
+    """Push-sum: split (x, w) among self and the targets, merge every share received."""
+
+    name = "pushsum"
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        #: Push-sum mass w (the model holds z = x / w).
+        self.weight = 1.0
+        #: Times w was clamped or a merge refused since the last merge (a merge stat).
+        self._guards = 0
+
+    def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Payload]]:
+        if not targets:
+            return []
+        arrays = to_arrays(self.exchanged())
+        share = self.weight / (len(targets) + 1)
+        self.weight = self._guard_weight(share)
+        return self._send(arrays, share, targets)
+
+    def _send(
+        self, arrays: Arrays, share: float, targets: Sequence[str]
+    ) -> list[tuple[str, Payload]]:
+        payload = PushShare(arrays, share)
+        return [(peer, payload) for peer in targets]
+
+    def _take(self, received: Sequence[Received]) -> tuple[list[Share], MergeStats]:
+        """Every share received (each carries mass, whoever sent it) as an x-share z·w in
+        float64; one heavier than PUSHSUM_MAX_SHARE is rejected."""
+        shares: list[Share] = []
+        rejected = 0
+        for item in received:
+            if not isinstance(item.payload, PushShare):
+                continue
+            mass = item.payload.mass
+            if not mass <= PUSHSUM_MAX_SHARE:
+                rejected += 1
+                continue
+            x = {n: a.astype(np.float64) * mass for n, a in item.payload.arrays.items()}
+            shares.append((item.sender, x, mass))
+        return shares, MergeStats(rejected=rejected)
+
+    def merge(self, round_index: int, received: Sequence[Received]) -> MergeResult:
+        params = self.exchanged()
+        own = to_arrays(params)
+        shares, counts = self._take(received)
+        if shares:
+            masses = np.array([self.weight, *(w for _, _, w in shares)])
+            ones = np.ones(len(masses))
+            mixed: Arrays = {}
+            weight = self.weight
+            for name, mine in own.items():
+                x = np.stack([mine.astype(np.float64) * self.weight, *(s[1][name] for s in shares)])
+                _, weight, merged = push_sum(x, masses, ones)  # Σ x, Σ w, z = x / w
+                mixed[name] = merged.astype(mine.dtype)
+            finite = all(bool(np.isfinite(a).all()) for a in mixed.values())
+            if math.isfinite(weight) and finite:
+                load_arrays(params, mixed)
+                self.weight = self._guard_weight(weight)
+            else:  # cannot happen with the checks above; never load a broken model
+                self._guards += 1
+        stats = MergeStats(
+            merged_peers=len({sender for sender, _, _ in shares}),
+            rejected=counts.rejected,
+            stale=counts.stale,
+            pushsum_mass=self.weight,
+            pushsum_shares=len(shares),
+            pushsum_guard=self._guards,
+        )
+        self._guards = 0
+        return MergeResult(stats)
+
+    def _guard_weight(self, weight: float) -> float:
+        """``weight`` if finite and ≥ PUSHSUM_MIN_WEIGHT; else clamped (or the old one when
+        not finite) and counted in ``pushsum_guard``."""
+        if math.isfinite(weight) and weight >= PUSHSUM_MIN_WEIGHT:
+            return weight
+        self._guards += 1
+        return max(weight, PUSHSUM_MIN_WEIGHT) if math.isfinite(weight) else self.weight
+
+    # --- checkpoints ---------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"pushsum_weight": self.weight}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the push-sum mass (a checkpoint without one: 1.0)."""
+        weight = float(state.get("pushsum_weight", 1.0))
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(f"push-sum state: weight {weight!r} must be finite and > 0")
+        self.weight = weight
+
+
+class RunningSumsMethod(PushSumMethod):
+    """Push-sum with running sums per link (robust to lost, duplicated, reordered messages)."""
+
+    name = "pushsum_rs"
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        #: Per target the σ sent so far, per sender the last ρ taken.
+        self.sent: dict[str, LinkSums] = {}
+        self.heard: dict[str, LinkSums] = {}
+
+    def _send(
+        self, arrays: Arrays, share: float, targets: Sequence[str]
+    ) -> list[tuple[str, Payload]]:
+        out: list[tuple[str, Payload]] = []
+        for peer in targets:
+            sums = self.sent.setdefault(
+                peer, LinkSums({n: np.zeros(a.shape) for n, a in arrays.items()})
+            )
+            for name, a in arrays.items():
+                sums.x[name] += a.astype(np.float64) * share  # the x-share z·w
+            sums.w += share
+            out.append((peer, RunningSums({n: a.copy() for n, a in sums.x.items()}, sums.w)))
+        return out
+
+    def _take(self, received: Sequence[Received]) -> tuple[list[Share], MergeStats]:
+        """Per accepted message, (sender, σ_x − ρ_x, σ_w − ρ_w), advancing ρ ← σ; counts the
+        stale (σ_w ≤ ρ_w: duplicate or overtaken) and rejected (a mass gain above
+        PUSHSUM_MAX_SHARE) messages."""
+        shares: list[Share] = []
+        stale = rejected = 0
+        for sender, bodies in by_sender(received, RunningSums).items():
+            for body in sorted(bodies, key=lambda b: b.mass):  # oldest first
+                last = self.heard.get(sender)
+                gain = body.mass - (last.w if last is not None else 0.0)
+                if not gain > 0:
+                    stale += 1
+                    continue
+                if gain > PUSHSUM_MAX_SHARE:
+                    rejected += 1
+                    continue
+                sums = {n: np.array(a, dtype=np.float64) for n, a in body.sums.items()}
+                delta = sums if last is None else {n: sums[n] - last.x[n] for n in sums}
+                shares.append((sender, delta, gain))
+                self.heard[sender] = LinkSums(sums, body.mass)
+        return shares, MergeStats(stale=stale, rejected=rejected)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "pushsum_sent": {p: s.to_state() for p, s in self.sent.items()},
+            "pushsum_heard": {p: s.to_state() for p, s in self.heard.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the mass and the running-sum tables (none in the checkpoint: empty)."""
+        shapes = self.signature().shapes
+        tables = [
+            {str(p): LinkSums.from_state(v, shapes) for p, v in dict(state.get(key, {})).items()}
+            for key in ("pushsum_sent", "pushsum_heard")
+        ]
+        super().load_state_dict(state)
+        self.sent, self.heard = tables

@@ -1,6 +1,6 @@
 """``spafl``: SpaFL over gossip — trainable thresholds, threshold mixing, global importance.
 
-ALGORITHMS.md §1. At construction every Linear/Conv2d but the head gets one trainable
+docs/algorithms.md §1. At construction every Linear/Conv2d but the head gets one trainable
 threshold per output unit (``sparse.attach_thresholds``); the loss adds α·Σ exp(−τ). Each
 round a peer sends its threshold vector (a few hundred bytes), mixes
 τ̄ = Σ_j W_ij τ_j (a missing neighbour's weight stays with self), applies the
@@ -12,8 +12,8 @@ weights on rounds where round % K == K − 1, and on the last planned round when
 ``final_merge``), ``final_merge`` (true), ``vc`` (variance-correct the weight mix, true),
 ``beta`` (self's share of the variance target, 0.5), ``staleness_gamma`` (0.5).
 
-Masked weights travel as a second message of the round (a ``MaskedUpdate``: a
-UnitMaskedTensor per thresholded layer, NamedTensors for biases and the head) and are merged
+Masked weights travel as a second message of the round (a ``MaskedModel``: the kept rows of
+each thresholded layer, biases and the head dense) and are merged
 with the coverage-normalised masked mix, then variance-corrected on the covered entries.
 Thresholds are parameters of the model but are never part of the exchanged weights.
 """
@@ -21,24 +21,27 @@ Thresholds are parameters of the model but are never part of the exchanged weigh
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
 
 from spargo import sparse
 from spargo.node.aggregation import effective_peers, masked_mix, variance_correct
-from spargo.node.methods.base import Method, MethodContext, masked_arrays, stale_row
-from spargo.node.params import exchangeable_parameters, load_arrays, signature_items, to_arrays
-from spargo.protocol import (
-    Envelope,
-    MaskedUpdate,
-    Message,
-    NamedTensor,
-    Thresholds,
-    UnitMaskedTensor,
-    model_signature,
+from spargo.node.methods.base import Method, MethodContext, stale_row
+from spargo.node.methods.payloads import (
+    MaskedArray,
+    MaskedModel,
+    MergeResult,
+    MergeStats,
+    Payload,
+    Received,
+    Signature,
+    ThresholdVector,
+    newest,
 )
+from spargo.node.params import exchangeable_parameters, load_arrays, to_arrays
 
 Masked = dict[str, tuple[np.ndarray, np.ndarray]]
 
@@ -78,15 +81,6 @@ class SpaFLMethod(Method):
     """Thresholds-only gossip (personalised models), optionally with periodic weight mixing."""
 
     name = "spafl"
-    defaults: ClassVar[Mapping[str, Any]] = {
-        "alpha": 0.01,
-        "min_density": 0.01,
-        "weights_every": 0,
-        "final_merge": True,
-        "vc": True,
-        "beta": 0.5,
-        "staleness_gamma": 0.5,
-    }
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
@@ -99,7 +93,8 @@ class SpaFLMethod(Method):
         self._tau_start = sparse.threshold_vector(ctx.model)
 
     # --- what is exchanged ---------------------------------------------------------------
-    def _weight_params(self) -> list[tuple[str, torch.nn.Parameter]]:
+    def exchanged(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """The weights (thresholds are parameters too, but travel as their own vector)."""
         model = self.ctx.model
         return exchangeable_parameters(model, exclude=sparse.threshold_parameters(model))
 
@@ -107,11 +102,10 @@ class SpaFLMethod(Method):
         """Exchanged parameter name → masked module name."""
         return {f"{m}.parametrizations.weight.original": m for m in self.masked_layers}
 
-    def model_signature(self) -> str:
+    def signature(self) -> Signature:
         if self._signature is None:
-            items = signature_items(self._weight_params())
-            items.append(("thresholds", (int(self._tau_start.numel()),), "float32"))
-            self._signature = model_signature(items)
+            thresholds = int(self._tau_start.numel())
+            self._signature = replace(super().signature(), thresholds=thresholds)
         return self._signature
 
     def weights_round(self, round_index: int) -> bool:
@@ -133,93 +127,77 @@ class SpaFLMethod(Method):
         return sparse.threshold_regularizer(self.ctx.model, float(self.options["alpha"]))
 
     # --- gossip ------------------------------------------------------------------------
-    def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Message]]:
-        tau = Thresholds(values=sparse.threshold_vector(self.ctx.model).numpy())
-        out: list[tuple[str, Message]] = [(peer, tau) for peer in targets]
+    def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Payload]]:
+        tau = ThresholdVector(sparse.threshold_vector(self.ctx.model).numpy())
+        out: list[tuple[str, Payload]] = [(peer, tau) for peer in targets]
         if self.weights_round(round_index):
-            update = self._masked_update()
+            update = MaskedModel(
+                {
+                    name: MaskedArray(values, mask if by_row else None, by_row)
+                    for name, (values, mask, by_row) in self._own_masked().items()
+                }
+            )
             out.extend((peer, update) for peer in targets)
         return out
 
-    def _masked_update(self) -> MaskedUpdate:
-        arrays = to_arrays(self._weight_params())
+    def _own_masked(self) -> dict[str, tuple[np.ndarray, np.ndarray, bool]]:
+        """name → (values, held mask, whether the mask is by unit) of this peer's weights."""
+        arrays = to_arrays(self.exchanged())
         masks = {m: u.cpu().numpy() for m, u in sparse.unit_masks(self.ctx.model).items()}
         module_of = self._masked_names()
-        tensors: list[UnitMaskedTensor | NamedTensor] = []
-        for name, array in arrays.items():
-            if name in module_of:
-                unit = masks[module_of[name]]
-                tensors.append(UnitMaskedTensor(name, array.shape, unit, array[unit].reshape(-1)))
-            else:
-                tensors.append(NamedTensor(name, array))
-        return MaskedUpdate(tensors=tuple(tensors))
-
-    def _own_masked(self) -> Masked:
-        arrays = to_arrays(self._weight_params())
-        masks = {m: u.cpu().numpy() for m, u in sparse.unit_masks(self.ctx.model).items()}
-        module_of = self._masked_names()
-        out: Masked = {}
+        out: dict[str, tuple[np.ndarray, np.ndarray, bool]] = {}
         for name, array in arrays.items():
             if name in module_of:
                 unit = masks[module_of[name]].reshape((-1,) + (1,) * (array.ndim - 1))
-                out[name] = (array, np.broadcast_to(unit, array.shape).copy())
+                out[name] = (array, np.broadcast_to(unit, array.shape).copy(), True)
             else:
-                out[name] = (array, np.ones(array.shape, dtype=bool))
+                out[name] = (array, np.ones(array.shape, dtype=bool), False)
         return out
 
-    def merge(
-        self, round_index: int, received: Mapping[str, Sequence[Envelope]]
-    ) -> dict[str, float]:
+    def merge(self, round_index: int, received: Sequence[Received]) -> MergeResult:
         gamma = float(self.options["staleness_gamma"])
-        stats: dict[str, float] = {"rejected": 0.0}
         own_tau = sparse.threshold_vector(self.ctx.model).numpy()
-        taus: dict[str, np.ndarray] = {}
-        late: dict[str, int] = {}
-        updates: dict[str, Masked] = {}
-        late_w: dict[str, int] = {}
-        shapes = {n: tuple(a.shape) for n, a in to_arrays(self._weight_params()).items()}
-        for sender in sorted(received):
-            for envelope in received[sender]:
-                body, lag = envelope.body, max(0, round_index - envelope.round)
-                if isinstance(body, Thresholds):
-                    if body.values.shape != own_tau.shape or not np.isfinite(body.values).all():
-                        stats["rejected"] += 1
-                    elif lag <= late.get(sender, lag):
-                        taus[sender], late[sender] = body.values, lag
-                elif isinstance(body, MaskedUpdate):
-                    arrays = masked_arrays(body.tensors, shapes)
-                    if arrays is None:
-                        stats["rejected"] += 1
-                    elif lag <= late_w.get(sender, lag):
-                        updates[sender], late_w[sender] = arrays, lag
+        taus = newest(received, ThresholdVector)
+        updates = newest(received, MaskedModel)
+        weights_merged, factor = None, None
         if updates:
-            stats.update(self._merge_weights(updates, late_w, gamma))
+            weights_merged, factor = len(updates), self._merge_weights(updates, gamma)
+        late = {sender: lag for sender, (_, lag) in taus.items()}
         row = stale_row(self.ctx.weights, self.ctx.peer_id, late, gamma)
         mixed_tau = row[self.ctx.peer_id] * own_tau.astype(np.float64)
-        for sender, values in taus.items():
-            mixed_tau = mixed_tau + row[sender] * values.astype(np.float64)
+        for sender, (tau, _) in taus.items():
+            mixed_tau = mixed_tau + row[sender] * tau.values.astype(np.float64)
         new_tau = torch.as_tensor(mixed_tau.astype(np.float32))
         if new_tau.numel():
             sparse.apply_global_importance(self.ctx.model, new_tau - self._tau_start)
             sparse.set_threshold_vector(self.ctx.model, new_tau)
-        stats["merged_peers"] = float(len(taus))
-        stats["threshold_mean"] = float(mixed_tau.mean()) if mixed_tau.size else 0.0
-        return stats
+        stats = MergeStats(
+            merged_peers=len(taus),
+            weights_merged_peers=weights_merged,
+            variance_factor=factor,
+            threshold_mean=float(mixed_tau.mean()) if mixed_tau.size else 0.0,
+        )
+        return MergeResult(stats)
 
-    def _merge_weights(
-        self, updates: Mapping[str, Masked], late: Mapping[str, int], gamma: float
-    ) -> dict[str, float]:
+    def _merge_weights(self, updates: Mapping[str, tuple[MaskedModel, int]], gamma: float) -> float:
+        """Mix the received masked weights into ours; returns the mean variance factor."""
+        late = {sender: lag for sender, (_, lag) in updates.items()}
+        models = {
+            sender: {n: (t.values, t.held()) for n, t in update.tensors.items()}
+            for sender, (update, _) in updates.items()
+        }
+        own = {n: (values, mask) for n, (values, mask, _) in self._own_masked().items()}
         row = stale_row(self.ctx.weights, self.ctx.peer_id, late, gamma)
         mixed, factor = mix_masked(
-            self._own_masked(),
-            updates,
+            own,
+            models,
             row,
             self.ctx.peer_id,
             correct=bool(self.options["vc"]),
             beta=float(self.options["beta"]),
         )
-        load_arrays(self._weight_params(), mixed)
-        return {"weights_merged_peers": float(len(updates)), "variance_factor": factor}
+        load_arrays(self.exchanged(), mixed)
+        return factor
 
     # --- checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``vc``: dense gossip with variance-corrected averaging (ALGORITHMS.md §3).
+"""``vc``: dense gossip with variance-corrected averaging (docs/algorithms.md §3).
 
 Each round mixes like ``dense`` (Metropolis–Hastings weights, or the paper's β-mix
 x = β·x_self + (1 − β)·mean(received) with ``mix=beta``), then rescales every tensor about its
@@ -10,7 +10,7 @@ factor clamped to [1, √N_eff] (N_eff = 1/Σ w² of the weights used). Options:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -23,11 +23,6 @@ class VarianceCorrectedMethod(DenseMethod):
     """D-PSGD whose mixed tensors keep the spread their inputs had."""
 
     name = "vc"
-    defaults: ClassVar[Mapping[str, Any]] = {
-        **DenseMethod.defaults,
-        "beta": 0.5,
-        "mix": "mh",
-    }
     #: Push-sum does not fit: rescaling z about its mean would break mass conservation.
     mixes: ClassVar[tuple[str, ...]] = ("mh", "beta")
 
@@ -43,9 +38,9 @@ class VarianceCorrectedMethod(DenseMethod):
         models: Mapping[str, Arrays],
         mixed: Arrays,
         row: Mapping[str, float],
-    ) -> tuple[Arrays, dict[str, float]]:
+    ) -> tuple[Arrays, float | None]:
         if not models:
-            return mixed, {"variance_factor": 1.0}
+            return mixed, 1.0
         beta = float(self.options["beta"])
         peers = sorted(models)
         if self.options["mix"] == "beta" and self.robust[0] == "none":
@@ -62,4 +57,4 @@ class VarianceCorrectedMethod(DenseMethod):
             stack = np.stack([own[name], *(models[p][name] for p in peers)])
             out[name], factor = variance_correct(value, stack, beta=beta, n_eff=n_eff)
             factors.append(factor)
-        return out, {"variance_factor": float(np.mean(factors)) if factors else 1.0}
+        return out, float(np.mean(factors)) if factors else 1.0

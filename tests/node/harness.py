@@ -9,7 +9,7 @@ from typing import Any
 from spargo import topology
 from spargo.node.config import NodeConfig
 from spargo.node.methods import MethodContext, make_method
-from spargo.node.node import LocalData, Node
+from spargo.node.node import LocalData, Node, Offload, run_inline
 from spargo.node.tasks import TaskSpec, synthetic_task
 from spargo.node.transports.memory import MemoryNetwork
 from spargo.node.view import build_view
@@ -36,6 +36,7 @@ def make_peers(
     checkpoint_dir: Path | None = None,
     keys: dict[int, str] | None = None,
     task: TaskSpec | None = None,
+    offload: Offload | None = run_inline,
     **overrides: Any,
 ) -> list[Node]:
     """``n`` peers on ``graph_spec``, each with an IID slice of the synthetic task."""
@@ -53,6 +54,7 @@ def make_peers(
             rounds=rounds,
             checkpoint_dir=checkpoint_dir,
             keys=keys,
+            offload=offload,
             **overrides,
         )
         for i in range(n)
@@ -70,9 +72,11 @@ def make_peer(
     rounds: int,
     checkpoint_dir: Path | None,
     keys: dict[int, str] | None,
+    offload: Offload | None = run_inline,
     **overrides: Any,
 ) -> Node:
-    """One peer (a fresh model; it resumes if ``checkpoint_dir`` holds its checkpoint)."""
+    """One peer (a fresh model; it resumes if ``checkpoint_dir`` holds its checkpoint).
+    ``offload`` None: evaluation and checkpoints in a worker thread (needs a real clock)."""
     n = len(ids)
     config = NodeConfig(
         peer_id=ids[index],
@@ -104,6 +108,7 @@ def make_peer(
         network.transport(ids[index]),
         make_method(method, ctx),
         training_runner=inline,
+        offload=offload,  # inline by default: no thread on a virtual clock
     )
 
 

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from spargo import topology
 from spargo.node.aggregation import (
-    age_weighted_merge,
     coordinate_median,
     effective_peers,
     masked_mix,
@@ -161,13 +160,10 @@ def test_median_and_trimmed_mean_resist_one_outlier() -> None:
         trimmed_mean(values[:4], 2)
 
 
-def test_staleness_and_age_weights() -> None:
+def test_staleness_weights() -> None:
     f = staleness_weights(np.array([0, 1, 3, -2]), gamma=1.0)
     np.testing.assert_allclose(f, [1.0, 0.5, 0.25, 1.0])
     assert (np.diff(staleness_weights(np.arange(5), 0.5)) < 0).all()
-    x, t = age_weighted_merge(np.array([[0.0], [10.0]]), np.array([3.0, 1.0]))
-    assert x[0] == pytest.approx(2.5)  # a = t_r / (t + t_r) = 1/4
-    assert t == 3.0
     with pytest.raises(ValueError):
         staleness_weights(np.zeros(2), gamma=-1.0)
 

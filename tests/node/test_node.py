@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 from spargo import topology
 from spargo.node.checkpoint import checkpoint_path
@@ -55,6 +58,10 @@ def test_hostile_traffic_is_counted_and_dropped() -> None:
         body = FullModel(tensors=tuple(NamedTensor(n, a) for n, a in arrays.items()))
         return encode(Envelope("test", sender, seq, 0, body), keyring)
 
+    def misfit(seq: int) -> bytes:
+        body = FullModel(tensors=(NamedTensor("not.ours", np.zeros(3, np.float32)),))
+        return encode(Envelope("test", "mallory", seq, 0, body), good_key)
+
     async def attack() -> None:
         valid = frame(1, good_key)
         for victim in ("p0", "p1"):
@@ -66,6 +73,7 @@ def test_hostile_traffic_is_counted_and_dropped() -> None:
             await attacker.send(victim, frame(4, good_key, poison=True))
             await attacker.send(victim, frame(5, good_key, sender="p3"))  # spoofed sender
             await attacker.send(victim, valid[: len(valid) // 2])
+            await attacker.send(victim, misfit(6))  # well-formed, but not our model
 
     run_all(nodes, attack)
     for victim in nodes[:2]:
@@ -75,6 +83,7 @@ def test_hostile_traffic_is_counted_and_dropped() -> None:
         assert drops["nonfinite"] >= 1, drops
         assert drops["sender_mismatch"] >= 1, drops
         assert drops["malformed"] >= 1, drops
+        assert drops["mismatch"] >= 1, drops
         assert len(victim.history) == 6
         assert victim.history[-1].accuracy > 0.6
         assert all(
@@ -175,3 +184,44 @@ def _frame(sender: str, seq: int) -> bytes:
     from spargo.protocol import Bye
 
     return encode(Envelope("test", sender, seq, 0, Bye()))
+
+
+def test_evaluation_and_checkpoint_writes_leave_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the default offload, evaluating and writing checkpoints run in worker threads
+    (on a real clock: a thread would let a virtual one jump ahead)."""
+    from spargo.node import node as node_module
+
+    threads: dict[str, set[int]] = {"evaluate": set(), "checkpoint": set()}
+    save = node_module.save_checkpoint
+
+    def saving(path: Any, state: Any) -> int:
+        threads["checkpoint"].add(threading.get_ident())
+        return save(path, state)
+
+    monkeypatch.setattr(node_module, "save_checkpoint", saving)
+    nodes = make_peers(
+        MemoryNetwork(), 2, rounds=2, graph_spec="complete", checkpoint_dir=tmp_path, offload=None
+    )
+    for node in nodes:
+        evaluate = node._trainer.evaluate
+
+        def evaluating(data: Any, evaluate: Any = evaluate) -> Any:
+            threads["evaluate"].add(threading.get_ident())
+            return evaluate(data)
+
+        monkeypatch.setattr(node._trainer, "evaluate", evaluating)
+
+    async def main() -> int:
+        async with asyncio.TaskGroup() as group:
+            for node in nodes:
+                group.create_task(node.run())
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert threads["evaluate"]
+    assert threads["checkpoint"]
+    assert loop_thread not in threads["evaluate"] | threads["checkpoint"]
+    assert all(len(node.history) == 2 for node in nodes)
+    assert checkpoint_path(tmp_path, "p0").exists()

@@ -1,7 +1,8 @@
-"""Push-sum mixing in ``dense`` (``mix=pushsum``): mass conservation, exact averaging over
-one-way schedules where receiver-side averaging is biased, guards, checkpoints, learning; and
-``mix=pushsum_rs`` (running sums): mass conserved and the true average reached under message
-loss, duplicates and reordering, where plain push-sum leaks mass."""
+"""Push-sum (method ``pushsum``): mass conservation, exact averaging over one-way schedules
+where receiver-side averaging is biased, guards, checkpoints, learning; and ``pushsum_rs``
+(running sums): mass conserved and the true average reached under message loss, duplicates
+and reordering, where plain push-sum leaks mass. Payloads travel through the real seam
+(payload → message → frame → message → checked payload)."""
 
 from __future__ import annotations
 
@@ -18,38 +19,43 @@ from torch import nn
 
 from spargo import topology
 from spargo.node.checkpoint import load_checkpoint, save_checkpoint
-from spargo.node.methods import MethodContext, make_method
-from spargo.node.methods.dense import DenseMethod
+from spargo.node.methods import Method, MethodContext, make_method
+from spargo.node.methods.payloads import Model, Payload, PushShare, Received, RunningSums
 from spargo.node.methods.pushsum import (
     PUSHSUM_MAX_SHARE,
     PUSHSUM_MIN_WEIGHT,
-    RS_LOW_SUFFIX,
     LinkSums,
-    split_float64,
+    PushSumMethod,
+    RunningSumsMethod,
 )
 from spargo.node.params import exchangeable_parameters, to_arrays
+from spargo.node.payload import PayloadMismatch, from_message, to_message
 from spargo.node.view import SwarmLayout
-from spargo.protocol import Envelope, FullModel, NamedTensor
+from spargo.protocol import Decoder, Envelope, LocalProtocolError, encode
 from spargo.sims import Scenario, run
 
 SHAPE = (3, 4)
+MIXES = {"mh": "dense", "pushsum": "pushsum", "pushsum_rs": "pushsum_rs"}
 
 
-def _method(
-    peer: str, weights: Mapping[str, float], value: np.ndarray, **options: Any
-) -> DenseMethod:
-    """A dense method over a tiny linear model whose parameters are set from ``value``."""
+def _method(peer: str, weights: Mapping[str, float], value: np.ndarray, mix: str) -> Any:
+    """The ``mix`` method (``mh`` is dense) over a tiny linear model set from ``value``."""
     model = nn.Linear(SHAPE[1], SHAPE[0])
     with torch.no_grad():
         model.weight.copy_(torch.as_tensor(value))
         model.bias.copy_(torch.as_tensor(value[:, 0]))
-    ctx = MethodContext(model, peer, dict(weights), seed=0, rounds=10, options=options)
-    method = make_method("dense", ctx)
-    assert isinstance(method, DenseMethod)
-    return method
+    ctx = MethodContext(model, peer, dict(weights), seed=0, rounds=10)
+    return make_method(MIXES[mix], ctx)
 
 
-def _flat(method: DenseMethod) -> np.ndarray:
+def _wire(sender: str, seq: int, payload: Payload, receiver: Method, round_index: int) -> Received:
+    """``payload`` as ``receiver``'s merge gets it after a trip over the wire."""
+    frame = encode(Envelope("t", sender, seq, round_index, to_message(payload)))
+    body = Decoder("t").decode(frame).body
+    return Received(sender, from_message(body, receiver.signature()))
+
+
+def _flat(method: Method) -> np.ndarray:
     return np.concatenate(
         [p.detach().numpy().astype(np.float64).reshape(-1) for p in method.ctx.model.parameters()]
     )
@@ -70,26 +76,27 @@ class Swarm:
         self.seq = 0
 
     def round(self, r: int, targets: Mapping[str, Sequence[str]] | None = None) -> None:
-        inbox: dict[str, dict[str, list[Envelope]]] = {p: {} for p in self.methods}
+        inbox: dict[str, list[Received]] = {p: [] for p in self.methods}
         for peer, method in self.methods.items():
             chosen = self.views[peer].targets(r) if targets is None else targets[peer]
-            for target, body in method.outgoing(r, chosen):
+            for target, payload in method.outgoing(r, chosen):
                 self.seq += 1
                 if self.loss and self.loss_rng.random() < self.loss:
                     self.dropped += 1
                     continue
-                envelope = Envelope(swarm="t", sender=peer, seq=self.seq, round=r, body=body)
-                inbox[target].setdefault(peer, []).append(envelope)
+                receiver = self.methods[target]
+                inbox[target].append(_wire(peer, self.seq, payload, receiver, r))
         for peer, method in self.methods.items():
-            stats = method.merge(r, inbox[peer])
-            if method.pushsum:
-                assert stats["pushsum_weight"] == method.weight
+            received = sorted(inbox[peer], key=lambda item: item.sender)
+            stats = method.merge(r, received).stats
+            if isinstance(method, PushSumMethod):
+                assert stats.pushsum_mass == method.weight
 
     def models(self) -> np.ndarray:
         return np.stack([_flat(m) for m in self.methods.values()])
 
     def masses(self) -> np.ndarray:
-        return np.array([m.weight for m in self.methods.values()])
+        return np.array([getattr(m, "weight", 1.0) for m in self.methods.values()])
 
 
 def _layout(spec: str, n: int, sampler: str, seed: int = 0) -> SwarmLayout:
@@ -150,74 +157,75 @@ def test_one_way_random_pushes_reach_the_true_average_where_mh_drifts() -> None:
 
 
 # --- merging rules -----------------------------------------------------------------------
-def _body(method: DenseMethod, offset: float, weight: float) -> FullModel:
-    tensors = tuple(
-        NamedTensor(n, p.detach().numpy() + offset) for n, p in method.ctx.model.named_parameters()
-    )
-    return FullModel(tensors=tensors, weight=weight)
+def _share(method: Method, offset: float, mass: float) -> PushShare:
+    arrays = {n: p.detach().numpy() + offset for n, p in method.ctx.model.named_parameters()}
+    return PushShare(arrays, mass)
 
 
-def _envelope(sender: str, seq: int, body: FullModel, round_index: int = 0) -> Envelope:
-    return Envelope(swarm="t", sender=sender, seq=seq, round=round_index, body=body)
-
-
-def test_pushes_from_any_sender_merge_and_each_share_counts_once() -> None:
-    """A non-neighbour's push is merged (one-way link); two rounds' shares both add mass; a
-    duplicated envelope adds nothing."""
-    a = _method("a", {"a": 1.0}, np.zeros(SHAPE, np.float32), mix="pushsum")
-    first = _envelope("stranger", 1, _body(a, 3.0, 0.5))
-    later = _envelope("stranger", 2, _body(a, 3.0, 0.5), round_index=1)
-    stats = a.merge(1, {"stranger": [first, later, first]})
-    assert stats["pushsum_shares"] == 2.0
-    assert stats["merged_peers"] == 1.0
+def test_pushes_from_any_sender_merge_and_each_share_counts() -> None:
+    """A non-neighbour's push is merged (one-way link); two rounds' shares both add mass.
+    (The same frame twice never reaches merge: the decoder's replay window drops it.)"""
+    a = _method("a", {"a": 1.0}, np.zeros(SHAPE, np.float32), "pushsum")
+    first = _wire("stranger", 1, _share(a, 3.0, 0.5), a, 0)
+    later = _wire("stranger", 2, _share(a, 3.0, 0.5), a, 1)
+    stats = a.merge(1, [first, later]).stats
+    assert stats.pushsum_shares == 2
+    assert stats.merged_peers == 1
     assert a.weight == pytest.approx(2.0)
     np.testing.assert_allclose(_flat(a), 1.5)  # (0·1 + 3·0.5 + 3·0.5) / 2
 
 
-@pytest.mark.parametrize("weight", [0.0, -1.0, 1e300])
-def test_a_share_with_an_impossible_weight_is_rejected(weight: float) -> None:
-    a = _method("a", {"a": 0.5, "b": 0.5}, np.ones(SHAPE, np.float32), mix="pushsum")
+def test_a_share_with_an_impossible_mass_is_refused() -> None:
+    """Mass <= 0 cannot even be put on the wire; a finite but absurd one is rejected."""
+    a = _method("a", {"a": 0.5, "b": 0.5}, np.ones(SHAPE, np.float32), "pushsum")
+    for mass in (0.0, -1.0):
+        with pytest.raises(LocalProtocolError, match="mass"):
+            to_message(_share(a, 5.0, mass))
     before = _flat(a)
-    stats = a.merge(0, {"b": [_envelope("b", 1, _body(a, 5.0, weight))]})
-    assert stats["rejected"] == 1.0
-    assert stats["pushsum_weight"] == 1.0
+    stats = a.merge(0, [_wire("b", 1, _share(a, 5.0, 1e300), a, 0)]).stats
+    assert stats.rejected == 1
+    assert stats.pushsum_mass == 1.0
     np.testing.assert_array_equal(_flat(a), before)
 
 
 def test_a_peer_that_only_sends_keeps_a_positive_weight() -> None:
-    a = _method("a", {"a": 0.5, "b": 0.5}, np.ones(SHAPE, np.float32), mix="pushsum")
+    a = _method("a", {"a": 0.5, "b": 0.5}, np.ones(SHAPE, np.float32), "pushsum")
     a.weight = 3 * PUSHSUM_MIN_WEIGHT
     for r in range(3):
-        ((_, body),) = a.outgoing(r, ["b"])
-        assert isinstance(body, FullModel)
-        assert body.weight > 0
-    stats = a.merge(3, {})
+        ((_, payload),) = a.outgoing(r, ["b"])
+        assert isinstance(payload, PushShare)
+        assert payload.mass > 0
+    stats = a.merge(3, []).stats
     assert a.weight == PUSHSUM_MIN_WEIGHT
-    assert stats["pushsum_guard"] == 2.0
+    assert stats.pushsum_guard == 2
     np.testing.assert_array_equal(_flat(a), 1.0)  # z itself is untouched by the split
 
 
-def test_mh_mix_is_unchanged_and_sends_unit_weight() -> None:
-    a = _method("a", {"a": 0.5, "b": 0.5}, np.zeros(SHAPE, np.float32))
-    ((_, body),) = a.outgoing(0, ["b"])
-    assert isinstance(body, FullModel)
-    assert body.weight == 1.0
-    stats = a.merge(0, {"b": [_envelope("b", 1, _body(a, 2.0, 1.0))]})
-    assert "pushsum_weight" not in stats
+def test_mh_mix_is_unchanged_and_sends_no_mass() -> None:
+    a = _method("a", {"a": 0.5, "b": 0.5}, np.zeros(SHAPE, np.float32), "mh")
+    ((_, payload),) = a.outgoing(0, ["b"])
+    assert isinstance(payload, Model)
+    other = Model({n: np.full(a.signature().shapes[n], 2.0, np.float32) for n in payload.arrays})
+    stats = a.merge(0, [_wire("b", 1, other, a, 0)]).stats
+    assert stats.pushsum_mass is None
+    assert "pushsum_mass" not in stats.as_dict()
     np.testing.assert_allclose(_flat(a), 1.0)
     assert a.state_dict() == {}
 
 
 # --- options, checkpoints, learning ---------------------------------------------------------
-def test_bad_mix_values_list_the_valid_ones() -> None:
-    zeros = np.zeros(SHAPE, np.float32)
-    with pytest.raises(ValueError, match="mh, pushsum"):
-        _method("a", {"a": 1.0}, zeros, mix="pushpull")
-    with pytest.raises(ValueError, match="robust=none"):
-        _method("a", {"a": 1.0}, zeros, mix="pushsum", robust="median")
-    ctx = MethodContext(nn.Linear(2, 2), "a", {"a": 1.0}, options={"mix": "pushsum"})
+def test_mix_pushsum_is_a_clear_error_naming_the_method() -> None:
+    """``dense --option mix=pushsum`` was how push-sum was spelled; now it says what to use."""
+    for name, mix in (("dense", "pushsum"), ("dense", "pushsum_rs"), ("vc", "pushsum")):
+        ctx = MethodContext(nn.Linear(2, 2), "a", {"a": 1.0}, options={"mix": mix})
+        with pytest.raises(ValueError, match=f"use method {mix}"):
+            make_method(name, ctx)
+    ctx = MethodContext(nn.Linear(2, 2), "a", {"a": 1.0}, options={"mix": "pushpull"})
     with pytest.raises(ValueError, match="mh, beta"):
         make_method("vc", ctx)
+    ctx = MethodContext(nn.Linear(2, 2), "a", {"a": 1.0}, options={"robust": "median"})
+    with pytest.raises(ValueError, match="no option 'robust'"):
+        make_method("pushsum", ctx)
 
 
 def test_weight_survives_a_checkpoint_round_trip(tmp_path: Path) -> None:
@@ -230,13 +238,13 @@ def test_weight_survives_a_checkpoint_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "p.ckpt"
     save_checkpoint(path, {"model": method.ctx.model.state_dict(), "method": method.state_dict()})
     state = load_checkpoint(path)  # torch.load(weights_only=True) inside
-    fresh = _method(peer, layout.view(peer).weights, np.zeros(SHAPE, np.float32), mix="pushsum")
+    fresh = _method(peer, layout.view(peer).weights, np.zeros(SHAPE, np.float32), "pushsum")
     fresh.ctx.model.load_state_dict(state["model"])
     fresh.load_state_dict(state["method"])
     assert fresh.weight == method.weight
     np.testing.assert_array_equal(_flat(fresh), _flat(method))
-    old = _method(peer, {}, np.zeros(SHAPE, np.float32), mix="pushsum")
-    old.load_state_dict({})  # a checkpoint written with mix=mh: the mass starts at 1
+    old = _method(peer, {}, np.zeros(SHAPE, np.float32), "pushsum")
+    old.load_state_dict({})  # a checkpoint without a mass (dense's): the mass starts at 1
     assert old.weight == 1.0
     with pytest.raises(ValueError, match="finite and > 0"):
         old.load_state_dict({"pushsum_weight": 0.0})
@@ -248,8 +256,7 @@ def _sim(**kw: Any) -> Any:
         "nodes": 8,
         "rounds": 20,
         "seed": 0,
-        "method": "dense",
-        "method_options": {"mix": "pushsum"},
+        "method": "pushsum",
         "partition": "iid",
         "eval_every": 1000,
     }
@@ -260,7 +267,7 @@ def test_the_runner_conserves_mass_on_an_irregular_graph() -> None:
     # Every peer hears from all its neighbours each round (so the rounds stay in step), but
     # degrees differ: each peer's mass goes out in unequal 1/(d + 1) shares.
     result = _sim(topology="ba:1", rounds=6)
-    last = [m.merge["pushsum_weight"] for m in result.rounds if m.round == 5]
+    last = [m.merge["pushsum_mass"] for m in result.rounds if m.round == 5]
     assert len(last) == 8
     assert sum(last) == pytest.approx(8.0, rel=1e-9)
     assert not np.allclose(last, 1.0)
@@ -272,8 +279,8 @@ def test_pushsum_learns_digits_on_the_one_peer_exponential_schedule() -> None:
     assert result.summary["drops"] == {}
 
 
-# --- running sums (mix=pushsum_rs) -----------------------------------------------------------
-def _arrays(method: DenseMethod) -> dict[str, np.ndarray]:
+# --- running sums (pushsum_rs) ---------------------------------------------------------------
+def _arrays(method: Method) -> dict[str, np.ndarray]:
     return {
         n: a.astype(np.float64)
         for n, a in to_arrays(exchangeable_parameters(method.ctx.model)).items()
@@ -319,66 +326,63 @@ def test_running_sums_conserve_mass_under_loss_where_plain_pushsum_leaks() -> No
     assert np.abs(plain.models() - truth).max() > 1e-3
 
 
-def _pair(mix: str = "pushsum_rs") -> tuple[DenseMethod, DenseMethod]:
-    a = _method("a", {"a": 0.5, "b": 0.5}, np.zeros(SHAPE, np.float32), mix=mix)
-    b = _method("b", {"a": 0.5, "b": 0.5}, np.full(SHAPE, 4.0, np.float32), mix=mix)
+def _pair() -> tuple[RunningSumsMethod, RunningSumsMethod]:
+    a = _method("a", {"a": 0.5, "b": 0.5}, np.zeros(SHAPE, np.float32), "pushsum_rs")
+    b = _method("b", {"a": 0.5, "b": 0.5}, np.full(SHAPE, 4.0, np.float32), "pushsum_rs")
     return a, b
 
 
-def _push(sender: DenseMethod, target: str, seq: int) -> Envelope:
-    ((_, body),) = sender.outgoing(seq, [target])
-    return _envelope(sender.ctx.peer_id, seq, body, round_index=seq)  # type: ignore[arg-type]
+def _push(sender: RunningSumsMethod, receiver: Method, seq: int) -> Received:
+    ((_, payload),) = sender.outgoing(seq, [receiver.ctx.peer_id])
+    return _wire(sender.ctx.peer_id, seq, payload, receiver, seq)
 
 
 def test_a_lost_message_arrives_with_the_next_and_stale_copies_are_ignored() -> None:
     """b pushes three times to a; the first is lost, the third overtakes the second, then the
     second and a duplicate of the third arrive: a ends with exactly all three shares."""
     a, b = _pair()
-    _, first, second, third = (None, *(_push(b, "a", s) for s in (1, 2, 3)))
-    stats = a.merge(3, {"b": [third]})
-    assert stats["pushsum_shares"] == 1.0
-    assert stats["pushsum_stale"] == 0.0
+    first, second, third = (_push(b, a, s) for s in (1, 2, 3))
+    stats = a.merge(3, [third]).stats
+    assert stats.pushsum_shares == 1
+    assert stats.stale == 0
     assert a.weight == pytest.approx(1.0 + 0.5 + 0.25 + 0.125)  # b kept 1/8 of its mass
     assert b.weight == pytest.approx(0.125)
     np.testing.assert_allclose(_flat(a), 4.0 * 0.875 / 1.875, rtol=1e-6)
-    stats = a.merge(4, {"b": [second, third, first]})
-    assert stats["pushsum_stale"] == 3.0
-    assert stats["pushsum_shares"] == 0.0
+    stats = a.merge(4, [second, third, first]).stats
+    assert stats.stale == 3
+    assert stats.pushsum_shares == 0
     assert a.weight == pytest.approx(1.875)
-    assert first.body.weight < second.body.weight < third.body.weight  # type: ignore[union-attr]
+    masses = [item.payload.mass for item in (first, second, third)]  # type: ignore[union-attr]
+    assert masses == sorted(masses)
 
 
 def test_running_sums_stay_exact_when_they_outgrow_float32() -> None:
-    """After 10⁶ units have passed on a link, a share of 1/3 still arrives as 1/3: float32 alone
-    would deliver fl32(10⁶ + 1/3) − 10⁶ = 0.3125; the hi + lo pair on the wire keeps it."""
+    """After 10⁶ units have passed on a link, a share of 1/3 still arrives as 1/3: float32
+    would deliver fl32(10⁶ + 1/3) − 10⁶ = 0.3125; the float64 sums on the wire keep it."""
     a, _ = _pair()
-    shapes = _shapes(a)
+    shapes = a.signature().shapes
     a.heard["b"] = LinkSums({n: np.full(shape, 1e6) for n, shape in shapes.items()}, 1e6)
     sums = {n: np.full(shape, 1e6 + 1 / 3) for n, shape in shapes.items()}
-    body = FullModel(tensors=split_float64(sums), weight=1e6 + 1.0)
-    a.merge(0, {"b": [_envelope("b", 1, body)]})
+    a.merge(0, [_wire("b", 1, RunningSums(sums, 1e6 + 1.0), a, 0)])
     assert a.weight == pytest.approx(2.0, rel=1e-12)
     np.testing.assert_allclose(_flat(a), 1 / 6, rtol=1e-7)  # (0·1 + 1/3) / 2
 
 
-def _shapes(method: DenseMethod) -> dict[str, tuple[int, ...]]:
-    return {n: tuple(a.shape) for n, a in _arrays(method).items()}
-
-
-def test_a_malformed_running_sum_is_rejected_and_does_not_advance_the_link() -> None:
+def test_a_malformed_running_sum_is_refused_and_does_not_advance_the_link() -> None:
+    """Sums of other tensors never reach merge (the seam refuses them); an absurd mass gain
+    is rejected by the method; neither moves the link."""
     a, b = _pair()
-    good = _push(b, "a", 1)
-    assert isinstance(good.body, FullModel)
-    no_low = tuple(t for t in good.body.tensors if not t.name.endswith(RS_LOW_SUFFIX))
-    bad = [
-        FullModel(tensors=no_low, weight=good.body.weight),
-        FullModel(tensors=good.body.tensors, weight=2 * PUSHSUM_MAX_SHARE),
-    ]
-    stats = a.merge(0, {"b": [_envelope("b", 7 + i, body) for i, body in enumerate(bad)]})
-    assert stats["rejected"] == 2.0
+    good = _push(b, a, 1)
+    assert isinstance(good.payload, RunningSums)
+    other = RunningSums({"other": np.zeros(3)}, good.payload.mass)
+    with pytest.raises(PayloadMismatch):
+        _wire("b", 7, other, a, 0)
+    heavy = RunningSums(good.payload.sums, 2 * PUSHSUM_MAX_SHARE)
+    stats = a.merge(0, [_wire("b", 8, heavy, a, 0)]).stats
+    assert stats.rejected == 1
     assert a.weight == 1.0
     assert not a.heard
-    a.merge(1, {"b": [good]})
+    a.merge(1, [good])
     assert a.weight == pytest.approx(1.5)
     np.testing.assert_allclose(_flat(a), 4.0 * 0.5 / 1.5, rtol=1e-6)
 
@@ -395,7 +399,7 @@ def test_running_sums_survive_a_checkpoint_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "p.ckpt"
     save_checkpoint(path, {"model": method.ctx.model.state_dict(), "method": method.state_dict()})
     state = load_checkpoint(path)  # torch.load(weights_only=True) inside
-    fresh = _method(peer, {}, np.zeros(SHAPE, np.float32), mix="pushsum_rs")
+    fresh = _method(peer, {}, np.zeros(SHAPE, np.float32), "pushsum_rs")
     fresh.ctx.model.load_state_dict(state["model"])
     fresh.load_state_dict(state["method"])
     assert fresh.weight == method.weight
@@ -408,11 +412,11 @@ def test_running_sums_survive_a_checkpoint_round_trip(tmp_path: Path) -> None:
     target = next(iter(method.sent))
     ((_, sent),) = method.outgoing(9, [target])
     ((_, again),) = fresh.outgoing(9, [target])
-    assert isinstance(sent, FullModel)
-    assert isinstance(again, FullModel)
-    assert sent.weight == again.weight
-    for t, u in zip(sent.tensors, again.tensors, strict=True):
-        np.testing.assert_array_equal(t.array, u.array)
+    assert isinstance(sent, RunningSums)
+    assert isinstance(again, RunningSums)
+    assert sent.mass == again.mass
+    for name in sent.sums:
+        np.testing.assert_array_equal(sent.sums[name], again.sums[name])
     wrong = {**state["method"], "pushsum_sent": {"x": {"w": 1.0, "x": {"weight": torch.zeros(2)}}}}
     with pytest.raises(ValueError, match="running sums must match"):
         fresh.load_state_dict(wrong)
@@ -422,9 +426,9 @@ def test_running_sums_keep_the_mass_in_a_lossy_simulation() -> None:
     """30 % loss on a ring: plain push-sum leaks Σw, running sums keep it; both learn."""
     sums: dict[str, float] = {}
     for mix in ("pushsum", "pushsum_rs"):
-        result = _sim(topology="ring", loss=0.3, method_options={"mix": mix}, eval_every=20)
+        result = _sim(topology="ring", loss=0.3, method=mix, eval_every=20)
         last = max(m.round for m in result.rounds)
-        sums[mix] = sum(m.merge["pushsum_weight"] for m in result.rounds if m.round == last)
+        sums[mix] = sum(m.merge["pushsum_mass"] for m in result.rounds if m.round == last)
         print(mix, "accuracy", result.summary["accuracy_mean"], "sum_w", sums[mix])
         assert result.summary["accuracy_mean"] >= 0.8, result.summary
     assert sums["pushsum"] < 0.05 * 8

@@ -17,8 +17,11 @@ from spargo.protocol import (
     MaskedUpdate,
     Message,
     NamedTensor,
+    PushSumShare,
     ResyncRequest,
+    RunningSums,
     SparseTensor,
+    StreamCopy,
     Thresholds,
     UnitMaskedTensor,
 )
@@ -40,13 +43,16 @@ def sample_messages(seed: int = 0) -> list[Message]:
     )
     rand = SparseTensor("l2.w", (4, 3), rng.standard_normal(4), seed=2**63 + 5, wire_dtype="int8")
     return [
-        Hello("peer-1", SWARM, 1, "0123456789abcdef", 3, ("masked", "choco")),
+        Hello("0123456789abcdef"),
         Thresholds(rng.standard_normal(7).astype(np.float32)),
-        MaskedUpdate((masked, units, dense), weight=0.25),
-        FullModel((NamedTensor("w", rng.standard_normal((2, 3, 4))), dense), weight=3.0),
+        MaskedUpdate((masked, units, dense)),
+        FullModel((NamedTensor("w", rng.standard_normal((2, 3, 4))), dense)),
         Delta(12, (top, rand, NamedTensor("b", np.zeros(0), "bfloat16"))),
         ResyncRequest(11),
         Bye("done"),
+        PushSumShare(0.25, (NamedTensor("w", rng.standard_normal(5)), dense)),
+        RunningSums(3.0, (NamedTensor("w", rng.standard_normal((2, 3)), "float64"),)),
+        StreamCopy(9, (NamedTensor("w", rng.standard_normal(4)), dense)),
     ]
 
 

@@ -16,13 +16,17 @@ from spargo.protocol import (
     Decoder,
     Delta,
     Envelope,
+    Hello,
     Keyring,
     MaskedTensor,
     MaskedUpdate,
     MaskMethod,
     NamedTensor,
+    PushSumShare,
     ResyncRequest,
+    RunningSums,
     SparseTensor,
+    StreamCopy,
     Thresholds,
     encode,
 )
@@ -46,6 +50,8 @@ def vectors() -> dict[str, tuple[Envelope, Keyring | None]]:
     dense = NamedTensor("b", np.array([0.25, -0.5]), "float16")
     top = SparseTensor("t", (100,), np.array([1.5, -3.0]), indices=np.array([10, 90]))
     rand = SparseTensor("s", (8, 8), np.array([0.5, -1.0, 0.25]), seed=42, wire_dtype="int8")
+    half = np.array([0.25, -0.5])
+    exact = np.array([1.0 + 2.0**-40, -3.0])
     return {
         "bye": (Envelope("swarm-a", "peer-1", 1, 5, Bye("done")), KEY),
         "thresholds": (
@@ -53,11 +59,26 @@ def vectors() -> dict[str, tuple[Envelope, Keyring | None]]:
             KEY,
         ),
         "masked_update": (
-            Envelope("swarm-a", "peer-1", 3, 6, MaskedUpdate((bitmap, rice, dense), weight=0.5)),
+            Envelope("swarm-a", "peer-1", 3, 6, MaskedUpdate((bitmap, rice, dense))),
             KEY,
         ),
         "delta": (Envelope("swarm-a", "peer-2", 4, 6, Delta(17, (top, rand))), KEY),
         "resync_untagged": (Envelope("swarm-a", "peer-2", 5, 6, ResyncRequest(16)), None),
+        "hello": (Envelope("swarm-a", "peer-1", 6, 0, Hello("0123456789abcdef")), KEY),
+        "push_sum_share": (
+            Envelope("swarm-a", "peer-1", 7, 6, PushSumShare(0.25, (NamedTensor("b", half),))),
+            KEY,
+        ),
+        "running_sums": (
+            Envelope(
+                "swarm-a", "peer-1", 8, 6, RunningSums(1.5, (NamedTensor("b", exact, "float64"),))
+            ),
+            KEY,
+        ),
+        "stream_copy": (
+            Envelope("swarm-a", "peer-2", 9, 6, StreamCopy(17, (NamedTensor("b", half),))),
+            KEY,
+        ),
     }
 
 

@@ -29,13 +29,12 @@ CASES: dict[str, dict[str, Any]] = {
         m: {**BASE, "method": m}
         for m in ("dense", "vc", "spafl", "fedsparsify", "choco", "allreduce")
     },
-    # Push-sum is dense's ``mix`` option today; the architecture change makes it a method.
-    "pushsum": {**BASE, "method": "dense", "method_options": {"mix": "pushsum"}},
-    "pushsum_rs": {**BASE, "method": "dense", "method_options": {"mix": "pushsum_rs"}},
+    # Recorded as dense with mix=pushsum / mix=pushsum_rs; push-sum is a method of its own now.
+    "pushsum": {**BASE, "method": "pushsum"},
+    "pushsum_rs": {**BASE, "method": "pushsum_rs"},
     "faults": {
         **BASE,
-        "method": "dense",
-        "method_options": {"mix": "pushsum"},
+        "method": "pushsum",
         "topology": "smallworld",
         "loss": 0.1,
         "churn": 0.05,

@@ -6,7 +6,6 @@ import json
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import networkx as nx
 import pytest
@@ -67,19 +66,19 @@ def _one_way_cycle(path: Path) -> Path:
 
 def test_one_way_arcs_refuse_symmetric_methods(tmp_path: Path) -> None:
     spec = str(_one_way_cycle(tmp_path / "cycle.edges"))
-    with pytest.raises(ScenarioError, match=r"5 one-way arc\(s\) \(e.g. x/0 -> x/1\).*mix=pushsum"):
+    with pytest.raises(ScenarioError, match=r"5 one-way arc\(s\) \(e.g. x/0 -> x/1\).*pushsum"):
         swarm_graph(small(topology=spec, nodes=4, directed=True))
-    assert needs_symmetric_weights("dense", {"mix": "mh"})
-    assert needs_symmetric_weights("spafl", {})
-    assert not needs_symmetric_weights("dense", {"mix": "pushsum_rs"})
+    assert needs_symmetric_weights("dense")
+    assert needs_symmetric_weights("spafl")
+    assert not needs_symmetric_weights("pushsum")
+    assert not needs_symmetric_weights("pushsum_rs")
     # Read undirected (no --directed), the same file is an ordinary graph.
     assert not swarm_graph(small(topology=spec, nodes=4)).is_directed()
 
 
 def test_push_sum_follows_the_arcs_and_the_labels_are_written(tmp_path: Path) -> None:
     spec = str(_one_way_cycle(tmp_path / "cycle.edges"))
-    options: dict[str, Any] = {"mix": "pushsum"}
-    scenario = small(topology=spec, nodes=4, directed=True, method_options=options, rounds=3)
+    scenario = small(topology=spec, nodes=4, directed=True, method="pushsum", rounds=3)
     swarm = Swarm(scenario, on_record=lambda _m: None)
     view = swarm.nodes["x_0"].view
     assert view.targets(0) == ["x_1", "x_2"]  # successors only

@@ -196,14 +196,14 @@ def test_generated_flags_reach_the_scenario() -> None:
     argv = ["sim", "--round-deadline-s", "7.5", "--momentum", "0.5", "--no-consensus",
             "--partition-at", "2:4", "--partition-groups", "0,1/2,3", "--nodes", "4",
             "--churn-events", "1:3:leave:0", "--churn-events", "2:2", "--distinct-init",
-            "--option", "mix=pushsum", "--method", "dense"]  # fmt: skip
+            "--option", "robust=clip", "--method", "dense"]  # fmt: skip
     s = _scenario_from_args(build_parser().parse_args(argv))
     assert (s.round_deadline_s, s.momentum, s.consensus) == (7.5, 0.5, False)
     assert s.partition_at == (2, 4)
     assert s.partition_groups == ((0, 1), (2, 3))
     assert s.churn_events == (ChurnEvent(1, 3, "leave", 0), ChurnEvent(2, 2))
     assert s.distinct_init is True
-    assert dict(s.method_options) == {"mix": "pushsum"}
+    assert dict(s.method_options) == {"robust": "clip"}
 
 
 @pytest.mark.parametrize(

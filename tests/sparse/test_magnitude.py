@@ -20,7 +20,6 @@ from spargo.sparse import (
     mask_nbytes,
     merge_masks,
     multiplicative_schedule,
-    nonzero_average,
     prunable_parameters,
     set_threshold_vector,
 )
@@ -137,27 +136,6 @@ def test_merge_rules_on_hand_made_masks() -> None:
     assert merge_masks(masks, "majority", weights).tolist() == [True, False, True, False]
     with pytest.raises(ValueError, match="rule"):
         merge_masks(masks, "vote")
-
-
-def test_nonzero_average_ignores_missing_coordinates() -> None:
-    values = torch.tensor([[1.0, 2.0, 3.0, float("nan")], [3.0, 0.0, 5.0, 7.0]])
-    masks = torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0]], dtype=torch.bool)
-    out = nonzero_average(values, masks)
-    assert out.tolist() == [2.0, 2.0, 5.0, 0.0]
-    weighted = nonzero_average(values, masks, torch.tensor([3.0, 1.0]))
-    assert weighted.tolist() == [1.5, 2.0, 5.0, 0.0]
-
-
-@settings(max_examples=50, deadline=None)
-@given(peers=st.integers(1, 5), n=st.integers(1, 30), seed=st.integers(0, 1000))
-def test_nonzero_average_is_the_mean_over_holders(peers: int, n: int, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    values = torch.randn(peers, n, generator=g, dtype=torch.float64)
-    masks = torch.rand(peers, n, generator=g) < 0.6
-    out = nonzero_average(values, masks)
-    for c in range(n):
-        held = values[masks[:, c], c]
-        assert out[c].item() == pytest.approx(held.mean().item() if held.numel() else 0.0)
 
 
 def test_density_counts_spafl_units_and_zero_weights() -> None:

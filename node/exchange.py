@@ -1,0 +1,226 @@
+"""How a peer exchanges payloads: encode and send, receive and decode, file, merge.
+
+The sending and receiving half of ``node.node.Node`` (a mixin over the node's state). Each
+frame is decoded once (``protocol.Decoder``), its body checked once against the method's
+signature (``node.payload.from_message``) and filed in the inbox; a control payload goes to
+``merge`` at once. ``_merge`` is the bad-data guard around ``method.merge``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from spargo.node.config import NodeConfig
+from spargo.node.errors import TransportError
+from spargo.node.inbox import Arrival, Inbox
+from spargo.node.methods.base import Method
+from spargo.node.methods.payloads import MergeResult, Payload, Received, is_control
+from spargo.node.metrics import Counters
+from spargo.node.payload import PayloadMismatch, from_message, signature_hash, to_message
+from spargo.node.transports.base import Transport
+from spargo.node.view import PeerView
+from spargo.protocol import (
+    Bye,
+    Decoder,
+    Envelope,
+    Hello,
+    Keyring,
+    Limits,
+    Message,
+    RemoteProtocolError,
+    encode,
+)
+
+log = logging.getLogger("spargo.node")
+
+
+#: ``filter(round, [(target, payload), ...]) -> [(target, payload), ...]`` (see ``Node``).
+OutgoingFilter = Callable[[int, list[tuple[str, Payload]]], list[tuple[str, Payload]]]
+#: ``observer(round, received)``, called before every ``method.merge`` (see ``Node``).
+MergeObserver = Callable[[int, Sequence[Received]], None]
+
+
+class PayloadExchange:
+    """Sending, receiving and merging for ``Node`` (which sets every attribute below)."""
+
+    config: NodeConfig
+    method: Method
+    view: PeerView
+    transport: Transport
+    counters: Counters
+    departed: set[str]
+    round: int
+    clock: int
+    seq: int
+    _keyring: Keyring | None
+    _limits: Limits
+    _decoder: Decoder
+    _signature_hash: str
+    _inbox: Inbox
+    _arrived: asyncio.Event
+    _latest_round: dict[str, int]
+    _merge_failed: set[str]
+    _outgoing_filter: OutgoingFilter | None
+    _merge_observer: MergeObserver | None
+
+    def _init_exchange(self, limits: Limits) -> None:
+        """Set up the exchange's own state (the node calls this once, after ``config``,
+        ``method`` and friends are set)."""
+        self._keyring = keyring_of(self.config)
+        self._limits = limits
+        self._decoder = Decoder(self.config.swarm, limits, self._keyring)
+        self._signature_hash = signature_hash(self.method.signature())
+        self._inbox = Inbox()
+        self._arrived = asyncio.Event()
+        #: The latest round each peer has sent us (how far ahead the others are).
+        self._latest_round = {}
+        #: Senders whose payload made ``merge`` raise (each is logged with a traceback once).
+        self._merge_failed = set()
+
+    def _outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Payload]]:
+        """What the method sends this round, through the outgoing filter when there is one."""
+        payloads = list(self.method.outgoing(round_index, targets))
+        if self._outgoing_filter is not None:
+            payloads = self._outgoing_filter(round_index, payloads)
+        return payloads
+
+    def _merge(self, round_index: int, received: list[Received]) -> MergeResult:
+        """``method.merge`` inside the bad-data guard: an exception (a payload the method
+        could not digest) is counted as ``merge_error`` per payload, logged once per sender
+        with its traceback, and the peer goes on with the model as the method left it."""
+        try:
+            if self._merge_observer is not None:
+                self._merge_observer(round_index, received)
+            return self.method.merge(round_index, received)
+        except Exception:  # a task boundary: a bad payload must never stop the peer
+            senders = sorted({item.sender for item in received})
+            self.counters.drop("merge_error", max(1, len(received)))
+            new = [s for s in senders if s not in self._merge_failed]
+            self._merge_failed.update(senders)
+            level = logging.WARNING if new or not senders else logging.DEBUG
+            log.log(
+                level,
+                "%s: merge of round %d failed on payloads from %s",
+                self.config.peer_id,
+                round_index,
+                ", ".join(senders) or "nobody",
+                exc_info=level == logging.WARNING,
+            )
+            return MergeResult()
+
+    def _saw_round(self, sender: str, round_index: int) -> None:
+        self._latest_round[sender] = max(self._latest_round.get(sender, -1), round_index)
+
+    async def _send_hello(self) -> None:
+        hello = Hello(model_signature=self._signature_hash)
+        await self._send_all([(peer, hello) for peer in self.view.neighbours], self.round)
+
+    async def _send_payloads(
+        self, payloads: Sequence[tuple[str, Payload]], round_index: int
+    ) -> None:
+        """Map each distinct payload to its message once (``node.payload``), then send."""
+        messages: dict[int, Message] = {}
+        out: list[tuple[str, Message]] = []
+        for peer, payload in payloads:
+            message = messages.get(id(payload))
+            if message is None:
+                message = messages[id(payload)] = to_message(payload)
+            out.append((peer, message))
+        await self._send_all(out, round_index)
+
+    async def _send_all(self, messages: list[tuple[str, Message]], round_index: int) -> None:
+        """Encode each distinct body once (one sequence number) and send it to its peers."""
+        encoded: dict[int, bytes] = {}
+        for peer, body in messages:
+            if peer in self.departed and not isinstance(body, Bye):
+                continue
+            data = encoded.get(id(body))
+            if data is None:
+                self.seq += 1
+                envelope = Envelope(
+                    swarm=self.config.swarm,
+                    sender=self.config.peer_id,
+                    seq=self.seq,
+                    round=round_index,
+                    body=body,
+                )
+                data = encoded[id(body)] = encode(envelope, self._keyring)
+            try:
+                await self.transport.send(peer, data)
+            except TransportError as exc:
+                self.counters.send_failures += 1
+                log.debug("%s: send to %s failed: %s", self.config.peer_id, peer, exc)
+                continue
+            self.counters.messages_sent += 1
+            self.counters.bytes_sent += len(data)
+
+    async def _receive_loop(self) -> None:
+        async for sender, data in self.transport.incoming():
+            self.counters.messages_received += 1
+            self.counters.bytes_received += len(data)
+            try:
+                envelope = self._decoder.decode(data)
+            except RemoteProtocolError as exc:
+                self.counters.drop(str(exc.reason))
+                continue
+            if envelope.sender != sender:
+                self.counters.drop("sender_mismatch")
+                continue
+            try:
+                await self._accept(envelope)
+            except Exception:  # a task boundary: a bad message must never kill the peer
+                log.exception(
+                    "%s: message from %s could not be handled", self.config.peer_id, sender
+                )
+                self.counters.drop("handler_error")
+
+    async def _accept(self, envelope: Envelope) -> None:
+        body = envelope.body
+        sender = envelope.sender
+        if isinstance(body, Bye):
+            self.departed.add(sender)
+            self._decoder.forget(sender)
+            self._arrived.set()
+            return
+        self.departed.discard(sender)
+        if isinstance(body, Hello):
+            if body.model_signature != self._signature_hash:
+                self.counters.drop("model_signature")
+            return
+        try:
+            payload = from_message(
+                body, self.method.signature(), check_finite=self._limits.allow_nonfinite
+            )
+        except PayloadMismatch as exc:
+            self.counters.drop("mismatch")
+            log.debug("%s: payload from %s does not fit: %s", self.config.peer_id, sender, exc)
+            return
+        if is_control(payload):  # reaches merge at once and alone; changes no model
+            stamp = self.clock if self.config.mode == "async" else self.round
+            result = self._merge(stamp, [Received(sender, payload)])
+            await self._send_payloads(result.replies, stamp)
+            return
+        if self.config.mode == "async":
+            self.clock = max(self.clock, envelope.round)  # Lamport: never behind a sender
+        elif envelope.round < self.round:
+            self.counters.drop("stale")
+            return
+        elif envelope.round > self.round + self.config.max_staleness + 1:
+            self._saw_round(sender, envelope.round)
+            self.counters.drop("future")
+            return
+        self._saw_round(sender, envelope.round)
+        self._inbox.add(Arrival(sender, envelope.round, payload))
+        self._arrived.set()
+
+
+def keyring_of(config: NodeConfig) -> Keyring | None:
+    """The swarm keyring of ``config`` (None without keys)."""
+    if not config.keys:
+        return None
+    return Keyring(
+        keys={key_id: bytes.fromhex(key) for key_id, key in config.keys.items()},
+        active_key_id=config.active_key_id,
+    )
