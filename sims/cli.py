@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from spargo.sims import trackers
+
 
 def add_parser(subparsers: Any) -> None:
     """Register ``spargo sim``."""
@@ -61,6 +63,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
     p.add_argument("--quiet", action="store_true", help="no per-round lines, no progress bar")
+    trackers.add_flags(p)  # --tensorboard DIR, --mlflow [URI]
 
 
 def _add_mode_flags(p: argparse.ArgumentParser) -> None:
@@ -189,13 +192,17 @@ def run(args: argparse.Namespace) -> int:
     from spargo.sims.runner import run
     from spargo.sims.scenario import accuracy_basis
 
-    with Progress(
-        scenario.rounds,
-        lines=not args.quiet,
-        bar=not args.quiet,
-        basis=accuracy_basis(scenario.method),
-    ) as progress:
-        result = run(scenario, on_round=progress.update)
+    tracked = trackers.TrackerSpec.from_args(args, out_dir).open(out_dir.name)
+    with (
+        tracked,
+        Progress(
+            scenario.rounds,
+            lines=not args.quiet,
+            bar=not args.quiet,
+            basis=accuracy_basis(scenario.method),
+        ) as progress,
+    ):
+        result = run(scenario, on_round=progress.update, trackers=tracked)
     write_reports(result, out_dir, plots=not args.no_plots)
     s = result.summary
     if not args.quiet:
@@ -247,7 +254,9 @@ def _run_sweep(args: argparse.Namespace) -> int:
     if args.workers < 0:
         raise ValueError("--workers must be >= 0 (0 = one per CPU)")
     out_dir = Path(args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}")
-    rows = run_sweep(args.sweep, out_dir, workers=args.workers)
+    spec = trackers.TrackerSpec.from_args(args, out_dir, sweep=True)
+    spec.prepare()  # a missing extra or a bad store fails here, before any cell runs
+    rows = run_sweep(args.sweep, out_dir, workers=args.workers, trackers=spec)
     print((out_dir / "sweep.md").read_text(), end="")
     print(f"{len(rows)} runs; table in {out_dir / 'sweep.md'}, plot in {out_dir / 'sweep.png'}")
     if args.json:

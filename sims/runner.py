@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from spargo.node.metrics import RoundMetrics
 from spargo.sims.clock import run_virtual
 from spargo.sims.scenario import Scenario, accuracy_basis
 from spargo.sims.swarm import Swarm, peer_ids
+from spargo.sims.trackers import Feed, Tracker
 
 __all__ = ["SimResult", "peer_ids", "run", "summarise"]
 
@@ -135,15 +136,20 @@ def _headline(m: RoundMetrics, basis: str = "global") -> float:
     return m.accuracy
 
 
-def run(scenario: Scenario, *, on_round: OnRound | None = None) -> SimResult:
+def run(
+    scenario: Scenario, *, on_round: OnRound | None = None, trackers: Iterable[Tracker] = ()
+) -> SimResult:
     """Run ``scenario`` to the end and return its metrics; deterministic for a given seed.
 
     ``on_round(round_index, metrics)`` is called once per round, in order, with the metrics
-    of the peers that completed it (sorted by peer id).
+    of the peers that completed it (sorted by peer id). ``trackers`` (sims/trackers.py) get
+    the scenario, each round's scalars and the summary, and are closed at the end.
     """
     torch.set_num_threads(1)
     started = time.perf_counter()
     rounds = _Rounds(on_round, scenario.consensus, accuracy_basis(scenario.method))
+    feed = Feed(trackers, scenario, rounds.stats)  # experiment trackers (TensorBoard, MLflow)
+    rounds.on_round = feed.wrap(on_round)
     swarm = Swarm(scenario, rounds.record)
     rounds.swarm = swarm
     run_virtual(swarm.run())
@@ -156,6 +162,7 @@ def run(scenario: Scenario, *, on_round: OnRound | None = None) -> SimResult:
         "step_time_s": [_r(t) for t in swarm.step_times],
     }
     summary = summarise(scenario, swarm, rounds.stats, time.perf_counter() - started)
+    feed.finish(summary)
     return SimResult(scenario, summary, rounds.history, rounds.stats, faults)
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from spargo.sims.scenario import Scenario, ScenarioError, scenario_from_mapping, slug
+from spargo.sims.trackers import TrackerSpec
 
 COLUMNS = (
     "name",
@@ -93,13 +94,14 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _run_one(values: dict[str, Any], out_dir: str) -> dict[str, Any]:
+def _run_one(values: dict[str, Any], out_dir: str, trackers: TrackerSpec) -> dict[str, Any]:
     from spargo.sims.report import write_reports
     from spargo.sims.runner import run
 
     # Scenarios travel as plain dicts (their read-only mappings do not pickle).
     scenario = scenario_from_mapping(values)
-    result = run(scenario)
+    with trackers.open(scenario.label) as tracked:  # one tracker run per cell
+        result = run(scenario, trackers=tracked)
     write_reports(result, Path(out_dir) / scenario.label, plots=False)
     return {
         "summary": result.summary,
@@ -107,15 +109,21 @@ def _run_one(values: dict[str, Any], out_dir: str) -> dict[str, Any]:
     }
 
 
-def run_sweep(path: str | Path, out_dir: str | Path, workers: int = 0) -> list[dict[str, Any]]:
-    """Run every scenario of the sweep file; returns one result row per run, in grid order."""
+def run_sweep(
+    path: str | Path, out_dir: str | Path, workers: int = 0, trackers: TrackerSpec | None = None
+) -> list[dict[str, Any]]:
+    """Run every scenario of the sweep file; returns one result row per run, in grid order.
+    ``trackers``: experiment trackers, one tracker run per cell named by the cell."""
     runs = load_sweep(path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or min(len(runs), multiprocessing.cpu_count())
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-        futures = [pool.submit(_run_one, scenario.to_dict(), str(out)) for _, scenario in runs]
+        spec = trackers or TrackerSpec()
+        futures = [
+            pool.submit(_run_one, scenario.to_dict(), str(out), spec) for _, scenario in runs
+        ]
         results = [f.result() for f in futures]
     rows = []
     for (fault, _scenario), res in zip(runs, results):
