@@ -149,7 +149,7 @@ def run(
     started = time.perf_counter()
     rounds = _Rounds(on_round, scenario.consensus, accuracy_basis(scenario.method))
     feed = Feed(trackers, scenario, rounds.stats)  # experiment trackers (TensorBoard, MLflow)
-    rounds.on_round = feed.wrap(on_round)
+    rounds.on_round = feed.start(on_round)
     swarm = Swarm(scenario, rounds.record)
     rounds.swarm = swarm
     run_virtual(swarm.run())

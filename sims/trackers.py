@@ -105,8 +105,8 @@ class Trackers(ClosingTracker):
 
 
 class Feed:
-    """Feeds trackers from a run (the runner's hook): the scenario when made, each round's
-    scalars through ``wrap(on_round)``, the summary and the status at ``finish``."""
+    """Feeds trackers from a run (the runner's hook): the scenario at ``start``, each
+    round's scalars through the hook ``start`` returns, the summary and status at ``finish``."""
 
     def __init__(
         self,
@@ -119,15 +119,16 @@ class Feed:
         self.stats = stats
         self._seen: dict[str, RoundMetrics] = {}
         self._step = 0
-        if self.trackers:
-            params = scenario_params(scenario.to_dict())
-            for tracker in self.trackers:
-                tracker.start(scenario.label, params)
 
-    def wrap(self, on_round: OnRound | None) -> OnRound | None:
-        """``on_round``, then the trackers; ``on_round`` itself when there are none."""
+    def start(self, on_round: OnRound | None) -> OnRound | None:
+        """Start every tracker (run name: the scenario's label, unless a tracker has its
+        own) and return the runner's per-round hook: ``on_round``, then the trackers
+        (``on_round`` itself when there are no trackers)."""
         if not self.trackers:
             return on_round
+        params = scenario_params(self.scenario.to_dict())
+        for tracker in self.trackers:
+            tracker.start(self.scenario.label, params)
 
         def hook(round_index: int, metrics: list[RoundMetrics]) -> None:
             if on_round is not None:

@@ -182,6 +182,7 @@ def _interrupt_after_round_0(trackers: Trackers) -> None:
     result = run(small(nodes=4, rounds=1, local_steps=1))  # records for round 0, no trackers
     with trackers:
         feed = Feed(trackers, result.scenario, result.round_stats)
+        feed.start(None)
         feed.round(0, result.rounds)
         raise KeyboardInterrupt
 
@@ -208,6 +209,7 @@ def test_an_interrupted_run_closes_its_trackers_as_killed(
 def test_a_partial_result_marked_interrupted_closes_as_killed() -> None:
     recorder = Recorder()
     feed = Feed([recorder], small(), stats=[])
+    feed.start(None)
     feed.finish({"interrupted": True, "accuracy_mean": 0.5, "nodes": 8, "drops": {}})
     assert recorder.name == small().label
     assert recorder.statuses == ["KILLED"]
@@ -216,7 +218,7 @@ def test_a_partial_result_marked_interrupted_closes_as_killed() -> None:
 
 def _fail_in(trackers: Trackers) -> None:
     with trackers:
-        Feed(trackers, small(), stats=[])
+        Feed(trackers, small(), stats=[]).start(None)
         raise RuntimeError("a failing task")
 
 
@@ -285,6 +287,7 @@ def test_a_sweep_logs_one_tracker_run_per_cell(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from spargo.cli import main
+    from spargo.sims.sweep import load_sweep
 
     sweep = tmp_path / "grid.toml"
     sweep.write_text(
@@ -295,7 +298,8 @@ def test_a_sweep_logs_one_tracker_run_per_cell(
     tb = tmp_path / "tb"
     argv = ["--sweep", str(sweep), "--out", str(out), "--workers", "1"]
     assert main(["sim", *argv, "--tensorboard", str(tb), "--mlflow", "--quiet"]) == 0
-    cells = ["dense-ring-s0-clean", "vc-ring-s0-clean"]
+    cells = sorted(scenario.label for _, scenario in load_sweep(sweep))
+    assert len(cells) == 2
     assert sorted(p.name for p in (tb / "sw").iterdir()) == cells
     assert len(tb_series(tb_read(tb / "sw" / cells[1]), "density/mean")) == 2
     runs = ml_runs(ml_client((out / "mlruns").as_uri(), monkeypatch), "sw")
