@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     from spargo.sims.scenario import accuracy_basis
 
     tracked = trackers.TrackerSpec.from_args(args, out_dir).open(out_dir.name)
-    with (
+    with (  # the trackers of an interrupted or failed run are closed as KILLED or FAILED
         tracked,
         Progress(
             scenario.rounds,
