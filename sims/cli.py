@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from spargo.sims import trackers
+
 
 def add_parser(subparsers: Any) -> None:
     """Register ``spargo sim``: the run's own flags, then one flag per scenario field."""
@@ -47,6 +49,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no per-round lines, no progress bar")
     add_scenario_flags(p)
+    trackers.add_flags(p)  # --tensorboard DIR, --mlflow [URI]
 
 
 def _scenario_from_args(args: argparse.Namespace) -> Any:
@@ -141,9 +144,13 @@ def _run(args: argparse.Namespace) -> int:
         for hook in on_row:
             hook(row)
 
+    # The trackers of an interrupted or failed run are closed as KILLED or FAILED.
+    tracked = trackers.TrackerSpec.from_args(args, out_dir).open(out_dir.name)
     try:
-        with _stop_on_signals(stop), progress:
-            result = run(scenario, on_record=writer.record, on_row=each_row, stop=stop)
+        with _stop_on_signals(stop), tracked, progress:
+            result = run(
+                scenario, on_record=writer.record, on_row=each_row, stop=stop, trackers=tracked
+            )
     finally:
         writer.close()
     writer.finish(result, plots=not args.no_plots)
@@ -291,7 +298,9 @@ def _run_sweep(args: argparse.Namespace) -> int:
         raise ValueError("--workers must be >= 0 (0 = one per CPU)")
     out_dir = Path(args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     human = sys.stderr if args.json else sys.stdout
-    rows = run_sweep(args.sweep, out_dir, workers=args.workers, resume=args.resume)
+    spec = trackers.TrackerSpec.from_args(args, out_dir, sweep=True)
+    spec.prepare()  # a missing extra or a bad store fails here, before any cell runs
+    rows = run_sweep(args.sweep, out_dir, workers=args.workers, resume=args.resume, trackers=spec)
     failed = [r for r in rows if r.get("error")]
     from rich.console import Console
 

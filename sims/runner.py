@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ from spargo.node.metrics import RoundMetrics
 from spargo.sims.clock import run_virtual
 from spargo.sims.scenario import Scenario, accuracy_basis
 from spargo.sims.swarm import Swarm, peer_ids
+from spargo.sims.trackers import Feed, Tracker
 
 __all__ = ["SimResult", "peer_ids", "run", "summarise"]
 
@@ -178,6 +179,7 @@ def run(
     on_row: OnRow | None = None,
     on_record: OnRecord | None = None,
     stop: StopFlag | None = None,
+    trackers: Iterable[Tracker] = (),
 ) -> SimResult:
     """Run ``scenario`` to the end (or until ``stop`` is requested) and return its metrics;
     deterministic for a given seed.
@@ -185,12 +187,16 @@ def run(
     ``on_round(round_index, metrics)`` is called once per round, in order, with the metrics
     of the peers that completed it (sorted by peer id); ``on_row(row)`` with the round's
     swarm-wide row just before; ``on_record(metrics)`` with each peer's record as it comes.
-    A stopped run keeps only the rounds every live peer finished.
+    A stopped run keeps only the rounds every live peer finished. ``trackers``
+    (sims/trackers.py) get the scenario, each round's scalars and the summary; the caller
+    closes them (an interrupted run's summary says so, and they are closed as ``KILLED``).
     """
     torch.set_num_threads(1)
     started = time.perf_counter()
     basis = accuracy_basis(scenario.method)
-    rounds = _Rounds(scenario.consensus, basis, on_round, on_row, on_record)
+    rounds = _Rounds(scenario.consensus, basis, None, on_row, on_record)
+    feed = Feed(trackers, scenario, rounds.stats)  # experiment trackers (TensorBoard, MLflow)
+    rounds.on_round = feed.start(on_round)
     swarm = Swarm(scenario, rounds.record, halt_when=(lambda: stop.requested) if stop else None)
     rounds.swarm = swarm
     run_virtual(swarm.run())
@@ -204,6 +210,7 @@ def run(
         "step_time_s": [_r(t) for t in swarm.step_times],
     }
     summary = summarise(scenario, swarm, rounds.stats, time.perf_counter() - started)
+    feed.finish(summary)
     return SimResult(
         scenario, summary, rounds.history, rounds.stats, faults, dict(swarm.peer_labels)
     )

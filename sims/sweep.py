@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from spargo.sims.plotting import LINE_STYLES, MARKERS, halo_label, halo_style, overlap_groups
 from spargo.sims.scenario import Scenario, ScenarioError, scenario_from_mapping, slug
+from spargo.sims.trackers import TrackerSpec
 
 if TYPE_CHECKING:
     from spargo.node.progress import Progress
@@ -101,13 +102,14 @@ def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run_one(values: dict[str, Any], out_dir: str) -> dict[str, Any]:
+def _run_one(values: dict[str, Any], out_dir: str, trackers: TrackerSpec) -> dict[str, Any]:
     from spargo.sims.report import write_reports
     from spargo.sims.runner import run
 
     # Scenarios travel as plain dicts (their read-only mappings do not pickle).
     scenario = scenario_from_mapping(values)
-    result = run(scenario)
+    with trackers.open(scenario.label) as tracked:  # one tracker run per cell
+        result = run(scenario, trackers=tracked)
     write_reports(result, Path(out_dir) / scenario.label, plots=False)
     return {"summary": result.summary, "curve": _curve(result.round_stats)}
 
@@ -143,14 +145,20 @@ def _row(
 
 
 def run_sweep(
-    path: str | Path, out_dir: str | Path, workers: int = 0, *, resume: bool = False
+    path: str | Path,
+    out_dir: str | Path,
+    workers: int = 0,
+    *,
+    resume: bool = False,
+    trackers: TrackerSpec | None = None,
 ) -> list[dict[str, Any]]:
     """Run every cell of the sweep file; returns one row per cell, in grid order.
 
     Each finished cell goes straight into ``sweep.csv``/``.md``/``.json``/``.png`` (so a
     stopped sweep leaves its table); a cell that raises is a row with its one-line ``error``
     and the others go on. With ``resume``, cells whose ``summary.json`` exists are not run
-    again. Progress (cells done/total, ETA) goes to stderr.
+    again. Progress (cells done/total, ETA) goes to stderr. ``trackers``: experiment
+    trackers, one tracker run per cell named by the cell.
     """
     from spargo.node.progress import Progress
 
@@ -169,7 +177,7 @@ def run_sweep(
         if len(todo) < len(runs):
             bar.skip(len(runs) - len(todo), f"{len(runs) - len(todo)} resumed")
             _write_all(rows, out)
-        _run_cells(runs, todo, rows, out, workers, bar)
+        _run_cells(runs, todo, rows, out, workers, bar, trackers or TrackerSpec())
     return [r for r in rows if r is not None]
 
 
@@ -180,12 +188,13 @@ def _run_cells(
     out: Path,
     workers: int,
     bar: Progress,
+    trackers: TrackerSpec,
 ) -> None:
     """Run the cells ``todo`` in worker processes; fill ``rows`` and the tables as each ends."""
     workers = workers or min(max(1, len(todo)), multiprocessing.cpu_count())
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-        futures = {pool.submit(_run_one, runs[i][1].to_dict(), str(out)): i for i in todo}
+        futures = {pool.submit(_run_one, runs[i][1].to_dict(), str(out), trackers): i for i in todo}
         try:
             for future in as_completed(futures):
                 i = futures[future]

@@ -21,6 +21,8 @@ EXTRAS: dict[str, frozenset[str]] = {
     "sim": frozenset({"matplotlib", "rich", "sklearn", "scipy"}),
     "monitor": frozenset({"rich"}),
     "uvloop": frozenset({"uvloop"}),
+    "tensorboard": frozenset({"tensorboard"}),
+    "mlflow": frozenset({"mlflow"}),
 }
 #: The extra to name first when a command misses a module.
 _COMMAND_EXTRA = {"sim": "sim", "topology": "sim", "monitor": "monitor", "lab": "monitor"}
