@@ -29,7 +29,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--nodes", type=int, help="number of peers (default 16)")
     p.add_argument("--topology", help="ring, smallworld, regular:4, er:0.2, ... or a graph file")
-    p.add_argument("--method", help="dense, vc, spafl, fedsparsify, choco, allreduce")
+    p.add_argument("--method", help="dense, vc, spafl, fedsparsify, choco, allreduce, local")
     p.add_argument(
         "--option",
         action="append",
@@ -53,6 +53,8 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--eval-every", type=int, help="evaluate every K rounds")
     p.add_argument("--name", help="run name (the output folder under runs/)")
+    p.add_argument("--engine", help="node (real peers, the reference) or batched (one tensor program)")
+    p.add_argument("--eval-peers", type=int, help="batched: evaluate K sampled peers per round")
     _add_mode_flags(p)
     _add_fault_flags(p)
     p.add_argument("--sweep", metavar="FILE", help="run a grid of scenarios (TOML) in parallel")
@@ -106,6 +108,7 @@ _SCENARIO_FLAGS = (
     "jitter_ms", "bandwidth_mbps", "loss", "churn", "churn_mode", "churn_downtime",
     "partition_at", "step_time_s", "speed_spread", "attack", "attackers", "mode",
     "train_period_s", "gossip_period_s", "max_staleness", "duration_s", "poisson",
+    "engine", "eval_peers",
 )  # fmt: skip
 
 

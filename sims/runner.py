@@ -141,6 +141,10 @@ def run(scenario: Scenario, *, on_round: OnRound | None = None) -> SimResult:
     ``on_round(round_index, metrics)`` is called once per round, in order, with the metrics
     of the peers that completed it (sorted by peer id).
     """
+    if scenario.engine == "batched":
+        from spargo.sims.batched import run_batched
+
+        return run_batched(scenario, on_round=on_round)
     torch.set_num_threads(1)
     started = time.perf_counter()
     rounds = _Rounds(on_round, scenario.consensus, accuracy_basis(scenario.method))

@@ -19,7 +19,8 @@ from typing import Any
 
 from spargo.node.config import METHODS, MODES
 
-SIM_METHODS = (*METHODS, "allreduce")
+SIM_METHODS = (*METHODS, "allreduce", "local")
+ENGINES = ("node", "batched")
 CHURN_ACTIONS = ("leave", "fail")
 CHURN_MODES = (*CHURN_ACTIONS, "mixed")
 SIM_MODES = MODES
@@ -137,6 +138,17 @@ class Scenario:
     attackers: float = 0.0
     #: Compute the consensus distance every round (costs one parameter copy per peer).
     consensus: bool = True
+    # --- engine ------------------------------------------------------------------------
+    engine: str = field(
+        default="node",
+        metadata={"help": "node (a real Node per peer, the reference) or batched (all peers "
+                  "as one tensor program: rounds mode, no faults, MLP tasks)"},
+    )  # fmt: skip
+    eval_peers: int = field(
+        default=0,
+        metadata={"help": "batched engine: evaluate a seeded sample of K peers per round "
+                  "(all in the last round); 0 = all"},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         options = self.method_options
@@ -150,6 +162,10 @@ class Scenario:
         object.__setattr__(self, "churn_events", tuple(_event(e) for e in self.churn_events))
         self._check_learning()
         self._check_faults()
+        if self.engine == "batched":
+            from spargo.sims.batched import check_batched
+
+            check_batched(self)
 
     def _check_learning(self) -> None:
         for name, low in (("nodes", 2), ("rounds", 1), ("local_steps", 1), ("batch_size", 1)):
@@ -167,6 +183,17 @@ class Scenario:
         if not isinstance(self.eval_every, int) or self.eval_every < 1:
             raise ScenarioError("--eval-every must be at least 1")
         self._check_mode()
+        self._check_engine()
+
+    def _check_engine(self) -> None:
+        if self.engine not in ENGINES:
+            raise ScenarioError(f"--engine {self.engine!r} is unknown; use node or batched")
+        value = self.eval_peers
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ScenarioError(f"--eval-peers must be a whole number >= 0, got {value!r}")
+        if self.engine == "node" and (value or self.method == "local"):
+            what = "--eval-peers" if value else "--method local"
+            raise ScenarioError(f"{what} needs --engine batched")
 
     def _check_mode(self) -> None:
         if self.mode not in SIM_MODES:

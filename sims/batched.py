@@ -1,0 +1,243 @@
+"""The batched engine: a rounds-mode swarm as one tensor program over a leading peer axis.
+
+``run_batched(Scenario(engine="batched", ...))`` computes what ``sims.run`` computes with one
+``Node`` per peer, without the peers: all parameters are stacked ``[N, ...]`` tensors
+(``sims.batched_model``), every peer's local SGD is one batched MLP step per local step, and a
+round's gossip is one sparse mixing-matrix product (``sims.batched_mix``). Data shards, seeds,
+batch draws, samplers and mixing weights are the node engine's own, so the per-round
+accuracies agree with it to float rounding (``tests/sims/test_batched_equal.py``); byte and
+message counts are those the wire format would carry (``sims.batched_wire``).
+
+Methods: ``dense`` (Metropolis–Hastings mix, or ``mix=pushsum``), ``vc`` (``mix=mh`` or
+``beta``), ``allreduce`` and ``local`` (each peer trains alone: the no-communication floor).
+Fault-free rounds mode only; any sampler; MLP tasks. Evaluation runs every peer (or a seeded
+sample of ``eval_peers``, all of them in the last round) on the global test set in batches.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from spargo.sims.scenario import Scenario, ScenarioError
+
+if TYPE_CHECKING:
+    import torch
+
+    from spargo.sims.batched_mix import Gossip
+    from spargo.sims.runner import OnRound, SimResult
+
+#: Methods the batched engine runs (``dense`` also with ``mix=pushsum``).
+BATCHED_METHODS = ("dense", "vc", "allreduce", "local")
+#: Scenario fields that inject faults, with their fault-free values.
+_FAULT_FREE: dict[str, object] = {
+    "loss": 0.0, "churn": 0.0, "churn_events": (), "partition_at": None, "attack": None,
+    "attackers": 0.0, "latency_ms": 0.0, "jitter_ms": 0.0, "bandwidth_mbps": 0.0,
+    "step_time_s": 0.0, "speed_spread": 0.0,
+}  # fmt: skip
+_OPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "dense": {"mix": ("mh", "pushsum"), "robust": ("none",)},
+    "vc": {"mix": ("mh", "beta"), "robust": ("none",)},
+}
+
+
+def check_batched(scenario: Scenario) -> None:
+    """Raise a one-line ``ScenarioError`` for anything the batched engine cannot run."""
+    s = scenario
+    if s.method not in BATCHED_METHODS:
+        raise ScenarioError(
+            f"--engine batched runs methods {', '.join(BATCHED_METHODS)} (dense also with "
+            f"--option mix=pushsum); not {s.method!r}: use --engine node"
+        )
+    if s.mode != "rounds":
+        raise ScenarioError("--engine batched runs --mode rounds only; use --engine node")
+    for name, clean in _FAULT_FREE.items():
+        if getattr(s, name) != clean:
+            flag = name.replace("_", "-")
+            raise ScenarioError(
+                f"--engine batched runs fault-free rounds; --{flag} needs --engine node"
+            )
+    for key, allowed in _OPTIONS.get(s.method, {}).items():
+        value = str(s.method_options.get(key, allowed[0]))
+        if value not in allowed:
+            raise ScenarioError(
+                f"--engine batched runs {s.method} with {key} in {', '.join(allowed)}, not "
+                f"{value!r}; use --engine node"
+            )
+    beta = s.method_options.get("beta", 0.5)
+    if s.method == "vc" and not (isinstance(beta, int | float) and 0.0 <= beta <= 1.0):
+        raise ScenarioError(f"vc option beta={beta!r} must lie in [0, 1] (0.5 is the paper's)")
+    if s.method in ("allreduce", "local") and s.method_options:
+        raise ScenarioError(f"--method {s.method} takes no --option (got {dict(s.method_options)})")
+
+
+class BatchedSwarm:
+    """All peers of one scenario as stacked tensors; ``step(r)`` runs round r."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        import torch
+
+        from spargo import topology
+        from spargo.node.methods.base import parse_options
+        from spargo.node.tasks import load_task
+        from spargo.sims.batched_mix import Gossip
+        from spargo.sims.batched_model import StackedData, stack_models
+        from spargo.sims.batched_wire import Wire
+        from spargo.sims.data import peer_data
+        from spargo.sims.swarm import peer_ids
+
+        s = self.scenario = scenario
+        self.device = torch.device("cpu")
+        task = load_task(s.task, seed=s.seed)
+        graph = topology.make_graph(s.topology, s.nodes, seed=s.seed)
+        self.n = int(graph.number_of_nodes())
+        self.ids = peer_ids(self.n)
+        data = peer_data(task.train, task.test, self.n, s.partition, s.seed)
+        self.data = StackedData.build(data, self.device)
+        self.test_x = torch.as_tensor(task.test.x.reshape(len(task.test), -1)).to(self.device)
+        self.test_y = torch.as_tensor(task.test.y).to(self.device)
+        init = [s.seed + (i if s.distinct_init else 0) for i in range(self.n)]
+        self.names, self.params = stack_models(task.model_factory, init)
+        self.seeds = [s.seed * 100_003 + i for i in range(self.n)]
+        defaults = {"mix": "mh", "robust": "none", "staleness_gamma": 0.5, "beta": 0.5}
+        opts = dict(defaults) if s.method in ("dense", "vc") else {}
+        if s.method == "dense":
+            del opts["beta"]
+        self.options = parse_options(s.method, s.method_options, opts)
+        gossips = s.method in ("dense", "vc")
+        self.gossip = Gossip(graph, self.ids, s.sampler, s.seed) if gossips else None
+        shapes = [tuple(p.shape[1:]) for p in self.params]
+        self.wire = Wire(self.ids, self.names, shapes, s.method)
+        self.model_nbytes = int(sum(4 * math.prod(shape) for shape in shapes))
+        self.mass = np.ones(self.n)
+        self.merges = 0
+        self.received = np.zeros(self.n, dtype=np.int64)
+        self.bytes_received = np.zeros(self.n, dtype=np.int64)
+        if self.gossip is not None:
+            degree = np.array([len(v) for v in self.gossip.neighbours], dtype=np.int64)
+            self.degree = degree
+            sizes = self.wire.send("hello", 0, degree, extra=degree)
+            self._deliver_static(sizes, self.gossip.neighbours)
+
+    def _deliver_static(self, sizes: np.ndarray, neighbours: list[list[int]]) -> None:
+        """Hellos reach every graph neighbour (counted as received, like the node does)."""
+        for v, adjacent in enumerate(neighbours):
+            self.received[adjacent] += 1
+            self.bytes_received[adjacent] += sizes[v]
+
+    def flat(self) -> torch.Tensor:
+        """All parameters as one ``[N, d]`` float32 matrix (peer-major)."""
+        import torch
+
+        return torch.cat([p.reshape(self.n, -1) for p in self.params], dim=1)
+
+    def load_flat(self, flat: torch.Tensor) -> None:
+        """Write an ``[N, d]`` matrix back into the stacked parameters."""
+        offset = 0
+        for p in self.params:
+            size = math.prod(p.shape[1:])
+            p.copy_(flat[:, offset : offset + size].reshape(p.shape))
+            offset += size
+
+    def step(self, round_index: int) -> tuple[np.ndarray, list[dict[str, float]]]:
+        """Train every peer, then gossip and merge; returns (loss [N], merge stats per peer)."""
+        from spargo.sims.batched_model import batch_indices, train_round
+
+        s = self.scenario
+        index = batch_indices(self.data.count, self.seeds, round_index, s.local_steps, s.batch_size)
+        loss = train_round(self.params, self.data, index, s.lr, s.momentum).cpu().numpy()
+        if s.method == "local":
+            return loss, [{} for _ in range(self.n)]
+        if s.method == "allreduce":
+            return loss, self._allreduce()
+        if self.gossip is None:
+            raise RuntimeError(f"method {s.method!r} has no gossip in the batched engine")
+        return loss, self._gossip(self.gossip, round_index)
+
+    def _allreduce(self) -> list[dict[str, float]]:
+        """FedAvg: every peer loads the sample-weighted mean (``aggregation.weighted_average``)."""
+        import torch
+
+        from spargo.node.aggregation import weighted_average
+
+        self.wire.upload(self.model_nbytes)
+        flat = self.flat()
+        mean = weighted_average(flat.cpu().numpy(), self.data.count.astype(np.float64))
+        self.load_flat(torch.as_tensor(mean).to(flat.device).expand(self.n, -1))
+        self.merges += self.n
+        return [{"merged_peers": 1.0} for _ in range(self.n)]
+
+    def _gossip(self, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
+        from spargo.sims.batched_mix import beta_matrix, mh_matrix, mix, push_sum
+
+        edges = gossip.edges(round_index)
+        pushsum = self.options.get("mix") == "pushsum"
+        sizes = self.wire.send("share" if pushsum else "model", round_index, edges.out_degree)
+        self.received += edges.in_degree
+        self.bytes_received += np.bincount(
+            edges.receiver, sizes[edges.sender], minlength=self.n
+        ).astype(np.int64)
+        k = edges.in_degree
+        self.merges += int((k > 0).sum())
+        own = self.flat()
+        if pushsum:
+            mixed, self.mass, _ = push_sum(edges, own, self.mass)
+            self.load_flat(mixed)
+            return [
+                {"merged_peers": float(k[p]), "pushsum_weight": float(self.mass[p])}
+                for p in range(self.n)
+            ]
+        if self.scenario.method == "vc" and self.options["mix"] == "beta":
+            matrix, row = beta_matrix(edges, float(self.options["beta"]), own.device)
+        else:
+            matrix, row = mh_matrix(gossip, edges, own.device)
+        before = [p.clone() for p in self.params] if self.scenario.method == "vc" else []
+        self.load_flat(mix(matrix, own))
+        stats: list[dict[str, float]] = [{"merged_peers": float(k[p])} for p in range(self.n)]
+        if before:
+            factors = self._correct(before, edges, row)
+            for p in range(self.n):
+                stats[p]["variance_factor"] = float(factors[p])
+        return stats
+
+    def _correct(self, before: list[torch.Tensor], edges: Any, row: Any) -> np.ndarray:
+        """``vc``: variance-correct every tensor of two or more entries; mean factor [N]."""
+        from spargo.sims.batched_mix import variance_correct_all
+
+        beta = float(self.options["beta"])
+        factors = []
+        for p, own in zip(self.params, before, strict=True):
+            if math.prod(p.shape[1:]) < 2:
+                continue
+            corrected, scale = variance_correct_all(p, own, edges, row, beta)
+            p.copy_(corrected)
+            factors.append(scale)
+        return np.mean(factors, axis=0) if factors else np.ones(self.n)
+
+    def finish(self) -> None:
+        """Every gossiping peer says Bye to its neighbours (as the node does when it stops)."""
+        if self.gossip is not None:
+            self.wire.send("bye", self.scenario.rounds, self.degree)
+
+
+def run_batched(scenario: Scenario, *, on_round: OnRound | None = None) -> SimResult:
+    """Run ``scenario`` with the batched engine; the same ``SimResult`` as ``sims.run``."""
+    import torch
+
+    from spargo.sims.batched_report import Recorder
+
+    check_batched(scenario)
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    with torch.no_grad():
+        swarm = BatchedSwarm(scenario)
+    recorder = Recorder(swarm, on_round)
+    for r in range(scenario.rounds):
+        loss, stats = swarm.step(r)
+        with torch.no_grad():
+            recorder.record(r, loss, stats)
+    swarm.finish()
+    return recorder.result(time.perf_counter() - started)

@@ -1,0 +1,158 @@
+"""Metrics of a batched run, in the node engine's shapes: records, round rows and a summary.
+
+Each round the ``Recorder`` evaluates the chosen peers — all of them, or with
+``Scenario.eval_peers = K`` a seeded sample of K (the same K peers' draw changes every round),
+and every peer in the last round — on the global test set and their own local test splits,
+batched (``sims.batched_model``), then builds one ``RoundMetrics`` per peer (accuracies NaN
+where a peer was not evaluated), the swarm-wide row of ``sims.runner`` (plus
+``evaluated_peers``) and, at the end, the summary ``sims.runner.summarise`` writes (plus
+``engine`` and ``eval_peers``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from spargo.node.metrics import RoundMetrics
+
+if TYPE_CHECKING:
+    from spargo.sims.batched import BatchedSwarm
+    from spargo.sims.runner import OnRound, SimResult
+
+
+def _r(x: float | np.floating[Any]) -> float:
+    return round(float(x), 6)
+
+
+class Recorder:
+    """Evaluates, records and summarises one ``BatchedSwarm`` run."""
+
+    def __init__(self, swarm: BatchedSwarm, on_round: OnRound | None) -> None:
+        self.swarm = swarm
+        self.on_round = on_round
+        self.history: list[RoundMetrics] = []
+        self.stats: list[dict[str, Any]] = []
+        self.last: list[RoundMetrics] = []
+
+    def evaluated(self, round_index: int) -> np.ndarray:
+        """Peer numbers evaluated after ``round_index`` (sorted; empty between evaluations)."""
+        s = self.swarm.scenario
+        last = round_index + 1 == s.rounds
+        if not (round_index % s.eval_every == 0 or last):
+            return np.zeros(0, dtype=np.int64)
+        n = self.swarm.n
+        if last or s.eval_peers == 0 or s.eval_peers >= n:
+            return np.arange(n)
+        rng = np.random.default_rng([s.seed, 919, round_index])
+        return np.sort(rng.choice(n, size=s.eval_peers, replace=False))
+
+    def record(self, round_index: int, loss: np.ndarray, merge: list[dict[str, float]]) -> None:
+        """Evaluate and record round ``round_index`` (after its merge)."""
+        import torch
+
+        from spargo.sims.batched_model import global_accuracy, local_accuracy
+
+        swarm = self.swarm
+        peers = self.evaluated(round_index)
+        local = np.full(swarm.n, math.nan)
+        glob = np.full(swarm.n, math.nan)
+        if len(peers):
+            chosen = torch.as_tensor(peers, device=swarm.device)
+            glob[peers] = global_accuracy(swarm.params, chosen, swarm.test_x, swarm.test_y)
+            local[peers] = local_accuracy(swarm.params, peers, swarm.data)
+        wire = swarm.wire
+        records = [
+            RoundMetrics(
+                peer_id=swarm.ids[p],
+                round=round_index,
+                time_s=0.0,
+                loss=float(loss[p]),
+                accuracy=float(local[p]),
+                global_accuracy=float(glob[p]),
+                density=1.0,
+                bytes_sent=int(wire.bytes_sent[p]),
+                bytes_received=int(swarm.bytes_received[p]),
+                messages_sent=int(wire.messages_sent[p]),
+                messages_received=int(swarm.received[p]),
+                messages_dropped=0,
+                drops={},
+                merge=merge[p],
+            )
+            for p in range(swarm.n)
+        ]
+        self.history.extend(records)
+        self.last = records
+        self._row(round_index, glob[peers], len(peers))
+        if self.on_round is not None:
+            self.on_round(round_index, records)
+
+    def _row(self, round_index: int, accuracy: np.ndarray, evaluated: int) -> None:
+        import torch
+
+        swarm = self.swarm
+        distance = None
+        if swarm.scenario.consensus and swarm.n > 1:
+            flat = swarm.flat().to(dtype=torch.float64)
+            distance = float(((flat - flat.mean(dim=0)) ** 2).sum(dim=1).mean())
+        self.stats.append(
+            {
+                "round": round_index,
+                "peers": swarm.n,
+                "evaluated_peers": evaluated,
+                "accuracy_mean": _r(np.mean(accuracy)) if evaluated else None,
+                "accuracy_min": _r(np.min(accuracy)) if evaluated else None,
+                "global_accuracy_mean": _r(np.mean(accuracy)) if evaluated else None,
+                "density": 1.0,
+                "bytes_sent_total": int(swarm.wire.bytes_sent.sum()),
+                "consensus_distance": None if distance is None else _r(distance),
+                "time_s": 0.0,
+            }
+        )
+
+    def result(self, wall_s: float) -> SimResult:
+        """The run's ``SimResult`` (summary keys as ``sims.runner.summarise``)."""
+        from spargo.sims.runner import SimResult
+
+        s = self.swarm.scenario
+        glob = [m.global_accuracy for m in self.last if m.global_accuracy is not None]
+        local = [m.accuracy for m in self.last if not math.isnan(m.accuracy)]
+        distances = [r["consensus_distance"] for r in self.stats if r["consensus_distance"]]
+        wire = self.swarm.wire
+        merges = self.swarm.merges
+        summary: dict[str, Any] = {
+            "name": s.label,
+            "engine": "batched",
+            "nodes": self.swarm.n,
+            "rounds": s.rounds,
+            "method": s.method,
+            "topology": s.topology,
+            "task": s.task,
+            "partition": s.partition,
+            "seed": s.seed,
+            "mode": s.mode,
+            "eval_peers": s.eval_peers or "all",
+            "accuracy_on": "global",
+            "accuracy_mean": _r(np.mean(glob)) if glob else None,
+            "accuracy_min": _r(np.min(glob)) if glob else None,
+            "accuracy_max": _r(np.max(glob)) if glob else None,
+            "global_accuracy_mean": _r(np.mean(glob)) if glob else None,
+            "local_accuracy_mean": _r(np.mean(local)) if local else None,
+            "density": 1.0,
+            "consensus_distance": distances[-1] if distances else None,
+            "bytes_sent_total": int(wire.bytes_sent.sum()),
+            "messages_sent": int(wire.messages_sent.sum()),
+            "messages_dropped": 0,
+            "drops": {},
+            "attackers": 0,
+            "churn_events": 0,
+            "churn_planned": 0,
+            "merges": merges,
+            "staleness_mean": 0.0 if merges else None,
+            "staleness_max": 0 if merges else None,
+            "simulated_s": 0.0,
+            "wall_s": round(wall_s, 3),
+        }
+        return SimResult(s, summary, self.history, self.stats, {"network_drops": {}})
