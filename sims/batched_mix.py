@@ -122,7 +122,8 @@ def mix(matrix: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     """``W @ X`` in float64 (the node mixes in float64 too), cast back to ``flat``'s dtype."""
     import torch
 
-    return torch.sparse.mm(matrix, flat.to(torch.float64)).to(flat.dtype)
+    mixed: torch.Tensor = torch.sparse.mm(matrix, flat.to(torch.float64))
+    return mixed.to(flat.dtype)
 
 
 def push_sum(
@@ -192,7 +193,9 @@ def variance_correct_all(
         squares = np.bincount(edges.receiver, values**2, minlength=n) + diagonal**2
         n_eff = total**2 / squares
         limit = np.sqrt(np.maximum(1.0, n_eff))
-        scale = np.minimum(limit, np.maximum(1.0, np.sqrt(target / np.maximum(now, rel_eps * target))))
+        scale = np.minimum(
+            limit, np.maximum(1.0, np.sqrt(target / np.maximum(now, rel_eps * target)))
+        )
     usable = (k > 0) & np.isfinite(own_var) & np.isfinite(now) & (target > 0) & np.isfinite(scale)
     scale = np.where(usable, scale, 1.0)
     mu = flat_mix.to(torch.float64).mean(dim=1, keepdim=True)

@@ -119,7 +119,9 @@ class Recorder:
         s = self.swarm.scenario
         glob = [m.global_accuracy for m in self.last if m.global_accuracy is not None]
         local = [m.accuracy for m in self.last if not math.isnan(m.accuracy)]
-        distances = [r["consensus_distance"] for r in self.stats if r["consensus_distance"]]
+        distances = [
+            r["consensus_distance"] for r in self.stats if r["consensus_distance"] is not None
+        ]
         wire = self.swarm.wire
         merges = self.swarm.merges
         summary: dict[str, Any] = {

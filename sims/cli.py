@@ -53,7 +53,9 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--eval-every", type=int, help="evaluate every K rounds")
     p.add_argument("--name", help="run name (the output folder under runs/)")
-    p.add_argument("--engine", help="node (real peers, the reference) or batched (one tensor program)")
+    p.add_argument(
+        "--engine", help="node (real peers, the reference) or batched (one tensor program)"
+    )
     p.add_argument("--eval-peers", type=int, help="batched: evaluate K sampled peers per round")
     _add_mode_flags(p)
     _add_fault_flags(p)
