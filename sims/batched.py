@@ -113,6 +113,8 @@ class BatchedSwarm:
         self.wire = Wire(self.ids, self.names, shapes, s.method)
         self.model_nbytes = int(sum(4 * math.prod(shape) for shape in shapes))
         self.mass = np.ones(self.n)
+        #: Wall seconds spent so far on local training, gossip and merging, and evaluation.
+        self.seconds = {"train": 0.0, "gossip": 0.0, "eval": 0.0}
         self.merges = 0
         self.received = np.zeros(self.n, dtype=np.int64)
         self.bytes_received = np.zeros(self.n, dtype=np.int64)
@@ -147,15 +149,25 @@ class BatchedSwarm:
         from spargo.sims.batched_model import batch_indices, train_round
 
         s = self.scenario
+        started = time.perf_counter()
         index = batch_indices(self.data.count, self.seeds, round_index, s.local_steps, s.batch_size)
         loss = train_round(self.params, self.data, index, s.lr, s.momentum).cpu().numpy()
+        trained = time.perf_counter()
+        self.seconds["train"] += trained - started
+        try:
+            return loss, self._communicate(round_index)
+        finally:
+            self.seconds["gossip"] += time.perf_counter() - trained
+
+    def _communicate(self, round_index: int) -> list[dict[str, float]]:
+        s = self.scenario
         if s.method == "local":
-            return loss, [{} for _ in range(self.n)]
+            return [{} for _ in range(self.n)]
         if s.method == "allreduce":
-            return loss, self._allreduce()
+            return self._allreduce()
         if self.gossip is None:
             raise RuntimeError(f"method {s.method!r} has no gossip in the batched engine")
-        return loss, self._gossip(self.gossip, round_index)
+        return self._gossip(self.gossip, round_index)
 
     def _allreduce(self) -> list[dict[str, float]]:
         """FedAvg: every peer loads the sample-weighted mean (``aggregation.weighted_average``)."""

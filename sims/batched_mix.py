@@ -65,12 +65,15 @@ class Gossip:
         """Who sends to whom in ``round_index`` (only graph neighbours, as the node waits for)."""
         if self.static and self._static_edges is not None:
             return self._static_edges
-        pairs = [
-            (int(t), v)
-            for v in range(self.n)
-            for t in self.layout.targets_of(v, round_index)
-            if t != v
-        ]
+        if self.static:  # every neighbour, every round: no sampler draws needed
+            pairs = [(u, v) for v in range(self.n) for u in self.neighbours[v]]
+        else:
+            pairs = [
+                (int(t), v)
+                for v in range(self.n)
+                for t in self.layout.targets_of(v, round_index)
+                if t != v
+            ]
         pairs.sort()
         found = np.array(pairs, dtype=np.int64).reshape(-1, 2)
         edges = Edges(found[:, 0].copy(), found[:, 1].copy(), self.n)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 #: Peers × samples × widest layer a chunk of evaluation may hold (floats): ~64 MB.
-EVAL_CHUNK_FLOATS = 16 * 1024 * 1024
+EVAL_CHUNK_FLOATS = 1024 * 1024
 
 
 def mlp_layers(model: nn.Module) -> list[str]:

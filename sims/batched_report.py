@@ -1,8 +1,9 @@
 """Metrics of a batched run, in the node engine's shapes: records, round rows and a summary.
 
-Each round the ``Recorder`` evaluates the chosen peers — all of them, or with
-``Scenario.eval_peers = K`` a seeded sample of K (the same K peers' draw changes every round),
-and every peer in the last round — on the global test set and their own local test splits,
+On each evaluation round (``eval_every``, and the last) the ``Recorder`` evaluates every peer,
+or with ``Scenario.eval_peers = K`` a seeded sample of K (drawn afresh each round; every peer
+every ``eval_all_every`` rounds and in the last when that is set; the round's row lists the
+sampled ids under ``evaluated``) — on the global test set and their own local test splits,
 batched (``sims.batched_model``), then builds one ``RoundMetrics`` per peer (accuracies NaN
 where a peer was not evaluated), the swarm-wide row of ``sims.runner`` (plus
 ``evaluated_peers``) and, at the end, the summary ``sims.runner.summarise`` writes (plus
@@ -12,6 +13,7 @@ where a peer was not evaluated), the swarm-wide row of ``sims.runner`` (plus
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,7 +46,8 @@ class Recorder:
         if not (round_index % s.eval_every == 0 or last):
             return np.zeros(0, dtype=np.int64)
         n = self.swarm.n
-        if last or s.eval_peers == 0 or s.eval_peers >= n:
+        full = s.eval_all_every > 0 and ((round_index + 1) % s.eval_all_every == 0 or last)
+        if full or s.eval_peers == 0 or s.eval_peers >= n:
             return np.arange(n)
         rng = np.random.default_rng([s.seed, 919, round_index])
         return np.sort(rng.choice(n, size=s.eval_peers, replace=False))
@@ -56,6 +59,7 @@ class Recorder:
         from spargo.sims.batched_model import global_accuracy, local_accuracy
 
         swarm = self.swarm
+        started = time.perf_counter()
         peers = self.evaluated(round_index)
         local = np.full(swarm.n, math.nan)
         glob = np.full(swarm.n, math.nan)
@@ -63,6 +67,7 @@ class Recorder:
             chosen = torch.as_tensor(peers, device=swarm.device)
             glob[peers] = global_accuracy(swarm.params, chosen, swarm.test_x, swarm.test_y)
             local[peers] = local_accuracy(swarm.params, peers, swarm.data)
+        swarm.seconds["eval"] += time.perf_counter() - started
         wire = swarm.wire
         records = [
             RoundMetrics(
@@ -85,14 +90,16 @@ class Recorder:
         ]
         self.history.extend(records)
         self.last = records
-        self._row(round_index, glob[peers], len(peers))
+        self._row(round_index, glob[peers], peers)
         if self.on_round is not None:
             self.on_round(round_index, records)
 
-    def _row(self, round_index: int, accuracy: np.ndarray, evaluated: int) -> None:
+    def _row(self, round_index: int, accuracy: np.ndarray, peers: np.ndarray) -> None:
         import torch
 
         swarm = self.swarm
+        evaluated = len(peers)
+        sample = 0 < evaluated < swarm.n
         distance = None
         if swarm.scenario.consensus and swarm.n > 1:
             flat = swarm.flat().to(dtype=torch.float64)
@@ -102,6 +109,7 @@ class Recorder:
                 "round": round_index,
                 "peers": swarm.n,
                 "evaluated_peers": evaluated,
+                **({"evaluated": [swarm.ids[p] for p in peers]} if sample else {}),
                 "accuracy_mean": _r(np.mean(accuracy)) if evaluated else None,
                 "accuracy_min": _r(np.min(accuracy)) if evaluated else None,
                 "global_accuracy_mean": _r(np.mean(accuracy)) if evaluated else None,
@@ -117,7 +125,7 @@ class Recorder:
         from spargo.sims.runner import SimResult
 
         s = self.swarm.scenario
-        glob = [m.global_accuracy for m in self.last if m.global_accuracy is not None]
+        glob = [g for m in self.last if (g := m.global_accuracy) is not None and not math.isnan(g)]
         local = [m.accuracy for m in self.last if not math.isnan(m.accuracy)]
         distances = [
             r["consensus_distance"] for r in self.stats if r["consensus_distance"] is not None
@@ -156,5 +164,6 @@ class Recorder:
             "staleness_max": 0 if merges else None,
             "simulated_s": 0.0,
             "wall_s": round(wall_s, 3),
+            **{f"wall_{k}_s": round(v, 3) for k, v in self.swarm.seconds.items()},
         }
         return SimResult(s, summary, self.history, self.stats, {"network_drops": {}})

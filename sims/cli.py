@@ -57,6 +57,7 @@ def add_parser(subparsers: Any) -> None:
         "--engine", help="node (real peers, the reference) or batched (one tensor program)"
     )
     p.add_argument("--eval-peers", type=int, help="batched: evaluate K sampled peers per round")
+    p.add_argument("--eval-all-every", type=int, help="batched: evaluate all peers every K rounds")
     _add_mode_flags(p)
     _add_fault_flags(p)
     p.add_argument("--sweep", metavar="FILE", help="run a grid of scenarios (TOML) in parallel")
@@ -110,7 +111,7 @@ _SCENARIO_FLAGS = (
     "jitter_ms", "bandwidth_mbps", "loss", "churn", "churn_mode", "churn_downtime",
     "partition_at", "step_time_s", "speed_spread", "attack", "attackers", "mode",
     "train_period_s", "gossip_period_s", "max_staleness", "duration_s", "poisson",
-    "engine", "eval_peers",
+    "engine", "eval_peers", "eval_all_every",
 )  # fmt: skip
 
 

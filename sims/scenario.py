@@ -146,8 +146,13 @@ class Scenario:
     )  # fmt: skip
     eval_peers: int = field(
         default=0,
-        metadata={"help": "batched engine: evaluate a seeded sample of K peers per round "
-                  "(all in the last round); 0 = all"},
+        metadata={"help": "batched engine: evaluate a seeded sample of K peers on each "
+                  "evaluation round (0 = every peer)"},
+    )  # fmt: skip
+    eval_all_every: int = field(
+        default=0,
+        metadata={"help": "batched engine with --eval-peers: evaluate every peer every K "
+                  "rounds and in the last round (0 = the sample only)"},
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -188,12 +193,18 @@ class Scenario:
     def _check_engine(self) -> None:
         if self.engine not in ENGINES:
             raise ScenarioError(f"--engine {self.engine!r} is unknown; use node or batched")
-        value = self.eval_peers
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ScenarioError(f"--eval-peers must be a whole number >= 0, got {value!r}")
-        if self.engine == "node" and (value or self.method == "local"):
-            what = "--eval-peers" if value else "--method local"
-            raise ScenarioError(f"{what} needs --engine batched")
+        for name in ("eval_peers", "eval_all_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ScenarioError(f"--{_flag(name)} must be a whole number >= 0, got {value!r}")
+        if self.engine == "node":
+            for name, used in (
+                ("method local", self.method == "local"),
+                ("eval-peers", self.eval_peers),
+                ("eval-all-every", self.eval_all_every),
+            ):
+                if used:
+                    raise ScenarioError(f"--{name} needs --engine batched")
 
     def _check_mode(self) -> None:
         if self.mode not in SIM_MODES:

@@ -45,15 +45,25 @@ def test_local_is_each_peer_training_alone_with_the_node_trainer() -> None:
 
 def test_sampled_evaluation_reports_who_was_evaluated() -> None:
     result = run(small(engine="batched", eval_peers=3, rounds=4, method="dense"))
-    evaluated = [row["evaluated_peers"] for row in result.round_stats]
-    assert evaluated == [3, 3, 3, 8]  # all peers in the last round
-    first = [m for m in result.rounds if m.round == 0 and not math.isnan(m.accuracy)]
-    assert len(first) == 3
+    rows = result.round_stats
+    assert [row["evaluated_peers"] for row in rows] == [3, 3, 3, 3]
+    by_round = result.by_round()
+    for row in rows:
+        measured = [m.peer_id for m in by_round[row["round"]] if not math.isnan(m.accuracy)]
+        assert sorted(measured) == row["evaluated"]
+    assert len({tuple(row["evaluated"]) for row in rows}) > 1  # a fresh draw each round
+    finals = [m.global_accuracy for m in result.rounds if m.round == 3]
+    sampled = [a for a in finals if not math.isnan(a)]
+    assert result.summary["accuracy_mean"] == pytest.approx(np.mean(sampled), abs=1e-6)
     assert result.summary["eval_peers"] == 3
     again = run(small(engine="batched", eval_peers=3, rounds=4, method="dense"))
-    assert [m.accuracy for m in again.rounds] == pytest.approx(
-        [m.accuracy for m in result.rounds], nan_ok=True
-    )
+    assert again.round_stats == rows  # the same seed, the same sample
+
+
+def test_every_peer_is_evaluated_every_k_rounds_when_asked() -> None:
+    result = run(small(engine="batched", eval_peers=3, eval_all_every=2, rounds=5))
+    assert [row["evaluated_peers"] for row in result.round_stats] == [3, 8, 3, 8, 8]
+    assert "evaluated" not in result.round_stats[1]
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 0.9])
