@@ -27,11 +27,12 @@ from spargo.sims.scenario import Scenario, ScenarioError
 if TYPE_CHECKING:
     import torch
 
-    from spargo.sims.batched_mix import Gossip
+    from spargo.sims.batched_choco import ChocoSwarm
+    from spargo.sims.batched_mix import Edges, Gossip
     from spargo.sims.runner import OnRound, SimResult
 
 #: Methods the batched engine runs (``dense`` also with ``mix=pushsum``).
-BATCHED_METHODS = ("dense", "vc", "allreduce", "local")
+BATCHED_METHODS = ("dense", "vc", "choco", "allreduce", "local")
 #: Scenario fields that inject faults, with their fault-free values.
 _FAULT_FREE: dict[str, object] = {
     "loss": 0.0, "churn": 0.0, "churn_events": (), "partition_at": None, "attack": None,
@@ -70,6 +71,18 @@ def check_batched(scenario: Scenario) -> None:
     beta = s.method_options.get("beta", 0.5)
     if s.method == "vc" and not (isinstance(beta, int | float) and 0.0 <= beta <= 1.0):
         raise ScenarioError(f"vc option beta={beta!r} must lie in [0, 1] (0.5 is the paper's)")
+    if s.method == "choco":
+        from spargo.sims.batched_choco import choco_options
+
+        if s.sampler.strip() != "all":
+            raise ScenarioError(
+                f"--engine batched runs choco with --sampler all only (not {s.sampler!r}); "
+                "use --engine node"
+            )
+        try:
+            choco_options(s.method_options)
+        except ValueError as exc:
+            raise ScenarioError(str(exc)) from None
     if s.method in ("allreduce", "local") and s.method_options:
         raise ScenarioError(f"--method {s.method} takes no --option (got {dict(s.method_options)})")
 
@@ -103,11 +116,16 @@ class BatchedSwarm:
         self.names, self.params = stack_models(task.model_factory, init)
         self.seeds = [s.seed * 100_003 + i for i in range(self.n)]
         defaults = {"mix": "mh", "robust": "none", "staleness_gamma": 0.5, "beta": 0.5}
-        opts = dict(defaults) if s.method in ("dense", "vc") else {}
+        opts = dict(defaults) if s.method in ("dense", "vc") else dict(s.method_options)
         if s.method == "dense":
             del opts["beta"]
         self.options = parse_options(s.method, s.method_options, opts)
-        gossips = s.method in ("dense", "vc")
+        gossips = s.method in ("dense", "vc", "choco")
+        self.choco: ChocoSwarm | None = None
+        if s.method == "choco":
+            from spargo.sims.batched_choco import ChocoSwarm, choco_options
+
+            self.choco = ChocoSwarm(choco_options(s.method_options), self.ids, s.seed)
         self.gossip = Gossip(graph, self.ids, s.sampler, s.seed) if gossips else None
         shapes = [tuple(p.shape[1:]) for p in self.params]
         self.wire = Wire(self.ids, self.names, shapes, s.method)
@@ -167,7 +185,28 @@ class BatchedSwarm:
             return self._allreduce()
         if self.gossip is None:
             raise RuntimeError(f"method {s.method!r} has no gossip in the batched engine")
+        if self.choco is not None:
+            return self._choco(self.choco, self.gossip, round_index)
         return self._gossip(self.gossip, round_index)
+
+    def _choco(self, choco: ChocoSwarm, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
+        from spargo.sims.batched_mix import sparse_rows
+
+        edges = gossip.edges(round_index)
+        pull = sparse_rows(edges, gossip.mh_values(edges), np.zeros(self.n), self.device)
+        fanout = edges.out_degree
+        sizes = choco.round(round_index, self.params, self.names, pull, self.wire, fanout)
+        self._delivered(edges, sizes)
+        k = edges.in_degree
+        return [{"merged_peers": float(k[p])} for p in range(self.n)]
+
+    def _delivered(self, edges: Edges, sizes: np.ndarray) -> None:
+        """Count a round's messages as received and the merges they make."""
+        self.received += edges.in_degree
+        self.bytes_received += np.bincount(
+            edges.receiver, sizes[edges.sender], minlength=self.n
+        ).astype(np.int64)
+        self.merges += int((edges.in_degree > 0).sum())
 
     def _allreduce(self) -> list[dict[str, float]]:
         """FedAvg: every peer loads the sample-weighted mean (``aggregation.weighted_average``)."""
@@ -188,12 +227,8 @@ class BatchedSwarm:
         edges = gossip.edges(round_index)
         pushsum = self.options.get("mix") == "pushsum"
         sizes = self.wire.send("share" if pushsum else "model", round_index, edges.out_degree)
-        self.received += edges.in_degree
-        self.bytes_received += np.bincount(
-            edges.receiver, sizes[edges.sender], minlength=self.n
-        ).astype(np.int64)
+        self._delivered(edges, sizes)
         k = edges.in_degree
-        self.merges += int((k > 0).sum())
         own = self.flat()
         if pushsum:
             mixed, self.mass, _ = push_sum(edges, own, self.mass)

@@ -85,6 +85,14 @@ class Wire:
         self.messages_sent += fanout
         return sizes
 
+    def add(self, sizes: np.ndarray, fanout: np.ndarray) -> np.ndarray:
+        """Like ``send`` with each peer's message size already known (encoded by the caller
+        with sequence number ``seq[p] + 1``); returns ``sizes``."""
+        self.seq[fanout > 0] += 1
+        self.bytes_sent += sizes * fanout
+        self.messages_sent += fanout
+        return sizes
+
     def upload(self, nbytes: int) -> None:
         """All-reduce: every peer uploads its raw model once (charged, not encoded)."""
         self.bytes_sent += nbytes

@@ -126,7 +126,15 @@ def test_a_model_that_is_not_an_mlp_is_a_one_line_error(monkeypatch: pytest.Monk
         ({"method": "local"}, "--method local needs --engine batched"),
         ({"eval_peers": 4}, "--eval-peers needs --engine batched"),
         ({"engine": "batched", "eval_peers": -1}, "--eval-peers must be a whole number >= 0"),
-        ({"engine": "batched", "method": "choco"}, "runs methods dense, vc, allreduce, local"),
+        ({"engine": "batched", "method": "spafl"}, "runs methods dense, vc, choco, allreduce"),
+        (
+            {"engine": "batched", "method": "choco", "sampler": "random:1"},
+            "choco with --sampler all only",
+        ),
+        (
+            {"engine": "batched", "method": "choco", "method_options": {"ratio": 2}},
+            "choco option ratio must lie in (0, 1]",
+        ),
         ({"engine": "batched", "loss": 0.1}, "--loss needs --engine node"),
         ({"engine": "batched", "mode": "async"}, "--mode rounds only"),
         (
