@@ -29,10 +29,11 @@ if TYPE_CHECKING:
 
     from spargo.sims.batched_choco import ChocoSwarm
     from spargo.sims.batched_mix import Edges, Gossip
+    from spargo.sims.batched_sparsify import SparsifySwarm
     from spargo.sims.runner import OnRound, SimResult
 
 #: Methods the batched engine runs (``dense`` also with ``mix=pushsum``).
-BATCHED_METHODS = ("dense", "vc", "choco", "allreduce", "local")
+BATCHED_METHODS = ("dense", "vc", "choco", "fedsparsify", "allreduce", "local")
 #: Scenario fields that inject faults, with their fault-free values.
 _FAULT_FREE: dict[str, object] = {
     "loss": 0.0, "churn": 0.0, "churn_events": (), "partition_at": None, "attack": None,
@@ -83,6 +84,13 @@ def check_batched(scenario: Scenario) -> None:
             choco_options(s.method_options)
         except ValueError as exc:
             raise ScenarioError(str(exc)) from None
+    if s.method == "fedsparsify":
+        from spargo.sims.batched_sparsify import sparsify_options
+
+        try:
+            sparsify_options(s.method_options, s.rounds)
+        except ValueError as exc:
+            raise ScenarioError(str(exc)) from None
     if s.method in ("allreduce", "local") and s.method_options:
         raise ScenarioError(f"--method {s.method} takes no --option (got {dict(s.method_options)})")
 
@@ -120,7 +128,13 @@ class BatchedSwarm:
         if s.method == "dense":
             del opts["beta"]
         self.options = parse_options(s.method, s.method_options, opts)
-        gossips = s.method in ("dense", "vc", "choco")
+        gossips = s.method in ("dense", "vc", "choco", "fedsparsify")
+        self.sparsify: SparsifySwarm | None = None
+        if s.method == "fedsparsify":
+            from spargo.sims.batched_sparsify import SparsifySwarm, sparsify_options
+
+            options = sparsify_options(s.method_options, s.rounds)
+            self.sparsify = SparsifySwarm(options, self.names, self.params)
         self.choco: ChocoSwarm | None = None
         if s.method == "choco":
             from spargo.sims.batched_choco import ChocoSwarm, choco_options
@@ -169,7 +183,8 @@ class BatchedSwarm:
         s = self.scenario
         started = time.perf_counter()
         index = batch_indices(self.data.count, self.seeds, round_index, s.local_steps, s.batch_size)
-        loss = train_round(self.params, self.data, index, s.lr, s.momentum).cpu().numpy()
+        masks = self.sparsify.masks if self.sparsify is not None else ()
+        loss = train_round(self.params, self.data, index, s.lr, s.momentum, masks).cpu().numpy()
         trained = time.perf_counter()
         self.seconds["train"] += trained - started
         try:
@@ -187,6 +202,8 @@ class BatchedSwarm:
             raise RuntimeError(f"method {s.method!r} has no gossip in the batched engine")
         if self.choco is not None:
             return self._choco(self.choco, self.gossip, round_index)
+        if self.sparsify is not None:
+            return self._sparsify(self.sparsify, self.gossip, round_index)
         return self._gossip(self.gossip, round_index)
 
     def _choco(self, choco: ChocoSwarm, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
@@ -199,6 +216,27 @@ class BatchedSwarm:
         self._delivered(edges, sizes)
         k = edges.in_degree
         return [{"merged_peers": float(k[p])} for p in range(self.n)]
+
+    def _sparsify(
+        self, sparsify: SparsifySwarm, gossip: Gossip, round_index: int
+    ) -> list[dict[str, float]]:
+        from spargo.sims.batched_mix import mh_matrix
+
+        edges = gossip.edges(round_index)
+        fanout = edges.out_degree
+        sizes = sparsify.message_sizes(self.wire, round_index, fanout, self.names, self.params)
+        self._delivered(edges, sizes)
+        matrix, _ = mh_matrix(gossip, edges, self.device)
+        sparsify.merge(self.params, matrix, round_index)
+        target = sparsify.sparsity(round_index)
+        k = edges.in_degree
+        return [{"merged_peers": float(k[p]), "sparsity_target": target} for p in range(self.n)]
+
+    def density(self) -> np.ndarray:
+        """Each peer's parameter-weighted density [N] (1.0 for the dense methods)."""
+        if self.sparsify is None:
+            return np.ones(self.n)
+        return self.sparsify.density(self.params)
 
     def _delivered(self, edges: Edges, sizes: np.ndarray) -> None:
         """Count a round's messages as received and the merges they make."""

@@ -166,12 +166,15 @@ def train_round(
     index: torch.Tensor,
     lr: float,
     momentum: float,
+    masks: Sequence[torch.Tensor | None] = (),
 ) -> torch.Tensor:
     """All peers' local SGD for one round, in place; returns each peer's mean task loss [N].
 
     ``index[p, t]`` are peer p's sample indices at step t (``batch_indices``). Per step, per
     peer: g = ∇ mean cross-entropy; b ← g on the first step, else b ← μ·b + g; w ← w − η·b
-    (``node.training.sgd_step``; momentum restarts every round).
+    (``node.training.sgd_step``; momentum restarts every round). ``masks[k]`` (bool, the shape
+    of ``params[k]``) holds pruned weights at zero as ``sparse.MaskedTraining`` does: their
+    gradient is masked and they are re-zeroed after every step.
     """
     import torch
     from torch.nn import functional
@@ -190,8 +193,11 @@ def train_round(
             logits.reshape(n_peers * batch, -1), y.reshape(-1), reduction="none"
         )
         per_peer = losses.view(n_peers, batch).mean(dim=1)
-        grads = torch.autograd.grad(per_peer.sum(), params)
+        grads = list(torch.autograd.grad(per_peer.sum(), params))
         with torch.no_grad():
+            for k, mask in enumerate(masks):
+                if mask is not None:
+                    grads[k] = grads[k] * mask.to(grads[k].dtype)
             if t == 0 or not momentum:
                 buffers = [g.clone() for g in grads] if momentum else list(grads)
             else:
@@ -199,6 +205,9 @@ def train_round(
                     b.mul_(momentum).add_(g)
             for p, b in zip(params, buffers, strict=True):
                 p.sub_(lr * b)
+            for p, mask in zip(params, masks, strict=False):
+                if mask is not None:
+                    p.mul_(mask.to(p.dtype))
         total += per_peer.detach().to(torch.float64)
     for p in params:
         p.requires_grad_(False)

@@ -69,6 +69,7 @@ class Recorder:
             local[peers] = local_accuracy(swarm.params, peers, swarm.data)
         swarm.seconds["eval"] += time.perf_counter() - started
         wire = swarm.wire
+        density = swarm.density()
         records = [
             RoundMetrics(
                 peer_id=swarm.ids[p],
@@ -77,7 +78,7 @@ class Recorder:
                 loss=float(loss[p]),
                 accuracy=float(local[p]),
                 global_accuracy=float(glob[p]),
-                density=1.0,
+                density=float(density[p]),
                 bytes_sent=int(wire.bytes_sent[p]),
                 bytes_received=int(swarm.bytes_received[p]),
                 messages_sent=int(wire.messages_sent[p]),
@@ -90,11 +91,13 @@ class Recorder:
         ]
         self.history.extend(records)
         self.last = records
-        self._row(round_index, glob[peers], peers)
+        self._row(round_index, glob[peers], peers, float(np.mean(density)))
         if self.on_round is not None:
             self.on_round(round_index, records)
 
-    def _row(self, round_index: int, accuracy: np.ndarray, peers: np.ndarray) -> None:
+    def _row(
+        self, round_index: int, accuracy: np.ndarray, peers: np.ndarray, density: float
+    ) -> None:
         import torch
 
         swarm = self.swarm
@@ -113,7 +116,7 @@ class Recorder:
                 "accuracy_mean": _r(np.mean(accuracy)) if evaluated else None,
                 "accuracy_min": _r(np.min(accuracy)) if evaluated else None,
                 "global_accuracy_mean": _r(np.mean(accuracy)) if evaluated else None,
-                "density": 1.0,
+                "density": _r(density),
                 "bytes_sent_total": int(swarm.wire.bytes_sent.sum()),
                 "consensus_distance": None if distance is None else _r(distance),
                 "time_s": 0.0,
@@ -150,7 +153,7 @@ class Recorder:
             "accuracy_max": _r(np.max(glob)) if glob else None,
             "global_accuracy_mean": _r(np.mean(glob)) if glob else None,
             "local_accuracy_mean": _r(np.mean(local)) if local else None,
-            "density": 1.0,
+            "density": _r(np.mean([m.density for m in self.last])) if self.last else None,
             "consensus_distance": distances[-1] if distances else None,
             "bytes_sent_total": int(wire.bytes_sent.sum()),
             "messages_sent": int(wire.messages_sent.sum()),

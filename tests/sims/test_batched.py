@@ -126,7 +126,11 @@ def test_a_model_that_is_not_an_mlp_is_a_one_line_error(monkeypatch: pytest.Monk
         ({"method": "local"}, "--method local needs --engine batched"),
         ({"eval_peers": 4}, "--eval-peers needs --engine batched"),
         ({"engine": "batched", "eval_peers": -1}, "--eval-peers must be a whole number >= 0"),
-        ({"engine": "batched", "method": "spafl"}, "runs methods dense, vc, choco, allreduce"),
+        ({"engine": "batched", "method": "spafl"}, "runs methods dense, vc, choco, fedsparsify"),
+        (
+            {"engine": "batched", "method": "fedsparsify", "method_options": {"scope": "x"}},
+            "fedsparsify option scope must be 'global' or 'layer'",
+        ),
         (
             {"engine": "batched", "method": "choco", "sampler": "random:1"},
             "choco with --sampler all only",

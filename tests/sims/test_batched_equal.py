@@ -33,6 +33,11 @@ CASES: dict[str, dict[str, Any]] = {
         "method_options": {"compressor": "randk", "value_dtype": "int8", "ratio": 0.3},
     },
     "choco-float32": {"method": "choco", "method_options": {"value_dtype": "float32"}},
+    "fedsparsify": {"method": "fedsparsify"},
+    "fedsparsify-layer-head": {
+        "method": "fedsparsify",
+        "method_options": {"scope": "layer", "include_head": True, "t0": 0, "s_final": 0.9},
+    },
 }
 
 #: A harder swarm: label skew, distinct inits, a random sampler on a small-world graph.
@@ -80,7 +85,7 @@ def test_batched_equals_node_on_a_ring(case: str) -> None:
     assert_same(node, batched)
 
 
-@pytest.mark.parametrize("case", ["dense", "vc", "pushsum", "choco"])
+@pytest.mark.parametrize("case", ["dense", "vc", "pushsum", "choco", "fedsparsify"])
 def test_batched_equals_node_on_a_skewed_small_world(case: str) -> None:
     fields = {**HARD, **CASES[case]}
     if case == "choco":  # choco's batched form needs every link every round
@@ -91,6 +96,8 @@ def test_batched_equals_node_on_a_skewed_small_world(case: str) -> None:
     # The swarm really learns something different per peer (not a trivial agreement).
     accuracies = {m.global_accuracy for m in batched.rounds if m.round == 3}
     assert len(accuracies) > 1
+    if case == "fedsparsify":  # and it really prunes
+        assert batched.summary["density"] < 0.9
 
 
 def test_batched_equals_node_with_sparse_evaluation_and_exponential_sampler() -> None:
