@@ -29,11 +29,12 @@ if TYPE_CHECKING:
 
     from spargo.sims.batched_choco import ChocoSwarm
     from spargo.sims.batched_mix import Edges, Gossip
+    from spargo.sims.batched_spafl import SpaflSwarm, Thresholded
     from spargo.sims.batched_sparsify import SparsifySwarm
     from spargo.sims.runner import OnRound, SimResult
 
 #: Methods the batched engine runs (``dense`` also with ``mix=pushsum``).
-BATCHED_METHODS = ("dense", "vc", "choco", "fedsparsify", "allreduce", "local")
+BATCHED_METHODS = ("dense", "vc", "choco", "fedsparsify", "spafl", "allreduce", "local")
 #: Scenario fields that inject faults, with their fault-free values.
 _FAULT_FREE: dict[str, object] = {
     "loss": 0.0, "churn": 0.0, "churn_events": (), "partition_at": None, "attack": None,
@@ -91,6 +92,13 @@ def check_batched(scenario: Scenario) -> None:
             sparsify_options(s.method_options, s.rounds)
         except ValueError as exc:
             raise ScenarioError(str(exc)) from None
+    if s.method == "spafl":
+        from spargo.sims.batched_spafl import spafl_options
+
+        try:
+            spafl_options(s.method_options)
+        except ValueError as exc:
+            raise ScenarioError(str(exc)) from None
     if s.method in ("allreduce", "local") and s.method_options:
         raise ScenarioError(f"--method {s.method} takes no --option (got {dict(s.method_options)})")
 
@@ -128,7 +136,15 @@ class BatchedSwarm:
         if s.method == "dense":
             del opts["beta"]
         self.options = parse_options(s.method, s.method_options, opts)
-        gossips = s.method in ("dense", "vc", "choco", "fedsparsify")
+        gossips = s.method in ("dense", "vc", "choco", "fedsparsify", "spafl")
+        self.thresholds: Thresholded | None = None
+        self.spafl: SpaflSwarm | None = None
+        if s.method == "spafl":
+            from spargo.sims.batched_spafl import SpaflSwarm, Thresholded, spafl_options
+
+            spafl = spafl_options(s.method_options)
+            self.thresholds = Thresholded(self.names, self.params, spafl)
+            self.spafl = SpaflSwarm(spafl, self.thresholds, s.rounds)
         self.sparsify: SparsifySwarm | None = None
         if s.method == "fedsparsify":
             from spargo.sims.batched_sparsify import SparsifySwarm, sparsify_options
@@ -143,6 +159,8 @@ class BatchedSwarm:
         self.gossip = Gossip(graph, self.ids, s.sampler, s.seed) if gossips else None
         shapes = [tuple(p.shape[1:]) for p in self.params]
         self.wire = Wire(self.ids, self.names, shapes, s.method)
+        if self.thresholds is not None:
+            self.wire.thresholds = sum(int(t.shape[1]) for t in self.thresholds.tau)
         self.model_nbytes = int(sum(4 * math.prod(shape) for shape in shapes))
         self.mass = np.ones(self.n)
         #: Wall seconds spent so far on local training, gossip and merging, and evaluation.
@@ -184,7 +202,13 @@ class BatchedSwarm:
         started = time.perf_counter()
         index = batch_indices(self.data.count, self.seeds, round_index, s.local_steps, s.batch_size)
         masks = self.sparsify.masks if self.sparsify is not None else ()
-        loss = train_round(self.params, self.data, index, s.lr, s.momentum, masks).cpu().numpy()
+        if self.spafl is not None:
+            self.spafl.begin_round()
+        loss = (
+            train_round(self.params, self.data, index, s.lr, s.momentum, masks, self.thresholds)
+            .cpu()
+            .numpy()
+        )
         trained = time.perf_counter()
         self.seconds["train"] += trained - started
         try:
@@ -204,6 +228,8 @@ class BatchedSwarm:
             return self._choco(self.choco, self.gossip, round_index)
         if self.sparsify is not None:
             return self._sparsify(self.sparsify, self.gossip, round_index)
+        if self.spafl is not None:
+            return self._spafl(self.spafl, self.gossip, round_index)
         return self._gossip(self.gossip, round_index)
 
     def _choco(self, choco: ChocoSwarm, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
@@ -232,15 +258,42 @@ class BatchedSwarm:
         k = edges.in_degree
         return [{"merged_peers": float(k[p]), "sparsity_target": target} for p in range(self.n)]
 
+    def _spafl(self, spafl: SpaflSwarm, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
+        from spargo.sims.batched_mix import mh_matrix
+
+        edges = gossip.edges(round_index)
+        sizes = spafl.send(self.wire, round_index, edges.out_degree, self.names, self.params)
+        self._delivered(edges, sizes, 2 if spafl.weights_round(round_index) else 1)
+        matrix, row = mh_matrix(gossip, edges, self.device)
+        spafl.merge(self.params, edges, matrix, row, round_index)
+        k = edges.in_degree
+        return [{"merged_peers": float(k[p])} for p in range(self.n)]
+
     def density(self) -> np.ndarray:
         """Each peer's parameter-weighted density [N] (1.0 for the dense methods)."""
-        if self.sparsify is None:
-            return np.ones(self.n)
-        return self.sparsify.density(self.params)
+        if self.sparsify is not None:
+            return self.sparsify.density(self.params)
+        if self.thresholds is not None:
+            return self.thresholds.density(self.params)
+        return np.ones(self.n)
 
-    def _delivered(self, edges: Edges, sizes: np.ndarray) -> None:
+    def used_params(self) -> list[torch.Tensor]:
+        """The weights the forward pass uses (SpaFL: with its unit masks applied)."""
+        if self.thresholds is None:
+            return self.params
+        return self.thresholds.effective(self.params)
+
+    def all_params(self) -> torch.Tensor:
+        """Every trained tensor of every peer, [N, d] (the consensus distance's input)."""
+        import torch
+
+        if self.thresholds is None:
+            return self.flat()
+        return torch.cat([self.flat(), *self.thresholds.tau], dim=1)
+
+    def _delivered(self, edges: Edges, sizes: np.ndarray, per_edge: int = 1) -> None:
         """Count a round's messages as received and the merges they make."""
-        self.received += edges.in_degree
+        self.received += per_edge * edges.in_degree
         self.bytes_received += np.bincount(
             edges.receiver, sizes[edges.sender], minlength=self.n
         ).astype(np.int64)

@@ -157,28 +157,47 @@ def push_sum(
     return z, new_mass, int(low.sum() + (got & (weight < PUSHSUM_MIN_WEIGHT)).sum())
 
 
+def _masked_var(x: torch.Tensor, held: torch.Tensor) -> np.ndarray:
+    """Per row, the variance of the held entries (float64; NaN with fewer than two) [N]."""
+    import torch
+
+    count = held.sum(dim=1).to(torch.float64)
+    weight = held.to(torch.float64)
+    mean = (x * weight).sum(dim=1) / count.clamp(min=1)
+    var = (((x - mean.unsqueeze(1)) ** 2) * weight).sum(dim=1) / count.clamp(min=1)
+    return np.where(count.cpu().numpy() > 1, var.cpu().numpy(), np.nan)
+
+
 def variance_correct_all(
     mixed: torch.Tensor,
     own: torch.Tensor,
     edges: Edges,
     row: tuple[np.ndarray, np.ndarray],
     beta: float,
+    *,
+    held: torch.Tensor | None = None,
+    active: torch.Tensor | None = None,
     rel_eps: float = 1e-6,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """``node.aggregation.variance_correct`` of one tensor, for every receiver at once.
 
     ``mixed``/``own`` are ``[N, *shape]`` (after / before the mix); each receiver's peers are
     itself then its senders in ``edges``; ``row`` holds the mix's weights (edge values,
-    diagonal) for N_eff = 1/Σ ŵ². Returns ``(corrected, scale [N])``; a receiver with no
-    sender keeps its tensor and scale 1 (``vc`` does nothing when no model came).
+    diagonal) for N_eff = 1/Σ ŵ². ``held`` [N, *shape] marks the entries each peer holds (its
+    own mask, the one it sends), ``active`` the entries of each receiver's mix to correct
+    (both: all when None). Returns ``(corrected, scale [N])``; a receiver with no sender
+    keeps its tensor and scale 1 (nothing came to correct against).
     """
     import torch
 
     n = edges.n_peers
-    flat_own = own.reshape(n, -1).to(torch.float64)
     flat_mix = mixed.reshape(n, -1)
-    own_var = flat_own.var(dim=1, unbiased=False).cpu().numpy()
-    now = flat_mix.to(torch.float64).var(dim=1, unbiased=False).cpu().numpy()
+    mix64 = flat_mix.to(torch.float64)
+    everything = torch.ones_like(flat_mix, dtype=torch.bool)
+    own_held = everything if held is None else held.reshape(n, -1)
+    pick = everything if active is None else active.reshape(n, -1)
+    own_var = _masked_var(own.reshape(n, -1).to(torch.float64), own_held)
+    now = _masked_var(mix64, pick)
     k = edges.in_degree
     slots = np.full((n, max(1, int(k.max(initial=0)))), np.nan)
     start = np.concatenate([[0], np.cumsum(k)[:-1]])
@@ -187,23 +206,22 @@ def variance_correct_all(
     ]
     with np.errstate(all="ignore"):
         median = np.full(n, np.nan)
-        heard = k > 0
+        heard = (k > 0) & ~np.isnan(slots).all(axis=1)
         if heard.any():
             median[heard] = np.nanmedian(slots[heard], axis=1)
         target = beta * own_var + (1.0 - beta) * median
         values, diagonal = row
         total = np.bincount(edges.receiver, values, minlength=n) + diagonal
         squares = np.bincount(edges.receiver, values**2, minlength=n) + diagonal**2
-        n_eff = total**2 / squares
-        limit = np.sqrt(np.maximum(1.0, n_eff))
-        scale = np.minimum(
-            limit, np.maximum(1.0, np.sqrt(target / np.maximum(now, rel_eps * target)))
-        )
+        limit = np.sqrt(np.maximum(1.0, total**2 / squares))
+        ratio = target / np.maximum(now, rel_eps * target)
+        scale = np.minimum(limit, np.maximum(1.0, np.sqrt(ratio)))
     usable = (k > 0) & np.isfinite(own_var) & np.isfinite(now) & (target > 0) & np.isfinite(scale)
     scale = np.where(usable, scale, 1.0)
-    mu = flat_mix.to(torch.float64).mean(dim=1, keepdim=True)
+    weight = pick.to(torch.float64)
+    mu = (mix64 * weight).sum(dim=1, keepdim=True) / weight.sum(dim=1, keepdim=True).clamp(min=1)
     factor = torch.as_tensor(scale, device=mixed.device).view(-1, 1)
-    corrected = (mu + factor * (flat_mix.to(torch.float64) - mu)).to(mixed.dtype)
-    keep = torch.as_tensor(scale == 1.0, device=mixed.device).view(-1, 1)
-    out = torch.where(keep, flat_mix, corrected)
+    corrected = (mu + factor * (mix64 - mu)).to(mixed.dtype)
+    change = pick & torch.as_tensor(scale != 1.0, device=mixed.device).view(-1, 1)
+    out = torch.where(change, corrected, flat_mix)
     return out.view_as(mixed), scale

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from spargo.sims.batched_spafl import Thresholded
+
 #: Peers × samples × widest layer a chunk of evaluation may hold (floats): ~64 MB.
 EVAL_CHUNK_FLOATS = 1024 * 1024
 
@@ -167,6 +169,7 @@ def train_round(
     lr: float,
     momentum: float,
     masks: Sequence[torch.Tensor | None] = (),
+    thresholds: Thresholded | None = None,
 ) -> torch.Tensor:
     """All peers' local SGD for one round, in place; returns each peer's mean task loss [N].
 
@@ -174,7 +177,8 @@ def train_round(
     peer: g = ∇ mean cross-entropy; b ← g on the first step, else b ← μ·b + g; w ← w − η·b
     (``node.training.sgd_step``; momentum restarts every round). ``masks[k]`` (bool, the shape
     of ``params[k]``) holds pruned weights at zero as ``sparse.MaskedTraining`` does: their
-    gradient is masked and they are re-zeroed after every step.
+    gradient is masked and they are re-zeroed after every step. ``thresholds`` (SpaFL) adds
+    its τ to the trained tensors, its masks to the forward pass and its regulariser to the loss.
     """
     import torch
     from torch.nn import functional
@@ -183,17 +187,22 @@ def train_round(
     rows = index.to(data.x.device) + data.offset.view(-1, 1, 1)
     buffers: list[torch.Tensor] = []
     total = torch.zeros(n_peers, dtype=torch.float64, device=data.x.device)
-    for p in params:
+    trained = [*params, *(thresholds.tau if thresholds is not None else ())]
+    for p in trained:
         p.requires_grad_(True)
     for t in range(steps):
         x = data.x[rows[:, t]]
         y = data.y[rows[:, t]]
-        logits = forward(params, x)
+        used = params if thresholds is None else thresholds.effective(params)
+        logits = forward(used, x)
         losses = functional.cross_entropy(
             logits.reshape(n_peers * batch, -1), y.reshape(-1), reduction="none"
         )
         per_peer = losses.view(n_peers, batch).mean(dim=1)
-        grads = list(torch.autograd.grad(per_peer.sum(), params))
+        objective = per_peer.sum()
+        if thresholds is not None:
+            objective = objective + thresholds.regulariser()
+        grads = list(torch.autograd.grad(objective, trained))
         with torch.no_grad():
             for k, mask in enumerate(masks):
                 if mask is not None:
@@ -203,13 +212,13 @@ def train_round(
             else:
                 for b, g in zip(buffers, grads, strict=True):
                     b.mul_(momentum).add_(g)
-            for p, b in zip(params, buffers, strict=True):
-                p.sub_(lr * b)
+            for p, b in zip(trained, buffers, strict=True):
+                p.add_(b, alpha=-lr)
             for p, mask in zip(params, masks, strict=False):
                 if mask is not None:
                     p.mul_(mask.to(p.dtype))
         total += per_peer.detach().to(torch.float64)
-    for p in params:
+    for p in trained:
         p.requires_grad_(False)
     return total / steps
 

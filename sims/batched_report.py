@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spargo.node.metrics import RoundMetrics
+from spargo.sims.scenario import accuracy_basis
 
 if TYPE_CHECKING:
     from spargo.sims.batched import BatchedSwarm
@@ -38,6 +39,8 @@ class Recorder:
         self.history: list[RoundMetrics] = []
         self.stats: list[dict[str, Any]] = []
         self.last: list[RoundMetrics] = []
+        #: ``local`` for personalised methods (SpaFL: each peer on its own test split).
+        self.basis = accuracy_basis(swarm.scenario.method)
 
     def evaluated(self, round_index: int) -> np.ndarray:
         """Peer numbers evaluated after ``round_index`` (sorted; empty between evaluations)."""
@@ -65,8 +68,9 @@ class Recorder:
         glob = np.full(swarm.n, math.nan)
         if len(peers):
             chosen = torch.as_tensor(peers, device=swarm.device)
-            glob[peers] = global_accuracy(swarm.params, chosen, swarm.test_x, swarm.test_y)
-            local[peers] = local_accuracy(swarm.params, peers, swarm.data)
+            used = swarm.used_params()
+            glob[peers] = global_accuracy(used, chosen, swarm.test_x, swarm.test_y)
+            local[peers] = local_accuracy(used, peers, swarm.data)
         swarm.seconds["eval"] += time.perf_counter() - started
         wire = swarm.wire
         density = swarm.density()
@@ -91,12 +95,18 @@ class Recorder:
         ]
         self.history.extend(records)
         self.last = records
-        self._row(round_index, glob[peers], peers, float(np.mean(density)))
+        headline = local if self.basis == "local" else glob
+        self._row(round_index, headline[peers], glob[peers], peers, float(np.mean(density)))
         if self.on_round is not None:
             self.on_round(round_index, records)
 
     def _row(
-        self, round_index: int, accuracy: np.ndarray, peers: np.ndarray, density: float
+        self,
+        round_index: int,
+        accuracy: np.ndarray,
+        global_accuracy: np.ndarray,
+        peers: np.ndarray,
+        density: float,
     ) -> None:
         import torch
 
@@ -105,7 +115,7 @@ class Recorder:
         sample = 0 < evaluated < swarm.n
         distance = None
         if swarm.scenario.consensus and swarm.n > 1:
-            flat = swarm.flat().to(dtype=torch.float64)
+            flat = swarm.all_params().to(dtype=torch.float64)
             distance = float(((flat - flat.mean(dim=0)) ** 2).sum(dim=1).mean())
         self.stats.append(
             {
@@ -115,7 +125,7 @@ class Recorder:
                 **({"evaluated": [swarm.ids[p] for p in peers]} if sample else {}),
                 "accuracy_mean": _r(np.mean(accuracy)) if evaluated else None,
                 "accuracy_min": _r(np.min(accuracy)) if evaluated else None,
-                "global_accuracy_mean": _r(np.mean(accuracy)) if evaluated else None,
+                "global_accuracy_mean": _r(np.mean(global_accuracy)) if evaluated else None,
                 "density": _r(density),
                 "bytes_sent_total": int(swarm.wire.bytes_sent.sum()),
                 "consensus_distance": None if distance is None else _r(distance),
@@ -130,6 +140,7 @@ class Recorder:
         s = self.swarm.scenario
         glob = [g for m in self.last if (g := m.global_accuracy) is not None and not math.isnan(g)]
         local = [m.accuracy for m in self.last if not math.isnan(m.accuracy)]
+        headline = local if self.basis == "local" else glob
         distances = [
             r["consensus_distance"] for r in self.stats if r["consensus_distance"] is not None
         ]
@@ -147,10 +158,10 @@ class Recorder:
             "seed": s.seed,
             "mode": s.mode,
             "eval_peers": s.eval_peers or "all",
-            "accuracy_on": "global",
-            "accuracy_mean": _r(np.mean(glob)) if glob else None,
-            "accuracy_min": _r(np.min(glob)) if glob else None,
-            "accuracy_max": _r(np.max(glob)) if glob else None,
+            "accuracy_on": self.basis,
+            "accuracy_mean": _r(np.mean(headline)) if headline else None,
+            "accuracy_min": _r(np.min(headline)) if headline else None,
+            "accuracy_max": _r(np.max(headline)) if headline else None,
             "global_accuracy_mean": _r(np.mean(glob)) if glob else None,
             "local_accuracy_mean": _r(np.mean(local)) if local else None,
             "density": _r(np.mean([m.density for m in self.last])) if self.last else None,

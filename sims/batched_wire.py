@@ -16,7 +16,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from spargo.protocol import Bye, Envelope, FullModel, Hello, NamedTensor, encode, model_signature
+from spargo.protocol import (
+    Bye,
+    Envelope,
+    FullModel,
+    Hello,
+    NamedTensor,
+    Thresholds,
+    encode,
+    model_signature,
+)
 
 #: The swarm id the simulator's peers use (``sims.swarm.SWARM``).
 SWARM = "sim"
@@ -44,13 +53,17 @@ class Wire:
         self.bytes_sent = np.zeros(n, dtype=np.int64)
         self.messages_sent = np.zeros(n, dtype=np.int64)
         self._sizes: dict[tuple[object, ...], int] = {}
+        #: SpaFL: how many thresholds its ``Thresholds`` message carries.
+        self.thresholds = 0
 
     def _size(self, kind: str, seq: int, round_index: int, extra: int = 0) -> int:
         key = (kind, seq.bit_length(), round_index.bit_length(), extra.bit_length())
         found = self._sizes.get(key)
         if found is None:
-            body: Hello | FullModel | Bye
-            if kind == "hello":
+            body: Hello | FullModel | Bye | Thresholds
+            if kind == "tau":
+                body = Thresholds(values=np.zeros(self.thresholds, dtype=np.float32))
+            elif kind == "hello":
                 body = Hello(self.ids[0], SWARM, 1, self.signature, extra, (self.method_name,))
             elif kind == "bye":
                 body = Bye(reason="shutdown")
@@ -70,7 +83,8 @@ class Wire:
         """Every peer p with ``fanout[p] > 0`` sends one new body (the next sequence number)
         to that many peers; returns each peer's message size in bytes [N] (0: sent none).
 
-        ``kind``: ``hello`` (``extra`` = degree), ``model``, ``share`` (push-sum) or ``bye``.
+        ``kind``: ``hello`` (``extra`` = degree), ``model``, ``share`` (push-sum), ``tau``
+        (SpaFL thresholds) or ``bye``.
         """
         sending = np.flatnonzero(fanout > 0)
         self.seq[sending] += 1

@@ -126,7 +126,11 @@ def test_a_model_that_is_not_an_mlp_is_a_one_line_error(monkeypatch: pytest.Monk
         ({"method": "local"}, "--method local needs --engine batched"),
         ({"eval_peers": 4}, "--eval-peers needs --engine batched"),
         ({"engine": "batched", "eval_peers": -1}, "--eval-peers must be a whole number >= 0"),
-        ({"engine": "batched", "method": "spafl"}, "runs methods dense, vc, choco, fedsparsify"),
+        ({"engine": "batched", "method": "bogus"}, "--method 'bogus' is unknown"),
+        (
+            {"engine": "batched", "method": "spafl", "method_options": {"weights_every": -1}},
+            "spafl option weights_every must be >= 0",
+        ),
         (
             {"engine": "batched", "method": "fedsparsify", "method_options": {"scope": "x"}},
             "fedsparsify option scope must be 'global' or 'layer'",
@@ -170,7 +174,23 @@ def test_cli_runs_the_batched_engine_and_rejects_what_it_cannot(
     assert '"engine": "batched"' in last
     assert '"eval_peers": 4' in last
     assert_one_line_error(
-        ["--engine", "batched", "--method", "spafl"],
-        "--engine batched runs methods",
+        ["--engine", "batched", "--loss", "0.1"],
+        "--engine batched runs fault-free rounds; --loss needs --engine node",
         lambda: capsys.readouterr().err,
+    )
+
+
+def test_a_method_the_batched_engine_lacks_is_named_with_the_supported_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every node method runs batched today; a method added to the node later must not fall
+    # back silently. Simulate one by taking ``vc`` off the batched engine's list.
+    import spargo.sims.batched as batched
+
+    monkeypatch.setattr(batched, "BATCHED_METHODS", ("dense", "local"))
+    with pytest.raises(ScenarioError) as caught:
+        Scenario(method="vc", method_options={}, engine="batched")
+    assert str(caught.value) == (
+        "--engine batched runs methods dense, local (dense also with --option mix=pushsum); "
+        "not 'vc': use --engine node"
     )

@@ -38,6 +38,12 @@ CASES: dict[str, dict[str, Any]] = {
         "method": "fedsparsify",
         "method_options": {"scope": "layer", "include_head": True, "t0": 0, "s_final": 0.9},
     },
+    "spafl": {"method": "spafl", "method_options": {"weights_every": 2, "alpha": 2.0}},
+    "spafl-thresholds-only": {"method": "spafl", "method_options": {"alpha": 5.0}},
+    "spafl-no-vc": {
+        "method": "spafl",
+        "method_options": {"weights_every": 3, "vc": False, "min_density": 0.3},
+    },
 }
 
 #: A harder swarm: label skew, distinct inits, a random sampler on a small-world graph.
@@ -85,7 +91,7 @@ def test_batched_equals_node_on_a_ring(case: str) -> None:
     assert_same(node, batched)
 
 
-@pytest.mark.parametrize("case", ["dense", "vc", "pushsum", "choco", "fedsparsify"])
+@pytest.mark.parametrize("case", ["dense", "vc", "pushsum", "choco", "fedsparsify", "spafl"])
 def test_batched_equals_node_on_a_skewed_small_world(case: str) -> None:
     fields = {**HARD, **CASES[case]}
     if case == "choco":  # choco's batched form needs every link every round
@@ -96,7 +102,7 @@ def test_batched_equals_node_on_a_skewed_small_world(case: str) -> None:
     # The swarm really learns something different per peer (not a trivial agreement).
     accuracies = {m.global_accuracy for m in batched.rounds if m.round == 3}
     assert len(accuracies) > 1
-    if case == "fedsparsify":  # and it really prunes
+    if case in ("fedsparsify", "spafl"):  # and it really prunes
         assert batched.summary["density"] < 0.9
 
 
