@@ -8,10 +8,13 @@ batch draws, samplers and mixing weights are the node engine's own, so the per-r
 accuracies agree with it to float rounding (``tests/sims/test_batched_equal.py``); byte and
 message counts are those the wire format would carry (``sims.batched_wire``).
 
-Methods: ``dense`` (Metropolis–Hastings mix, or ``mix=pushsum``), ``vc`` (``mix=mh`` or
-``beta``), ``allreduce`` and ``local`` (each peer trains alone: the no-communication floor).
-Fault-free rounds mode only; any sampler; MLP tasks. Evaluation runs every peer (or a seeded
-sample of ``eval_peers``, all of them in the last round) on the global test set in batches.
+Methods: every node method — ``dense`` (Metropolis–Hastings mix, or ``mix=pushsum``), ``vc``
+(``mix=mh`` or ``beta``), ``choco`` (``sampler=all``; ``sims.batched_choco``), ``fedsparsify``
+(``sims.batched_sparsify``), ``spafl`` (``sims.batched_spafl``) — plus ``allreduce`` and
+``local`` (each peer trains alone: the no-communication floor). Fault-free rounds mode only
+(``robust=none``); any sampler; MLP tasks. Evaluation runs every peer (or a seeded sample of
+``eval_peers``) on the global test set and the local splits in batches (``sims.batched_report``).
+Anything else is a one-line ``ScenarioError`` when the scenario is built.
 """
 
 from __future__ import annotations
@@ -70,37 +73,47 @@ def check_batched(scenario: Scenario) -> None:
                 f"--engine batched runs {s.method} with {key} in {', '.join(allowed)}, not "
                 f"{value!r}; use --engine node"
             )
+    _check_options(s)
+
+
+def _check_options(s: Scenario) -> None:
+    """The method's options, checked as the node checks them (one-line ScenarioErrors)."""
     beta = s.method_options.get("beta", 0.5)
     if s.method == "vc" and not (isinstance(beta, int | float) and 0.0 <= beta <= 1.0):
         raise ScenarioError(f"vc option beta={beta!r} must lie in [0, 1] (0.5 is the paper's)")
+    if s.method == "choco" and s.sampler.strip() != "all":
+        raise ScenarioError(
+            f"--engine batched runs choco with --sampler all only (not {s.sampler!r}); "
+            "use --engine node"
+        )
+    if s.method in ("allreduce", "local") and s.method_options:
+        raise ScenarioError(f"--method {s.method} takes no --option (got {dict(s.method_options)})")
+    try:
+        _method_options(s)
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from None
+
+
+def _method_options(s: Scenario) -> dict[str, Any]:
+    """The method's options over its node defaults (ValueError for a wrong one)."""
+    from spargo.node.methods.base import parse_options
+
     if s.method == "choco":
         from spargo.sims.batched_choco import choco_options
 
-        if s.sampler.strip() != "all":
-            raise ScenarioError(
-                f"--engine batched runs choco with --sampler all only (not {s.sampler!r}); "
-                "use --engine node"
-            )
-        try:
-            choco_options(s.method_options)
-        except ValueError as exc:
-            raise ScenarioError(str(exc)) from None
+        return choco_options(s.method_options)
     if s.method == "fedsparsify":
         from spargo.sims.batched_sparsify import sparsify_options
 
-        try:
-            sparsify_options(s.method_options, s.rounds)
-        except ValueError as exc:
-            raise ScenarioError(str(exc)) from None
+        return sparsify_options(s.method_options, s.rounds)
     if s.method == "spafl":
         from spargo.sims.batched_spafl import spafl_options
 
-        try:
-            spafl_options(s.method_options)
-        except ValueError as exc:
-            raise ScenarioError(str(exc)) from None
-    if s.method in ("allreduce", "local") and s.method_options:
-        raise ScenarioError(f"--method {s.method} takes no --option (got {dict(s.method_options)})")
+        return spafl_options(s.method_options)
+    defaults: dict[str, Any] = {"mix": "mh", "robust": "none", "staleness_gamma": 0.5}
+    if s.method == "vc":
+        defaults["beta"] = 0.5
+    return parse_options(s.method, s.method_options, defaults if s.method in _OPTIONS else {})
 
 
 class BatchedSwarm:
@@ -109,60 +122,19 @@ class BatchedSwarm:
     def __init__(self, scenario: Scenario) -> None:
         import torch
 
-        from spargo import topology
-        from spargo.node.methods.base import parse_options
-        from spargo.node.tasks import load_task
-        from spargo.sims.batched_mix import Gossip
-        from spargo.sims.batched_model import StackedData, stack_models
         from spargo.sims.batched_wire import Wire
-        from spargo.sims.data import peer_data
-        from spargo.sims.swarm import peer_ids
 
         s = self.scenario = scenario
         self.device = torch.device("cpu")
-        task = load_task(s.task, seed=s.seed)
-        graph = topology.make_graph(s.topology, s.nodes, seed=s.seed)
-        self.n = int(graph.number_of_nodes())
-        self.ids = peer_ids(self.n)
-        data = peer_data(task.train, task.test, self.n, s.partition, s.seed)
-        self.data = StackedData.build(data, self.device)
-        self.test_x = torch.as_tensor(task.test.x.reshape(len(task.test), -1)).to(self.device)
-        self.test_y = torch.as_tensor(task.test.y).to(self.device)
-        init = [s.seed + (i if s.distinct_init else 0) for i in range(self.n)]
-        self.names, self.params = stack_models(task.model_factory, init)
+        graph = self._load(s)
         self.seeds = [s.seed * 100_003 + i for i in range(self.n)]
-        defaults = {"mix": "mh", "robust": "none", "staleness_gamma": 0.5, "beta": 0.5}
-        opts = dict(defaults) if s.method in ("dense", "vc") else dict(s.method_options)
-        if s.method == "dense":
-            del opts["beta"]
-        self.options = parse_options(s.method, s.method_options, opts)
-        gossips = s.method in ("dense", "vc", "choco", "fedsparsify", "spafl")
-        self.thresholds: Thresholded | None = None
-        self.spafl: SpaflSwarm | None = None
-        if s.method == "spafl":
-            from spargo.sims.batched_spafl import SpaflSwarm, Thresholded, spafl_options
-
-            spafl = spafl_options(s.method_options)
-            self.thresholds = Thresholded(self.names, self.params, spafl)
-            self.spafl = SpaflSwarm(spafl, self.thresholds, s.rounds)
-        self.sparsify: SparsifySwarm | None = None
-        if s.method == "fedsparsify":
-            from spargo.sims.batched_sparsify import SparsifySwarm, sparsify_options
-
-            options = sparsify_options(s.method_options, s.rounds)
-            self.sparsify = SparsifySwarm(options, self.names, self.params)
-        self.choco: ChocoSwarm | None = None
-        if s.method == "choco":
-            from spargo.sims.batched_choco import ChocoSwarm, choco_options
-
-            self.choco = ChocoSwarm(choco_options(s.method_options), self.ids, s.seed)
-        self.gossip = Gossip(graph, self.ids, s.sampler, s.seed) if gossips else None
+        self.options = _method_options(s)
+        self._method_state(s, graph)
         shapes = [tuple(p.shape[1:]) for p in self.params]
         self.wire = Wire(self.ids, self.names, shapes, s.method)
         if self.thresholds is not None:
             self.wire.thresholds = sum(int(t.shape[1]) for t in self.thresholds.tau)
         self.model_nbytes = int(sum(4 * math.prod(shape) for shape in shapes))
-        self.mass = np.ones(self.n)
         #: Wall seconds spent so far on local training, gossip and merging, and evaluation.
         self.seconds = {"train": 0.0, "gossip": 0.0, "eval": 0.0}
         self.merges = 0
@@ -173,6 +145,50 @@ class BatchedSwarm:
             self.degree = degree
             sizes = self.wire.send("hello", 0, degree, extra=degree)
             self._deliver_static(sizes, self.gossip.neighbours)
+
+    def _load(self, s: Scenario) -> Any:
+        """Task, graph, data shards and initial models, as the node engine builds them."""
+        import torch
+
+        from spargo import topology
+        from spargo.node.tasks import load_task
+        from spargo.sims.batched_model import StackedData, stack_models
+        from spargo.sims.data import peer_data
+        from spargo.sims.swarm import peer_ids
+
+        task = load_task(s.task, seed=s.seed)
+        graph = topology.make_graph(s.topology, s.nodes, seed=s.seed)
+        self.n = int(graph.number_of_nodes())
+        self.ids = peer_ids(self.n)
+        data = peer_data(task.train, task.test, self.n, s.partition, s.seed)
+        self.data = StackedData.build(data, self.device)
+        self.test_x = torch.as_tensor(task.test.x.reshape(len(task.test), -1)).to(self.device)
+        self.test_y = torch.as_tensor(task.test.y).to(self.device)
+        init = [s.seed + (i if s.distinct_init else 0) for i in range(self.n)]
+        self.names, self.params = stack_models(task.model_factory, init)
+        return graph
+
+    def _method_state(self, s: Scenario, graph: Any) -> None:
+        """What the method keeps beside the models (masks, thresholds, copies, masses)."""
+        from spargo.sims.batched_choco import ChocoSwarm
+        from spargo.sims.batched_mix import Gossip
+        from spargo.sims.batched_spafl import SpaflSwarm, Thresholded
+        from spargo.sims.batched_sparsify import SparsifySwarm
+
+        gossips = s.method not in ("allreduce", "local")
+        self.gossip = Gossip(graph, self.ids, s.sampler, s.seed) if gossips else None
+        self.mass = np.ones(self.n)
+        self.thresholds: Thresholded | None = None
+        self.spafl: SpaflSwarm | None = None
+        self.sparsify: SparsifySwarm | None = None
+        self.choco: ChocoSwarm | None = None
+        if s.method == "spafl":
+            self.thresholds = Thresholded(self.names, self.params, self.options)
+            self.spafl = SpaflSwarm(self.options, self.thresholds, s.rounds)
+        elif s.method == "fedsparsify":
+            self.sparsify = SparsifySwarm(self.options, self.names, self.params)
+        elif s.method == "choco":
+            self.choco = ChocoSwarm(self.options, self.ids, s.seed)
 
     def _deliver_static(self, sizes: np.ndarray, neighbours: list[list[int]]) -> None:
         """Hellos reach every graph neighbour (counted as received, like the node does)."""

@@ -168,6 +168,21 @@ def _masked_var(x: torch.Tensor, held: torch.Tensor) -> np.ndarray:
     return np.where(count.cpu().numpy() > 1, var.cpu().numpy(), np.nan)
 
 
+def _received_median(values: np.ndarray, edges: Edges) -> np.ndarray:
+    """Per receiver, the median of its senders' finite ``values`` (NaN when none) [N]."""
+    n, k = edges.n_peers, edges.in_degree
+    slots = np.full((n, max(1, int(k.max(initial=0)))), np.nan)
+    start = np.concatenate([[0], np.cumsum(k)[:-1]])
+    slots[edges.receiver, np.arange(len(edges.receiver)) - start[edges.receiver]] = values[
+        edges.sender
+    ]
+    median = np.full(n, np.nan)
+    heard = (k > 0) & ~np.isnan(slots).all(axis=1)
+    if heard.any():
+        median[heard] = np.nanmedian(slots[heard], axis=1)
+    return median
+
+
 def variance_correct_all(
     mixed: torch.Tensor,
     own: torch.Tensor,
@@ -199,17 +214,8 @@ def variance_correct_all(
     own_var = _masked_var(own.reshape(n, -1).to(torch.float64), own_held)
     now = _masked_var(mix64, pick)
     k = edges.in_degree
-    slots = np.full((n, max(1, int(k.max(initial=0)))), np.nan)
-    start = np.concatenate([[0], np.cumsum(k)[:-1]])
-    slots[edges.receiver, np.arange(len(edges.receiver)) - start[edges.receiver]] = own_var[
-        edges.sender
-    ]
     with np.errstate(all="ignore"):
-        median = np.full(n, np.nan)
-        heard = (k > 0) & ~np.isnan(slots).all(axis=1)
-        if heard.any():
-            median[heard] = np.nanmedian(slots[heard], axis=1)
-        target = beta * own_var + (1.0 - beta) * median
+        target = beta * own_var + (1.0 - beta) * _received_median(own_var, edges)
         values, diagonal = row
         total = np.bincount(edges.receiver, values, minlength=n) + diagonal
         squares = np.bincount(edges.receiver, values**2, minlength=n) + diagonal**2

@@ -204,23 +204,39 @@ def train_round(
             objective = objective + thresholds.regulariser()
         grads = list(torch.autograd.grad(objective, trained))
         with torch.no_grad():
-            for k, mask in enumerate(masks):
-                if mask is not None:
-                    grads[k] = grads[k] * mask.to(grads[k].dtype)
-            if t == 0 or not momentum:
-                buffers = [g.clone() for g in grads] if momentum else list(grads)
-            else:
-                for b, g in zip(buffers, grads, strict=True):
-                    b.mul_(momentum).add_(g)
-            for p, b in zip(trained, buffers, strict=True):
-                p.add_(b, alpha=-lr)
-            for p, mask in zip(params, masks, strict=False):
-                if mask is not None:
-                    p.mul_(mask.to(p.dtype))
+            buffers = _sgd_step(trained, grads, buffers, lr, momentum, masks)
         total += per_peer.detach().to(torch.float64)
     for p in trained:
         p.requires_grad_(False)
     return total / steps
+
+
+def _sgd_step(
+    params: Sequence[torch.Tensor],
+    grads: list[torch.Tensor],
+    buffers: list[torch.Tensor],
+    lr: float,
+    momentum: float,
+    masks: Sequence[torch.Tensor | None],
+) -> list[torch.Tensor]:
+    """``node.training.sgd_step`` for stacked tensors (masked gradients and weights first);
+    ``buffers`` empty on a round's first step. Returns the momentum buffers."""
+    for k, mask in enumerate(masks):
+        if mask is not None:
+            grads[k] = grads[k] * mask.to(grads[k].dtype)
+    if not momentum:
+        buffers = grads
+    elif not buffers:
+        buffers = [g.clone() for g in grads]
+    else:
+        for b, g in zip(buffers, grads, strict=True):
+            b.mul_(momentum).add_(g)
+    for p, b in zip(params, buffers, strict=True):
+        p.add_(b, alpha=-lr)
+    for p, mask in zip(params, masks, strict=False):
+        if mask is not None:
+            p.mul_(mask.to(p.dtype))
+    return buffers
 
 
 def _chunk(n_samples: int, widest: int) -> int:
