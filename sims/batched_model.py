@@ -28,7 +28,10 @@ if TYPE_CHECKING:
 
     from spargo.sims.batched_spafl import Thresholded
 
-#: Peers × samples × widest layer a chunk of evaluation may hold (floats): ~64 MB.
+#: Peers trained together (``train_round``): large enough for batched kernels, small
+#: enough for a chunk's activations to stay in cache.
+TRAIN_CHUNK_PEERS = 2048
+#: Peers × samples × widest layer a chunk of evaluation may hold (floats).
 EVAL_CHUNK_FLOATS = 1024 * 1024
 
 
@@ -179,12 +182,42 @@ def train_round(
     of ``params[k]``) holds pruned weights at zero as ``sparse.MaskedTraining`` does: their
     gradient is masked and they are re-zeroed after every step. ``thresholds`` (SpaFL) adds
     its τ to the trained tensors, its masks to the forward pass and its regulariser to the loss.
+    Peers are independent, so they train in chunks of ``TRAIN_CHUNK_PEERS`` (a chunk's working
+    set stays in cache across its steps).
     """
+    import torch
+
+    n_peers = len(index)
+    losses = []
+    for start in range(0, n_peers, TRAIN_CHUNK_PEERS):
+        part = slice(start, min(n_peers, start + TRAIN_CHUNK_PEERS))
+        own = [p[part].clone() for p in params]
+        own_masks = [None if m is None else m[part] for m in masks]
+        own_thresholds = None if thresholds is None else thresholds.part(part)
+        rows = index[part].to(data.x.device) + data.offset[part].view(-1, 1, 1)
+        losses.append(_train_chunk(own, data, rows, lr, momentum, own_masks, own_thresholds))
+        with torch.no_grad():
+            for p, trained in zip(params, own, strict=True):
+                p[part] = trained
+            if thresholds is not None and own_thresholds is not None:
+                thresholds.write_part(part, own_thresholds)
+    return torch.cat(losses)
+
+
+def _train_chunk(
+    params: list[torch.Tensor],
+    data: StackedData,
+    rows: torch.Tensor,
+    lr: float,
+    momentum: float,
+    masks: Sequence[torch.Tensor | None],
+    thresholds: Thresholded | None,
+) -> torch.Tensor:
+    """``train_round`` for one chunk of peers; ``rows`` [P, steps, batch] index ``data.x``."""
     import torch
     from torch.nn import functional
 
-    n_peers, steps, batch = index.shape
-    rows = index.to(data.x.device) + data.offset.view(-1, 1, 1)
+    n_peers, steps, batch = rows.shape
     buffers: list[torch.Tensor] = []
     total = torch.zeros(n_peers, dtype=torch.float64, device=data.x.device)
     trained = [*params, *(thresholds.tau if thresholds is not None else ())]

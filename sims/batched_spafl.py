@@ -14,6 +14,7 @@ encoded for real (its size depends on how many units it keeps).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,17 @@ class Thresholded:
                                                     int(params[k].shape[1]))))
             for k in self.layers
         ]  # fmt: skip
+
+    def part(self, peers: slice) -> Thresholded:
+        """The same thresholds for a slice of the peers (copies of their τ)."""
+        out = copy.copy(self)
+        out.tau = [t[peers].clone() for t in self.tau]
+        return out
+
+    def write_part(self, peers: slice, part: Thresholded) -> None:
+        """Copy a ``part``'s τ back into these peers' rows."""
+        for t, trained in zip(self.tau, part.tau, strict=True):
+            t[peers] = trained
 
     def _masks(self, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """m = step(s) + (s − s.detach()), s = mean_j |w_ij| − τᵢ (value: the step) [N, out]."""

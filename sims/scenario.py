@@ -197,6 +197,8 @@ class Scenario:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ScenarioError(f"--{_flag(name)} must be a whole number >= 0, got {value!r}")
+        if self.eval_all_every and not self.eval_peers:
+            raise ScenarioError("--eval-all-every needs --eval-peers K (a sample between them)")
         if self.engine == "node":
             for name, used in (
                 ("method local", self.method == "local"),

@@ -126,6 +126,7 @@ def test_a_model_that_is_not_an_mlp_is_a_one_line_error(monkeypatch: pytest.Monk
         ({"method": "local"}, "--method local needs --engine batched"),
         ({"eval_peers": 4}, "--eval-peers needs --engine batched"),
         ({"engine": "batched", "eval_peers": -1}, "--eval-peers must be a whole number >= 0"),
+        ({"engine": "batched", "eval_all_every": 2}, "--eval-all-every needs --eval-peers K"),
         ({"engine": "batched", "method": "bogus"}, "--method 'bogus' is unknown"),
         (
             {"engine": "batched", "method": "spafl", "method_options": {"weights_every": -1}},
@@ -194,3 +195,19 @@ def test_a_method_the_batched_engine_lacks_is_named_with_the_supported_ones(
         "--engine batched runs methods dense, local (dense also with --option mix=pushsum); "
         "not 'vc': use --engine node"
     )
+
+
+@pytest.mark.parametrize("method", ["dense", "spafl", "fedsparsify"])
+def test_training_in_peer_chunks_changes_nothing(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spargo.sims.batched_model as model
+
+    options = {"spafl": {"weights_every": 2, "alpha": 2.0}}.get(method, {})
+    scenario = small(engine="batched", method=method, method_options=options, rounds=3)
+    whole = run(scenario)
+    monkeypatch.setattr(model, "TRAIN_CHUNK_PEERS", 3)  # 8 peers: chunks of 3, 3 and 2
+    chunked = run(scenario)
+    assert [(m.loss, m.accuracy, m.density) for m in chunked.rounds] == [
+        (m.loss, m.accuracy, m.density) for m in whole.rounds
+    ]
