@@ -110,6 +110,23 @@ def forward(params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return h
 
 
+def shared_forward(params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Logits ``[N, T, C]`` of every peer's MLP on one shared batch ``x`` [T, D].
+
+    The first layer of all peers is one large matrix product (x · [W₁ of every peer]ᵀ), far
+    faster than N small ones; the rest is ``forward``.
+    """
+    import torch
+
+    weight, bias = params[0], params[1]
+    n, width = weight.shape[0], weight.shape[1]
+    h = torch.addmm(bias.reshape(-1), x, weight.reshape(n * width, -1).T)
+    h = h.view(len(x), n, width).transpose(0, 1)
+    if len(params) == 2:
+        return h
+    return forward(params[2:], torch.relu(h))
+
+
 @dataclass
 class StackedData:
     """All peers' local data flattened: peer p's train rows are ``offset[p] : offset[p]+n[p]``
@@ -288,7 +305,7 @@ def global_accuracy(
     with torch.no_grad():
         for start in range(0, len(peers), step):
             chosen = peers[start : start + step]
-            logits = forward([p[chosen] for p in params], x.unsqueeze(0))
+            logits = shared_forward([p[chosen] for p in params], x)
             hits = (logits.argmax(dim=2) == y.unsqueeze(0)).to(torch.float32)
             out.append(hits.mean(dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
