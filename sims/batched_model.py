@@ -13,6 +13,7 @@ Any other model is a one-line ``ScenarioError`` (use the node engine for it).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -287,6 +288,17 @@ def _sgd_step(
         if mask is not None:
             p.mul_(mask.to(p.dtype))
     return buffers
+
+
+def nonzero_fraction(weights: Sequence[torch.Tensor]) -> np.ndarray:
+    """Per peer, the fraction of non-zero entries over all ``weights`` ([N, ...] each) [N] —
+    ``sparse.density``'s parameter-weighted density."""
+    import torch
+
+    n = len(weights[0])
+    kept = torch.stack([(w.reshape(n, -1) != 0).sum(dim=1) for w in weights]).sum(dim=0)
+    total = sum(math.prod(w.shape[1:]) for w in weights)
+    return np.asarray(kept.to(torch.float64).cpu().numpy() / total)
 
 
 def _chunk(n_samples: int, widest: int) -> int:

@@ -126,15 +126,16 @@ class Thresholded:
 
     def regulariser(self) -> torch.Tensor:
         """α·Σ exp(−τ), summed over the peers too (each peer's gradient is its own)."""
-        return self.alpha * sum(t.neg().exp().sum() for t in self.tau)  # type: ignore[return-value]
+        import torch
+
+        return self.alpha * torch.stack([t.neg().exp().sum() for t in self.tau]).sum()
 
     def density(self, params: Sequence[torch.Tensor]) -> np.ndarray:
         """Per peer, the non-zero fraction of all effective Linear weights, head included."""
+        from spargo.sims.batched_model import nonzero_fraction
+
         used = self.effective(params)
-        weights = [k for k in range(len(params)) if params[k].dim() == 3]
-        kept = sum((used[k].reshape(len(used[k]), -1) != 0).sum(dim=1).double() for k in weights)
-        total = sum(math.prod(params[k].shape[1:]) for k in weights)
-        return np.asarray(kept.cpu().numpy() / total)  # type: ignore[union-attr]
+        return nonzero_fraction([used[k] for k in range(len(params)) if params[k].dim() == 3])
 
 
 class SpaflSwarm:

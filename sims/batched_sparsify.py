@@ -83,11 +83,9 @@ class SparsifySwarm:
     def density(self, params: Sequence[torch.Tensor]) -> np.ndarray:
         """Per peer: the non-zero fraction of all Linear weights, head included (as
         ``sparse.density``) [N]."""
-        kept = sum(
-            (params[i].reshape(len(params[i]), -1) != 0).sum(dim=1).double() for i in self.weights
-        )
-        total = sum(math.prod(params[i].shape[1:]) for i in self.weights)
-        return np.asarray(kept.cpu().numpy() / total)  # type: ignore[union-attr]
+        from spargo.sims.batched_model import nonzero_fraction
+
+        return nonzero_fraction([params[i] for i in self.weights])
 
     def merge(self, params: list[torch.Tensor], matrix: torch.Tensor, round_index: int) -> None:
         """Mix, vote and re-prune every peer in place; ``matrix`` is the round's MH W_r."""
@@ -104,14 +102,16 @@ class SparsifySwarm:
             covered = den > 0
             mixed = torch.where(covered, num / torch.where(covered, den, 1.0), 0.0).to(p.dtype)
             if mask is not None:
-                total = torch.sparse.mm(matrix, torch.ones(n, 1, dtype=torch.float64))
+                ones = torch.ones(n, 1, dtype=torch.float64, device=p.device)
+                total = torch.sparse.mm(matrix, ones)
                 voted[i] = 2.0 * den >= total
                 mixed = mixed * voted[i].to(mixed.dtype)
             p.copy_(mixed.view_as(p))
         keep = self._reprune(params, voted, round_index)
         for i, k in keep.items():
-            self.masks[i] = k.view_as(params[i])
-            params[i].mul_(self.masks[i].to(params[i].dtype))  # type: ignore[union-attr]
+            mask = k.view_as(params[i])
+            self.masks[i] = mask
+            params[i].mul_(mask.to(params[i].dtype))
 
     def _reprune(
         self, params: list[torch.Tensor], voted: dict[int, torch.Tensor], round_index: int
