@@ -171,7 +171,9 @@ def test_cli_runs_the_batched_engine_and_rejects_what_it_cannot(
     argv = ["sim", "--engine", "batched", "--method", "vc", "--nodes", "8", "--rounds", "2"]
     argv += ["--task", "synthetic", "--topology", "ring", "--eval-peers", "4", "--quiet"]
     assert main([*argv, "--json", "--no-plots", "--out", str(tmp_path / "run")]) == 0
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "; a sample of 4 peers)" in lines[-2]
+    last = lines[-1]
     assert '"engine": "batched"' in last
     assert '"eval_peers": 4' in last
     assert_one_line_error(
