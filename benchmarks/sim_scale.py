@@ -1,8 +1,12 @@
-"""How the simulator scales: wall seconds per round and memory per peer, 16 … 1024 peers.
+"""How the simulator scales: wall seconds per round and memory per peer, per engine and size.
 
 Synthetic task (max(2000, 4·peers) samples, so every peer gets a few), small MLP, dense gossip
-on a small-world graph. Each size runs in its own
-process (so peak RSS is that size's), printing one JSON object per line.
+on a small-world graph, 2 local steps. ``--engine node`` runs a real ``Node`` per peer (sizes up
+to a few thousand); ``--engine batched`` runs the batched engine (tens of thousands), with
+``--eval-peers K`` evaluating a seeded sample of K peers per round (all in the last round).
+Each size runs in its own process (so peak RSS is that size's), printing one JSON object per
+line; ``steady_s_per_round`` is from the end of the first round to the end of the last. The
+batched engine also reports its train, gossip and evaluation seconds per round.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import resource
 import subprocess
 import sys
 import time
+from typing import Any
 
 
-def measure(nodes: int, rounds: int) -> dict[str, float]:
+def measure(nodes: int, rounds: int, engine: str, eval_peers: int) -> dict[str, Any]:
     """Run one size in this process and measure it."""
     import torch
 
@@ -26,40 +31,51 @@ def measure(nodes: int, rounds: int) -> dict[str, float]:
     scenario = Scenario(
         nodes=nodes, topology="smallworld", method="dense", method_options={}, rounds=rounds,
         local_steps=2, task=f"synthetic:{max(2000, 4 * nodes)}", partition="iid",
-        consensus=False,
+        consensus=False, engine=engine, eval_peers=eval_peers,
     )  # fmt: skip
     started = time.perf_counter()
     finished: list[float] = []
     result = run(scenario, on_round=lambda _r, _m: finished.append(time.perf_counter()))
     wall_s = time.perf_counter() - started
-    # Steady state: from the end of the first round to the end of the last (set-up excluded).
     steady_s = (finished[-1] - finished[0]) / max(1, len(finished) - 1)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {
+    out: dict[str, Any] = {
+        "engine": engine,
         "nodes": nodes,
         "rounds": rounds,
+        "eval_peers": eval_peers or "all",
         "wall_s": round(wall_s, 2),
         "wall_s_per_round": round(wall_s / rounds, 3),
         "steady_s_per_round": round(steady_s, 3),
         "setup_s": round(finished[0] - started - steady_s, 2),
         "peak_rss_mb": round(peak_kb / 1024, 1),
-        "rss_per_peer_mb": round((peak_kb - base_kb) / 1024 / nodes, 3),
+        "rss_per_peer_mb": round((peak_kb - base_kb) / 1024 / nodes, 4),
         "messages_sent": result.summary["messages_sent"],
         "accuracy_mean": result.summary["accuracy_mean"],
     }
+    for part in ("train", "gossip", "eval"):
+        key = f"wall_{part}_s"
+        if key in result.summary:
+            out[f"{part}_s_per_round"] = round(result.summary[key] / rounds, 3)
+    return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", default="16,64,256,1024")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--engine", choices=("node", "batched"), default="node")
+    parser.add_argument(
+        "--eval-peers", type=int, default=0, help="batched: peers evaluated per round (0 = all)"
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.rounds)), flush=True)
+        print(json.dumps(measure(args.one, args.rounds, args.engine, args.eval_peers)), flush=True)
         return
     for size in (int(s) for s in args.sizes.split(",")):
         cmd = [sys.executable, __file__, "--one", str(size), "--rounds", str(args.rounds)]
+        cmd += ["--engine", args.engine, "--eval-peers", str(args.eval_peers)]
         subprocess.run(cmd, check=True)
 
 

@@ -195,7 +195,7 @@ def _summary_line(s: dict[str, Any], out_dir: Path) -> str:
         f"{' (async)' if s['mode'] == 'async' else ''}: "
         f"accuracy mean {_f(s['accuracy_mean'])} (min {_f(s['accuracy_min'])}, "
         f"max {_f(s['accuracy_max'])}, {s['accuracy_on']}"
-        f"{_other_basis(s)}), density {_f(s['density'])}, "
+        f"{_other_basis(s)}{_sampled(s)}), density {_f(s['density'])}, "
         f"{s['bytes_sent_total'] / 1e6:.2f} MB in {s['messages_sent']} messages, "
         f"{s['messages_dropped']} dropped, {s['wall_s']:.1f} s; reports in {out_dir}"
     )
@@ -285,6 +285,12 @@ def _other_basis(s: dict[str, Any]) -> str:
     other = "global" if s["accuracy_on"] == "local" else "local"
     value = s.get(f"{other}_accuracy_mean")
     return "" if value is None else f"; {other} mean {_f(value)}"
+
+
+def _sampled(s: dict[str, Any]) -> str:
+    """The batched engine's sampled evaluation: say that the figures are a sample's."""
+    k = s.get("eval_peers", "all")
+    return "" if k == "all" else f"; a sample of {k} peers"
 
 
 def _f(value: float | None) -> str:

@@ -191,6 +191,10 @@ def run(
     (sims/trackers.py) get the scenario, each round's scalars and the summary; the caller
     closes them (an interrupted run's summary says so, and they are closed as ``KILLED``).
     """
+    if scenario.engine == "batched":
+        from spargo.sims.batched import run_batched
+
+        return run_batched(scenario, on_round=on_round)
     torch.set_num_threads(1)
     started = time.perf_counter()
     basis = accuracy_basis(scenario.method)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 from spargo.node.config import MODES
 from spargo.node.methods.registry import method_help, method_spec, sim_methods
 
+ENGINES = ("node", "batched")
 CHURN_ACTIONS = ("leave", "fail")
 CHURN_MODES = (*CHURN_ACTIONS, "mixed")
 SIM_MODES = MODES
@@ -182,6 +183,21 @@ class Scenario:
     consensus: bool = _arg(True, "compute the consensus distance every round")
     #: Further fault objects (``sims.faults``), applied after those the fields above describe.
     faults: tuple[Fault, ...] = _arg((), "Python API only", cli=False)
+    engine: str = _arg(
+        "node",
+        "node (a real Node per peer, the reference) or batched (all peers as one tensor "
+        "program: rounds mode, no faults, MLP tasks)",
+    )
+    eval_peers: int = _arg(
+        0,
+        "batched engine: evaluate a seeded sample of K peers on each evaluation round "
+        "(0 = every peer)",
+    )
+    eval_all_every: int = _arg(
+        0,
+        "batched engine with --eval-peers: evaluate every peer every K rounds and in the "
+        "last round (0 = the sample only)",
+    )
 
     def __post_init__(self) -> None:
         options = self.method_options
@@ -197,6 +213,10 @@ class Scenario:
         self._check_learning()
         self._check_faults()
         self._check_graph_options()
+        if self.engine == "batched":
+            from spargo.sims.batched import check_batched
+
+            check_batched(self)
 
     def _check_graph_options(self) -> None:
         from spargo import topology
@@ -225,6 +245,25 @@ class Scenario:
         if not isinstance(self.eval_every, int) or self.eval_every < 1:
             raise ScenarioError("--eval-every must be at least 1")
         self._check_mode()
+        self._check_engine()
+
+    def _check_engine(self) -> None:
+        if self.engine not in ENGINES:
+            raise ScenarioError(f"--engine {self.engine!r} is unknown; use node or batched")
+        for name in ("eval_peers", "eval_all_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ScenarioError(f"--{_flag(name)} must be a whole number >= 0, got {value!r}")
+        if self.eval_all_every and not self.eval_peers:
+            raise ScenarioError("--eval-all-every needs --eval-peers K (a sample between them)")
+        if self.engine == "node":
+            for name, used in (
+                ("method local", self.method == "local"),
+                ("eval-peers", self.eval_peers),
+                ("eval-all-every", self.eval_all_every),
+            ):
+                if used:
+                    raise ScenarioError(f"--{name} needs --engine batched")
 
     def _check_mode(self) -> None:
         if self.mode not in SIM_MODES:

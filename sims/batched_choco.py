@@ -1,0 +1,173 @@
+"""CHOCO-SGD for the batched engine: all peers' public copies and compressed deltas at once.
+
+The node's ``choco`` method (docs/algorithms.md §5): every peer keeps a public copy x̂ᵢ that
+its neighbours hold too. Round 0 sends x̂ᵢ = xᵢ whole (a ``FullModel``); every later round
+sends q = C(x − x̂ᵢ) — per tensor the k = ⌈ratio·n⌉ entries of largest magnitude (``topk``) or
+at seed-drawn positions (``randk``, ``sparse.randk_indices`` with the node's stream seed), their
+values as the receiver decodes them from ``value_dtype`` — and x̂ᵢ += q. Then
+x ← x + γ Σⱼ Wᵢⱼ (x̂ⱼ − x̂ᵢ) with the static Metropolis–Hastings row. In the batched engine's
+fault-free rounds with the ``all`` sampler every link delivers every round, so each
+neighbour's copy of x̂ⱼ equals x̂ⱼ itself: one stacked x̂ serves every link. Byte counts come
+from encoding each peer's real ``Delta`` (mask sizes depend on the chosen positions).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from spargo import sparse
+from spargo.protocol import Delta, Envelope, SparseTensor, encode
+from spargo.protocol.values import decode_values, encode_values
+from spargo.sims.batched_wire import SWARM, Wire
+
+if TYPE_CHECKING:
+    import torch
+
+#: The node's choco defaults (``node.methods.choco``); validated by ``check_choco``.
+CHOCO_DEFAULTS: Mapping[str, Any] = {
+    "compressor": "topk",
+    "ratio": 0.1,
+    "value_dtype": "float16",
+    "gamma": 0.8,
+    "resync_after": 3,
+}
+
+
+def roundtrip(values: np.ndarray, wire_dtype: str) -> np.ndarray:
+    """``values`` [N, k] as receivers decode them from ``wire_dtype`` (int8 blocks per peer)."""
+    rows = [values] if wire_dtype != "int8" else list(values)
+    out = []
+    for row in rows:
+        block = encode_values(row, wire_dtype)
+        encoded = [block[0], *(bytes(part) for part in block[1:])]
+        decoded, _ = decode_values(encoded, row.size, allow_nonfinite=True)
+        out.append(np.array(decoded, dtype=np.float32).reshape(row.shape))
+    return out[0] if wire_dtype != "int8" else np.stack(out)
+
+
+class ChocoSwarm:
+    """The public copies x̂ [N, d] of all peers and their stream; ``round`` runs one round."""
+
+    def __init__(self, options: Mapping[str, Any], ids: Sequence[str], seed: int) -> None:
+        self.compressor = str(options["compressor"])
+        self.ratio = float(options["ratio"])
+        self.dtype = str(options["value_dtype"])
+        self.gamma = float(options["gamma"])
+        self.ids = list(ids)
+        self.seed = seed
+        self.public: list[torch.Tensor] | None = None
+
+    def round(
+        self,
+        round_index: int,
+        params: list[torch.Tensor],
+        names: Sequence[str],
+        pull: torch.Tensor,
+        wire: Wire,
+        fanout: np.ndarray,
+    ) -> np.ndarray:
+        """Send (update x̂, count bytes), then x ← x + γ·(A x̂ − (A·1) ⊙ x̂) in place; returns
+        each peer's message size [N].
+
+        ``pull`` is the sparse N×N matrix A of off-diagonal MH weights Wᵢⱼ (float64).
+        """
+        import torch
+
+        if self.public is None:
+            self.public = [p.detach().clone() for p in params]
+            sizes = wire.send("model", round_index, fanout)
+        else:
+            tensors = [self._compress(p, x, name, round_index) for p, x, name in
+                       zip(self.public, params, names, strict=True)]  # fmt: skip
+            sizes = self._count(wire, round_index, fanout, tensors, names, params)
+        ones = torch.ones(pull.shape[1], 1, dtype=torch.float64, device=pull.device)
+        degree = torch.sparse.mm(pull, ones)
+        for x, public in zip(params, self.public, strict=True):
+            flat = public.reshape(len(x), -1).to(torch.float64)
+            step = torch.sparse.mm(pull, flat) - degree * flat
+            mixed = x.reshape(len(x), -1).to(torch.float64) + self.gamma * step
+            x.copy_(mixed.to(x.dtype).view_as(x))
+        return sizes
+
+    def _compress(
+        self, public: torch.Tensor, x: torch.Tensor, name: str, round_index: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """q = C(x − x̂) for every peer; x̂ += q; returns (positions [N, k], values [N, k])."""
+        import torch
+
+        n_peers = len(x)
+        diff = (x - public).reshape(n_peers, -1)
+        size = diff.shape[1]
+        k = max(1, math.ceil(self.ratio * size - 1e-9))
+        if self.compressor == "topk":
+            index = torch.topk(diff.abs(), k, dim=1, sorted=False).indices.sort(dim=1).values
+        else:
+            seeds = [self._stream_seed(p, round_index, name) for p in range(n_peers)]
+            index = torch.stack([sparse.randk_indices(size, k, s) for s in seeds])
+        index = index.to(diff.device)
+        values = torch.gather(diff, 1, index).cpu().numpy()
+        sent = torch.as_tensor(roundtrip(values, self.dtype)).to(diff.device)
+        public.view(n_peers, -1).scatter_add_(1, index, sent)
+        return index.cpu().numpy(), sent.cpu().numpy()
+
+    def _stream_seed(self, peer: int, link_seq: int, name: str) -> int:
+        from spargo.node.methods.choco import stream_seed
+
+        return stream_seed(self.seed, self.ids[peer], link_seq, name)
+
+    def _count(
+        self,
+        wire: Wire,
+        round_index: int,
+        fanout: np.ndarray,
+        tensors: list[tuple[np.ndarray, np.ndarray]],
+        names: Sequence[str],
+        params: list[torch.Tensor],
+    ) -> np.ndarray:
+        """Encode each sending peer's real ``Delta`` to count its bytes exactly."""
+        shapes = [tuple(p.shape[1:]) for p in params]
+        sizes = np.zeros(len(self.ids), dtype=np.int64)
+        sending = np.flatnonzero(fanout > 0)
+        for p in sending.tolist():
+            body = Delta(link_seq=round_index, tensors=tuple(
+                self._tensor(p, name, shape, index, values, round_index)
+                for name, shape, (index, values) in zip(names, shapes, tensors, strict=True)
+            ))  # fmt: skip
+            seq = int(wire.seq[p]) + 1
+            sizes[p] = len(encode(Envelope(SWARM, self.ids[p], seq, round_index, body)))
+        return wire.add(sizes, fanout)
+
+    def _tensor(
+        self,
+        peer: int,
+        name: str,
+        shape: tuple[int, ...],
+        index: np.ndarray,
+        values: np.ndarray,
+        round_index: int,
+    ) -> SparseTensor:
+        if self.compressor == "topk":
+            return SparseTensor(name, shape, values[peer], indices=index[peer],
+                                wire_dtype=self.dtype)  # fmt: skip
+        seed = self._stream_seed(peer, round_index, name)
+        return SparseTensor(name, shape, values[peer], seed=seed, wire_dtype=self.dtype)
+
+
+def choco_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The node's choco options over its defaults, with its checks (one-line ValueErrors)."""
+    from spargo.node.methods.base import parse_options
+
+    out = parse_options("choco", options, CHOCO_DEFAULTS)
+    if out["compressor"] not in ("topk", "randk"):
+        raise ValueError("choco option compressor must be 'topk' or 'randk'")
+    if out["value_dtype"] not in ("float16", "int8", "float32"):
+        raise ValueError("choco option value_dtype must be float16, int8 or float32")
+    if not 0.0 < float(out["ratio"]) <= 1.0:
+        raise ValueError("choco option ratio must lie in (0, 1], e.g. 0.1")
+    if not 0.0 < float(out["gamma"]) <= 1.0:
+        raise ValueError("choco option gamma must lie in (0, 1], e.g. 0.5")
+    return out

@@ -1,0 +1,183 @@
+"""Metrics of a batched run, in the node engine's shapes: records, round rows and a summary.
+
+On each evaluation round (``eval_every``, and the last) the ``Recorder`` evaluates every peer,
+or with ``Scenario.eval_peers = K`` a seeded sample of K (drawn afresh each round; every peer
+every ``eval_all_every`` rounds and in the last when that is set; the round's row lists the
+sampled ids under ``evaluated``) — on the global test set and their own local test splits,
+batched (``sims.batched_model``), then builds one ``RoundMetrics`` per peer (accuracies NaN
+where a peer was not evaluated), the swarm-wide row of ``sims.runner`` (plus
+``evaluated_peers``) and, at the end, the summary ``sims.runner.summarise`` writes (plus
+``engine`` and ``eval_peers``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from spargo.node.metrics import RoundMetrics
+from spargo.sims.scenario import accuracy_basis
+
+if TYPE_CHECKING:
+    from spargo.sims.batched import BatchedSwarm
+    from spargo.sims.runner import OnRound, SimResult
+
+
+def _r(x: float | np.floating[Any]) -> float:
+    return round(float(x), 6)
+
+
+class Recorder:
+    """Evaluates, records and summarises one ``BatchedSwarm`` run."""
+
+    def __init__(self, swarm: BatchedSwarm, on_round: OnRound | None) -> None:
+        self.swarm = swarm
+        self.on_round = on_round
+        self.history: list[RoundMetrics] = []
+        self.stats: list[dict[str, Any]] = []
+        self.last: list[RoundMetrics] = []
+        #: ``local`` for personalised methods (SpaFL: each peer on its own test split).
+        self.basis = accuracy_basis(swarm.scenario.method)
+
+    def evaluated(self, round_index: int) -> np.ndarray:
+        """Peer numbers evaluated after ``round_index`` (sorted; empty between evaluations)."""
+        s = self.swarm.scenario
+        last = round_index + 1 == s.rounds
+        if not (round_index % s.eval_every == 0 or last):
+            return np.zeros(0, dtype=np.int64)
+        n = self.swarm.n
+        full = s.eval_all_every > 0 and ((round_index + 1) % s.eval_all_every == 0 or last)
+        if full or s.eval_peers == 0 or s.eval_peers >= n:
+            return np.arange(n)
+        rng = np.random.default_rng([s.seed, 919, round_index])
+        return np.sort(rng.choice(n, size=s.eval_peers, replace=False))
+
+    def record(self, round_index: int, loss: np.ndarray, merge: list[dict[str, float]]) -> None:
+        """Evaluate and record round ``round_index`` (after its merge)."""
+        import torch
+
+        from spargo.sims.batched_model import global_accuracy, local_accuracy
+
+        swarm = self.swarm
+        started = time.perf_counter()
+        peers = self.evaluated(round_index)
+        local = np.full(swarm.n, math.nan)
+        glob = np.full(swarm.n, math.nan)
+        if len(peers):
+            chosen = torch.as_tensor(peers, device=swarm.device)
+            used = swarm.used_params()
+            glob[peers] = global_accuracy(used, chosen, swarm.test_x, swarm.test_y)
+            local[peers] = local_accuracy(used, peers, swarm.data)
+        swarm.seconds["eval"] += time.perf_counter() - started
+        wire = swarm.wire
+        density = swarm.density()
+        records = [
+            RoundMetrics(
+                peer_id=swarm.ids[p],
+                round=round_index,
+                time_s=0.0,
+                loss=float(loss[p]),
+                accuracy=float(local[p]),
+                global_accuracy=float(glob[p]),
+                density=float(density[p]),
+                bytes_sent=int(wire.bytes_sent[p]),
+                bytes_received=int(swarm.bytes_received[p]),
+                messages_sent=int(wire.messages_sent[p]),
+                messages_received=int(swarm.received[p]),
+                messages_dropped=0,
+                drops={},
+                merge=merge[p],
+            )
+            for p in range(swarm.n)
+        ]
+        self.history.extend(records)
+        self.last = records
+        headline = local if self.basis == "local" else glob
+        self._row(round_index, headline[peers], glob[peers], peers, float(np.mean(density)))
+        if self.on_round is not None:
+            self.on_round(round_index, records)
+
+    def _row(
+        self,
+        round_index: int,
+        accuracy: np.ndarray,
+        global_accuracy: np.ndarray,
+        peers: np.ndarray,
+        density: float,
+    ) -> None:
+        import torch
+
+        swarm = self.swarm
+        evaluated = len(peers)
+        sample = 0 < evaluated < swarm.n
+        distance = None
+        if swarm.scenario.consensus and swarm.n > 1:
+            flat = swarm.all_params().to(dtype=torch.float64)
+            distance = float(((flat - flat.mean(dim=0)) ** 2).sum(dim=1).mean())
+        self.stats.append(
+            {
+                "round": round_index,
+                "peers": swarm.n,
+                "evaluated_peers": evaluated,
+                **({"evaluated": [swarm.ids[p] for p in peers]} if sample else {}),
+                "accuracy_mean": _r(np.mean(accuracy)) if evaluated else None,
+                "accuracy_min": _r(np.min(accuracy)) if evaluated else None,
+                "global_accuracy_mean": _r(np.mean(global_accuracy)) if evaluated else None,
+                "density": _r(density),
+                "bytes_sent_total": int(swarm.wire.bytes_sent.sum()),
+                "consensus_distance": None if distance is None else _r(distance),
+                "time_s": 0.0,
+            }
+        )
+
+    def result(self, wall_s: float) -> SimResult:
+        """The run's ``SimResult`` (summary keys as ``sims.runner.summarise``)."""
+        from spargo.sims.runner import SimResult
+
+        s = self.swarm.scenario
+        glob = [g for m in self.last if (g := m.global_accuracy) is not None and not math.isnan(g)]
+        local = [m.accuracy for m in self.last if not math.isnan(m.accuracy)]
+        headline = local if self.basis == "local" else glob
+        distances = [
+            r["consensus_distance"] for r in self.stats if r["consensus_distance"] is not None
+        ]
+        wire = self.swarm.wire
+        merges = self.swarm.merges
+        summary: dict[str, Any] = {
+            "name": s.label,
+            "engine": "batched",
+            "nodes": self.swarm.n,
+            "rounds": s.rounds,
+            "method": s.method,
+            "topology": s.topology,
+            "task": s.task,
+            "partition": s.partition,
+            "seed": s.seed,
+            "mode": s.mode,
+            "eval_peers": s.eval_peers or "all",
+            "accuracy_on": self.basis,
+            "accuracy_mean": _r(np.mean(headline)) if headline else None,
+            "accuracy_min": _r(np.min(headline)) if headline else None,
+            "accuracy_max": _r(np.max(headline)) if headline else None,
+            "global_accuracy_mean": _r(np.mean(glob)) if glob else None,
+            "local_accuracy_mean": _r(np.mean(local)) if local else None,
+            "density": _r(np.mean([m.density for m in self.last])) if self.last else None,
+            "consensus_distance": distances[-1] if distances else None,
+            "bytes_sent_total": int(wire.bytes_sent.sum()),
+            "messages_sent": int(wire.messages_sent.sum()),
+            "messages_dropped": 0,
+            "drops": {},
+            "attackers": 0,
+            "churn_events": 0,
+            "churn_planned": 0,
+            "merges": merges,
+            "staleness_mean": 0.0 if merges else None,
+            "staleness_max": 0 if merges else None,
+            "simulated_s": 0.0,
+            "wall_s": round(wall_s, 3),
+            **{f"wall_{k}_s": round(v, 3) for k, v in self.swarm.seconds.items()},
+        }
+        return SimResult(s, summary, self.history, self.stats, {"network_drops": {}})
