@@ -62,6 +62,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
     p.add_argument("--quiet", action="store_true", help="no per-round lines, no progress bar")
+    from spargo.node.web.options import add_web_flags
+
+    add_web_flags(p)
 
 
 def _add_graph_file_flags(p: argparse.ArgumentParser) -> None:
@@ -204,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:<13} {about}")
         return 0
     scenario = _scenario_from_args(args)
+    dashboard = _dashboard(args, scenario)
     out_dir = Path(args.out or _default_out(scenario))
     from rich.console import Console
 
@@ -218,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         bar=not args.quiet,
         basis=accuracy_basis(scenario.method),
     ) as progress:
-        result = run(scenario, on_round=progress.update)
+        result = run(scenario, on_round=dashboard.chain(progress.update))
     write_reports(result, out_dir, plots=not args.no_plots)
     s = result.summary
     if not args.quiet:
@@ -236,7 +240,27 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.json:
         print(json.dumps(s, sort_keys=True))
+    dashboard.hold()
     return 0
+
+
+def _dashboard(args: argparse.Namespace, scenario: Any) -> Any:
+    """``--web``: the live page of this run, fed from the per-round callback."""
+    from spargo.node.web.feed import SimDashboard
+    from spargo.node.web.options import web_options
+
+    options = web_options(args)
+    if options is None:
+        return SimDashboard(None, scenario.label)
+    from spargo import topology
+    from spargo.sims.graphs import swarm_graph
+    from spargo.sims.scenario import accuracy_basis
+    from spargo.sims.swarm import peer_ids
+
+    graph = swarm_graph(scenario)
+    ids = topology.file_peer_ids(graph) or peer_ids(graph.number_of_nodes())
+    basis = accuracy_basis(scenario.method)
+    return SimDashboard(options, scenario.label, graph, ids, basis)
 
 
 def _first_comment(path: Path) -> str:

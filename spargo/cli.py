@@ -21,6 +21,7 @@ EXTRAS: dict[str, frozenset[str]] = {
     "sim": frozenset({"matplotlib", "rich", "sklearn", "scipy"}),
     "monitor": frozenset({"rich"}),
     "uvloop": frozenset({"uvloop"}),
+    "web": frozenset({"starlette", "uvicorn", "websockets"}),
 }
 #: The extra to name first when a command misses a module.
 _COMMAND_EXTRA = {"sim": "sim", "topology": "sim", "monitor": "monitor", "lab": "monitor"}
