@@ -283,7 +283,7 @@ class WebState:
         for peer_id, count in sorted(self.malformed.items()):
             text = f"{peer_id}: {count} malformed status message(s) dropped"
             alerts.append(Alert("warn", "malformed", peer_id, text, now))
-        return alerts + sorted(self.events, key=lambda a: -a.at)
+        return alerts + sorted(reversed(self.events), key=lambda a: -a.at)  # newest first
 
 
 def malformed(kind: str, peer_id: str, payload: Mapping[str, object] | None) -> str | None:
