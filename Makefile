@@ -23,6 +23,7 @@ test:
 	@$(PIP_INSTALL) torch==2.13.0
 	@$(PIP_INSTALL) -e '.[dev]'
 	@scripts/ensure-mosquitto
+	@scripts/ensure-browser
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy

@@ -11,10 +11,20 @@ const COLUMNS = [
   ["bytes_received", "received MB"], ["loss", "loss"], ["density", "density"],
   ["rounds_behind", "behind"], ["malformed", "malformed"],
 ];
+// key, title, colour, y range: "unit" (0..1), "zero" (from 0 up) or "pad" (around the data)
 const CHARTS = [
-  ["accuracy", "accuracy", "#2e6fd0"], ["loss", "loss", "#c2410c"],
-  ["mb_sent", "MB sent per round", "#7c3aed"], ["drops", "drops per round", "#d0342c"],
+  ["accuracy", "accuracy", "#2e6fd0", "unit"], ["loss", "loss", "#c2410c", "pad"],
+  ["mb_sent", "MB sent per round", "#7c3aed", "zero"], ["drops", "drops per round", "#d0342c", "zero"],
 ];
+
+function yRange(kind) {
+  return (u, lo, hi) => {
+    if (lo === null || hi === null) return [0, 1];
+    if (kind === "unit") return [0, 1];
+    const pad = Math.max((hi - lo) * 0.1, Math.abs(hi) * 0.05, 1e-6);
+    return kind === "zero" ? [Math.min(0, lo), hi + pad] : [lo - pad, hi + pad];
+  };
+}
 const SVG = "http://www.w3.org/2000/svg";
 let sortKey = "peer_id";
 let sortDir = 1;
@@ -97,10 +107,10 @@ function drawAlerts(snap) {
   }
 }
 
-function chartOptions(title, colour, width) {
+function chartOptions(title, colour, range, width) {
   return {
     title: title, width: width, height: 190, legend: { show: false },
-    scales: { x: { time: false } },
+    scales: { x: { time: false }, y: { range: yRange(range) } },
     axes: [{ label: "round", size: 36 }, { size: 52 }],
     series: [
       { label: "round" },
@@ -114,12 +124,12 @@ function chartOptions(title, colour, width) {
 
 function drawCharts(snap) {
   const s = snap.series;
-  for (const [key, title, colour] of CHARTS) {
+  for (const [key, title, colour, range] of CHARTS) {
     const box = document.getElementById(`chart-${key}`);
     const data = [s.round, s[key].min, s[key].mean, s[key].max];
     const width = Math.max(200, box.clientWidth);
     if (!charts[key]) {
-      charts[key] = new uPlot(chartOptions(title, colour, width), data, box);
+      charts[key] = new uPlot(chartOptions(title, colour, range, width), data, box);
     } else {
       if (Math.abs(charts[key].width - width) > 4) charts[key].setSize({ width: width, height: 190 });
       charts[key].setData(data);
