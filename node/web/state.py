@@ -270,6 +270,7 @@ class WebState:
 
     def _alerts(self, rows: list[dict[str, Any]], newest: int | None, now: float) -> list[Alert]:
         alerts = []
+        anyone_up = any(row["state"] == PeerState.ONLINE.value for row in rows)
         for row in rows:
             peer_id, state = row["peer_id"], row["state"]
             behind = row["rounds_behind"]
@@ -277,6 +278,10 @@ class WebState:
             if silent and state != PeerState.OFFLINE.value:
                 text = f"{peer_id}: silent for {behind} rounds (last round {newest - behind})"
                 alerts.append(Alert("warn", "silent", peer_id, text, now))
+            if state == PeerState.OFFLINE.value and anyone_up:
+                last = "" if row["round"] is None else f" after round {row['round']}"
+                text = f"{peer_id}: gone{last} while others run (left, or its connection died)"
+                alerts.append(Alert("warn", "gone", peer_id, text, now))
             if state == PeerState.STALE.value:
                 text = f"{peer_id}: stale, nothing heard for {row['age_s']:.0f} s"
                 alerts.append(Alert("warn", "stale", peer_id, text, now))

@@ -82,7 +82,12 @@ def test_stale_peer_then_gone_and_silent_rounds() -> None:
     state.apply("presence", "b", {"online": False, "updated_at": clock.now})  # its will
     rows = {p["peer_id"]: p for p in state.snapshot()["peers"]}
     assert rows["b"]["state"] == "offline"
-    assert alerts(state, "silent") == []  # a peer that left is not silent
+    assert alerts(state, "silent") == []  # a peer that left is not silent…
+    assert alerts(state, "gone") == [  # …but gone while others run
+        "b: gone after round 0 while others run (left, or its connection died)"
+    ]
+    state.apply("presence", "a", {"online": False, "updated_at": clock.now})
+    assert alerts(state, "gone") == []  # the end of the run: everyone left
 
 
 def test_ghosts_from_retained_presence_are_hidden_and_no_yardstick() -> None:

@@ -21,6 +21,7 @@ function yRange(kind) {
   return (u, lo, hi) => {
     if (lo === null || hi === null) return [0, 1];
     if (kind === "unit") return [0, 1];
+    if (kind === "zero" && hi <= 0) return [0, 1];
     const pad = Math.max((hi - lo) * 0.1, Math.abs(hi) * 0.05, 1e-6);
     return kind === "zero" ? [Math.min(0, lo), hi + pad] : [lo - pad, hi + pad];
   };
@@ -68,7 +69,8 @@ function drawTopology(snap) {
     if (!(e.a in at && e.b in at)) continue;
     const [ax, ay] = at[e.a], [bx, by] = at[e.b];
     svg.append(el("line", {
-      x1: ax, y1: ay, x2: bx, y2: by, class: e.graph ? "graph" : "traffic-only",
+      x1: ax, y1: ay, x2: bx, y2: by,
+      class: (e.graph ? "graph" : "traffic-only") + (e.recent > 0 ? " busy" : ""),
       "stroke-width": (1.5 + 5 * e.recent).toFixed(2), "stroke-opacity": (0.35 + 0.65 * e.recent).toFixed(2),
       "data-edge": `${e.a}|${e.b}`,
     }));
