@@ -90,7 +90,8 @@ class WebState:
         self.positions: dict[str, tuple[float, float]] = {}
         self.geographic = False
         self.known_edges: list[tuple[str, str]] = []
-        self.traffic: dict[tuple[str, str], tuple[int, float]] = {}  # -> (bytes, last at)
+        #: (sender, receiver) -> (bytes, last at): per direction, see ``_edges``.
+        self.traffic: dict[tuple[str, str], tuple[int, float]] = {}
         self.events: deque[Alert] = deque(maxlen=50)
         self._last: dict[str, _Last] = {}
         self._regressions: dict[str, deque[float]] = {}
@@ -136,9 +137,8 @@ class WebState:
             return
         with self.lock:
             self.version += 1
-            a, b = sorted((sender, receiver))
-            total, _ = self.traffic.get((a, b), (0, 0.0))
-            self.traffic[(a, b)] = (total + max(0, nbytes), self.view.clock())
+            total, _ = self.traffic.get((sender, receiver), (0, 0.0))
+            self.traffic[(sender, receiver)] = (total + max(0, nbytes), self.view.clock())
             self._seat(sender)
             self._seat(receiver)
 
@@ -244,10 +244,16 @@ class WebState:
 
     def _edges(self, now: float) -> list[dict[str, Any]]:
         pairs = dict.fromkeys(self.known_edges, True)
-        pairs.update({p: pairs.get(p, False) for p in self.traffic})
+        for sender, receiver in self.traffic:
+            pair = (min(sender, receiver), max(sender, receiver))
+            pairs.setdefault(pair, False)
         out = []
         for (a, b), in_graph in sorted(pairs.items()):
-            total, at = self.traffic.get((a, b), (0, -math.inf))
+            # An edge is as alive as its quieter direction: gossip still sent to a dead peer's
+            # inbox does not make its edges look busy. A one-way arc has one direction only.
+            ways = [w for w in (self.traffic.get((a, b)), self.traffic.get((b, a))) if w]
+            total = sum(w[0] for w in ways)
+            at = min((w[1] for w in ways), default=-math.inf)
             recent = max(0.0, 1.0 - (now - at) / self.traffic_s) if total else 0.0
             out.append({"a": a, "b": b, "graph": in_graph, "bytes": total,
                         "recent": round(recent, 3)})  # fmt: skip

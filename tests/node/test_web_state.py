@@ -200,9 +200,16 @@ def test_topology_positions_are_stable_and_traffic_edges_fade() -> None:
     assert edges[("peer-2", "peer-3")]["recent"] == 0.0
     clock.now += 5
     state.add_traffic("peer-0", "newcomer", 10)  # an edge the graph does not have
+    state.add_traffic("peer-1", "peer-2", 10)
+    state.add_traffic("peer-2", "peer-1", 10)
     edges = {(e["a"], e["b"]): e for e in state.snapshot()["edges"]}
     assert edges[("peer-0", "peer-1")]["recent"] == 0.5
+    assert edges[("peer-1", "peer-2")]["recent"] == 1.0
     assert edges[("newcomer", "peer-0")]["graph"] is False
+    clock.now += 4
+    state.add_traffic("peer-1", "peer-2", 10)  # peer-2 went quiet: only gossip *to* it
+    edges = {(e["a"], e["b"]): e for e in state.snapshot()["edges"]}
+    assert edges[("peer-1", "peer-2")]["recent"] == 0.6  # as alive as the quieter way
     # The same graph lays out the same way every time.
     again = make(clock)
     again.set_topology(nx.cycle_graph(5), ids)
