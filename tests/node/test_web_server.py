@@ -103,8 +103,10 @@ def test_real_server_on_a_free_port_and_a_busy_one() -> None:
             assert json.load(response)["peers"][0]["round"] == 3
         with pytest.raises(OSError):
             DashboardServer(busy_state(), WebOptions(port=server.port)).start()
-    with socket.socket() as probe:  # stopped: the port is free again
+    with socket.socket() as probe:  # stopped: nothing listens there any more
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
         probe.bind(("127.0.0.1", server.port))
+        probe.listen()
 
 
 def parse(*argv: str) -> argparse.Namespace:
