@@ -159,6 +159,11 @@ class RoundFeed:
         for peer_id in peer_ids:
             state.apply("presence", peer_id, {"online": True, "updated_at": time.time()})
 
+    def finish(self) -> None:
+        """The run is over: every peer has left (as real peers say when they stop)."""
+        for peer_id in self._neighbours:
+            self.state.apply("presence", peer_id, {"online": False, "updated_at": time.time()})
+
     def __call__(self, round_index: int, metrics: Sequence[RoundMetrics]) -> None:
         now = time.time()
         for m in metrics:
@@ -213,8 +218,9 @@ class SimDashboard:
         return both
 
     def hold(self) -> None:
-        if self.server is None:
+        if self.server is None or self.feed is None:
             return
+        self.feed.finish()
         if sys.stdin.isatty() and sys.stdout.isatty():
             print(f"the dashboard stays at {self.server.url}; Ctrl-C to stop", flush=True)
             with contextlib.suppress(KeyboardInterrupt):

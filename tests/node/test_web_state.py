@@ -251,6 +251,8 @@ def test_round_feed_from_simulator_records() -> None:
     assert rows["p2"]["rounds_behind"] == 1
     assert snap["series"]["round"] == [0, 1]
     assert all(e["bytes"] > 0 for e in snap["edges"])
+    feed.finish()
+    assert {p["state"] for p in state.snapshot()["peers"]} == {"offline"}
 
 
 def test_bad_settings_are_refused() -> None:

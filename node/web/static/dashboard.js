@@ -113,7 +113,8 @@ function chartOptions(title, colour, range, width) {
   return {
     title: title, width: width, height: 190, legend: { show: false },
     scales: { x: { time: false }, y: { range: yRange(range) } },
-    axes: [{ label: "round", size: 36 }, { size: 52 }],
+    axes: [{ label: "round", size: 36, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000] },
+      { size: 52 }],
     series: [
       { label: "round" },
       { label: "min", stroke: colour, width: 1, alpha: 0.35, spanGaps: true },
