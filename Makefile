@@ -1,6 +1,7 @@
 # The two commands of the README. Everything else is a detail of these two.
 #   make demo  — install spargo into .venv and run the main job (in-process simulator)
-#   make test  — install the dev extra and Mosquitto, then format, lint, types, imports, tests
+#   make test  — install the dev extra, Mosquitto and a headless Chromium, then format, lint,
+#                types, imports, tests
 # And one for releases: make test-matrix — the tests on every supported Python installed here.
 
 PYTHON ?= python3
@@ -23,6 +24,7 @@ test:
 	@$(PIP_INSTALL) torch==2.13.0
 	@$(PIP_INSTALL) -e '.[dev]'
 	@scripts/ensure-mosquitto
+	@scripts/ensure-browser
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from spargo.node.errors import ConfigError
+from spargo.node.web.options import WebOptions, add_web_flags, web_options
 
 #: How long a lab run may take before it is called failed and torn down.
 DEFAULT_TIMEOUT_S = 600.0
@@ -46,8 +47,11 @@ class LabConfig:
     round_deadline_s: float = 30.0
     timeout_s: float = DEFAULT_TIMEOUT_S
     swarm: str = "lab"
+    web: WebOptions | None = None  # --web: serve the dashboard while the lab runs
 
     def __post_init__(self) -> None:
+        if self.web is not None and self.transport != "mqtt":
+            raise ConfigError("--web needs --transport mqtt (it reads the broker's status topics)")
         if self.nodes < 2:
             raise ConfigError(f"--nodes must be at least 2, got {self.nodes}")
         if self.rounds < 1:
@@ -194,6 +198,14 @@ async def run_lab(lab: LabConfig) -> dict[str, Any]:
             broker_url = broker.url
         ports = [free_port() for _ in range(lab.nodes)] if lab.transport == "tcp" else []
         configs = write_peer_configs(lab, broker_url, ports)
+        if lab.web is not None and broker_url is not None:
+            from spargo.node.web.feed import lab_dashboard
+
+            await stack.enter_async_context(
+                lab_dashboard(
+                    lab.web, broker_url, lab.swarm, lab.topology, lab.peer_ids(), lab.seed
+                )
+            )
         stack.push_async_callback(peers.terminate)
         for peer_id, config in zip(lab.peer_ids(), configs):
             await peers.launch(peer_id, config, lab.workdir / f"{peer_id}.log")
@@ -285,6 +297,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S)
     p.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
+    add_web_flags(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -302,6 +315,7 @@ def run(args: argparse.Namespace) -> int:
         broker=args.broker,
         workdir=workdir,
         timeout_s=args.timeout_s,
+        web=web_options(args),
     )
     try:
         summary = asyncio.run(_interruptible(run_lab(lab)))

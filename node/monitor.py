@@ -68,6 +68,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=DEFAULT_HIDE_S,
         help=f"hide peers silent this long, e.g. ghosts of old runs (default {DEFAULT_HIDE_S:g} s)",
     )
+    from spargo.node.web.options import add_web_flags
+
+    add_web_flags(parser)
     return parser
 
 
@@ -172,15 +175,25 @@ async def run_monitor(args: argparse.Namespace) -> int:
     try:
         config = _config(args)
         view = _view(args)
+        from spargo.node.web.options import web_options
+
+        web = web_options(args)
+        if web is not None and args.once:
+            raise ConfigError("--web serves a live page; it does not go with --once")
     except (ConfigError, ValueError) as exc:
         print(f"spargo monitor: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     try:
+        if web is not None:
+            from spargo.node.web.feed import run_web_monitor
+
+            await run_web_monitor(config, view, web)
+            return 0
         if not args.once:
             await _live(config, view, args)
             return 0
         await _collect(config, view, args.settle_s)
-    except ConnectError as exc:
+    except (ConnectError, OSError) as exc:  # OSError: the --web address is taken
         print(f"spargo monitor: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     return _print_once(view, args.json)

@@ -305,6 +305,7 @@ async def _report(node: Any, statuses: asyncio.Queue[Any], setup: PeerSetup) -> 
                     "bytes_sent": record["bytes_sent"],
                     "bytes_received": record["bytes_received"],
                     "drops": record["messages_dropped"],
+                    "drop_reasons": record["drops"],  # the dashboard's replay/auth alerts
                     "updated_at": time.time(),  # wall clock: the monitor shows age
                 }
                 try:

@@ -50,6 +50,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no per-round lines, no progress bar")
     add_scenario_flags(p)
     trackers.add_flags(p)  # --tensorboard DIR, --mlflow [URI]
+    from spargo.node.web.options import add_web_flags
+
+    add_web_flags(p)  # --web [HOST:]PORT: the live dashboard of this run
 
 
 def _scenario_from_args(args: argparse.Namespace) -> Any:
@@ -120,6 +123,7 @@ def _run(args: argparse.Namespace) -> int:
     if _is_user_task(scenario.task):
         _user_tasks_from_cwd()
     out_dir = _out_dir(args, scenario)
+    dashboard = _dashboard(args, scenario)
     from spargo.sims.progress import RoundProgress
     from spargo.sims.report import RunWriter
     from spargo.sims.runner import StopFlag, run
@@ -149,12 +153,19 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with _stop_on_signals(stop), tracked, progress:
             result = run(
-                scenario, on_record=writer.record, on_row=each_row, stop=stop, trackers=tracked
+                scenario,
+                on_round=dashboard.feed,
+                on_record=writer.record,
+                on_row=each_row,
+                stop=stop,
+                trackers=tracked,
             )
     finally:
         writer.close()
     writer.finish(result, plots=not args.no_plots)
-    return _report(args, result.summary, out_dir, stop, human)
+    status = _report(args, result.summary, out_dir, stop, human)
+    dashboard.hold()  # with --web in a terminal, the page stays up until Ctrl-C
+    return status
 
 
 def _report(
@@ -270,6 +281,25 @@ def _list_scenarios() -> int:
             about = about[:65].rstrip() + "…"
         print(f"{name:<13} {about}")
     return 0
+
+
+def _dashboard(args: argparse.Namespace, scenario: Any) -> Any:
+    """``--web``: the live page of this run, fed from the per-round callback."""
+    from spargo.node.web.feed import SimDashboard
+    from spargo.node.web.options import web_options
+
+    options = web_options(args)
+    if options is None:
+        return SimDashboard(None, scenario.label)
+    from spargo import topology
+    from spargo.sims.graphs import swarm_graph
+    from spargo.sims.scenario import accuracy_basis
+    from spargo.sims.swarm import peer_ids
+
+    graph = swarm_graph(scenario)
+    ids = topology.file_peer_ids(graph) or peer_ids(graph.number_of_nodes())
+    basis = accuracy_basis(scenario.method)
+    return SimDashboard(options, scenario.label, graph, ids, basis)
 
 
 def _first_comment(path: Path) -> str:

@@ -23,6 +23,7 @@ EXTRAS: dict[str, frozenset[str]] = {
     "uvloop": frozenset({"uvloop"}),
     "tensorboard": frozenset({"tensorboard"}),
     "mlflow": frozenset({"mlflow"}),
+    "web": frozenset({"starlette", "uvicorn", "websockets"}),
 }
 #: The extra to name first when a command misses a module.
 _COMMAND_EXTRA = {"sim": "sim", "topology": "sim", "monitor": "monitor", "lab": "monitor"}
