@@ -21,6 +21,7 @@ Anything else is a one-line ``ScenarioError`` when the scenario is built.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterable
@@ -415,11 +416,25 @@ class BatchedSwarm:
             self.wire.send("bye", self.scenario.rounds, self.degree)
 
 
-def _stats(**values: Any) -> dict[str, float]:
-    """One peer's merge statistics in the node's one schema (``MergeStats.as_dict``)."""
+def _stats(**values: float | None) -> dict[str, float]:
+    """One peer's merge statistics as ``MergeStats(**values).as_dict()`` (the node's one
+    schema, its order and defaults), without building a dataclass per peer (a hot loop)."""
+    base = _stats_base()
+    unknown = values.keys() - base.keys()
+    if unknown:
+        raise TypeError(f"MergeStats has no field {', '.join(sorted(unknown))}")
+    merged = {**base, **values}
+    return {k: float(v) for k, v in merged.items() if v is not None}
+
+
+@functools.cache
+def _stats_base() -> dict[str, float | None]:
+    """Every ``MergeStats`` field with its default, in schema order."""
+    import dataclasses
+
     from spargo.node.methods.payloads import MergeStats
 
-    return MergeStats(**values).as_dict()
+    return {f.name: getattr(MergeStats(), f.name) for f in dataclasses.fields(MergeStats)}
 
 
 def run_batched(
