@@ -8,19 +8,23 @@ batch draws, samplers and mixing weights are the node engine's own, so the per-r
 accuracies agree with it to float rounding (``tests/sims/test_batched_equal.py``); byte and
 message counts are those the wire format would carry (``sims.batched_wire``).
 
-Methods: every node method — ``dense`` (Metropolis–Hastings mix, or ``mix=pushsum``), ``vc``
-(``mix=mh`` or ``beta``), ``choco`` (``sampler=all``; ``sims.batched_choco``), ``fedsparsify``
-(``sims.batched_sparsify``), ``spafl`` (``sims.batched_spafl``) — plus ``allreduce`` and
-``local`` (each peer trains alone: the no-communication floor). Fault-free rounds mode only
-(``robust=none``); any sampler; MLP tasks. Evaluation runs every peer (or a seeded sample of
-``eval_peers``) on the global test set and the local splits in batches (``sims.batched_report``).
+Methods: ``dense`` (Metropolis–Hastings mix), ``vc`` (``mix=mh`` or ``beta``), ``pushsum``
+(``sims.batched_mix.push_sum``), ``choco`` (``sampler=all``; ``sims.batched_choco``),
+``fedsparsify`` (``sims.batched_sparsify``), ``spafl`` (``sims.batched_spafl``), ``allreduce``
+and ``local`` (each peer trains alone: the no-communication floor); not ``pushsum_rs``. Options
+are the node's (registry defaults, the node method's own checks: ``method_options``). Fault-free
+rounds mode only (``robust=none``); any sampler; MLP tasks. Evaluation runs every peer (or a
+seeded sample of ``eval_peers``) on the global test set and the local splits in batches
+(``sims.batched_report``); merge statistics follow the node's one schema (``MergeStats``).
 Anything else is a one-line ``ScenarioError`` when the scenario is built.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,24 +34,23 @@ from spargo.sims.scenario import Scenario, ScenarioError
 if TYPE_CHECKING:
     import torch
 
+    from spargo.node.methods.base import Method
+    from spargo.node.methods.payloads import Signature
     from spargo.sims.batched_choco import ChocoSwarm
     from spargo.sims.batched_mix import Edges, Gossip
     from spargo.sims.batched_spafl import SpaflSwarm, Thresholded
     from spargo.sims.batched_sparsify import SparsifySwarm
-    from spargo.sims.runner import OnRound, SimResult
+    from spargo.sims.runner import OnRecord, OnRound, OnRow, SimResult, StopFlag
+    from spargo.sims.trackers import Tracker
 
-#: Methods the batched engine runs (``dense`` also with ``mix=pushsum``).
-BATCHED_METHODS = ("dense", "vc", "choco", "fedsparsify", "spafl", "allreduce", "local")
+#: Methods the batched engine runs (``local``: no communication, the batched engine's own).
+BATCHED_METHODS = ("dense", "vc", "pushsum", "choco", "fedsparsify", "spafl", "allreduce", "local")
 #: Scenario fields that inject faults, with their fault-free values.
 _FAULT_FREE: dict[str, object] = {
     "loss": 0.0, "churn": 0.0, "churn_events": (), "partition_at": None, "attack": None,
     "attackers": 0.0, "latency_ms": 0.0, "jitter_ms": 0.0, "bandwidth_mbps": 0.0,
     "step_time_s": 0.0, "speed_spread": 0.0,
 }  # fmt: skip
-_OPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
-    "dense": {"mix": ("mh", "pushsum"), "robust": ("none",)},
-    "vc": {"mix": ("mh", "beta"), "robust": ("none",)},
-}
 
 
 def check_batched(scenario: Scenario) -> None:
@@ -55,8 +58,8 @@ def check_batched(scenario: Scenario) -> None:
     s = scenario
     if s.method not in BATCHED_METHODS:
         raise ScenarioError(
-            f"--engine batched runs methods {', '.join(BATCHED_METHODS)} (dense also with "
-            f"--option mix=pushsum); not {s.method!r}: use --engine node"
+            f"--engine batched runs methods {', '.join(BATCHED_METHODS)}; not {s.method!r}: "
+            "use --engine node"
         )
     if s.mode != "rounds":
         raise ScenarioError("--engine batched runs --mode rounds only; use --engine node")
@@ -66,54 +69,58 @@ def check_batched(scenario: Scenario) -> None:
             raise ScenarioError(
                 f"--engine batched runs fault-free rounds; --{flag} needs --engine node"
             )
-    for key, allowed in _OPTIONS.get(s.method, {}).items():
-        value = str(s.method_options.get(key, allowed[0]))
-        if value not in allowed:
-            raise ScenarioError(
-                f"--engine batched runs {s.method} with {key} in {', '.join(allowed)}, not "
-                f"{value!r}; use --engine node"
-            )
-    _check_options(s)
-
-
-def _check_options(s: Scenario) -> None:
-    """The method's options, checked as the node checks them (one-line ScenarioErrors)."""
-    beta = s.method_options.get("beta", 0.5)
-    if s.method == "vc" and not (isinstance(beta, int | float) and 0.0 <= beta <= 1.0):
-        raise ScenarioError(f"vc option beta={beta!r} must lie in [0, 1] (0.5 is the paper's)")
     if s.method == "choco" and s.sampler.strip() != "all":
         raise ScenarioError(
             f"--engine batched runs choco with --sampler all only (not {s.sampler!r}); "
             "use --engine node"
         )
-    if s.method in ("allreduce", "local") and s.method_options:
-        raise ScenarioError(f"--method {s.method} takes no --option (got {dict(s.method_options)})")
-    try:
-        _method_options(s)
-    except ValueError as exc:
-        raise ScenarioError(str(exc)) from None
+    options = method_options(s)
+    robust = options.get("robust", "none")
+    if robust != "none":
+        raise ScenarioError(
+            f"--engine batched runs {s.method} with robust=none only, not {robust!r}; "
+            "use --engine node"
+        )
 
 
-def _method_options(s: Scenario) -> dict[str, Any]:
-    """The method's options over its node defaults (ValueError for a wrong one)."""
+def method_options(s: Scenario) -> dict[str, Any]:
+    """The method's options as the node resolves them: its registry defaults
+    (``MethodSpec.defaults``) overridden by ``s.method_options`` and checked by the node
+    method's own constructor, built once on a two-layer probe MLP (so every check and every
+    message is the node's); FedSparsify's ``t0``/``t_end`` resolved against ``s.rounds``.
+    A wrong option is a one-line ``ScenarioError``."""
+    if s.method == "local":  # not in the registry (yet): the batched engine's own
+        if s.method_options:
+            raise ScenarioError(f"--method local takes no --option (got {dict(s.method_options)})")
+        return {}
+    from spargo import sparse
     from spargo.node.methods.base import parse_options
+    from spargo.node.methods.registry import method_spec
 
-    if s.method == "choco":
-        from spargo.sims.batched_choco import choco_options
+    try:
+        if s.method == "allreduce":  # its class needs the simulator's hub; base checks only
+            return parse_options(s.method, s.method_options, method_spec(s.method).defaults)
+        method = _probe(s)
+    except (ValueError, sparse.SparseError) as exc:
+        raise ScenarioError(str(exc)) from None
+    from spargo.node.methods.fedsparsify import FedSparsifyMethod
 
-        return choco_options(s.method_options)
-    if s.method == "fedsparsify":
-        from spargo.sims.batched_sparsify import sparsify_options
+    options = dict(method.options)
+    if isinstance(method, FedSparsifyMethod):
+        options["t0"], options["t_end"] = method.t0, method.t_end
+    return options
 
-        return sparsify_options(s.method_options, s.rounds)
-    if s.method == "spafl":
-        from spargo.sims.batched_spafl import spafl_options
 
-        return spafl_options(s.method_options)
-    defaults: dict[str, Any] = {"mix": "mh", "robust": "none", "staleness_gamma": 0.5}
-    if s.method == "vc":
-        defaults["beta"] = 0.5
-    return parse_options(s.method, s.method_options, defaults if s.method in _OPTIONS else {})
+def _probe(s: Scenario) -> Method:
+    """The node's method for ``s`` on a tiny MLP (its constructor checks the options)."""
+    from torch import nn
+
+    from spargo.node.methods.base import MethodContext
+    from spargo.node.methods.registry import method_spec
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+    ctx = MethodContext(model, "probe", {}, seed=s.seed, rounds=s.rounds, options=s.method_options)
+    return method_spec(s.method).load()(ctx)
 
 
 class BatchedSwarm:
@@ -128,12 +135,10 @@ class BatchedSwarm:
         self.device = torch.device("cpu")
         graph = self._load(s)
         self.seeds = [s.seed * 100_003 + i for i in range(self.n)]
-        self.options = _method_options(s)
+        self.options = method_options(s)
         self._method_state(s, graph)
         shapes = [tuple(p.shape[1:]) for p in self.params]
-        self.wire = Wire(self.ids, self.names, shapes, s.method)
-        if self.thresholds is not None:
-            self.wire.thresholds = sum(int(t.shape[1]) for t in self.thresholds.tau)
+        self.wire = Wire(self.ids, self._signature(shapes))
         self.model_nbytes = int(sum(4 * math.prod(shape) for shape in shapes))
         #: Wall seconds spent so far on local training, gossip and merging, and evaluation.
         self.seconds = {"train": 0.0, "gossip": 0.0, "eval": 0.0}
@@ -143,7 +148,7 @@ class BatchedSwarm:
         if self.gossip is not None:
             degree = np.array([len(v) for v in self.gossip.neighbours], dtype=np.int64)
             self.degree = degree
-            sizes = self.wire.send("hello", 0, degree, extra=degree)
+            sizes = self.wire.send("hello", 0, degree)
             self._deliver_static(sizes, self.gossip.neighbours)
 
     def _load(self, s: Scenario) -> Any:
@@ -189,6 +194,19 @@ class BatchedSwarm:
             self.sparsify = SparsifySwarm(self.options, self.names, self.params)
         elif s.method == "choco":
             self.choco = ChocoSwarm(self.options, self.ids, s.seed)
+
+    def _signature(self, shapes: list[tuple[int, ...]]) -> Signature:
+        """What the node method's ``signature()`` says: the exchanged tensors (SpaFL: under
+        the node's parametrised names) and SpaFL's threshold count."""
+        from spargo.node.methods.payloads import Signature
+        from spargo.sims.batched_spafl import exchanged_names, stored_order
+
+        if self.thresholds is None:
+            return Signature(dict(zip(self.names, shapes, strict=True)))
+        stored = dict(zip(self.names, shapes, strict=True))
+        order = [stored[name] for name in stored_order(self.names)]
+        tau = sum(int(t.shape[1]) for t in self.thresholds.tau)
+        return Signature(dict(zip(exchanged_names(self.names), order, strict=True)), tau)
 
     def _deliver_static(self, sizes: np.ndarray, neighbours: list[list[int]]) -> None:
         """Hellos reach every graph neighbour (counted as received, like the node does)."""
@@ -257,7 +275,10 @@ class BatchedSwarm:
         sizes = choco.round(round_index, self.params, self.names, pull, self.wire, fanout)
         self._delivered(edges, sizes)
         k = edges.in_degree
-        return [{"merged_peers": float(k[p])} for p in range(self.n)]
+        copies = k if round_index == 0 else np.zeros(self.n, dtype=np.int64)  # x̂ⱼ's start
+        return [
+            _stats(merged_peers=int(k[p]), gaps=0, resyncs=int(copies[p])) for p in range(self.n)
+        ]
 
     def _sparsify(
         self, sparsify: SparsifySwarm, gossip: Gossip, round_index: int
@@ -272,7 +293,7 @@ class BatchedSwarm:
         sparsify.merge(self.params, matrix, round_index)
         target = sparsify.sparsity(round_index)
         k = edges.in_degree
-        return [{"merged_peers": float(k[p]), "sparsity_target": target} for p in range(self.n)]
+        return [_stats(merged_peers=int(k[p]), sparsity_target=target) for p in range(self.n)]
 
     def _spafl(self, spafl: SpaflSwarm, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
         from spargo.sims.batched_mix import mh_matrix
@@ -281,9 +302,19 @@ class BatchedSwarm:
         sizes = spafl.send(self.wire, round_index, edges.out_degree, self.names, self.params)
         self._delivered(edges, sizes, 2 if spafl.weights_round(round_index) else 1)
         matrix, row = mh_matrix(gossip, edges, self.device)
-        spafl.merge(self.params, edges, matrix, row, round_index)
+        factors = spafl.merge(self.params, edges, matrix, row, round_index)
         k = edges.in_degree
-        return [{"merged_peers": float(k[p])} for p in range(self.n)]
+        tau = spafl.threshold_means()
+        stats = []
+        for p in range(self.n):
+            weights = factors is not None and k[p] > 0  # the node: only when weights came
+            stats.append(_stats(
+                merged_peers=int(k[p]),
+                weights_merged_peers=int(k[p]) if weights else None,
+                variance_factor=float(factors[p]) if weights and factors is not None else None,
+                threshold_mean=float(tau[p]),
+            ))  # fmt: skip
+        return stats
 
     def density(self) -> np.ndarray:
         """Each peer's parameter-weighted density [N] (1.0 for the dense methods)."""
@@ -326,22 +357,27 @@ class BatchedSwarm:
         mean = weighted_average(flat.cpu().numpy(), self.data.count.astype(np.float64))
         self.load_flat(torch.as_tensor(mean).to(flat.device).expand(self.n, -1))
         self.merges += self.n
-        return [{"merged_peers": 1.0} for _ in range(self.n)]
+        return [_stats(merged_peers=1) for _ in range(self.n)]
 
     def _gossip(self, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
         from spargo.sims.batched_mix import beta_matrix, mh_matrix, mix, push_sum
 
         edges = gossip.edges(round_index)
-        pushsum = self.options.get("mix") == "pushsum"
+        pushsum = self.scenario.method == "pushsum"
         sizes = self.wire.send("share" if pushsum else "model", round_index, edges.out_degree)
         self._delivered(edges, sizes)
         k = edges.in_degree
         own = self.flat()
         if pushsum:
-            mixed, self.mass, _ = push_sum(edges, own, self.mass)
+            mixed, self.mass, guards = push_sum(edges, own, self.mass)
             self.load_flat(mixed)
             return [
-                {"merged_peers": float(k[p]), "pushsum_weight": float(self.mass[p])}
+                _stats(
+                    merged_peers=int(k[p]),
+                    pushsum_mass=float(self.mass[p]),
+                    pushsum_shares=int(k[p]),
+                    pushsum_guard=int(guards[p]),
+                )
                 for p in range(self.n)
             ]
         if self.scenario.method == "vc" and self.options["mix"] == "beta":
@@ -350,12 +386,15 @@ class BatchedSwarm:
             matrix, row = mh_matrix(gossip, edges, own.device)
         before = [p.clone() for p in self.params] if self.scenario.method == "vc" else []
         self.load_flat(mix(matrix, own))
-        stats: list[dict[str, float]] = [{"merged_peers": float(k[p])} for p in range(self.n)]
-        if before:
-            factors = self._correct(before, edges, row)
-            for p in range(self.n):
-                stats[p]["variance_factor"] = float(factors[p])
-        return stats
+        factors = self._correct(before, edges, row) if before else None
+        return [
+            _stats(
+                merged_peers=int(k[p]),
+                staleness_mean=0.0 if k[p] else None,  # lock-step: nothing is late
+                variance_factor=None if factors is None else float(factors[p]),
+            )
+            for p in range(self.n)
+        ]
 
     def _correct(self, before: list[torch.Tensor], edges: Any, row: Any) -> np.ndarray:
         """``vc``: variance-correct every tensor of two or more entries; mean factor [N]."""
@@ -377,21 +416,63 @@ class BatchedSwarm:
             self.wire.send("bye", self.scenario.rounds, self.degree)
 
 
-def run_batched(scenario: Scenario, *, on_round: OnRound | None = None) -> SimResult:
-    """Run ``scenario`` with the batched engine; the same ``SimResult`` as ``sims.run``."""
+def _stats(**values: float | None) -> dict[str, float]:
+    """One peer's merge statistics as ``MergeStats(**values).as_dict()`` (the node's one
+    schema, its order and defaults), without building a dataclass per peer (a hot loop)."""
+    base = _stats_base()
+    unknown = values.keys() - base.keys()
+    if unknown:
+        raise TypeError(f"MergeStats has no field {', '.join(sorted(unknown))}")
+    merged = {**base, **values}
+    return {k: float(v) for k, v in merged.items() if v is not None}
+
+
+@functools.cache
+def _stats_base() -> dict[str, float | None]:
+    """Every ``MergeStats`` field with its default, in schema order."""
+    import dataclasses
+
+    from spargo.node.methods.payloads import MergeStats
+
+    return {f.name: getattr(MergeStats(), f.name) for f in dataclasses.fields(MergeStats)}
+
+
+def run_batched(
+    scenario: Scenario,
+    *,
+    on_round: OnRound | None = None,
+    on_row: OnRow | None = None,
+    on_record: OnRecord | None = None,
+    stop: StopFlag | None = None,
+    trackers: Iterable[Tracker] = (),
+) -> SimResult:
+    """Run ``scenario`` with the batched engine; the same ``SimResult`` as ``sims.run``, with
+    the same callbacks (``on_record`` per peer record, ``on_row`` per swarm-wide row, then
+    ``on_round``), ``stop`` (checked between rounds: the summary says ``interrupted``) and
+    experiment ``trackers`` (``sims.trackers.Feed``)."""
     import torch
 
     from spargo.sims.batched_report import Recorder
+    from spargo.sims.trackers import Feed
 
     check_batched(scenario)
     torch.set_num_threads(1)
     started = time.perf_counter()
     with torch.no_grad():
         swarm = BatchedSwarm(scenario)
-    recorder = Recorder(swarm, on_round)
+    recorder = Recorder(swarm, None, on_row, on_record)
+    feed = Feed(trackers, scenario, recorder.stats)
+    recorder.on_round = feed.start(on_round)
+    interrupted = False
     for r in range(scenario.rounds):
+        if stop is not None and stop.requested:
+            interrupted = True
+            break
         loss, stats = swarm.step(r)
         with torch.no_grad():
             recorder.record(r, loss, stats)
-    swarm.finish()
-    return recorder.result(time.perf_counter() - started)
+    if not interrupted:
+        swarm.finish()
+    result = recorder.result(time.perf_counter() - started, interrupted=interrupted)
+    feed.finish(result.summary)
+    return result

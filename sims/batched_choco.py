@@ -1,14 +1,15 @@
 """CHOCO-SGD for the batched engine: all peers' public copies and compressed deltas at once.
 
 The node's ``choco`` method (docs/algorithms.md §5): every peer keeps a public copy x̂ᵢ that
-its neighbours hold too. Round 0 sends x̂ᵢ = xᵢ whole (a ``FullModel``); every later round
-sends q = C(x − x̂ᵢ) — per tensor the k = ⌈ratio·n⌉ entries of largest magnitude (``topk``) or
-at seed-drawn positions (``randk``, ``sparse.randk_indices`` with the node's stream seed), their
-values as the receiver decodes them from ``value_dtype`` — and x̂ᵢ += q. Then
+its neighbours hold too. Round 0 sends x̂ᵢ = xᵢ whole (a ``StreamCopy``); every later round
+sends q = C(x − x̂ᵢ) (a ``StreamDelta``) — per tensor the k = ⌈ratio·n⌉ entries of largest
+magnitude (``topk``) or at seed-drawn positions (``randk``, ``sparse.randk_indices`` with the
+node's stream seed), their values as the receiver decodes them from ``value_dtype`` — and
+x̂ᵢ += q. Then
 x ← x + γ Σⱼ Wᵢⱼ (x̂ⱼ − x̂ᵢ) with the static Metropolis–Hastings row. In the batched engine's
 fault-free rounds with the ``all`` sampler every link delivers every round, so each
 neighbour's copy of x̂ⱼ equals x̂ⱼ itself: one stacked x̂ serves every link. Byte counts come
-from encoding each peer's real ``Delta`` (mask sizes depend on the chosen positions).
+from encoding each peer's real ``StreamDelta`` (sizes depend on the chosen positions).
 """
 
 from __future__ import annotations
@@ -20,33 +21,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spargo import sparse
-from spargo.protocol import Delta, Envelope, SparseTensor, encode
-from spargo.protocol.values import decode_values, encode_values
-from spargo.sims.batched_wire import SWARM, Wire
+from spargo.node.methods.payloads import SparseValues, StreamDelta
+from spargo.node.payload import received_values
+from spargo.sims.batched_wire import Wire
 
 if TYPE_CHECKING:
     import torch
 
-#: The node's choco defaults (``node.methods.choco``); validated by ``check_choco``.
-CHOCO_DEFAULTS: Mapping[str, Any] = {
-    "compressor": "topk",
-    "ratio": 0.1,
-    "value_dtype": "float16",
-    "gamma": 0.8,
-    "resync_after": 3,
-}
-
 
 def roundtrip(values: np.ndarray, wire_dtype: str) -> np.ndarray:
-    """``values`` [N, k] as receivers decode them from ``wire_dtype`` (int8 blocks per peer)."""
-    rows = [values] if wire_dtype != "int8" else list(values)
-    out = []
-    for row in rows:
-        block = encode_values(row, wire_dtype)
-        encoded = [block[0], *(bytes(part) for part in block[1:])]
-        decoded, _ = decode_values(encoded, row.size, allow_nonfinite=True)
-        out.append(np.array(decoded, dtype=np.float32).reshape(row.shape))
-    return out[0] if wire_dtype != "int8" else np.stack(out)
+    """``values`` [N, k] as receivers decode them from ``wire_dtype`` (the node's
+    ``received_values``; int8 scales each peer's block on its own)."""
+    if wire_dtype != "int8":
+        return received_values(values, wire_dtype)
+    return np.stack([received_values(row, wire_dtype) for row in values])
 
 
 class ChocoSwarm:
@@ -79,7 +67,7 @@ class ChocoSwarm:
 
         if self.public is None:
             self.public = [p.detach().clone() for p in params]
-            sizes = wire.send("model", round_index, fanout)
+            sizes = wire.send("copy", round_index, fanout)
         else:
             tensors = [self._compress(p, x, name, round_index) for p, x, name in
                        zip(self.public, params, names, strict=True)]  # fmt: skip
@@ -131,17 +119,15 @@ class ChocoSwarm:
         """Encode each sending peer's real ``Delta`` to count its bytes exactly."""
         shapes = [tuple(p.shape[1:]) for p in params]
         sizes = np.zeros(len(self.ids), dtype=np.int64)
-        sending = np.flatnonzero(fanout > 0)
-        for p in sending.tolist():
-            body = Delta(link_seq=round_index, tensors=tuple(
-                self._tensor(p, name, shape, index, values, round_index)
+        for p in np.flatnonzero(fanout > 0).tolist():
+            delta = StreamDelta(round_index, {
+                name: self._values(p, name, shape, index, values, round_index)
                 for name, shape, (index, values) in zip(names, shapes, tensors, strict=True)
-            ))  # fmt: skip
-            seq = int(wire.seq[p]) + 1
-            sizes[p] = len(encode(Envelope(SWARM, self.ids[p], seq, round_index, body)))
+            })  # fmt: skip
+            sizes[p] = wire.encoded(p, round_index, delta)
         return wire.add(sizes, fanout)
 
-    def _tensor(
+    def _values(
         self,
         peer: int,
         name: str,
@@ -149,25 +135,7 @@ class ChocoSwarm:
         index: np.ndarray,
         values: np.ndarray,
         round_index: int,
-    ) -> SparseTensor:
-        if self.compressor == "topk":
-            return SparseTensor(name, shape, values[peer], indices=index[peer],
-                                wire_dtype=self.dtype)  # fmt: skip
-        seed = self._stream_seed(peer, round_index, name)
-        return SparseTensor(name, shape, values[peer], seed=seed, wire_dtype=self.dtype)
-
-
-def choco_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The node's choco options over its defaults, with its checks (one-line ValueErrors)."""
-    from spargo.node.methods.base import parse_options
-
-    out = parse_options("choco", options, CHOCO_DEFAULTS)
-    if out["compressor"] not in ("topk", "randk"):
-        raise ValueError("choco option compressor must be 'topk' or 'randk'")
-    if out["value_dtype"] not in ("float16", "int8", "float32"):
-        raise ValueError("choco option value_dtype must be float16, int8 or float32")
-    if not 0.0 < float(out["ratio"]) <= 1.0:
-        raise ValueError("choco option ratio must lie in (0, 1], e.g. 0.1")
-    if not 0.0 < float(out["gamma"]) <= 1.0:
-        raise ValueError("choco option gamma must lie in (0, 1], e.g. 0.5")
-    return out
+    ) -> SparseValues:
+        """Peer ``peer``'s q of one tensor as the node's ``choco`` sends it (rand-k: by seed)."""
+        seed = None if self.compressor == "topk" else self._stream_seed(peer, round_index, name)
+        return SparseValues(shape, index[peer], values[peer], seed, self.dtype)

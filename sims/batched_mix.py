@@ -131,12 +131,13 @@ def mix(matrix: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
 
 def push_sum(
     edges: Edges, flat: torch.Tensor, mass: np.ndarray
-) -> tuple[torch.Tensor, np.ndarray, int]:
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """One push-sum round for all peers (``node.methods.pushsum``, docs/algorithms.md §4).
 
     Each sender with k > 0 targets keeps and sends shares w/(k + 1) (clamped up to
     ``PUSHSUM_MIN_WEIGHT``); each receiver with shares sets w ← Σ shares, z ← Σ share·z / w;
-    one without keeps z. Returns ``(z, w, guards)``; ``flat`` is z, float32 [N, d].
+    one without keeps z. Returns ``(z, w, guards)``; ``flat`` is z, float32 [N, d]; ``guards``
+    [N] counts each peer's mass clamps (the node's ``pushsum_guard``).
     """
     import torch
 
@@ -154,7 +155,8 @@ def push_sum(
         flat,
     )
     new_mass = np.where(got, np.maximum(weight, PUSHSUM_MIN_WEIGHT), share)
-    return z, new_mass, int(low.sum() + (got & (weight < PUSHSUM_MIN_WEIGHT)).sum())
+    guards = low.astype(np.int64) + (got & (weight < PUSHSUM_MIN_WEIGHT))
+    return z, new_mass, guards
 
 
 def _masked_var(x: torch.Tensor, held: torch.Tensor) -> np.ndarray:

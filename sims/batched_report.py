@@ -23,7 +23,7 @@ from spargo.sims.scenario import accuracy_basis
 
 if TYPE_CHECKING:
     from spargo.sims.batched import BatchedSwarm
-    from spargo.sims.runner import OnRound, SimResult
+    from spargo.sims.runner import OnRecord, OnRound, OnRow, SimResult
 
 
 def _r(x: float | np.floating[Any]) -> float:
@@ -33,9 +33,17 @@ def _r(x: float | np.floating[Any]) -> float:
 class Recorder:
     """Evaluates, records and summarises one ``BatchedSwarm`` run."""
 
-    def __init__(self, swarm: BatchedSwarm, on_round: OnRound | None) -> None:
+    def __init__(
+        self,
+        swarm: BatchedSwarm,
+        on_round: OnRound | None,
+        on_row: OnRow | None = None,
+        on_record: OnRecord | None = None,
+    ) -> None:
         self.swarm = swarm
         self.on_round = on_round
+        self.on_row = on_row
+        self.on_record = on_record
         self.history: list[RoundMetrics] = []
         self.stats: list[dict[str, Any]] = []
         self.last: list[RoundMetrics] = []
@@ -95,8 +103,13 @@ class Recorder:
         ]
         self.history.extend(records)
         self.last = records
+        if self.on_record is not None:
+            for record in records:
+                self.on_record(record)
         headline = local if self.basis == "local" else glob
         self._row(round_index, headline[peers], glob[peers], peers, float(np.mean(density)))
+        if self.on_row is not None:
+            self.on_row(self.stats[-1])
         if self.on_round is not None:
             self.on_round(round_index, records)
 
@@ -133,8 +146,9 @@ class Recorder:
             }
         )
 
-    def result(self, wall_s: float) -> SimResult:
-        """The run's ``SimResult`` (summary keys as ``sims.runner.summarise``)."""
+    def result(self, wall_s: float, *, interrupted: bool = False) -> SimResult:
+        """The run's ``SimResult`` (summary keys as ``sims.runner.summarise``); ``interrupted``:
+        a stop ended it early."""
         from spargo.sims.runner import SimResult
 
         s = self.swarm.scenario
@@ -179,5 +193,7 @@ class Recorder:
             "simulated_s": 0.0,
             "wall_s": round(wall_s, 3),
             **{f"wall_{k}_s": round(v, 3) for k, v in self.swarm.seconds.items()},
+            "rounds_done": len(self.stats),
+            "interrupted": interrupted,
         }
         return SimResult(s, summary, self.history, self.stats, {"network_drops": {}})

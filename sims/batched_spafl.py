@@ -21,36 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spargo.protocol import Envelope, MaskedUpdate, NamedTensor, UnitMaskedTensor, encode
-from spargo.sims.batched_wire import SWARM, Wire
+from spargo.node.methods.payloads import MaskedArray, MaskedModel
+from spargo.sims.batched_wire import Wire
 
 if TYPE_CHECKING:
     import torch
 
     from spargo.sims.batched_mix import Edges
-
-#: The node's spafl defaults (``node.methods.spafl``).
-SPAFL_DEFAULTS: Mapping[str, Any] = {
-    "alpha": 0.01,
-    "min_density": 0.01,
-    "weights_every": 0,
-    "final_merge": True,
-    "vc": True,
-    "beta": 0.5,
-    "staleness_gamma": 0.5,
-}
-
-
-def spafl_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The options over the node's defaults, checked as the node checks them (ValueError)."""
-    from spargo import sparse
-    from spargo.node.methods.base import parse_options
-
-    out = parse_options("spafl", options, SPAFL_DEFAULTS)
-    if int(out["weights_every"]) < 0:
-        raise ValueError("spafl option weights_every must be >= 0 (0 = thresholds only)")
-    sparse.ThresholdConfig(alpha=float(out["alpha"]), min_density=float(out["min_density"]))
-    return out
 
 
 def exchanged_names(names: Sequence[str]) -> list[str]:
@@ -146,6 +123,7 @@ class SpaflSwarm:
         self.model = model
         self.rounds = rounds
         self.tau_start = [t.clone() for t in model.tau]
+        self._tau_means = np.zeros(len(model.tau[0]) if model.tau else 0)
 
     def begin_round(self) -> None:
         """Remember τ before local training (Δτ of the global-importance update)."""
@@ -166,17 +144,31 @@ class SpaflSwarm:
         matrix: torch.Tensor,
         row: tuple[np.ndarray, np.ndarray],
         round_index: int,
-    ) -> None:
-        """Weights (on weight rounds), then thresholds and the global-importance update."""
+    ) -> np.ndarray | None:
+        """Weights (on weight rounds), then thresholds and the global-importance update;
+        returns each peer's mean variance factor of the weights [N] (None: no weights round).
+        ``threshold_means`` then holds each peer's mean mixed τ."""
         import torch
 
+        factors = None
         if self.weights_round(round_index):
-            self._mix_weights(params, edges, matrix, row)
+            factors = self._mix_weights(params, edges, matrix, row)
+        total, count = np.zeros(len(params[0])), 0
         for k, tau, start in zip(self.model.layers, self.model.tau, self.tau_start, strict=True):
-            mixed = torch.sparse.mm(matrix, tau.to(torch.float64)).to(tau.dtype)
+            mixed64 = torch.sparse.mm(matrix, tau.to(torch.float64))
+            total += mixed64.sum(dim=1).cpu().numpy()
+            count += int(tau.shape[1])
+            mixed = mixed64.to(tau.dtype)
             shift = torch.sign(params[k].sum(dim=2)) * (mixed - start) / params[k].shape[2]
             params[k].sub_(shift.unsqueeze(-1))
             tau.copy_(mixed)
+        self._tau_means = total / count if count else total
+        return factors
+
+    def threshold_means(self) -> np.ndarray:
+        """Each peer's mean threshold after the last merge, from the float64 mix [N] (the
+        node's ``threshold_mean``; 0.0 without thresholds)."""
+        return self._tau_means
 
     def _mix_weights(
         self,
@@ -184,14 +176,17 @@ class SpaflSwarm:
         edges: Edges,
         matrix: torch.Tensor,
         row: tuple[np.ndarray, np.ndarray],
-    ) -> None:
-        """Coverage-normalised mix of the units each peer holds, then variance correction."""
+    ) -> np.ndarray:
+        """Coverage-normalised mix of the units each peer holds, then variance correction;
+        returns each peer's mean correction factor over the corrected tensors (1.0: none) [N].
+        """
         import torch
 
         from spargo.sims.batched_mix import variance_correct_all
 
         units = dict(zip(self.model.layers, self.model.unit_masks(params), strict=True))
         heard = torch.as_tensor(edges.in_degree > 0, device=params[0].device)
+        factors = []
         for k, p in enumerate(params):
             n = len(p)
             held = torch.ones_like(p, dtype=torch.bool)
@@ -203,10 +198,12 @@ class SpaflSwarm:
             covered = den > 0
             mixed = torch.where(covered, (num / torch.where(covered, den, 1.0)).to(p.dtype), flat)
             if bool(self.options["vc"]) and flat.shape[1] > 1:
-                mixed, _ = variance_correct_all(
+                mixed, scale = variance_correct_all(
                     mixed, flat, edges, row, float(self.options["beta"]), held=held, active=covered
                 )
+                factors.append(scale)
             p.copy_(torch.where(heard.view(-1, 1), mixed, flat).view_as(p))
+        return np.mean(factors, axis=0) if factors else np.ones(len(params[0]))
 
     def send(
         self,
@@ -224,28 +221,25 @@ class SpaflSwarm:
         units = {k: u.cpu().numpy() for k, u in
                  zip(self.model.layers, self.model.unit_masks(params), strict=True)}  # fmt: skip
         stored = dict(zip(names, (p.cpu().numpy() for p in params), strict=True))
-        node_names = dict(zip(exchanged_names(names), _stored_order(names), strict=True))
+        node_names = dict(zip(exchanged_names(names), stored_order(names), strict=True))
         update = np.zeros(len(fanout), dtype=np.int64)
         for peer in np.flatnonzero(fanout > 0).tolist():
-            tensors: list[UnitMaskedTensor | NamedTensor] = []
+            tensors: dict[str, MaskedArray] = {}
             for wire_name, name in node_names.items():
                 array = stored[name][peer]
                 k = names.index(name)
-                if k in units:
-                    unit = units[k][peer]
-                    tensors.append(
-                        UnitMaskedTensor(wire_name, array.shape, unit, array[unit].reshape(-1))
-                    )
+                if k in units:  # one bit per unit (row), as the node's SpaFL sends it
+                    rows = units[k][peer].reshape((-1,) + (1,) * (array.ndim - 1))
+                    held = np.broadcast_to(rows, array.shape)
+                    tensors[wire_name] = MaskedArray(array, held, by_row=True)
                 else:
-                    tensors.append(NamedTensor(wire_name, array))
-            body = MaskedUpdate(tensors=tuple(tensors))
-            seq = int(wire.seq[peer]) + 1
-            update[peer] = len(encode(Envelope(SWARM, wire.ids[peer], seq, round_index, body)))
+                    tensors[wire_name] = MaskedArray(array)
+            update[peer] = wire.encoded(peer, round_index, MaskedModel(tensors))
         wire.add(update, fanout)
         return sizes + update
 
 
-def _stored_order(names: Sequence[str]) -> list[str]:
+def stored_order(names: Sequence[str]) -> list[str]:
     """Our names in the order of ``exchanged_names`` (a masked weight after its bias)."""
     weights = [n for n in names if n.endswith(".weight")]
     masked = set(weights[:-1])

@@ -21,38 +21,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spargo import sparse
-from spargo.protocol import Envelope, MaskedTensor, MaskedUpdate, NamedTensor, encode
-from spargo.sims.batched_wire import SWARM, Wire
+from spargo.node.methods.payloads import MaskedArray, MaskedModel
+from spargo.sims.batched_wire import Wire
 
 if TYPE_CHECKING:
     import torch
-
-#: The node's fedsparsify defaults (``node.methods.fedsparsify``).
-SPARSIFY_DEFAULTS: Mapping[str, Any] = {
-    "s_final": 0.8,
-    "t0": -1,
-    "t_end": 0,
-    "every": 1,
-    "include_head": False,
-    "scope": "global",
-    "staleness_gamma": 0.5,
-}
-
-
-def sparsify_options(options: Mapping[str, Any], rounds: int) -> dict[str, Any]:
-    """The options over the node's defaults with t0/t_end resolved as the node resolves them;
-    a wrong value is a one-line ``ValueError``."""
-    from spargo.node.methods.base import parse_options
-
-    out = parse_options("fedsparsify", options, SPARSIFY_DEFAULTS)
-    if out["scope"] not in ("global", "layer"):
-        raise ValueError("fedsparsify option scope must be 'global' or 'layer'")
-    t0 = int(out["t0"])
-    out["t0"] = t0 = math.ceil(0.2 * rounds) if t0 < 0 else t0
-    t_end = int(out["t_end"])
-    out["t_end"] = max(math.ceil(0.7 * rounds) if t_end <= 0 else t_end, t0)
-    sparse.cubic_schedule(0, float(out["s_final"]), t0, out["t_end"], int(out["every"]))
-    return out
 
 
 class SparsifySwarm:
@@ -152,17 +125,9 @@ class SparsifySwarm:
         masks = [None if m is None else m.cpu().numpy() for m in self.masks]
         sizes = np.zeros(len(fanout), dtype=np.int64)
         for peer in np.flatnonzero(fanout > 0).tolist():
-            tensors: list[MaskedTensor | NamedTensor] = []
-            for name, array, mask in zip(names, arrays, masks, strict=True):
-                own = array[peer]
-                if mask is None:
-                    tensors.append(NamedTensor(name, own))
-                else:
-                    held = mask[peer]
-                    tensors.append(MaskedTensor(name, own.shape, held.reshape(-1), own[held]))
-            envelope = Envelope(
-                SWARM, wire.ids[peer], int(wire.seq[peer]) + 1, round_index,
-                MaskedUpdate(tensors=tuple(tensors)),
-            )  # fmt: skip
-            sizes[peer] = len(encode(envelope))
+            tensors = {
+                name: MaskedArray(array[peer], None if mask is None else mask[peer])
+                for name, array, mask in zip(names, arrays, masks, strict=True)
+            }
+            sizes[peer] = wire.encoded(peer, round_index, MaskedModel(tensors))
         return wire.add(sizes, fanout)

@@ -1,13 +1,17 @@
 """Byte accounting for the batched engine: what the node engine's wire format would carry.
 
 The batched engine sends no messages, but its byte and message counts must equal the node
-engine's. A message's encoded size depends only on its kind, the model's shapes and the msgpack
-size class of its integer fields (sequence number, round, degree), so each distinct size is
-found by encoding one real ``protocol.Envelope`` (``protocol.encode``) and reused. The node
-sends, per peer: a ``Hello`` to every neighbour before round 0, each round's payload (one body,
-one sequence number, to every target), and a ``Bye`` to every neighbour at the end; each
-distinct body takes the next sequence number. The all-reduce reference charges one raw model
-upload (``sum(nbytes)``) per peer and round (``sims.allreduce``).
+engine's. Every count comes from encoding a real frame: a method payload
+(``node.methods.payloads``) is mapped to its protocol message by the node's own seam
+(``node.payload.to_message``) and framed by ``protocol.encode`` in an ``Envelope``, exactly as
+``node.exchange`` does. A dense payload's size depends only on its kind, the model's shapes
+and the msgpack size class of the envelope's integers (sequence number, round), so each
+distinct size is encoded once and reused; payloads whose size depends on their values (masks,
+positions) are encoded per peer (``Wire.encoded``). The node sends, per peer: a ``Hello`` to
+every neighbour before round 0, each round's payload (one body, one sequence number, to every
+target), and a ``Bye`` to every neighbour at the end; each distinct body takes the next
+sequence number. The all-reduce reference charges one raw model upload (``sum(nbytes)``) per
+peer and round (``sims.allreduce``). docs/algorithms.md §7.
 """
 
 from __future__ import annotations
@@ -16,92 +20,87 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from spargo.protocol import (
-    Bye,
-    Envelope,
-    FullModel,
-    Hello,
-    NamedTensor,
-    Thresholds,
-    encode,
-    model_signature,
-)
+from spargo.node.methods import payloads as p
+from spargo.node.payload import signature_hash, to_message
+from spargo.protocol import Bye, Envelope, Hello, Message, encode
 
 #: The swarm id the simulator's peers use (``sims.swarm.SWARM``).
 SWARM = "sim"
+#: Message kinds whose size ``Wire.send`` finds from one encoded prototype.
+KINDS = ("hello", "bye", "model", "share", "copy", "tau")
 
 
 class Wire:
-    """Running per-peer totals: ``bytes_sent[p]`` and ``messages_sent[p]``."""
+    """Running per-peer totals: ``bytes_sent[p]`` and ``messages_sent[p]``.
 
-    def __init__(
-        self,
-        ids: Sequence[str],
-        names: Sequence[str],
-        shapes: Sequence[tuple[int, ...]],
-        method_name: str,
-    ) -> None:
+    ``signature``: the tensors peers exchange, as the node method's ``signature()`` (names,
+    shapes, model order, SpaFL's threshold count); it fixes every dense message's layout.
+    """
+
+    def __init__(self, ids: Sequence[str], signature: p.Signature) -> None:
         self.ids = list(ids)
-        self.names = list(names)
-        self.shapes = list(shapes)
-        self.method_name = method_name
-        self.signature = model_signature(
-            [(n, tuple(s), "float32") for n, s in zip(names, shapes, strict=True)]
-        )
+        self.signature = signature
         n = len(self.ids)
         self.seq = np.zeros(n, dtype=np.int64)
         self.bytes_sent = np.zeros(n, dtype=np.int64)
         self.messages_sent = np.zeros(n, dtype=np.int64)
-        self._sizes: dict[tuple[object, ...], int] = {}
-        #: SpaFL: how many thresholds its ``Thresholds`` message carries.
-        self.thresholds = 0
+        self._sizes: dict[tuple[str, int, int], int] = {}
 
-    def _size(self, kind: str, seq: int, round_index: int, extra: int = 0) -> int:
-        key = (kind, seq.bit_length(), round_index.bit_length(), extra.bit_length())
+    def _prototype(self, kind: str, round_index: int) -> Message:
+        """A message of ``kind`` whose encoded size is that of every message of its kind."""
+        if kind == "hello":
+            return Hello(model_signature=signature_hash(self.signature))
+        if kind == "bye":
+            return Bye(reason="shutdown")
+        if kind == "tau":
+            return to_message(p.ThresholdVector(np.zeros(self.signature.thresholds, np.float32)))
+        arrays = {n: np.zeros(s, dtype=np.float32) for n, s in self.signature.shapes.items()}
+        if kind == "share":  # any mass > 0 packs as the same float64
+            return to_message(p.PushShare(arrays, 0.5))
+        if kind == "copy":  # a CHOCO stream starts with a copy; in lock-step rounds its
+            return to_message(p.StreamCopy(round_index, arrays))  # number is the round's
+        return to_message(p.Model(arrays))
+
+    def _size(self, kind: str, seq: int, round_index: int) -> int:
+        key = (kind, seq.bit_length(), round_index.bit_length())
         found = self._sizes.get(key)
         if found is None:
-            body: Hello | FullModel | Bye | Thresholds
-            if kind == "tau":
-                body = Thresholds(values=np.zeros(self.thresholds, dtype=np.float32))
-            elif kind == "hello":
-                body = Hello(self.ids[0], SWARM, 1, self.signature, extra, (self.method_name,))
-            elif kind == "bye":
-                body = Bye(reason="shutdown")
-            else:
-                tensors = tuple(
-                    NamedTensor(n, np.zeros(s, dtype=np.float32))
-                    for n, s in zip(self.names, self.shapes, strict=True)
-                )
-                body = FullModel(tensors=tensors, weight=0.5 if kind == "share" else 1.0)
-            envelope = Envelope(SWARM, self.ids[0], seq, round_index, body)
-            found = self._sizes[key] = len(encode(envelope))
+            body = self._prototype(kind, round_index)
+            found = self._sizes[key] = len(
+                encode(Envelope(SWARM, self.ids[0], seq, round_index, body))
+            )
         return found
 
-    def send(
-        self, kind: str, round_index: int, fanout: np.ndarray, extra: np.ndarray | None = None
-    ) -> np.ndarray:
+    def send(self, kind: str, round_index: int, fanout: np.ndarray) -> np.ndarray:
         """Every peer p with ``fanout[p] > 0`` sends one new body (the next sequence number)
         to that many peers; returns each peer's message size in bytes [N] (0: sent none).
 
-        ``kind``: ``hello`` (``extra`` = degree), ``model``, ``share`` (push-sum), ``tau``
-        (SpaFL thresholds) or ``bye``.
+        ``kind``: ``hello``, ``model`` (``Model``), ``share`` (push-sum's ``PushShare``),
+        ``copy`` (CHOCO's ``StreamCopy``), ``tau`` (SpaFL's ``ThresholdVector``) or ``bye``.
         """
+        if kind not in KINDS:
+            raise ValueError(f"message kind {kind!r} is unknown; use one of {', '.join(KINDS)}")
         sending = np.flatnonzero(fanout > 0)
         self.seq[sending] += 1
-        extras = np.zeros(len(self.ids), dtype=np.int64) if extra is None else extra
-        classes = _bits(self.seq[sending]) * 64 + _bits(extras[sending])
+        classes = _bits(self.seq[sending])
         sizes = np.zeros(len(self.ids), dtype=np.int64)
         for cls in np.unique(classes):
             chosen = sending[classes == cls]
-            p = int(chosen[0])
-            sizes[chosen] = self._size(kind, int(self.seq[p]), round_index, int(extras[p]))
+            sizes[chosen] = self._size(kind, int(self.seq[chosen[0]]), round_index)
         self.bytes_sent += sizes * fanout
         self.messages_sent += fanout
         return sizes
 
+    def encoded(self, peer: int, round_index: int, payload: p.Payload) -> int:
+        """The encoded size of peer ``peer``'s next message carrying ``payload`` (sequence
+        number ``seq[peer] + 1``), in bytes; count it with ``add``."""
+        seq = int(self.seq[peer]) + 1
+        envelope = Envelope(SWARM, self.ids[peer], seq, round_index, to_message(payload))
+        return len(encode(envelope))
+
     def add(self, sizes: np.ndarray, fanout: np.ndarray) -> np.ndarray:
-        """Like ``send`` with each peer's message size already known (encoded by the caller
-        with sequence number ``seq[p] + 1``); returns ``sizes``."""
+        """Like ``send`` with each peer's message size already known (``encoded``);
+        returns ``sizes``."""
         self.seq[fanout > 0] += 1
         self.bytes_sent += sizes * fanout
         self.messages_sent += fanout

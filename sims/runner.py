@@ -194,7 +194,14 @@ def run(
     if scenario.engine == "batched":
         from spargo.sims.batched import run_batched
 
-        return run_batched(scenario, on_round=on_round)
+        return run_batched(
+            scenario,
+            on_round=on_round,
+            on_row=on_row,
+            on_record=on_record,
+            stop=stop,
+            trackers=trackers,
+        )
     torch.set_num_threads(1)
     started = time.perf_counter()
     basis = accuracy_basis(scenario.method)

@@ -147,8 +147,29 @@ def test_a_model_that_is_not_an_mlp_is_a_one_line_error(monkeypatch: pytest.Monk
         ({"engine": "batched", "loss": 0.1}, "--loss needs --engine node"),
         ({"engine": "batched", "mode": "async"}, "--mode rounds only"),
         (
-            {"engine": "batched", "method_options": {"mix": "pushsum_rs"}},
-            "mix in mh, pushsum, not 'pushsum_rs'",
+            {"engine": "batched", "method": "pushsum_rs"},
+            "--engine batched runs methods dense, vc, pushsum, choco, fedsparsify, spafl, "
+            "allreduce, local; not 'pushsum_rs': use --engine node",
+        ),
+        (
+            {"engine": "batched", "method_options": {"mix": "pushsum"}},
+            "dense option mix=pushsum is a method of its own now: use method pushsum",
+        ),
+        (
+            {"engine": "batched", "method_options": {"robust": "median"}},
+            "--engine batched runs dense with robust=none only, not 'median'",
+        ),
+        (
+            {"engine": "batched", "method": "pushsum", "method_options": {"mix": "mh"}},
+            "method 'pushsum' has no option 'mix'; valid: none",
+        ),
+        (
+            {"engine": "batched", "method": "allreduce", "method_options": {"x": 1}},
+            "method 'allreduce' has no option 'x'",
+        ),
+        (
+            {"engine": "batched", "method": "spafl", "method_options": {"alpha": -1}},
+            "alpha",
         ),
         ({"engine": "batched", "method": "local", "method_options": {"x": 1}}, "takes no --option"),
     ],
@@ -171,9 +192,9 @@ def test_cli_runs_the_batched_engine_and_rejects_what_it_cannot(
     argv = ["sim", "--engine", "batched", "--method", "vc", "--nodes", "8", "--rounds", "2"]
     argv += ["--task", "synthetic", "--topology", "ring", "--eval-peers", "4", "--quiet"]
     assert main([*argv, "--json", "--no-plots", "--out", str(tmp_path / "run")]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert "; a sample of 4 peers)" in lines[-2]
-    last = lines[-1]
+    captured = capsys.readouterr()  # with --json the summary line goes to stderr
+    assert "; a sample of 4 peers)" in captured.err.strip().splitlines()[-1]
+    last = captured.out.strip().splitlines()[-1]
     assert '"engine": "batched"' in last
     assert '"eval_peers": 4' in last
     assert_one_line_error(
@@ -194,8 +215,7 @@ def test_a_method_the_batched_engine_lacks_is_named_with_the_supported_ones(
     with pytest.raises(ScenarioError) as caught:
         Scenario(method="vc", method_options={}, engine="batched")
     assert str(caught.value) == (
-        "--engine batched runs methods dense, local (dense also with --option mix=pushsum); "
-        "not 'vc': use --engine node"
+        "--engine batched runs methods dense, local; not 'vc': use --engine node"
     )
 
 
@@ -213,3 +233,28 @@ def test_training_in_peer_chunks_changes_nothing(
     assert [(m.loss, m.accuracy, m.density) for m in chunked.rounds] == [
         (m.loss, m.accuracy, m.density) for m in whole.rounds
     ]
+
+
+def test_a_stop_ends_the_run_between_rounds_and_the_callbacks_see_every_round() -> None:
+    from spargo.sims.runner import StopFlag
+
+    stop = StopFlag()
+    rows: list[dict[str, Any]] = []
+    records: list[Any] = []
+
+    def on_round(round_index: int, metrics: list[Any]) -> None:
+        assert rows[-1]["round"] == round_index
+        assert len(metrics) == 8
+        if round_index == 1:
+            stop.request()
+
+    scenario = small(engine="batched", rounds=5)
+    result = run(
+        scenario, on_round=on_round, on_row=rows.append, on_record=records.append, stop=stop
+    )
+    assert result.summary["interrupted"] is True
+    assert result.summary["rounds_done"] == 2 == len(rows)
+    assert [m.round for m in records] == [0] * 8 + [1] * 8
+    whole = run(scenario)
+    assert whole.summary["interrupted"] is False
+    assert whole.summary["rounds_done"] == 5
