@@ -28,6 +28,7 @@ import logging
 import random
 import secrets
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ from spargo.node.transports.mqtt_session import (
     MIN_CHUNK_BYTES,
     NODELAY,
     UNSUPPORTED_VERSION,
+    accept_broker_puback_codes,
     hook_callbacks,
     session_options,
     translate,
@@ -97,14 +99,16 @@ class MqttTransport(NetworkTransport):
             if config.seed is not None
             else (secrets.token_hex(8))
         )
-        self._presence = PresenceBook(peer_id, self.boot)
+        self.started_at = time.time()  # wall clock: compared with other processes' starts
+        self._presence = PresenceBook(peer_id, self.boot, self.started_at)
         self._version = (
             aiomqtt.ProtocolVersion.V5 if config.mqtt_version == 5 else aiomqtt.ProtocolVersion.V311
         )
         #: The largest MQTT payload we publish: chunk_bytes, lowered to what the broker
         #: announces (CONNACK Maximum Packet Size) or refuses (PUBACK 0x95).
         self.chunk_bytes = config.chunk_bytes
-        self._refusals: list[int] = []  # PUBACK reason codes >= 0x80, in arrival order
+        self._refusals: list[int] = []
+        accept_broker_puback_codes()  # PUBACK reason codes >= 0x80, in arrival order
         self._conn: _Connection | None = None
         self._connected = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -178,14 +182,14 @@ class MqttTransport(NetworkTransport):
             raise translate(exc, what) from exc
         try:
             timeout_s = self.config.publish_timeout_s
+            self._presence.connecting()
             await client.subscribe(self.topics.inbox(self.peer_id), qos=1, timeout=timeout_s)
             await client.subscribe(self.topics.presence(), qos=1, timeout=timeout_s)
-            await asyncio.sleep(0)  # let retained presence replayed on subscribe be read first
-            if self._failure is not None:
-                raise self._failure
             await client.publish(
                 self.topics.presence(self.peer_id),
-                presence_payload(self.peer_id, online=True, boot=self.boot),
+                presence_payload(
+                    self.peer_id, online=True, boot=self.boot, started_at=self.started_at
+                ),
                 qos=1,
                 retain=True,
                 timeout=timeout_s,
@@ -294,7 +298,7 @@ class MqttTransport(NetworkTransport):
             return
         other = self._presence.update(peer_id, presence, retained)
         if other is not None:
-            self._fail(self._duplicate(f"another process, boot {other}, announced it"))
+            self._fail(self._duplicate(f"an older process, boot {other}, holds it"))
 
     @property
     def connected(self) -> bool:
@@ -374,7 +378,8 @@ class MqttTransport(NetworkTransport):
     def _raise_refusals(self, topic: str) -> None:
         """A PUBACK with a failure reason code (MQTT 5) is a send failure: counted by
         reason, logged (once per reason at warning level) and raised."""
-        refusals, self._refusals = self._refusals, []
+        refusals = list(self._refusals)  # the paho hook holds this list's append: keep it
+        self._refusals.clear()
         if not refusals:
             return
         code = refusals[0]

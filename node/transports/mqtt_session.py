@@ -19,7 +19,7 @@ from aiomqtt.exceptions import MqttConnectError
 
 from spargo.node.errors import ConnectError, TransportError
 from spargo.node.transports.mqtt_config import MqttConfig
-from spargo.node.transports.mqtt_wire import SESSION_TAKEN_OVER
+from spargo.node.transports.mqtt_wire import PACKET_TOO_LARGE, SESSION_TAKEN_OVER
 
 LOG = logging.getLogger(__name__)
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
@@ -73,6 +73,22 @@ def session_options(version: aiomqtt.ProtocolVersion, config: MqttConfig) -> dic
     if not config.clean_session:
         properties.SessionExpiryInterval = SESSION_EXPIRY_S
     return {"clean_start": config.clean_session, "properties": properties}
+
+
+def accept_broker_puback_codes() -> None:
+    """Let paho decode a PUBACK carrying 0x95 "packet too large".
+
+    Mosquitto 2 answers a publish over its ``message_size_limit`` with that code, which
+    MQTT 5 lists for CONNACK and DISCONNECT only; paho 2 then calls the PUBACK malformed
+    and drops the connection, so the refusal would look like a flaky link forever. Adding
+    PUBACK to the code's packet types (idempotent) lets the refusal through as a refusal.
+    """
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    packet_types = ReasonCode.names.get(PACKET_TOO_LARGE, {}).get("Packet too large")
+    if isinstance(packet_types, list) and PacketTypes.PUBACK not in packet_types:
+        packet_types.append(PacketTypes.PUBACK)
 
 
 def _code(args: tuple[Any, ...], index: int) -> int:
