@@ -103,7 +103,9 @@ class PresenceBook:
     overwritten by our first announcement. (A replay on the first connection may arrive
     after our own announcement, so it proves nothing.) The newer process of the two (later
     ``started_at``, then the larger boot nonce) gives way; the older one carries on, so a
-    second process started by mistake stops and the running peer is left alone. Other ids: an "offline" (a clean close or a last will) from a boot other
+    second process started by mistake stops and the running peer is left alone.
+
+    Other ids: an "offline" (a clean close or a last will) from a boot other
     than the one last seen online is a replaced process's goodbye and is ignored, so the
     swarm does not see a live peer flap offline.
     """

@@ -5,6 +5,7 @@ message vanishing."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import replace
@@ -44,7 +45,8 @@ async def test_a_second_process_with_the_same_id_stops_one_of_them(
             assert failed == [second]  # the newcomer gives way; the running peer goes on
             error = failed[0].failure
             assert isinstance(error, DuplicatePeer)
-            assert "'a'" in str(error) and "\n" not in str(error)
+            assert "'a'" in str(error)
+            assert "\n" not in str(error)
             with pytest.raises(DuplicatePeer):  # the peer's receive loop ends with it
                 async for _ in failed[0].incoming():
                     pass
@@ -52,7 +54,7 @@ async def test_a_second_process_with_the_same_id_stops_one_of_them(
             await watcher.send("a", b"to the survivor")
             assert await receive(survivor, 1) == [("c", b"to the survivor")]
             sampler.cancel()
-            flips = sum(1 for x, y in zip(seen, seen[1:], strict=False) if x != y)
+            flips = sum(1 for x, y in itertools.pairwise(seen) if x != y)
             assert flips <= 2, f"the watcher saw 'a' flap {flips} times"
             assert "a" in watcher.online_peers()
         finally:
