@@ -1,0 +1,100 @@
+"""`spargo node` start-up checks: each mistake is one line and a status, at once, before the
+peer connects (checkpoints that do not fit, unwritable paths, empty shards, no neighbours)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from spargo.node.checkpoint import checkpoint_path, save_checkpoint
+
+PEER = """[node]
+peer_id = "peer-0"
+rounds = 2
+{node}
+[transport]
+kind = "tcp"
+[transport.peers]
+peer-0 = "127.0.0.1:{port}"
+peer-1 = "127.0.0.1:1"
+[topology]
+graph = "line"
+peers = ["peer-0", "peer-1"]
+wait_for_neighbours_s = 0.5
+[task]
+name = "synthetic"
+{task}
+"""
+
+
+def _free_port() -> int:
+    from spargo.node.broker import free_port
+
+    return free_port()
+
+
+def _run(
+    tmp_path: Path, *args: str, node: str = "", task: str = ""
+) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "peer.toml"
+    config.write_text(PEER.format(node=node, task=task, port=_free_port()))
+    return subprocess.run(
+        [sys.executable, "-m", "spargo", "node", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str], status: int = 2) -> str:
+    assert proc.returncode == status, proc
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_a_checkpoint_for_another_method_is_one_line_at_once(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    save_checkpoint(
+        checkpoint_path(state, "peer-0"),
+        {"peer_id": "peer-0", "method_name": "spafl", "round": 1, "seq": 1,
+         "model": {"w": torch.zeros(2)}, "method": {}},
+    )  # fmt: skip
+    started = time.perf_counter()
+    line = _one_line_error(_run(tmp_path, node=f'checkpoint_dir = "{state}"'))
+    assert time.perf_counter() - started < 60  # no 30 s wait for neighbours first
+    assert "peer-0.ckpt was made for method 'spafl', not 'dense'" in line
+    assert "--fresh" in line
+
+
+def test_fresh_starts_over_and_no_neighbour_is_exit_3(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    path = checkpoint_path(state, "peer-0")
+    path.parent.mkdir()
+    path.write_bytes(b"SPARGOCK truncated")
+    line = _one_line_error(_run(tmp_path, node=f'checkpoint_dir = "{state}"'))
+    assert "truncated" in line
+    assert str(path) in line
+    proc = _run(tmp_path, "--fresh", node=f'checkpoint_dir = "{state}"')
+    assert proc.returncode == 3, proc
+    assert "no neighbour reachable after 0 s (peer-1)" in proc.stderr
+
+
+def test_unwritable_paths_and_empty_shards_are_rejected_at_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    line = _one_line_error(_run(tmp_path, node=f'checkpoint_dir = "{blocker}/state"'))
+    assert "checkpoint_dir" in line
+    assert "not a writable directory" in line
+    line = _one_line_error(_run(tmp_path, "--metrics", f"{blocker}/m.jsonl"))
+    assert "[metrics] path" in line
+    line = _one_line_error(_run(tmp_path, task="shards = 2000\nshard = 1999"))
+    assert "too few" in line or "cannot give each" in line
+    line = _one_line_error(_run(tmp_path, "--peers", ""))
+    assert "--peers" in line
