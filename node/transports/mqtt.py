@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import secrets
@@ -37,6 +36,7 @@ import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
 from spargo.node.errors import ConnectError, DuplicatePeer, MessageTooLarge, TransportError
+from spargo.node.metrics import strict_json
 from spargo.node.transports.base import NetworkTransport
 from spargo.node.transports.mqtt_config import MqttConfig
 from spargo.node.transports.mqtt_observe import observe
@@ -402,7 +402,7 @@ class MqttTransport(NetworkTransport):
         """Publish ``status`` as retained JSON on ``status/<peer_id>`` (for spargo monitor)."""
         self._check_open()
         conn = await self._connection()
-        body = json.dumps({"peer_id": self.peer_id, **status}, default=str).encode()
+        body = strict_json({"peer_id": self.peer_id, **status}, default=str).encode()
         await self._publish_all(conn, self.topics.status(self.peer_id), [body], retain=True)
 
 
