@@ -129,6 +129,7 @@ def plot_accuracy(rows: list[dict[str, Any]], path: Path, summary: Mapping[str, 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     x = [r["round"] for r in rows]
     nan = float("nan")
@@ -145,6 +146,7 @@ def plot_accuracy(rows: list[dict[str, Any]], path: Path, summary: Mapping[str, 
     ax.plot(x, mean, marker="o", markersize=3, color="C0", label="mean over peers")
     ax.plot(x, worst, ls="--", marker="v", markersize=3, color="C3", label="worst peer")
     ax.set_ylim(0, 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.savefig(path, dpi=110)
