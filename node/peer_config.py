@@ -4,14 +4,19 @@ The file has six tables (see examples/): ``[node]`` (a ``NodeConfig``), ``[trans
 registry kind and its settings), ``[topology]`` (``graph``, ``peers`` or ``count``/``prefix``,
 ``seed``, ``sampler``, ``wait_for_neighbours_s``, ``no_neighbours``), ``[task]`` (``name``,
 ``shards``/``shard``, ``partition``), ``[log]`` (``level``) and ``[metrics]`` (``path``).
+Secrets can stay out of the file and the command line: ``[node] keys_file``, ``[transport]
+password_file`` (both relative to systemd's ``$CREDENTIALS_DIRECTORY`` when set) or the
+``SPARGO_MQTT_PASSWORD`` environment variable.
 Every table rejects unknown keys with a did-you-mean hint; every value is checked for type
 and range here, so a bad one is one ``ConfigError`` line naming the key, before anything runs.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from spargo.node.checks import check_keys, number_in, whole_in
@@ -143,9 +148,44 @@ def _string(table: Mapping[str, Any], key: str, section: str, default: str) -> s
     return value
 
 
+def secret_path(value: object, key: str) -> Path:
+    """Where the secret file ``value`` is: absolute, or relative to systemd's
+    ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=``) when set, else to the working directory."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} must be a file name (string), got {value!r}")
+    path = Path(value)
+    base = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not path.is_absolute() and base:
+        path = Path(base) / path
+    if not path.is_file():
+        raise ConfigError(f"{key}: file {str(path)!r} does not exist")
+    return path
+
+
+def _load_secrets(tables: dict[str, dict[str, Any]]) -> None:
+    """Secrets kept out of the config and the command line: ``[node] keys_file`` (a TOML
+    file of ``key_id = "hex"`` lines, optionally ``active_key_id``), ``[transport]
+    password_file``, or the ``SPARGO_MQTT_PASSWORD`` environment variable (an
+    ``EnvironmentFile=``). A value set inline wins."""
+    node, transport = tables["node"], tables["transport"]
+    if "keys_file" in node:
+        data = load_toml(secret_path(node.pop("keys_file"), "[node] keys_file"))
+        active = data.pop("active_key_id", None)
+        node.setdefault("keys", data)
+        if active is not None:
+            node.setdefault("active_key_id", active)
+    if "password_file" in transport:
+        path = secret_path(transport.pop("password_file"), "[transport] password_file")
+        transport.setdefault("password", path.read_text().strip())
+    env_password = os.environ.get("SPARGO_MQTT_PASSWORD")
+    if env_password and transport.get("kind", "mqtt") == "mqtt":
+        transport.setdefault("password", env_password)
+
+
 def load_setup(path: str | None, flags: Mapping[str, Any]) -> PeerSetup:
     """Merge the TOML file (if any) with flags; every problem is a one-line ConfigError."""
     tables = _tables(path, flags)
+    _load_secrets(tables)
     level = flags.get("log_level") or tables["log"].get("level", "info")
     if level not in LOG_LEVELS:
         raise ConfigError(f"log level {level!r} is unknown; use one of {', '.join(LOG_LEVELS)}")

@@ -131,3 +131,39 @@ def test_a_failed_metrics_write_is_retried_with_the_next_line(tmp_path: Path) ->
     sink.close()
     rounds = [json.loads(x)["round"] for x in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert rounds == [0, 1]
+
+
+def test_secrets_come_from_credential_files_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials = tmp_path / "creds"
+    credentials.mkdir()
+    (credentials / "swarm-keys.toml").write_text(f'active_key_id = 2\n2 = "{"ab" * 32}"\n')
+    (credentials / "mqtt-password").write_text("s3cret\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    text = (
+        '[node]\npeer_id = "peer-0"\nkeys_file = "swarm-keys.toml"\n'
+        '[transport]\nkind = "mqtt"\npassword_file = "mqtt-password"\n[topology]\ncount = 3\n'
+    )
+    setup = _setup(tmp_path, text)
+    assert dict(setup.node.keys) == {2: "ab" * 32}
+    assert setup.node.active_key_id == 2
+    assert setup.transport["password"] == "s3cret"
+    monkeypatch.setenv("SPARGO_MQTT_PASSWORD", "from-env")
+    setup = _setup(tmp_path, HEAD.replace('kind = "tcp"', 'kind = "mqtt"'))
+    assert setup.transport["password"] == "from-env"
+    with pytest.raises(ConfigError, match=r"keys_file: file .*missing\.toml' does not exist"):
+        _setup(tmp_path, text.replace("swarm-keys.toml", "missing.toml"))
+
+
+def test_the_example_units_are_sandboxed() -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    for name in ("spargo-node.service", "spargo-node@.service"):
+        unit = (examples / name).read_text()
+        for line in ("DynamicUser=yes", "LoadCredential=", "StartLimitBurst=",
+                     "RestartPreventExitStatus=2 3", "ProtectSystem=strict"):  # fmt: skip
+            assert line in unit, (name, line)
+        assert "--password" not in unit
+    template = (examples / "spargo-node@.service").read_text()
+    assert "--peer-id %i" in template
+    assert "StateDirectory=spargo/%i" in template
