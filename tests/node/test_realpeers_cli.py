@@ -98,3 +98,48 @@ def test_unwritable_paths_and_empty_shards_are_rejected_at_start(tmp_path: Path)
     assert "too few" in line or "cannot give each" in line
     line = _one_line_error(_run(tmp_path, "--peers", ""))
     assert "--peers" in line
+
+
+def test_a_neighbour_that_never_starts_stalls_nobody_beyond_the_waits(tmp_path: Path) -> None:
+    """peer-2 never starts: peer-0 and peer-1 wait wait_for_neighbours_s, then one round
+    deadline a round, finish, and name peer-2 as silent in their final metrics."""
+    import json
+
+    ports = {f"peer-{i}": _free_port() for i in range(3)}
+    book = "\n".join(f'{p} = "127.0.0.1:{port}"' for p, port in ports.items())
+    config = tmp_path / "peers.toml"
+    config.write_text(
+        "[node]\nrounds = 3\nlocal_steps = 2\nround_deadline_s = 1.0\nsilent_rounds = 2\n"
+        f'[transport]\nkind = "tcp"\n[transport.peers]\n{book}\n'
+        '[topology]\ngraph = "ring"\npeers = ["peer-0", "peer-1", "peer-2"]\n'
+        'wait_for_neighbours_s = 2.0\n[task]\nname = "synthetic"\n'
+    )
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "spargo",
+                "node",
+                "--config",
+                str(config),
+                "--peer-id",
+                peer,
+                "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for peer in ("peer-0", "peer-1")
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    elapsed = time.perf_counter() - started
+    for proc, (out, err) in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, err
+        assert "starting without peer-2" in err
+        final = json.loads(out.strip().splitlines()[-1])
+        assert final["round"] == 2
+        assert final["silent"] == ["peer-2"]
+    assert elapsed < 90  # start-up, 2 s wait, 3 rounds of at most 1 s deadline each

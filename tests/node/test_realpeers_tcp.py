@@ -123,3 +123,40 @@ def test_tcp_config_rejects_bad_limits() -> None:
         TcpConfig(max_inbound_connections=2, max_handshaking_connections=5)
     with pytest.raises(ValueError, match="timeouts must be positive"):
         TcpConfig(idle_timeout_s=0)
+
+
+async def test_the_round_loop_survives_a_flood_past_the_descriptor_limit() -> None:
+    """A peer with 48 file descriptors, flooded with 90 connections: accept fails with
+    EMFILE, yet its loop keeps ticking and a real peer's message still arrives after."""
+    import sys
+
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.node.emfile_peer",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stdout is not None
+    address = (await asyncio.wait_for(child.stdout.readline(), 60)).decode().strip()
+    host, port = address.rsplit(":", 1)
+    flood = []
+    for _ in range(90):
+        with contextlib.suppress(OSError):
+            flood.append(await asyncio.open_connection(host, int(port)))
+    await asyncio.sleep(2.0)
+    for _, writer in flood:
+        writer.close()
+    await asyncio.sleep(1.5)  # the handshake timeout frees the slots the flood held
+    async with TcpTransport(SMALL, "b") as b:
+        b.add_peer("a", address)
+        for _ in range(50):  # a few attempts: the backlog may still hold flood connections
+            try:
+                await b.send("a", b"after the flood")
+                break
+            except Exception:
+                await asyncio.sleep(0.3)
+    out, err = await asyncio.wait_for(child.communicate(), 60)
+    assert child.returncode == 0, err.decode()[-2000:]
+    words = out.decode().split()
+    ticks, received = int(words[words.index("ticks") + 1]), int(words[words.index("received") + 1])
+    assert received == 1
+    assert ticks >= 30, "the round loop stalled during the flood"
+    assert "Too many open files" in err.decode(), "the flood never reached the fd limit"
