@@ -115,23 +115,11 @@ def test_a_neighbour_that_never_starts_stalls_nobody_beyond_the_waits(tmp_path: 
         'wait_for_neighbours_s = 2.0\n[task]\nname = "synthetic"\n'
     )
     started = time.perf_counter()
+    command = [sys.executable, "-m", "spargo", "node", "--config", str(config), "--json"]
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "spargo",
-                "node",
-                "--config",
-                str(config),
-                "--peer-id",
-                peer,
-                "--json",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
+            [*command, "--peer-id", peer], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for peer in ("peer-0", "peer-1")
     ]
     outs = [p.communicate(timeout=120) for p in procs]
