@@ -1,12 +1,12 @@
 """``spargo node``: one real peer, configured from a TOML file and flags.
 
-The file has four tables (see examples/): ``[node]`` (a ``NodeConfig``: peer id, swarm,
-method, rounds, checkpoint directory…), ``[transport]`` (``kind = "mqtt"`` or ``"tcp"`` and
-its address and credentials), ``[topology]`` (``graph`` = generator name or graph file,
-``peers`` = the swarm's peer ids or ``count`` = N for ids ``peer-0..N-1`` — a graph file's
-node labels are its peer ids by default, and must match ``peers`` exactly — ``seed``,
-``sampler``) and ``[task]`` (``name``, and ``shards`` / ``shard`` for a seeded IID slice).
-Flags override the file. Errors are one line; the exit status is 2.
+The tables of the file and how each key is checked: ``node.peer_config`` (see examples/).
+Flags override the file. Before connecting, the peer checks everything it can: the
+checkpoint directory and metrics file are writable, its data shard is not empty, an existing
+checkpoint fits this peer, model and method (``--fresh`` ignores it). Then it waits for its
+neighbours (MQTT presence, TCP connections) up to ``[topology] wait_for_neighbours_s``.
+Exit status: 0 done; 2 a configuration error, a checkpoint that does not fit or a duplicate
+peer id (one line on stderr); 3 no neighbour reachable (``no_neighbours = "exit"``).
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from spargo.node.errors import ConfigError, NodeError
 from spargo.node.methods.registry import method_help
 from spargo.node.peer_config import LOG_LEVELS, PeerSetup, load_setup, transport_table
-from spargo.node.transports.base import AddressBook, Membership, Reachability, StatusPublisher
+from spargo.node.peer_config import _peers_from as _peers_from  # moved; still importable here
+from spargo.node.peer_startup import check_writable, local_data, wait_for_neighbours
+from spargo.node.transports.base import AddressBook, Membership, StatusPublisher
 from spargo.node.transports.registry import TRANSPORTS
 from spargo.node.view import MEMBERSHIP
 
@@ -107,42 +108,6 @@ def _membership_k(sampler: str) -> int:
         raise ConfigError(f"sampler {sampler!r}: use membership:K with a whole K") from None
 
 
-def local_data(setup: PeerSetup, train: Any) -> tuple[Any, Any]:
-    """This peer's (train, local test) split of its shard of ``train`` under
-    ``[task] partition`` (the simulator's partitioners); ConfigError when it is too small to
-    train on, as the simulator rejects it, instead of a run that reports NaN accuracy."""
-    from spargo.node.partition import partition_indices
-    from spargo.node.tasks import local_split
-
-    try:
-        index = partition_indices(train.y, setup.shards, setup.partition, setup.topology_seed)
-    except ValueError as exc:
-        raise ConfigError(f"[task] {exc}") from None
-    part = index[setup.shard]
-    if len(part) < 2:
-        raise ConfigError(
-            f"[task] shard {setup.shard} of {setup.shards} holds {len(part)} samples of "
-            f"{setup.task!r}: too few to train and test on; use fewer shards"
-        )
-    return local_split(train.subset(part), 0.2, setup.topology_seed + setup.shard)
-
-
-def check_writable(setup: PeerSetup) -> None:
-    """ConfigError (one line) unless the checkpoint directory and metrics file are writable."""
-    from spargo.node.checkpoint import check_writable_dir
-
-    if setup.node.checkpoint_dir is not None:
-        check_writable_dir(setup.node.checkpoint_dir, "checkpoint_dir")
-    if setup.metrics_path is not None:
-        path = Path(setup.metrics_path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a"):
-                pass
-        except OSError as exc:
-            raise ConfigError(f"[metrics] path {str(path)!r} is not writable: {exc}") from None
-
-
 async def run_peer(setup: PeerSetup, *, print_json: bool = False) -> int:
     """Run one peer to the end (or until SIGINT/SIGTERM); returns an exit status.
 
@@ -185,7 +150,7 @@ async def run_peer(setup: PeerSetup, *, print_json: bool = False) -> int:
 async def _serve(node: Any, statuses: asyncio.Queue[Any], setup: PeerSetup) -> int:
     async with node.transport, asyncio.TaskGroup() as group:
         reporter = group.create_task(_report(node, statuses), name="status")
-        if not await _wait_for_neighbours(node, setup):
+        if not await wait_for_neighbours(node, setup):
             reporter.cancel()
             return 3
         await node.run()
@@ -217,49 +182,6 @@ def _print_final(node: Any, setup: PeerSetup, print_json: bool) -> None:
     final["checkpoint_failures"] = node.checkpoint_failures
     if print_json:
         print(strict_json(final, sort_keys=True), flush=True)
-
-
-async def _wait_for_neighbours(node: Any, setup: PeerSetup) -> bool:
-    """Wait (bounded) until the neighbours are reachable, so round 0 is not lost: MQTT by
-    presence, TCP by connecting. False when none is after ``wait_for_neighbours_s`` and
-    ``no_neighbours = "exit"`` (the peer exits 3 instead of training alone)."""
-    wanted = set(node.view.neighbours) - {node.config.peer_id}
-    if not wanted:
-        return True
-    loop = asyncio.get_running_loop()
-    while True:
-        deadline = loop.time() + setup.startup_wait_s
-        reached = await _reachable(node.transport, wanted)
-        while loop.time() < deadline and reached < wanted:
-            await asyncio.sleep(0.2)
-            reached = await _reachable(node.transport, wanted - reached) | reached
-        if reached >= wanted:
-            return True
-        missing = ", ".join(sorted(wanted - reached))
-        if reached:
-            log.warning(
-                "starting without %s (unreachable after %.0f s)", missing, setup.startup_wait_s
-            )
-            return True
-        if setup.no_neighbours == "exit":
-            log.error(
-                "no neighbour reachable after %.0f s (%s); exiting (set [topology] "
-                'no_neighbours = "wait" to keep waiting)',
-                setup.startup_wait_s,
-                missing,
-            )
-            return False
-        log.warning("no neighbour reachable yet (%s); still waiting", missing)
-
-
-async def _reachable(transport: Any, peers: set[str]) -> set[str]:
-    """Which of ``peers`` the transport can reach now (all of them if it cannot tell)."""
-    if isinstance(transport, Membership):
-        return peers & transport.online_peers()
-    if isinstance(transport, Reachability):
-        found = await asyncio.gather(*(transport.reach(p) for p in sorted(peers)))
-        return {p for p, ok in zip(sorted(peers), found, strict=True) if ok}
-    return set(peers)
 
 
 async def _report(node: Any, statuses: asyncio.Queue[Any]) -> None:
@@ -324,7 +246,11 @@ def add_parser(subparsers: Any) -> None:
         help="HOST:PORT this TCP peer listens on (default: its own entry in [transport] peers)",
     )
     p.add_argument("--username")
-    p.add_argument("--password")
+    p.add_argument(
+        "--password",
+        help="visible to every user of the host: prefer [transport] password_file or the "
+        "SPARGO_MQTT_PASSWORD environment variable",
+    )
     p.add_argument("--graph", help="topology: generator name or graph file")
     p.add_argument("--peers", help="comma-separated peer ids of the swarm")
     p.add_argument("--task", help="digits, synthetic, mnist:PATH, module:function")
