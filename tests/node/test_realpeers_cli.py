@@ -131,3 +131,31 @@ def test_a_neighbour_that_never_starts_stalls_nobody_beyond_the_waits(tmp_path: 
         assert final["round"] == 2
         assert final["silent"] == ["peer-2"]
     assert elapsed < 90  # start-up, 2 s wait, 3 rounds of at most 1 s deadline each
+
+
+async def test_no_neighbours_wait_keeps_waiting_until_one_answers() -> None:
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from spargo.node.peer_config import PeerSetup
+    from spargo.node.peer_startup import wait_for_neighbours
+
+    class Late:
+        """A transport whose peer-1 becomes reachable on the 20th probe."""
+
+        probes = 0
+
+        async def reach(self, peer_id: str) -> bool:
+            self.probes += 1
+            return self.probes >= 20
+
+    node = SimpleNamespace(
+        view=SimpleNamespace(neighbours=["peer-1"]),
+        config=SimpleNamespace(peer_id="peer-0"),
+        transport=Late(),
+    )
+    setup = PeerSetup(node=None, transport={}, startup_wait_s=0.3)  # type: ignore[arg-type]
+    assert not await wait_for_neighbours(node, setup)  # "exit": gives up after the wait
+    node.transport = Late()
+    assert await wait_for_neighbours(node, replace(setup, no_neighbours="wait"))
+    assert node.transport.probes == 20
