@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Iterator
+from typing import Any
 from dataclasses import replace
 
 import pytest
@@ -106,3 +107,28 @@ async def test_message_size_limit_is_honoured_not_silently_lost(
             assert await receive(b, 1) == [("a", message)]
             assert a.drop_counts()["send_refused_0x95"] >= 1  # counted, by reason
     assert any("refused a publish" in r.getMessage() for r in caplog.records)
+
+
+async def test_connack_maximum_packet_size_lowers_the_chunks() -> None:
+    # Brokers with max_packet_size announce it in CONNACK (MQTT 5); paho hands it to the
+    # hooked callback, which shrinks our chunks below it before anything is published.
+    from types import SimpleNamespace
+
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    transport = MqttTransport(replace(config_for_url("mqtt://127.0.0.1:1"), chunk_bytes=65536), "a")
+    client = transport._client()
+    paho = client._client
+    success = ReasonCode(PacketTypes.CONNACK, identifier=0)
+    paho.on_connect(paho, None, None, success, SimpleNamespace(MaximumPacketSize=8192))
+    assert transport.chunk_bytes == 8192 - 512
+    quota = ReasonCode(PacketTypes.PUBACK, identifier=0x97)
+    paho.on_publish(paho, None, 1, quota, None)  # quota exceeded: refused, counted
+    assert transport._refusals == [0x97]
+
+
+def config_for_url(url: str) -> Any:
+    from spargo.node.transports.mqtt_config import MqttConfig
+
+    return MqttConfig(url=url, swarm="s", seed=0)
