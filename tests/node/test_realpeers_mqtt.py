@@ -8,8 +8,8 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Iterator
-from typing import Any
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
