@@ -31,16 +31,33 @@ def checkpoint_path(directory: str | Path, peer_id: str) -> Path:
     return Path(directory) / f"{peer_id}.ckpt"
 
 
+def check_writable_dir(directory: str | Path, what: str) -> Path:
+    """Create ``directory`` if needed and prove it writable with a probe file; ConfigError
+    (one line naming ``what`` and the path) when it is not a directory or is read-only."""
+    from spargo.node.errors import ConfigError
+
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".spargo-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"{what} {str(path)!r} is not a writable directory: {reason}") from None
+    return path
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> int:
     """Write ``state`` atomically; returns the number of bytes written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
     blob = _HEADER.pack(MAGIC, FORMAT_VERSION, hashlib.sha256(payload).digest()) + payload
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with tmp.open("wb") as handle:
             handle.write(blob)
             handle.flush()

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from spargo.node.checks import check_keys, check_types, is_number, is_whole
 from spargo.node.errors import ConfigError
 from spargo.node.methods.registry import node_methods
 
@@ -51,6 +52,8 @@ class NodeConfig:
     active_key_id: int = 0
     checkpoint_dir: str | None = None
     checkpoint_every: int = 1
+    #: Warn when a neighbour has delivered nothing for this many consecutive rounds.
+    silent_rounds: int = 3
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method_options", MappingProxyType(dict(self.method_options)))
@@ -71,20 +74,37 @@ class NodeConfig:
             f"method {self.method!r} is unknown; use one of {', '.join(node_methods())}",
         )
         _check(self.mode in MODES, f"mode {self.mode!r} is unknown; use 'rounds' or 'async'")
-        for name in ("rounds", "local_steps", "batch_size", "eval_every", "checkpoint_every"):
+        for name in (
+            "rounds",
+            "local_steps",
+            "batch_size",
+            "eval_every",
+            "checkpoint_every",
+            "silent_rounds",
+        ):
             value = getattr(self, name)
             _check(
-                isinstance(value, int) and value >= 1,
+                is_whole(value) and value >= 1,
                 f"{name} must be a whole number >= 1, got {value!r}",
             )
         for name in ("lr", "round_deadline_s", "train_period_s", "gossip_period_s"):
             value = getattr(self, name)
             _check(
-                isinstance(value, int | float) and value > 0,
+                is_number(value) and value > 0,
                 f"{name} must be a positive number, got {value!r}",
             )
-        _check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}")
-        _check(self.max_staleness >= 0, "max_staleness must be >= 0")
+        _check(
+            is_number(self.momentum) and 0 <= self.momentum < 1,
+            f"momentum must be in [0, 1), got {self.momentum!r}",
+        )
+        _check(
+            is_whole(self.max_staleness) and self.max_staleness >= 0,
+            f"max_staleness must be a whole number >= 0, got {self.max_staleness!r}",
+        )
+        _check(
+            is_whole(self.seed) and self.seed >= 0,
+            f"seed must be a whole number >= 0, got {self.seed!r}",
+        )
         for key_id, key in self.keys.items():
             try:
                 ok = len(bytes.fromhex(key)) >= 16
@@ -111,13 +131,10 @@ def _check(ok: bool, message: str) -> None:
 
 
 def config_from_mapping(data: Mapping[str, Any], *, source: str = "config") -> NodeConfig:
-    """Build a ``NodeConfig`` from a mapping (e.g. the ``[node]`` table of a TOML file)."""
-    known = {f.name for f in fields(NodeConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
-        )
+    """Build a ``NodeConfig`` from a mapping (e.g. the ``[node]`` table of a TOML file);
+    unknown keys and values of the wrong type are one-line ConfigErrors naming the key."""
+    check_keys(data, (f.name for f in fields(NodeConfig)), source)
+    check_types(NodeConfig, {k: v for k, v in data.items() if k != "keys"}, source)
     values = dict(data)
     if "keys" in values:
         try:

@@ -8,6 +8,7 @@
         ├── UnknownPeer        no route to that peer id
         ├── MessageTooLarge    the payload exceeds the transport's limit
         └── ConnectError       the broker or peer could not be reached / refused us
+            └── DuplicatePeer  another live process already uses this peer id
 
 Third-party errors (aiomqtt, OSError, ssl) are translated into these at the adapter that sees
 them, so the rest of the node handles one family.
@@ -46,3 +47,7 @@ class MessageTooLarge(TransportError):
 
 class ConnectError(TransportError):
     """Could not connect, or the other side refused us (auth, TLS, ACL)."""
+
+
+class DuplicatePeer(ConnectError):
+    """Another live process holds this peer id on the swarm (the message names the id)."""

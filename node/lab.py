@@ -1,10 +1,15 @@
 """``spargo lab``: a testbed of real peer processes on this host, through a real broker.
 
 Starts Mosquitto on a free loopback port with a generated config (or uses ``--broker``),
-writes one peer config per process, launches N ``spargo node`` processes, waits for them,
-collects their final metrics and prints the same summary as ``spargo sim`` (``--json``: the
-last line). Every child runs in its own process group and is terminated (then killed) on
-success, failure or Ctrl-C, so no process is left behind.
+writes one peer config per process (the simulator's data, partition and method settings, a
+fresh swarm name per run unless ``--swarm``), launches N ``spargo node`` processes and
+restarts any that dies from its checkpoint (``--restarts``, ``node.lab_peers``). A progress
+line per round follows the peers' metrics files; at the end it writes the simulator's
+reports (``rounds.jsonl``, ``metrics.jsonl``, ``summary.json``, ``accuracy.png``;
+``node.lab_report``) and prints the same summary as ``spargo sim`` (``--json``: the last
+line), with restarts, drops by reason and silent neighbours. Every child runs in its own
+process group and is terminated (then killed) on success, failure or Ctrl-C, so no process
+is left behind.
 """
 
 from __future__ import annotations
@@ -14,17 +19,23 @@ import asyncio
 import contextlib
 import json
 import math
-import os
+import secrets
 import signal
 import sys
 import time
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spargo.node.checks import number_in, whole_in
 from spargo.node.errors import ConfigError
+from spargo.node.lab_peers import PeerProcesses, _collect, supervise
+from spargo.node.metrics import strict_json
 from spargo.node.web.options import WebOptions, add_web_flags, web_options
+
+__all__ = ["LAB_TRANSPORTS", "LabConfig", "PeerProcesses", "_collect", "run_lab"]
 
 #: How long a lab run may take before it is called failed and torn down.
 DEFAULT_TIMEOUT_S = 600.0
@@ -46,16 +57,37 @@ class LabConfig:
     workdir: Path = Path("runs/lab")
     round_deadline_s: float = 30.0
     timeout_s: float = DEFAULT_TIMEOUT_S
-    swarm: str = "lab"
+    #: None: a fresh name per run, so an earlier run's queued messages never mix in.
+    swarm: str | None = None
+    partition: str = "iid"
+    method_options: Mapping[str, Any] = field(default_factory=dict)
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    sampler: str = "all"
+    #: How many times each peer is restarted from its checkpoint after dying.
+    restarts: int = 2
+    plots: bool = True
     web: WebOptions | None = None  # --web: serve the dashboard while the lab runs
 
     def __post_init__(self) -> None:
         if self.web is not None and self.transport != "mqtt":
             raise ConfigError("--web needs --transport mqtt (it reads the broker's status topics)")
-        if self.nodes < 2:
-            raise ConfigError(f"--nodes must be at least 2, got {self.nodes}")
-        if self.rounds < 1:
-            raise ConfigError(f"--rounds must be at least 1, got {self.rounds}")
+        whole_in(self.nodes, "--nodes", 2)
+        whole_in(self.rounds, "--rounds", 1)
+        whole_in(self.local_steps, "--local-steps", 1)
+        whole_in(self.batch_size, "--batch-size", 1)
+        whole_in(self.seed, "--seed", 0)
+        whole_in(self.restarts, "--restarts", 0)
+        number_in(self.lr, "--lr", 0.0, open_low=True)
+        number_in(self.round_deadline_s, "--round-deadline-s", 0.0, open_low=True, unit=" s")
+        number_in(self.timeout_s, "--timeout-s", 0.0, open_low=True, unit=" s")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum!r}")
+        if self.swarm is None:
+            object.__setattr__(self, "swarm", f"lab-{secrets.token_hex(4)}")
+        elif not self.swarm or any(c in self.swarm for c in "/+# "):
+            raise ConfigError(f"--swarm {self.swarm!r} must be non-empty without '/+# '")
         if self.transport not in LAB_TRANSPORTS:
             raise ConfigError(
                 f"--transport {self.transport!r} is unknown; the lab runs "
@@ -126,13 +158,22 @@ def write_peer_configs(lab: LabConfig, broker_url: str | None, tcp_ports: list[i
                     "method": lab.method,
                     "rounds": lab.rounds,
                     "local_steps": lab.local_steps,
+                    "batch_size": lab.batch_size,
+                    "lr": lab.lr,
+                    "momentum": lab.momentum,
                     "seed": index,
                     "round_deadline_s": lab.round_deadline_s,
                     "checkpoint_dir": str(lab.workdir / "state"),
+                    "method_options": dict(lab.method_options),
                 },
                 "transport": transport,
-                "topology": {"graph": lab.topology, "peers": ids, "seed": lab.seed},
-                "task": {"name": lab.task},
+                "topology": {
+                    "graph": lab.topology,
+                    "peers": ids,
+                    "seed": lab.seed,
+                    "sampler": lab.sampler,
+                },
+                "task": {"name": lab.task, "partition": lab.partition},
                 "metrics": {"path": str(lab.workdir / f"{peer_id}.metrics.jsonl")},
             }
         )
@@ -143,53 +184,24 @@ def write_peer_configs(lab: LabConfig, broker_url: str | None, tcp_ports: list[i
     return paths
 
 
-class PeerProcesses:
-    """The launched peers; ``terminate`` leaves nothing behind."""
+async def run_lab(lab: LabConfig, *, quiet: bool = True) -> dict[str, Any]:
+    """Run the lab to the end; returns the summary (raises on failure, after cleaning up).
 
-    def __init__(self) -> None:
-        self.processes: dict[str, asyncio.subprocess.Process] = {}
-
-    async def launch(self, peer_id: str, config: Path, log_path: Path) -> None:
-        log = log_path.open("wb")
-        try:
-            self.processes[peer_id] = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "spargo.node.peer",
-                "--config",
-                str(config),
-                "--json",
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-                start_new_session=True,
-                env={**os.environ, "OMP_NUM_THREADS": "1"},
-            )
-        finally:
-            log.close()
-
-    async def terminate(self, grace_s: float = 5.0) -> None:
-        alive = [p for p in self.processes.values() if p.returncode is None]
-        for process in alive:
-            _signal_group(process.pid, signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in alive)), grace_s)
-        for process in alive:
-            if process.returncode is None:
-                _signal_group(process.pid, signal.SIGKILL)
-                await process.wait()
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-async def run_lab(lab: LabConfig) -> dict[str, Any]:
-    """Run the lab to the end; returns the summary (raises on failure, after cleaning up)."""
+    ``quiet`` False: a progress bar on a terminal and one line per round on stderr."""
     from spargo.node.broker import Mosquitto, MosquittoConfig, free_port
+    from spargo.node.lab_report import (
+        RoundWatcher,
+        follow_rounds,
+        lab_summary,
+        log_note,
+        report_rounds,
+        write_reports,
+    )
+    from spargo.node.progress import Progress
 
     started = time.perf_counter()
     peers = PeerProcesses()
+    watcher = RoundWatcher(lab.workdir, lab.peer_ids())
     async with contextlib.AsyncExitStack() as stack:
         broker_url = lab.broker
         if lab.transport == "mqtt" and broker_url is None:
@@ -197,8 +209,9 @@ async def run_lab(lab: LabConfig) -> dict[str, Any]:
             await stack.enter_async_context(broker)
             broker_url = broker.url
         ports = [free_port() for _ in range(lab.nodes)] if lab.transport == "tcp" else []
-        configs = write_peer_configs(lab, broker_url, ports)
-        if lab.web is not None and broker_url is not None:
+        configs = dict(zip(lab.peer_ids(), write_peer_configs(lab, broker_url, ports), strict=True))
+        (lab.workdir / "rounds.jsonl").write_text("")
+        if lab.web is not None and broker_url is not None and lab.swarm is not None:
             from spargo.node.web.feed import lab_dashboard
 
             await stack.enter_async_context(
@@ -207,57 +220,22 @@ async def run_lab(lab: LabConfig) -> dict[str, Any]:
                 )
             )
         stack.push_async_callback(peers.terminate)
-        for peer_id, config in zip(lab.peer_ids(), configs):
+        for peer_id, config in configs.items():
             await peers.launch(peer_id, config, lab.workdir / f"{peer_id}.log")
-        finals = await asyncio.wait_for(_collect(peers, lab), lab.timeout_s)
-    return lab_summary(lab, finals, time.perf_counter() - started)
-
-
-async def _collect(peers: PeerProcesses, lab: LabConfig) -> dict[str, dict[str, Any]]:
-    async def one(peer_id: str, process: asyncio.subprocess.Process) -> dict[str, Any]:
-        assert process.stdout is not None  # we asked for a pipe
-        out = await process.stdout.read()
-        code = await process.wait()
-        if code != 0:
-            tail = (lab.workdir / f"{peer_id}.log").read_text(errors="replace")[-600:]
-            raise RuntimeError(f"peer {peer_id} exited with status {code}: {tail.strip()}")
-        lines = [line for line in out.decode().splitlines() if line.startswith("{")]
-        if not lines:
-            raise RuntimeError(f"peer {peer_id} printed no final metrics")
-        return dict(json.loads(lines[-1]))
-
-    results = await asyncio.gather(*(one(p, proc) for p, proc in peers.processes.items()))
-    return dict(zip(peers.processes, results))
-
-
-def lab_summary(lab: LabConfig, finals: dict[str, dict[str, Any]], wall_s: float) -> dict[str, Any]:
-    """The same keys as ``spargo sim``'s summary."""
-    accuracy = [
-        float(f["global_accuracy"] if f.get("global_accuracy") is not None else f["accuracy"])
-        for f in finals.values()
-    ]
-    accuracy = [a for a in accuracy if not math.isnan(a)] or [math.nan]
-    return {
-        "nodes": lab.nodes,
-        "rounds": lab.rounds,
-        "method": lab.method,
-        "topology": lab.topology,
-        "task": lab.task,
-        "transport": lab.transport,
-        "seed": lab.seed,
-        "accuracy_on": "global",
-        "accuracy_mean": round(sum(accuracy) / len(accuracy), 6),
-        "accuracy_min": round(min(accuracy), 6),
-        "accuracy_max": round(max(accuracy), 6),
-        "density": round(
-            sum(float(f.get("density", 1.0)) for f in finals.values()) / len(finals), 6
-        ),
-        "bytes_sent_total": sum(int(f.get("bytes_sent", 0)) for f in finals.values()),
-        "messages_sent": sum(int(f.get("messages_sent", 0)) for f in finals.values()),
-        "messages_dropped": sum(int(f.get("messages_dropped", 0)) for f in finals.values()),
-        "rounds_completed": {p: int(f.get("round", -1)) + 1 for p, f in finals.items()},
-        "wall_s": round(wall_s, 3),
-    }
+        progress = stack.enter_context(
+            Progress(lab.rounds, label="lab", unit="rounds", bar=not quiet)
+        )
+        note = progress.note if not quiet else log_note
+        follower = asyncio.create_task(follow_rounds(watcher, progress, lab, quiet))
+        try:
+            finals = await asyncio.wait_for(supervise(peers, lab, configs, note), lab.timeout_s)
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+        report_rounds(watcher.poll(), progress, lab, quiet)
+    summary = lab_summary(lab, finals, time.perf_counter() - started, peers.restarts)
+    write_reports(lab.workdir, watcher, summary, plots=lab.plots)
+    return summary
 
 
 async def _interruptible(main: Any) -> Any:
@@ -297,13 +275,49 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S)
     p.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
+    _simulator_flags(p)
     add_web_flags(p)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Entry of ``spargo lab``."""
-    workdir = Path(args.workdir or f"runs/lab-{time.strftime('%Y%m%d-%H%M%S')}")
-    lab = LabConfig(
+def _simulator_flags(p: argparse.ArgumentParser) -> None:
+    """The simulator's data, partition and method flags, and the lab's own run controls."""
+    p.add_argument("--partition", default="iid", help="iid, dirichlet:ALPHA, shards:K")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="method option, repeatable (e.g. --option weights_every=3)",
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="samples per local SGD step")
+    p.add_argument("--lr", type=float, default=0.05, help="learning rate")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--sampler", default="all", help="all, random:K, exponential")
+    p.add_argument("--round-deadline-s", type=float, default=30.0)
+    p.add_argument("--swarm", help="swarm name (default: a fresh lab-XXXXXXXX per run)")
+    p.add_argument(
+        "--restarts", type=int, default=2, help="restarts per peer from its checkpoint (default 2)"
+    )
+    p.add_argument("--no-plots", action="store_true", help="skip accuracy.png")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no per-round lines")
+
+
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` → ``{k: v}`` with TOML-style values (numbers, true/false, strings)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option {item!r} must be KEY=VALUE")
+        try:
+            options[key] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            options[key] = text
+    return options
+
+
+def _lab_from(args: argparse.Namespace, workdir: Path) -> LabConfig:
+    return LabConfig(
         nodes=args.nodes,
         topology=args.topology,
         method=args.method,
@@ -315,10 +329,27 @@ def run(args: argparse.Namespace) -> int:
         broker=args.broker,
         workdir=workdir,
         timeout_s=args.timeout_s,
+        round_deadline_s=args.round_deadline_s,
+        swarm=args.swarm,
+        partition=args.partition,
+        method_options=parse_options(args.option),
+        batch_size=args.batch_size,
+        lr=args.lr,
+        momentum=args.momentum,
+        sampler=args.sampler,
+        restarts=args.restarts,
+        plots=not args.no_plots,
         web=web_options(args),
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry of ``spargo lab``."""
+    workdir = Path(args.workdir or f"runs/lab-{time.strftime('%Y%m%d-%H%M%S')}")
+    lab = _lab_from(args, workdir)
+    _check_partition(lab)
     try:
-        summary = asyncio.run(_interruptible(run_lab(lab)))
+        summary = asyncio.run(_interruptible(run_lab(lab, quiet=args.quiet)))
     except asyncio.CancelledError:
         print(f"spargo lab: interrupted; peers and broker stopped; logs in {workdir}",
               file=sys.stderr)  # fmt: skip
@@ -333,14 +364,44 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"spargo lab: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
+    _print_summary(summary, lab, args.json)
+    return 0
+
+
+def _check_partition(lab: LabConfig) -> None:
+    """A bad ``--partition`` is a one-line error now, not N peers failing at start-up."""
+    import numpy as np
+
+    from spargo.node.partition import partition_indices
+
+    labels = np.arange(max(1000, 10 * lab.nodes)) % 10
+    try:
+        partition_indices(labels, lab.nodes, lab.partition, lab.seed)
+    except ValueError as exc:
+        raise ConfigError(f"--partition: {exc}") from None
+
+
+def _print_summary(summary: dict[str, Any], lab: LabConfig, as_json: bool) -> None:
+    extra = ""
+    if summary["restarts"]:
+        extra += f"; restarted {', '.join(f'{p} x{n}' for p, n in summary['restarts'].items())}"
+    if summary["silent"]:
+        extra += "; silent neighbours: " + ", ".join(
+            f"{p} heard nothing from {','.join(s)}" for p, s in summary["silent"].items()
+        )
+    if summary["drops"]:
+        extra += "; drops: " + ", ".join(f"{k} {v}" for k, v in summary["drops"].items())
     print(
         f"{summary['nodes']} peers over {lab.transport}, {summary['topology']}, "
         f"{summary['method']}, {summary['rounds']} rounds: accuracy mean "
-        f"{summary['accuracy_mean']:.3f} (min {summary['accuracy_min']:.3f}, max "
-        f"{summary['accuracy_max']:.3f}), {summary['bytes_sent_total'] / 1e6:.2f} MB in "
+        f"{_fmt(summary['accuracy_mean'])} (min {_fmt(summary['accuracy_min'])}, max "
+        f"{_fmt(summary['accuracy_max'])}), {summary['bytes_sent_total'] / 1e6:.2f} MB in "
         f"{summary['messages_sent']} messages, {summary['messages_dropped']} dropped, "
-        f"{summary['wall_s']:.1f} s; logs in {workdir}"
+        f"{summary['wall_s']:.1f} s{extra}; reports in {lab.workdir}"
     )
-    if args.json:
-        print(json.dumps(summary, sort_keys=True))
-    return 0
+    if as_json:
+        print(strict_json(summary, sort_keys=True))
+
+
+def _fmt(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3f}"

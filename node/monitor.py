@@ -2,7 +2,8 @@
 
 Peers publish retained presence (``spargo/<swarm>/presence/<peer_id>``) and status
 (``spargo/<swarm>/status/<peer_id>``, JSON with ``round``, ``accuracy``, ``loss``, ``density``,
-``bytes_sent``, ``bytes_received``, ``drops``, ``updated_at``; any may be missing). The monitor
+``bytes_sent``, ``bytes_received``, ``drops`` with ``drop_reasons`` by reason from every layer,
+``send_failures``, ``silent`` neighbours, ``updated_at``; any may be missing). The monitor
 subscribes to both (``node.watch``) and redraws the table (``node.watch_view``) when a message
 arrives and every ``--refresh-s``, so ages keep growing while peers are silent. Peers silent
 for ``--stale-s`` are marked stale, and hidden after ``--hide-s``.
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import sys
 from collections.abc import Callable
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from spargo.node.errors import ConfigError, ConnectError
+from spargo.node.metrics import strict_json
 from spargo.node.watch_view import DEFAULT_HIDE_S, DEFAULT_STALE_S, SwarmView
 
 
@@ -157,7 +158,7 @@ async def _live(config: Any, view: SwarmView, args: argparse.Namespace) -> None:
     if args.json:
 
         def emit() -> None:
-            print(json.dumps(view.snapshot(), sort_keys=True), flush=True)
+            print(strict_json(view.snapshot(), sort_keys=True), flush=True)
 
         await follow(watch_swarm(config), view, emit, args.refresh_s)
         return
@@ -201,7 +202,7 @@ async def run_monitor(args: argparse.Namespace) -> int:
 
 def _print_once(view: SwarmView, as_json: bool) -> int:
     if as_json:
-        print(json.dumps(view.snapshot(), sort_keys=True))
+        print(strict_json(view.snapshot(), sort_keys=True))
     empty = view.empty_message()
     if empty is not None:
         print(f"spargo monitor: {empty}", file=sys.stderr)

@@ -30,6 +30,7 @@ from spargo.node.checkpoint import checkpoint_path, load_checkpoint, save_checkp
 from spargo.node.config import NodeConfig
 from spargo.node.errors import CheckpointError
 from spargo.node.exchange import MergeObserver, OutgoingFilter, PayloadExchange
+from spargo.node.health import PeerHealth, checkpoint_mismatch
 from spargo.node.inbox import Arrival, to_received
 from spargo.node.methods.base import Method
 from spargo.node.metrics import Counters, RoundMetrics
@@ -67,7 +68,7 @@ class LocalData:
     global_test: Dataset | None = None
 
 
-class Node(PayloadExchange):
+class Node(PayloadExchange, PeerHealth):
     """One gossip-learning peer."""
 
     def __init__(
@@ -126,6 +127,7 @@ class Node(PayloadExchange):
         self._train_rng = random.Random(config.seed * 2 + 1)
         self._gossip_rng = random.Random(config.seed * 2 + 2)
         self._last_loss = math.nan
+        self._init_health()
 
     # --- lifecycle -----------------------------------------------------------------
     def stop(self) -> None:
@@ -133,8 +135,13 @@ class Node(PayloadExchange):
         self._stop.set()
 
     async def run(self) -> list[RoundMetrics]:
-        """Run until the configured rounds are done (or ``stop()``); returns the history."""
-        self.resume()
+        """Run until the configured rounds are done (or ``stop()``); returns the history.
+
+        Resumes from the checkpoint first unless ``resume()`` (or ``start_fresh()``) was
+        already called: a real peer does that before connecting, so a checkpoint that does
+        not fit is an immediate one-line error, not one raised inside this task group."""
+        if not self._resume_decided:
+            self.resume()
         async with asyncio.TaskGroup() as group:
             receiver = group.create_task(
                 self._receive_loop(), name=f"{self.config.peer_id}:receive"
@@ -149,14 +156,27 @@ class Node(PayloadExchange):
                 receiver.cancel()
         return self.history
 
+    def start_fresh(self) -> None:
+        """Ignore any checkpoint: start at round 0 (the next write replaces the old file)."""
+        self._resume_decided = True
+
     def resume(self) -> bool:
-        """Load the last checkpoint if one exists; returns whether one was loaded."""
+        """Load the last checkpoint if one exists; returns whether one was loaded.
+
+        ``CheckpointError`` (one line naming the file and what does not fit) for a truncated
+        or corrupt file, or one made for another peer, method or model."""
+        self._resume_decided = True
         if self.config.checkpoint_dir is None:
             return False
         path = checkpoint_path(self.config.checkpoint_dir, self.config.peer_id)
         if not path.exists():
             return False
         state = load_checkpoint(path)
+        problem = checkpoint_mismatch(state, self.config, self.model, self._signature_hash)
+        if problem is not None:
+            raise CheckpointError(
+                f"checkpoint {path} was made for {problem}; pass --fresh to start over"
+            )
         try:
             self.model.load_state_dict(state["model"])
             self.method.load_state_dict(state["method"])
@@ -164,8 +184,10 @@ class Node(PayloadExchange):
             self.seq = max(self.seq, int(state["seq"]) + RESTART_SEQ_GAP)
             self.clock = int(state.get("clock", self.round))
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(
-                f"checkpoint {path} does not fit this model/method: {exc}"
+                f"checkpoint {path} does not fit this model/method ({first}); "
+                "pass --fresh to start over"
             ) from exc
         log.info("%s resumed from %s at round %d", self.config.peer_id, path, self.round)
         return True
@@ -174,6 +196,8 @@ class Node(PayloadExchange):
         """A snapshot to write: copies, so training may go on while a thread writes it."""
         return {
             "peer_id": self.config.peer_id,
+            "method_name": self.config.method,
+            "signature": self._signature_hash,
             "round": self.round,
             "seq": self.seq,
             "clock": self.clock,
@@ -182,20 +206,29 @@ class Node(PayloadExchange):
         }
 
     async def _write_checkpoint(self) -> None:
-        """Snapshot on the loop, write off it (``offload``)."""
+        """Snapshot on the loop, write off it (``offload``). A failed write (full disk,
+        read-only mount) is a warning, counted, and retried next round: training goes on."""
         if self.config.checkpoint_dir is None:
             return
         path = checkpoint_path(self.config.checkpoint_dir, self.config.peer_id)
         state = self._checkpoint_state()
-        await self._offload(lambda: save_checkpoint(path, state))
+        try:
+            await self._offload(lambda: save_checkpoint(path, state))
+        except CheckpointError as exc:
+            self.checkpoint_failures += 1
+            self._checkpoint_due = True
+            log.warning("%s: %s; will retry next round", self.config.peer_id, exc)
+            return
+        self._checkpoint_due = False
+
+    def _checkpoint_now(self) -> bool:
+        """Whether this round writes a checkpoint (its period, or a retry of a failed one)."""
+        return self._checkpoint_due or self.round % self.config.checkpoint_every == 0
 
     async def _shutdown(self) -> None:
         bye = Bye(reason="shutdown")
         await self._send_all([(peer, bye) for peer in self.view.neighbours], self.round)
-        try:
-            await self._write_checkpoint()
-        except CheckpointError as exc:
-            log.error("%s: final checkpoint failed: %s", self.config.peer_id, exc)
+        await self._write_checkpoint()
 
     # --- rounds mode ------------------------------------------------------------------
     async def _rounds_loop(self) -> None:
@@ -206,11 +239,13 @@ class Node(PayloadExchange):
             self.method.begin_round(r)
             self._last_loss = await self._train(r)
             await self._send_payloads(self._outgoing(r, self._live_targets(r)), r)
-            result = self._merge(r, to_received(r, await self._gather(r)))
+            arrivals = await self._gather(r)
+            self._track_silence(self.view.expected_senders(r), arrivals)
+            result = self._merge(r, to_received(r, arrivals))
             await self._send_payloads(result.replies, r)
             self.round = r + 1
-            await self._record(r, result.stats.as_dict())
-            if self.round % self.config.checkpoint_every == 0:
+            await self._record(r, result.stats.as_dict())  # metrics before the checkpoint
+            if self._checkpoint_now():
                 await self._write_checkpoint()
 
     def _catch_up(self) -> None:
@@ -287,8 +322,10 @@ class Node(PayloadExchange):
                 self.clock += 1
                 await self._sleep(self._period(self.config.train_period_s, self._train_rng))
                 self.round = r + 1  # the burst is complete with the merges that followed it
+                heard, self._heard_async = self._heard_async, set()
+                self._track_silence(self.view.neighbours, heard)
                 await self._record(r, self._drain_merge_log())
-                if self.round % self.config.checkpoint_every == 0:
+                if self._checkpoint_now():
                     await self._write_checkpoint()
         finally:
             gossip.cancel()
@@ -324,6 +361,7 @@ class Node(PayloadExchange):
             self._arrived.clear()
             pending, too_old = self._inbox.take_fresh(self.clock, self.config.max_staleness)
             self.counters.drop("stale", too_old)
+            self._heard_async.update(pending)
             if pending:
                 async with self._model_lock:
                     result = self._merge(self.clock, to_received(self.clock, pending))
@@ -350,6 +388,7 @@ class Node(PayloadExchange):
         if round_index % self.config.eval_every == 0 or last:
             async with self._model_lock:  # async mode: no merge while a thread reads the model
                 accuracy, global_accuracy = await self._offload(self._evaluate)
+        drops = self.all_drops()
         metrics = RoundMetrics(
             peer_id=self.config.peer_id,
             round=round_index,
@@ -362,9 +401,11 @@ class Node(PayloadExchange):
             bytes_received=self.counters.bytes_received,
             messages_sent=self.counters.messages_sent,
             messages_received=self.counters.messages_received,
-            messages_dropped=self.counters.messages_dropped,
-            drops=dict(self.counters.drops),
+            messages_dropped=sum(drops.values()),
+            drops=drops,
             merge=dict(merge_stats),
+            send_failures=self.counters.send_failures,
+            silent=self.silent_neighbours(),
         )
         self.history.append(metrics)
         if self._on_round is not None:

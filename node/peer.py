@@ -1,12 +1,12 @@
 """``spargo node``: one real peer, configured from a TOML file and flags.
 
-The file has four tables (see examples/): ``[node]`` (a ``NodeConfig``: peer id, swarm,
-method, rounds, checkpoint directory…), ``[transport]`` (``kind = "mqtt"`` or ``"tcp"`` and
-its address and credentials), ``[topology]`` (``graph`` = generator name or graph file,
-``peers`` = the swarm's peer ids or ``count`` = N for ids ``peer-0..N-1`` — a graph file's
-node labels are its peer ids by default, and must match ``peers`` exactly — ``seed``,
-``sampler``) and ``[task]`` (``name``, and ``shards`` / ``shard`` for a seeded IID slice).
-Flags override the file. Errors are one line; the exit status is 2.
+The tables of the file and how each key is checked: ``node.peer_config`` (see examples/).
+Flags override the file. Before connecting, the peer checks everything it can: the
+checkpoint directory and metrics file are writable, its data shard is not empty, an existing
+checkpoint fits this peer, model and method (``--fresh`` ignores it). Then it waits for its
+neighbours (MQTT presence, TCP connections) up to ``[topology] wait_for_neighbours_s``.
+Exit status: 0 done; 2 a configuration error, a checkpoint that does not fit or a duplicate
+peer id (one line on stderr); 3 no neighbour reachable (``no_neighbours = "exit"``).
 """
 
 from __future__ import annotations
@@ -14,148 +14,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from spargo.node.config import NodeConfig, config_from_mapping, load_toml
 from spargo.node.errors import ConfigError, NodeError
-from spargo.node.methods.registry import method_help, method_spec, node_methods
+from spargo.node.methods.registry import method_help
+from spargo.node.peer_config import LOG_LEVELS, PeerSetup, load_setup, transport_table
+from spargo.node.peer_config import _peers_from as _peers_from  # moved; still importable here
+from spargo.node.peer_startup import check_writable, local_data, wait_for_neighbours
 from spargo.node.transports.base import AddressBook, Membership, StatusPublisher
-from spargo.node.transports.registry import TRANSPORTS, split_table
+from spargo.node.transports.registry import TRANSPORTS
 from spargo.node.view import MEMBERSHIP
 
+__all__ = ["PeerSetup", "add_parser", "build_node", "load_setup", "run", "transport_table"]
+
 log = logging.getLogger("spargo.peer")
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-@dataclass(frozen=True)
-class PeerSetup:
-    """Everything ``spargo node`` needs, checked."""
-
-    node: NodeConfig
-    transport: Mapping[str, Any]
-    graph: str = "ring"
-    peers: tuple[str, ...] = ()
-    topology_seed: int = 0
-    sampler: str = "all"
-    task: str = "digits"
-    shards: int = 0
-    shard: int = -1
-    metrics_path: str | None = None
-    log_level: str = "info"
-    startup_wait_s: float = 30.0
-
-
-def _peers_from(table: Mapping[str, Any], graph: str) -> tuple[str, ...]:
-    from spargo import topology
-
-    if "peers" in table:
-        peers = table["peers"]
-        if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
-            raise ConfigError('[topology] peers must be a list of peer ids, e.g. ["a", "b"]')
-        return tuple(peers)
-    if "count" not in table and "prefix" not in table:
-        labels = topology.graph_peer_ids(graph)  # a graph file's labels name its peers
-        if labels is not None:
-            return tuple(labels)
-    count = table.get("count") or topology.graph_size_from_spec(graph)
-    if not isinstance(count, int) or count < 2:
-        raise ConfigError("[topology] needs peers = [...] or count = N (N >= 2)")
-    prefix = table.get("prefix", "peer-")
-    return tuple(f"{prefix}{i}" for i in range(count))
-
-
-def _check_membership(config: NodeConfig, task: Mapping[str, Any], topo: Mapping[str, Any]) -> None:
-    """A live swarm has no peer list: check what it needs instead."""
-    if config.mode != "async":
-        raise ConfigError(
-            'graph = "membership" needs mode = "async" under [node]: peers cannot know who '
-            "will send to them, so they merge whatever arrives"
-        )
-    if method_spec(config.method).fixed_neighbours:
-        free = [n for n in node_methods() if not method_spec(n).fixed_neighbours]
-        raise ConfigError(
-            f'graph = "membership" does not work with method "{config.method}" (it keeps a '
-            f"copy per fixed neighbour); use {', '.join(free)}"
-        )
-    sampler = str(topo.get("sampler", "membership:3"))
-    if not sampler.startswith("membership"):
-        raise ConfigError(f'graph = "membership" needs sampler = "membership:K", not {sampler!r}')
-    if "shards" not in task or "shard" not in task:
-        raise ConfigError(
-            'graph = "membership" has no peer list to shard the data by: set [task] shards = N '
-            "and shard = I (this peer's slice)"
-        )
-
-
-def load_setup(path: str | None, flags: Mapping[str, Any]) -> PeerSetup:
-    """Merge the TOML file (if any) with flags; every problem is a one-line ConfigError."""
-    data: dict[str, Any] = dict(load_toml(path)) if path else {}
-    unknown = sorted(set(data) - {"node", "transport", "topology", "task", "log", "metrics"})
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown table(s) {', '.join(unknown)}; "
-            "use [node], [transport], [topology], [task], [log], [metrics]"
-        )
-    node_table = dict(data.get("node", {}))
-    node_table.update({k: v for k, v in flags.get("node", {}).items() if v is not None})
-    transport = dict(data.get("transport", {}))
-    transport.update({k: v for k, v in flags.get("transport", {}).items() if v is not None})
-    topo = dict(data.get("topology", {}))
-    topo.update({k: v for k, v in flags.get("topology", {}).items() if v is not None})
-    task = dict(data.get("task", {}))
-    task.update({k: v for k, v in flags.get("task", {}).items() if v is not None})
-    level = flags.get("log_level") or data.get("log", {}).get("level", "info")
-    if level not in LOG_LEVELS:
-        raise ConfigError(f"log level {level!r} is unknown; use one of {', '.join(LOG_LEVELS)}")
-    config = config_from_mapping(node_table, source=path or "flags")
-    graph = str(topo.get("graph", "ring"))
-    if graph == MEMBERSHIP:
-        _check_membership(config, task, topo)
-        peers: tuple[str, ...] = (config.peer_id,)
-    else:
-        peers = _peers_from(topo, graph)
-    if config.peer_id not in peers:
-        raise ConfigError(
-            f"peer_id {config.peer_id!r} is not among [topology] peers ({', '.join(peers[:8])}…)"
-        )
-    if not transport:
-        raise ConfigError('no [transport] table: add kind = "mqtt" and url, or kind = "tcp"')
-    setup = PeerSetup(
-        node=config,
-        transport=transport,
-        graph=graph,
-        peers=peers,
-        topology_seed=int(topo.get("seed", 0)),
-        sampler=str(topo.get("sampler", "membership:3" if graph == MEMBERSHIP else "all")),
-        task=str(task.get("name", "digits")),
-        shards=int(task.get("shards", len(peers))),
-        shard=int(task.get("shard", peers.index(config.peer_id))),
-        metrics_path=flags.get("metrics") or data.get("metrics", {}).get("path"),
-        log_level=level,
-        startup_wait_s=float(topo.get("wait_for_neighbours_s", 30.0)),
-    )
-    _check_transport(setup)
-    return setup
-
-
-def _check_transport(setup: PeerSetup) -> None:
-    """Check the ``[transport]`` table now (ConfigError), not when the peer starts."""
-    spec, values = split_table(transport_table(setup))
-    spec.make_config(values, setup.node.swarm)
-    transport = spec.transport_type()
-    if setup.graph == MEMBERSHIP and not issubclass(transport, Membership | AddressBook):
-        raise ConfigError(
-            f'graph = "membership" needs a transport that knows its peers, not {spec.kind!r}'
-        )
 
 
 def build_node(setup: PeerSetup) -> Any:
@@ -165,7 +42,7 @@ def build_node(setup: PeerSetup) -> Any:
     from spargo import topology
     from spargo.node.methods import MethodContext, make_method
     from spargo.node.node import LocalData, Node
-    from spargo.node.tasks import iid_shard, load_task, local_split
+    from spargo.node.tasks import load_task
     from spargo.node.training import pick_device
     from spargo.node.transports.registry import make_transport
     from spargo.node.view import build_view, membership_view
@@ -173,8 +50,7 @@ def build_node(setup: PeerSetup) -> Any:
     torch.set_num_threads(1)
     config = setup.node
     task = load_task(setup.task, seed=setup.topology_seed)
-    shard = iid_shard(task.train, setup.shards, setup.shard, setup.topology_seed)
-    train, test = local_split(shard, 0.2, setup.topology_seed + setup.shard)
+    train, test = local_data(setup, task.train)
     transport = make_transport(transport_table(setup), config.peer_id, config.swarm)
     if setup.graph == MEMBERSHIP:
         view = membership_view(
@@ -214,15 +90,6 @@ def build_node(setup: PeerSetup) -> Any:
     )
 
 
-def transport_table(setup: PeerSetup) -> dict[str, Any]:
-    """The ``[transport]`` table; a TCP one without ``hello_keys`` gets the ``[node]`` keys."""
-    table = dict(setup.transport)
-    if table.get("kind") == "tcp" and setup.node.keys and "hello_keys" not in table:
-        table["hello_keys"] = dict(setup.node.keys)
-        table["hello_key_id"] = setup.node.active_key_id
-    return table
-
-
 def _membership_of(transport: object) -> Callable[[], set[str]]:
     """Who is in the swarm now: MQTT presence, or the TCP address book (grows by HELLOs)."""
     if isinstance(transport, Membership):
@@ -242,80 +109,114 @@ def _membership_k(sampler: str) -> int:
 
 
 async def run_peer(setup: PeerSetup, *, print_json: bool = False) -> int:
-    """Run one peer to the end (or until SIGINT/SIGTERM); returns an exit status."""
+    """Run one peer to the end (or until SIGINT/SIGTERM); returns an exit status.
+
+    Everything that can be checked is checked before the transport connects: paths are
+    writable, the shard is not empty, the checkpoint fits (or ``--fresh``). A fatal error
+    raised inside the task groups (a duplicate peer id) surfaces as itself, one line."""
+    from spargo.node.metrics import MetricsSink
+
+    check_writable(setup)
     node = build_node(setup)
+    if setup.fresh:
+        node.start_fresh()
+    else:
+        node.resume()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, node.stop)
+    sink = MetricsSink(setup.metrics_path) if setup.metrics_path else None
     statuses: asyncio.Queue[Any] = asyncio.Queue()
-    node._on_round = statuses.put_nowait
+
+    def on_round(metrics: Any) -> None:
+        if sink is not None:  # synchronously, so the line lands before the checkpoint
+            sink.write(metrics.to_dict())
+        statuses.put_nowait(metrics)
+
+    node._on_round = on_round
+    try:
+        code = await _serve(node, statuses, setup)
+    except BaseExceptionGroup as group:
+        raise _first_node_error(group) from None
+    finally:
+        if sink is not None:
+            sink.close()
+    if code == 0:
+        _print_final(node, setup, print_json)
+    return code
+
+
+async def _serve(node: Any, statuses: asyncio.Queue[Any], setup: PeerSetup) -> int:
     async with node.transport, asyncio.TaskGroup() as group:
-        reporter = group.create_task(_report(node, statuses, setup), name="status")
-        await _wait_for_neighbours(node, setup.startup_wait_s)
+        reporter = group.create_task(_report(node, statuses), name="status")
+        if not await wait_for_neighbours(node, setup):
+            reporter.cancel()
+            return 3
         await node.run()
         await statuses.join()
         reporter.cancel()
+    return 0
+
+
+def _first_node_error(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first ``NodeError`` (or OSError) in a nest of exception groups, else the group."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            inner = _first_node_error(exc)
+            if inner is not exc:
+                return inner
+        elif isinstance(exc, NodeError | OSError):
+            return exc
+    return group
+
+
+def _print_final(node: Any, setup: PeerSetup, print_json: bool) -> None:
+    from spargo.node.metrics import strict_json
+
     if node.history:
         final = node.history[-1].to_dict()
     else:  # resumed after its last round: nothing left to do, report where it stands
         final = {"peer_id": setup.node.peer_id, "round": node.round - 1}
-    final["drops"] = dict(node.counters.drops)
+    final["drops"] = node.all_drops()
+    final["checkpoint_failures"] = node.checkpoint_failures
     if print_json:
-        print(json.dumps(final, sort_keys=True), flush=True)
-    return 0
+        print(strict_json(final, sort_keys=True), flush=True)
 
 
-async def _wait_for_neighbours(node: Any, timeout_s: float) -> None:
-    """On a broker, wait (bounded) until the neighbours are online, so round 0 is not lost."""
-    if not isinstance(node.transport, Membership):
-        return
-    online = node.transport.online_peers
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    wanted = set(node.view.neighbours)
-    while loop.time() < deadline and not wanted <= online():  # noqa: ASYNC110 - presence is a set
-        await asyncio.sleep(0.1)
-    missing = wanted - online()
-    if missing:
-        log.warning("starting without %s (not online after %.0f s)", sorted(missing), timeout_s)
-
-
-async def _report(node: Any, statuses: asyncio.Queue[Any], setup: PeerSetup) -> None:
-    """Write each round's metrics as a JSON line and publish a status for `spargo monitor`."""
-    # A few hundred bytes a round: a blocking append is cheaper than a thread hop.
-    sink = Path(setup.metrics_path).open("a") if setup.metrics_path else None  # noqa: ASYNC230, SIM115
+async def _report(node: Any, statuses: asyncio.Queue[Any]) -> None:
+    """Log each round and publish its status (drops by reason, silent neighbours) for
+    ``spargo monitor``; the metrics line was already written by the round's callback."""
     transport = node.transport
     publish = transport.publish_status if isinstance(transport, StatusPublisher) else None
-    try:
-        while True:
-            metrics = await statuses.get()
-            record = metrics.to_dict()
-            log.info("round %d accuracy %.3f", record["round"], record["accuracy"])
-            if sink is not None:
-                sink.write(json.dumps(record, sort_keys=True) + "\n")
-                sink.flush()
-            if publish is not None:
-                status = {
-                    "peer_id": record["peer_id"],
-                    "round": record["round"],
-                    "accuracy": record["accuracy"],
-                    "loss": record["loss"],
-                    "density": record["density"],
-                    "bytes_sent": record["bytes_sent"],
-                    "bytes_received": record["bytes_received"],
-                    "drops": record["messages_dropped"],
-                    "drop_reasons": record["drops"],  # the dashboard's replay/auth alerts
-                    "updated_at": time.time(),  # wall clock: the monitor shows age
-                }
-                try:
-                    await publish(status)
-                except NodeError as exc:
-                    log.warning("status not published: %s", exc)
-            statuses.task_done()
-    finally:
-        if sink is not None:
-            sink.close()
+    while True:
+        metrics = await statuses.get()
+        record = metrics.to_dict()
+        log.info("round %d accuracy %.3f", record["round"], record["accuracy"])
+        if publish is not None:
+            try:
+                await publish(status_of(record))
+            except NodeError as exc:
+                log.warning("status not published: %s", exc)
+        statuses.task_done()
+
+
+def status_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The status topic's record for one round (strict JSON once published)."""
+    return {
+        "peer_id": record["peer_id"],
+        "round": record["round"],
+        "accuracy": record["accuracy"],
+        "loss": record["loss"],
+        "density": record["density"],
+        "bytes_sent": record["bytes_sent"],
+        "bytes_received": record["bytes_received"],
+        "drops": record["messages_dropped"],
+        "drop_reasons": record["drops"],
+        "send_failures": record.get("send_failures", 0),
+        "silent": record.get("silent", []),
+        "updated_at": time.time(),  # wall clock: the monitor shows age
+    }
 
 
 def add_parser(subparsers: Any) -> None:
@@ -332,16 +233,28 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--rounds", type=int)
     p.add_argument("--checkpoint-dir")
     p.add_argument(
+        "--fresh", action="store_true", help="ignore an existing checkpoint and start at round 0"
+    )
+    p.add_argument(
         "--transport",
         choices=tuple(TRANSPORTS),
         help="; ".join(f"{kind}: {spec.help}" for kind, spec in TRANSPORTS.items()),
     )
     p.add_argument("--broker", help="mqtt://HOST:PORT (MQTT transport)")
+    p.add_argument(
+        "--listen",
+        help="HOST:PORT this TCP peer listens on (default: its own entry in [transport] peers)",
+    )
     p.add_argument("--username")
-    p.add_argument("--password")
+    p.add_argument(
+        "--password",
+        help="visible to every user of the host: prefer [transport] password_file or the "
+        "SPARGO_MQTT_PASSWORD environment variable",
+    )
     p.add_argument("--graph", help="topology: generator name or graph file")
     p.add_argument("--peers", help="comma-separated peer ids of the swarm")
     p.add_argument("--task", help="digits, synthetic, mnist:PATH, module:function")
+    p.add_argument("--partition", help="iid, dirichlet:ALPHA or shards:K (default iid)")
     p.add_argument("--metrics", help="append per-round metrics as JSON lines to this file")
     p.add_argument("--log-level", choices=LOG_LEVELS)
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
@@ -362,9 +275,11 @@ def run(args: argparse.Namespace) -> int:
             "url": args.broker,
             "username": args.username,
             "password": args.password,
+            **_listen(args.listen),
         },
-        "topology": {"graph": args.graph, "peers": args.peers.split(",") if args.peers else None},
-        "task": {"name": args.task},
+        "topology": {"graph": args.graph, "peers": _peer_list(args.peers)},
+        "task": {"name": args.task, "partition": args.partition},
+        "fresh": args.fresh,
         "metrics": args.metrics,
         "log_level": args.log_level,
     }
@@ -375,6 +290,29 @@ def run(args: argparse.Namespace) -> int:
         format=f"%(asctime)s {setup.node.peer_id} %(levelname)s %(message)s",
     )
     return run_event_loop(run_peer(setup, print_json=args.json))
+
+
+def _peer_list(text: str | None) -> list[str] | None:
+    """``--peers a,b,c`` as a list; ConfigError for an empty list or an empty id."""
+    if text is None:
+        return None
+    peers = [p.strip() for p in text.split(",")]
+    if not all(peers):
+        raise ConfigError(f"--peers {text!r} must be comma-separated peer ids, none empty")
+    return peers
+
+
+def _listen(text: str | None) -> dict[str, Any]:
+    """``--listen HOST:PORT`` as the TCP table's ``host`` and ``port``."""
+    if text is None:
+        return {}
+    from spargo.node.transports.tcp_wire import parse_address
+
+    try:
+        host, port = parse_address(text)
+    except ValueError as exc:
+        raise ConfigError(f"--listen: {exc}") from None
+    return {"host": host, "port": port}
 
 
 def run_event_loop(main: Any) -> int:

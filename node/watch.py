@@ -14,8 +14,8 @@ import random
 from collections.abc import AsyncGenerator
 
 from spargo.node.errors import ConnectError
-from spargo.node.transports.mqtt import observe
 from spargo.node.transports.mqtt_config import MqttConfig
+from spargo.node.transports.mqtt_observe import observe
 from spargo.node.transports.mqtt_wire import Topics, json_object
 from spargo.node.transports.wire import backoff_delay_s
 

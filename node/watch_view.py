@@ -24,7 +24,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-COLUMNS = ("round", "accuracy", "loss", "density", "bytes_sent", "bytes_received", "drops")
+COLUMNS = (
+    "round",
+    "accuracy",
+    "loss",
+    "density",
+    "bytes_sent",
+    "bytes_received",
+    "drops",
+)
+#: Status keys shown only when a peer reports them (newer peers: health by reason).
+HEALTH = ("drop_reasons", "send_failures", "silent")
 DEFAULT_STALE_S = 30.0
 DEFAULT_HIDE_S = 300.0
 _MAX_TEXT = 12  # longest peer-supplied text shown in a number column
@@ -61,6 +71,7 @@ _LAYOUT = (
     _Column("round", "round", "rnd", 1),
     _Column("accuracy", "accuracy", "acc", 1),
     _Column("age_s", "age", "age", 2),
+    _Column("silent", "silent from", "silent", 2),  # shown only when a peer reports one
     _Column("drops", "drops", "drop", 3),
     _Column("bytes_sent", "sent MB", "sent MB", 4),
     _Column("bytes_received", "received MB", "recv MB", 4),
@@ -124,6 +135,7 @@ class SwarmView:
                 "age_s": round(age_s, 3),
             }
             row.update({key: status.get(key) for key in (*COLUMNS, "updated_at")})
+            row.update({key: status[key] for key in HEALTH if key in status})
             rows.append(row)
         return rows
 
@@ -164,10 +176,12 @@ class SwarmView:
         message = self.empty_message()
         if message is not None:
             return Group(title, Text(message))
-        cells = [[_cell(column.key, row.get(column.key)) for column in _LAYOUT] for row in rows]
-        columns, short = _fit(cells, width)
-        table = _table(rows, cells, columns, short)
-        left_out = [_LAYOUT[i].short for i in range(len(_LAYOUT)) if i not in columns]
+        silent = any(row.get("silent") for row in rows)
+        layout = [c for c in _LAYOUT if c.key != "silent" or silent]
+        cells = [[_cell(column.key, row.get(column.key)) for column in layout] for row in rows]
+        columns, short = _fit(layout, cells, width)
+        table = _table(layout, rows, cells, columns, short)
+        left_out = [layout[i].short for i in range(len(layout)) if i not in columns]
         if left_out:
             summary += f" · not shown: {', '.join(left_out)} (too narrow)"
         return Group(title, table, Text(summary, style="dim"))
@@ -211,36 +225,43 @@ def _cell(key: str, value: object) -> str:
         return f"{value / 1e6:.1f}"
     if isinstance(value, dict) and key == "drops":  # a peer that reports drops per reason
         return str(sum(v for v in value.values() if isinstance(v, int)))
+    if isinstance(value, list) and key == "silent":  # neighbours that delivered nothing lately
+        text = ",".join(str(v) for v in value) or "-"
+        return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
     text = " ".join(str(value).split())
     if key != "peer_id" and len(text) > _MAX_TEXT:
         return text[: _MAX_TEXT - 1] + "…"
     return text
 
 
-def _fit(cells: list[list[str]], width: int) -> tuple[list[int], bool]:
+def _fit(layout: Sequence[_Column], cells: list[list[str]], width: int) -> tuple[list[int], bool]:
     """Indices of the columns to show and whether to use short headers, for ``width``."""
 
     def needed(indices: list[int], short: bool) -> int:
         total = 0
         for i in indices:
-            column = _LAYOUT[i]
+            column = layout[i]
             header = column.short if short else column.header
             total += max([len(header), *(len(row[i]) for row in cells)])
         return total + 2 * (len(indices) - 1)  # one space of padding, one of divider
 
-    indices = list(range(len(_LAYOUT)))
+    indices = list(range(len(layout)))
     if needed(indices, short=False) <= width:
         return indices, False
     while needed(indices, short=True) > width:
-        droppable = [i for i in indices if _LAYOUT[i].priority > 0]
+        droppable = [i for i in indices if layout[i].priority > 0]
         if not droppable:
             break
-        indices.remove(max(droppable, key=lambda i: (_LAYOUT[i].priority, i)))
+        indices.remove(max(droppable, key=lambda i: (layout[i].priority, i)))
     return indices, True
 
 
 def _table(
-    rows: Sequence[dict[str, object]], cells: list[list[str]], columns: list[int], short: bool
+    layout: Sequence[_Column],
+    rows: Sequence[dict[str, object]],
+    cells: list[list[str]],
+    columns: list[int],
+    short: bool,
 ) -> RenderableType:
     from rich import box
     from rich.table import Table
@@ -250,7 +271,7 @@ def _table(
         box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True
     )
     for i in columns:
-        column = _LAYOUT[i]
+        column = layout[i]
         table.add_column(
             Text(column.short if short else column.header),
             justify="left" if column.priority == 0 else "right",
@@ -260,7 +281,7 @@ def _table(
     for row, row_cells in zip(rows, cells, strict=True):
         style = _STYLE[PeerState(row["state"])]
         shown = [
-            Text(row_cells[i], style=style if _LAYOUT[i].key == "state" else "") for i in columns
+            Text(row_cells[i], style=style if layout[i].key == "state" else "") for i in columns
         ]
         table.add_row(*shown)
     return table

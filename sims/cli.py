@@ -193,7 +193,9 @@ def _report(
                 )
             print(_summary_line(s, out_dir), file=human)
         if args.json:
-            print(json.dumps(s, sort_keys=True), flush=True)
+            from spargo.node.metrics import strict_json  # NaN of a diverged run: null
+
+            print(strict_json(s, sort_keys=True), flush=True)
     except BrokenPipeError:
         _silence_stdout()
         return 141

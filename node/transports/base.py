@@ -8,7 +8,9 @@ Optional powers are declared capabilities, checked with ``isinstance`` (never ``
 
 - :class:`Membership`: knows which peers are online now (MQTT's retained presence);
 - :class:`AddressBook`: a table ``peer_id -> host:port`` that grows as peers say hello (TCP);
-- :class:`StatusPublisher`: publishes a status record for ``spargo monitor`` (MQTT).
+- :class:`StatusPublisher`: publishes a status record for ``spargo monitor`` (MQTT);
+- :class:`Reachability`: can tell whether a peer is reachable before sending (TCP);
+- :class:`DropReporter`: reports the data it dropped itself, by reason (every network one).
 
 :class:`TransportBase` holds the open/closed state every transport shares;
 :class:`NetworkTransport` adds what the real-network transports share: the checked peer id,
@@ -30,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
-from spargo.node.errors import MessageTooLarge, TransportClosed, UnknownPeer
+from spargo.node.errors import MessageTooLarge, TransportClosed, TransportError, UnknownPeer
 from spargo.node.transports.wire import check_own_peer_id, peer_id_problem
 
 LOG = logging.getLogger(__name__)
@@ -93,6 +95,25 @@ class StatusPublisher(Protocol):
 
     async def publish_status(self, status: Mapping[str, object]) -> None:
         """Publish ``status`` (JSON-ready) where monitors read it; TransportError if not."""
+        ...
+
+
+@runtime_checkable
+class Reachability(Protocol):
+    """A transport that can tell whether a peer is reachable now (TCP: connect and HELLO)."""
+
+    async def reach(self, peer_id: str) -> bool:
+        """Whether a connection to ``peer_id`` is open (opening one if needed); never raises."""
+        ...
+
+
+@runtime_checkable
+class DropReporter(Protocol):
+    """A transport that drops data itself (bad envelopes, oversized chunks, a full queue)
+    and reports how much, by reason, so the node's metrics and status include it."""
+
+    def drop_counts(self) -> Mapping[str, int]:
+        """Running totals of data dropped inside the transport, by reason."""
         ...
 
 
@@ -254,6 +275,7 @@ class NetworkTransport(TransportBase):
         # None marks the end of the stream.
         self._queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(incoming_queue_size)
         self._started = False
+        self._failure: TransportError | None = None
 
     @abc.abstractmethod
     async def _open(self) -> None:
@@ -287,8 +309,28 @@ class NetworkTransport(TransportBase):
             with contextlib.suppress(asyncio.QueueFull):
                 self._queue.put_nowait(None)
 
+    def drop_counts(self) -> Mapping[str, int]:
+        """Data this transport dropped, by reason (the ``DropReporter`` capability)."""
+        return dict(self.stats.drops)
+
+    def _fail(self, error: TransportError) -> None:
+        """Stop for good with ``error``: ``incoming()`` raises it once drained, so the peer
+        ends with that one line (a duplicate peer id, say) instead of flapping on."""
+        if self._failure is None:
+            self._failure = error
+            LOG.error("%s", error)
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+
+    @property
+    def failure(self) -> TransportError | None:
+        """The error that stopped this transport for good, if any."""
+        return self._failure
+
     def _check_outgoing(self, peer_id: str, data: bytes) -> None:
         """TransportClosed, UnknownPeer (a malformed id) or MessageTooLarge, else nothing."""
+        if self._failure is not None:
+            raise self._failure
         self._check_open()
         problem = peer_id_problem(peer_id)
         if problem is not None:
@@ -320,13 +362,16 @@ class NetworkTransport(TransportBase):
         await self._queue.put((sender, data))
 
     async def incoming(self) -> AsyncIterator[tuple[str, bytes]]:
-        """``(sender, data)`` for every whole message; ends when the transport closes."""
+        """``(sender, data)`` for every whole message; ends when the transport closes, or
+        raises the error that stopped it (see ``_fail``)."""
         while True:
             if self._closed and self._queue.empty():
-                return
+                break
             item = await self._queue.get()
             if item is None:
                 with contextlib.suppress(asyncio.QueueFull):
                     self._queue.put_nowait(None)  # wake any other iterator too
-                return
+                break
             yield item
+        if self._failure is not None:
+            raise self._failure

@@ -23,22 +23,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
-import socket
+import secrets
 import ssl
-from collections.abc import AsyncGenerator, Mapping, Sequence
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-from spargo.node.errors import ConnectError, TransportError
+from spargo.node.errors import ConnectError, DuplicatePeer, MessageTooLarge, TransportError
+from spargo.node.metrics import strict_json
 from spargo.node.transports.base import NetworkTransport
 from spargo.node.transports.mqtt_config import MqttConfig
+from spargo.node.transports.mqtt_observe import observe
+from spargo.node.transports.mqtt_session import (
+    MIN_CHUNK_BYTES,
+    NODELAY,
+    UNSUPPORTED_VERSION,
+    accept_broker_puback_codes,
+    hook_callbacks,
+    session_options,
+    translate,
+)
 from spargo.node.transports.mqtt_wire import (
+    PACKET_TOO_LARGE,
+    PresenceBook,
     Topics,
     json_object,
     pack_envelope,
@@ -52,32 +65,6 @@ from spargo.node.transports.wire import (
 from spargo.protocol import Reassembler, RemoteProtocolError, split
 
 LOG = logging.getLogger(__name__)
-_NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-_REFUSED = {4: "bad username or password", 5: "not authorised"}
-
-
-def translate(exc: BaseException, what: str) -> TransportError:
-    """The ``node.errors`` exception for an aiomqtt/paho/socket error (the one boundary).
-
-    Keys on types and return codes only. aiomqtt re-raises socket errors and its own timeouts
-    as a bare ``MqttError`` (``raise ... from None``), so the original stays in
-    ``__context__``; a ``TimeoutError`` there means no CONNACK (or SUBACK) came in time.
-    """
-    if isinstance(exc, TransportError):
-        return exc
-    if isinstance(exc, MqttConnectError):
-        rc = exc.rc
-        reason = _REFUSED.get(rc, str(rc)) if isinstance(rc, int) else str(rc)
-        return ConnectError(
-            f"{what}: the broker refused us ({reason}): check the username and password "
-            "(or client certificate) and the broker's ACL"
-        )
-    if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
-        return ConnectError(
-            f"{what}: no CONNACK from the broker in time (wrong port, or TLS settings "
-            "that do not match the listener?)"
-        )
-    return ConnectError(f"{what}: {exc}")
 
 
 @dataclass
@@ -107,7 +94,21 @@ class MqttTransport(NetworkTransport):
             max_message_bytes=config.max_message_bytes,
             max_messages_in_flight_per_sender=64,
         )
-        self._presence: dict[str, bool] = {}
+        self.boot = (
+            f"{self._rng.getrandbits(64):016x}"
+            if config.seed is not None
+            else (secrets.token_hex(8))
+        )
+        self.started_at = time.time()  # wall clock: compared with other processes' starts
+        self._presence = PresenceBook(peer_id, self.boot, self.started_at)
+        self._version = (
+            aiomqtt.ProtocolVersion.V5 if config.mqtt_version == 5 else aiomqtt.ProtocolVersion.V311
+        )
+        #: The largest MQTT payload we publish: chunk_bytes, lowered to what the broker
+        #: announces (CONNACK Maximum Packet Size) or refuses (PUBACK 0x95).
+        self.chunk_bytes = config.chunk_bytes
+        self._refusals: list[int] = []
+        accept_broker_puback_codes()  # PUBACK reason codes >= 0x80, in arrival order
         self._conn: _Connection | None = None
         self._connected = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -127,42 +128,73 @@ class MqttTransport(NetworkTransport):
             username=self.config.username,
             password=self.config.password,
             identifier=f"{self.topics.prefix}/{self.peer_id}",
-            protocol=aiomqtt.ProtocolVersion.V311,
-            clean_session=self.config.clean_session,
+            protocol=self._version,
             will=aiomqtt.Will(
                 self.topics.presence(self.peer_id),
-                presence_payload(self.peer_id, online=False),
+                presence_payload(self.peer_id, online=False, boot=self.boot),
                 qos=1,
                 retain=True,
             ),
+            **session_options(self._version, self.config),
             timeout=self.config.connect_timeout_s,
             keepalive=self.config.keepalive_s,
             max_inflight_messages=self.config.max_inflight_messages,
             tls_context=self.config.ssl_context(),
-            socket_options=_NODELAY,  # paho does not set it: QoS 1 would wait ~40 ms a hop
+            socket_options=NODELAY,  # paho does not set it: QoS 1 would wait ~40 ms a hop
         )
         client.pending_calls_threshold = 1 << 30  # chunked sends keep many publishes pending
+        hook_callbacks(
+            client,
+            max_packet=lambda n: self._lower_chunks(n - 512, f"the broker's maximum packet {n}"),
+            refused=self._refusals.append,
+            taken_over=lambda: self._fail(
+                self._duplicate("the broker handed our session to another client")
+            ),
+        )
         return client
+
+    def _lower_chunks(self, limit: int, why: str) -> None:
+        room = max(MIN_CHUNK_BYTES, limit)
+        if room < self.chunk_bytes:
+            LOG.warning("%s: chunks of %d bytes (%s)", self.peer_id, room, why)
+            self.chunk_bytes = room
+
+    def _duplicate(self, evidence: str) -> DuplicatePeer:
+        return DuplicatePeer(
+            f"peer id {self.peer_id!r} is already live on swarm {self.config.swarm!r} "
+            f"({evidence}); give each process its own peer_id"
+        )
 
     async def _connect(self) -> _Connection:
         client = self._client()
         what = f"connecting {self.peer_id!r} to {self.config.endpoint()[0]}"
         try:
             await client.__aenter__()
+        except MqttConnectError as exc:
+            if self._version is aiomqtt.ProtocolVersion.V5 and exc.rc in UNSUPPORTED_VERSION:
+                LOG.info("%s: the broker speaks no MQTT 5; using 3.1.1", self.peer_id)
+                self._version = aiomqtt.ProtocolVersion.V311
+                return await self._connect()
+            self.stats.connect_failures += 1
+            raise translate(exc, what) from exc
         except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
             self.stats.connect_failures += 1
             raise translate(exc, what) from exc
         try:
             timeout_s = self.config.publish_timeout_s
+            self._presence.connecting()
             await client.subscribe(self.topics.inbox(self.peer_id), qos=1, timeout=timeout_s)
             await client.subscribe(self.topics.presence(), qos=1, timeout=timeout_s)
             await client.publish(
                 self.topics.presence(self.peer_id),
-                presence_payload(self.peer_id, online=True),
+                presence_payload(
+                    self.peer_id, online=True, boot=self.boot, started_at=self.started_at
+                ),
                 qos=1,
                 retain=True,
                 timeout=timeout_s,
             )
+            self._presence.announced = True
         except aiomqtt.MqttError as exc:
             await _disconnect(client, 1.0)
             self.stats.connect_failures += 1
@@ -178,14 +210,17 @@ class MqttTransport(NetworkTransport):
         while conn is not None:
             try:
                 async for message in conn.client.messages:
-                    self._dispatch(message.topic.value, message.payload)
+                    self._dispatch(message.topic.value, message.payload, bool(message.retain))
+                    if self._failure is not None:
+                        break
             except aiomqtt.MqttError as exc:
-                LOG.warning("%s lost the broker connection: %s", self.peer_id, exc)
+                if self._failure is None:
+                    LOG.warning("%s lost the broker connection: %s", self.peer_id, exc)
             self._connected.clear()
             self._conn = None
             conn.lost.set()
             await _disconnect(conn.client, 1.0)
-            conn = await self._reconnect()
+            conn = None if self._failure is not None else await self._reconnect()
 
     async def _reconnect(self) -> _Connection | None:
         failures = 0
@@ -197,6 +232,8 @@ class MqttTransport(NetworkTransport):
             )
             try:
                 return await self._connect()
+            except DuplicatePeer:
+                return None  # _fail has ended incoming() with it
             except ConnectError as exc:
                 LOG.info("%s: reconnect attempt %d failed: %s", self.peer_id, failures, exc)
         return None
@@ -208,12 +245,15 @@ class MqttTransport(NetworkTransport):
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
         conn, self._conn = self._conn, None
-        if conn is not None:
+        if conn is not None and self._failure is not None:
+            conn.lost.set()  # the id is someone else's: leave their presence alone
+            await _disconnect(conn.client, 2.0)
+        elif conn is not None:
             conn.lost.set()
             with contextlib.suppress(aiomqtt.MqttError):
                 await conn.client.publish(
                     self.topics.presence(self.peer_id),
-                    presence_payload(self.peer_id, online=False),
+                    presence_payload(self.peer_id, online=False, boot=self.boot),
                     qos=1,
                     retain=True,
                     timeout=min(1.0, self.config.publish_timeout_s),
@@ -222,7 +262,7 @@ class MqttTransport(NetworkTransport):
 
     # -- receiving -------------------------------------------------------------------------
 
-    def _dispatch(self, topic: str, payload: object) -> None:
+    def _dispatch(self, topic: str, payload: object, retained: bool = False) -> None:
         parsed = self.topics.split(topic)
         if parsed is None or not isinstance(payload, bytes | bytearray):
             self.stats.drop("foreign_topic")
@@ -231,7 +271,7 @@ class MqttTransport(NetworkTransport):
         if kind == "inbox":
             self._on_chunk(bytes(payload))
         elif kind == "presence":
-            self._on_presence(peer_id, bytes(payload))
+            self._on_presence(peer_id, bytes(payload), retained)
 
     def _on_chunk(self, payload: bytes) -> None:
         try:
@@ -251,12 +291,14 @@ class MqttTransport(NetworkTransport):
         self._received(sender, message)
         self._offer(sender, message)
 
-    def _on_presence(self, peer_id: str, payload: bytes) -> None:
+    def _on_presence(self, peer_id: str, payload: bytes, retained: bool = False) -> None:
         presence = json_object(payload)
         if presence is None:
             self.stats.drop("bad_presence")
             return
-        self._presence[peer_id] = presence.get("online") is True
+        other = self._presence.update(peer_id, presence, retained)
+        if other is not None:
+            self._fail(self._duplicate(f"an older process, boot {other}, holds it"))
 
     @property
     def connected(self) -> bool:
@@ -265,7 +307,7 @@ class MqttTransport(NetworkTransport):
 
     def online_peers(self) -> set[str]:
         """Peers whose retained presence currently says online (ourselves included)."""
-        return {peer_id for peer_id, online in self._presence.items() if online}
+        return self._presence.online()
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -287,12 +329,20 @@ class MqttTransport(NetworkTransport):
     async def send(self, peer_id: str, data: bytes) -> None:
         """Publish ``data`` to ``peer_id``'s inbox, chunked; returns when the broker has it."""
         self._check_outgoing(peer_id, data)
-        conn = self._conn if self._conn is not None else await self._connection()
-        # Chunks are wrapped in an envelope; keep the whole MQTT payload within chunk_bytes.
-        room = self.config.chunk_bytes - len(pack_envelope(self.peer_id, b""))
-        message_id, self._next_message_id = self._next_message_id, self._next_message_id + 1
-        payloads = [pack_envelope(self.peer_id, c) for c in split(data, room, message_id)]
-        await self._publish_all(conn, self.topics.inbox(peer_id), payloads)
+        while True:
+            conn = self._conn if self._conn is not None else await self._connection()
+            # Chunks are wrapped in an envelope; keep each MQTT payload within chunk_bytes.
+            room = self.chunk_bytes - len(pack_envelope(self.peer_id, b""))
+            message_id, self._next_message_id = self._next_message_id, self._next_message_id + 1
+            payloads = [pack_envelope(self.peer_id, c) for c in split(data, room, message_id)]
+            try:
+                await self._publish_all(conn, self.topics.inbox(peer_id), payloads)
+            except MessageTooLarge:
+                if self.chunk_bytes <= MIN_CHUNK_BYTES:
+                    raise
+                self._lower_chunks(self.chunk_bytes // 2, "the broker refused a chunk as too large")
+                continue  # resend the whole message in smaller chunks
+            break
         self._sent(data)
 
     async def _publish_all(
@@ -323,47 +373,37 @@ class MqttTransport(NetworkTransport):
         except aiomqtt.MqttError as exc:
             self._check_open()
             raise TransportError(f"publishing to {topic} failed: {exc}") from exc
+        self._raise_refusals(topic)
+
+    def _raise_refusals(self, topic: str) -> None:
+        """A PUBACK with a failure reason code (MQTT 5) is a send failure: counted by
+        reason, logged (once per reason at warning level) and raised."""
+        refusals = list(self._refusals)  # the paho hook holds this list's append: keep it
+        self._refusals.clear()
+        if not refusals:
+            return
+        code = refusals[0]
+        reason = f"send_refused_0x{code:02x}"
+        level = logging.DEBUG if reason in self.stats.drops else logging.WARNING
+        for refused in refusals:
+            self.stats.drop(f"send_refused_0x{refused:02x}")
+        LOG.log(
+            level,
+            "%s: the broker refused a publish to %s (reason 0x%02x)",
+            self.peer_id,
+            topic,
+            code,
+        )
+        if code == PACKET_TOO_LARGE:
+            raise MessageTooLarge(f"the broker refused a chunk to {topic} as too large (0x95)")
+        raise TransportError(f"the broker refused a publish to {topic} (reason 0x{code:02x})")
 
     async def publish_status(self, status: Mapping[str, object]) -> None:
         """Publish ``status`` as retained JSON on ``status/<peer_id>`` (for spargo monitor)."""
         self._check_open()
         conn = await self._connection()
-        body = json.dumps({"peer_id": self.peer_id, **status}, default=str).encode()
+        body = strict_json({"peer_id": self.peer_id, **status}, default=str).encode()
         await self._publish_all(conn, self.topics.status(self.peer_id), [body], retain=True)
 
 
-def _observer(config: MqttConfig) -> aiomqtt.Client:
-    host, port, _ = config.endpoint()
-    return aiomqtt.Client(
-        host,
-        port,
-        username=config.username,
-        password=config.password,
-        clean_session=True,  # an observer needs no session: retained messages suffice
-        timeout=config.connect_timeout_s,
-        keepalive=config.keepalive_s,
-        tls_context=config.ssl_context(),
-        socket_options=_NODELAY,
-    )
-
-
-async def observe(
-    config: MqttConfig, topics: Sequence[str]
-) -> AsyncGenerator[tuple[str, bytes] | None, None]:
-    """One read-only connection: ``None`` once subscribed to ``topics``, then ``(topic, payload)``.
-
-    For observers such as ``spargo monitor``: a clean session, no presence, no will. Ends with
-    ``ConnectError`` when the connection fails or is lost (the caller decides on retries).
-    """
-    what = f"observing swarm {config.swarm!r} on {config.endpoint()[0]}"
-    try:
-        async with _observer(config) as client:
-            for topic in topics:
-                await client.subscribe(topic, qos=1, timeout=config.publish_timeout_s)
-            yield None
-            async for message in client.messages:
-                payload = message.payload
-                if isinstance(payload, bytes | bytearray):
-                    yield message.topic.value, bytes(payload)
-    except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
-        raise translate(exc, what) from exc
+__all__ = ["MqttConfig", "MqttTransport", "observe", "translate"]

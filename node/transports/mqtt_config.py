@@ -44,6 +44,9 @@ class MqttConfig:
     backoff_min_s: float = 0.1
     backoff_max_s: float = 10.0
     clean_session: bool = False
+    #: 5 (MQTT 5: broker limits and refusals are visible; falls back to 3.1.1 when the broker
+    #: does not speak it) or 311.
+    mqtt_version: int = 5
     max_inflight_messages: int = 100
     incoming_queue_size: int = 4096  # whole messages waiting for incoming(); more are dropped
     reassembly_max_age_s: float = 120.0
@@ -65,6 +68,8 @@ class MqttConfig:
         if min(self.publish_timeout_s, self.connect_timeout_s, self.keepalive_s) <= 0:
             raise ConfigError("timeouts and keepalive_s must be positive")
         check_backoff(self.backoff_min_s, self.backoff_max_s)
+        if self.mqtt_version not in (5, 311):
+            raise ConfigError(f"mqtt_version must be 5 or 311, got {self.mqtt_version!r}")
 
     def endpoint(self) -> tuple[str, int, bool]:
         """``(host, port, tls)`` from ``url`` when given, else from host/port/tls_ca."""

@@ -73,9 +73,80 @@ class Topics:
         return kind, peer_id
 
 
-def presence_payload(peer_id: str, online: bool) -> bytes:
-    """The retained presence JSON."""
-    return json.dumps({"peer_id": peer_id, "online": online, "updated_at": time.time()}).encode()
+def presence_payload(
+    peer_id: str, online: bool, boot: str | None = None, started_at: float | None = None
+) -> bytes:
+    """The retained presence JSON; ``boot`` is the random nonce of this process's transport
+    and ``started_at`` when it started, which tell two processes that claim one peer id
+    apart and which of them gives way (see :class:`PresenceBook`)."""
+    body: dict[str, object] = {"peer_id": peer_id, "online": online, "updated_at": time.time()}
+    if boot is not None:
+        body["boot"] = boot
+    if started_at is not None:
+        body["started_at"] = started_at
+    return json.dumps(body).encode()
+
+
+#: MQTT 5 reason codes the transport acts on (MQTT 5.0 §2.4, table 2-6).
+PACKET_TOO_LARGE = 0x95
+SESSION_TAKEN_OVER = 0x8E
+
+
+class PresenceBook:
+    """Who is online, from presence messages, and whether our own id is claimed by another
+    live process.
+
+    Our own id: a presence "online" with another boot nonce that arrives live (not as a
+    retained message replayed on subscribe), or retained on a connection after the one we
+    first announced ourselves on, can only come from a second process holding our id: a
+    crashed earlier life of ours cannot publish, and its stale retained message is
+    overwritten by our first announcement. (A replay on the first connection may arrive
+    after our own announcement, so it proves nothing.) The newer process of the two (later
+    ``started_at``, then the larger boot nonce) gives way; the older one carries on, so a
+    second process started by mistake stops and the running peer is left alone.
+
+    Other ids: an "offline" (a clean close or a last will) from a boot other
+    than the one last seen online is a replaced process's goodbye and is ignored, so the
+    swarm does not see a live peer flap offline.
+    """
+
+    def __init__(self, peer_id: str, boot: str, started_at: float = 0.0) -> None:
+        self.peer_id = peer_id
+        self.boot = boot
+        self.started_at = started_at
+        self.announced = False
+        self._announced_before = False  # on an earlier connection than the current one
+        self._online: dict[str, str | None] = {}  # peer id -> boot last seen online
+
+    def connecting(self) -> None:
+        """A new connection starts: retained replays on it now prove a duplicate if we had
+        announced ourselves before."""
+        self._announced_before = self.announced
+
+    def update(self, peer_id: str, presence: dict[str, object], retained: bool) -> str | None:
+        """Apply one presence message; returns the other boot nonce when it shows an older
+        live process holding our own id (we must give way), else None."""
+        online = presence.get("online") is True
+        boot = presence.get("boot")
+        boot = boot if isinstance(boot, str) else None
+        if peer_id == self.peer_id:
+            duplicate = online and boot is not None and boot != self.boot
+            if not duplicate or (retained and not self._announced_before):
+                return None
+            started = presence.get("started_at")
+            theirs = (started if isinstance(started, int | float) else 0.0, str(boot))
+            return str(boot) if theirs < (self.started_at, self.boot) else None
+        if online:
+            self._online[peer_id] = boot
+        elif peer_id in self._online:
+            seen = self._online[peer_id]
+            if boot is None or seen is None or boot == seen:
+                del self._online[peer_id]
+        return None
+
+    def online(self) -> set[str]:
+        """Peers whose presence says online (our own id once announced)."""
+        return set(self._online) | ({self.peer_id} if self.announced else set())
 
 
 def json_object(payload: object) -> dict[str, object] | None:

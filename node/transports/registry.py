@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar
 
+from spargo.node.checks import check_keys, check_types
 from spargo.node.errors import ConfigError
 from spargo.node.transports.base import Transport
 
@@ -113,20 +114,20 @@ C = TypeVar("C")
 def config_from_table(cls: type[C], values: Mapping[str, Any], section: str = "transport") -> C:
     """Build the dataclass ``cls`` from a TOML table, as one-line ConfigErrors.
 
-    Unknown keys are named with the valid ones; fields typed ``Path`` take strings; a
+    Unknown keys are named with a did-you-mean hint, values of the wrong type with the key
+    (``check_types``); fields typed ``Path`` take strings and a ``tls_*`` file must exist; a
     ``TypeError``/``ValueError`` from the class's own checks becomes a ``ConfigError``.
     """
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(
-            f"[{section}] unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
-        )
+    check_keys(values, (f.name for f in fields(cls)), f"[{section}]")  # type: ignore[arg-type]
+    check_types(cls, values, f"[{section}]")
     hints = typing.get_type_hints(cls)
     converted = {
         key: Path(value) if isinstance(value, str) and _takes_path(hints.get(key)) else value
         for key, value in values.items()
     }
+    for key, value in converted.items():
+        if key.startswith("tls_") and isinstance(value, Path) and not value.is_file():
+            raise ConfigError(f"[{section}] {key}: file {str(value)!r} does not exist")
     try:
         return cls(**converted)
     except (TypeError, ValueError) as exc:

@@ -40,6 +40,7 @@ from spargo.node.transports.tcp_wire import (
     frame_header,
     parse_address,
     read_frame,
+    read_frame_timed,
 )
 from spargo.node.transports.wire import (
     FrameError,
@@ -78,6 +79,8 @@ class TcpTransport(NetworkTransport):
         self._server_ssl = config.server_ssl()
         self._client_ssl = config.client_ssl()
         self._auth = config.hello_authenticator()
+        self._inbound = 0  # connections being served (each holds a file descriptor)
+        self._handshaking = 0  # of those, still before an accepted HELLO
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -208,6 +211,22 @@ class TcpTransport(NetworkTransport):
         self.stats.connects += 1
         return writer
 
+    async def reach(self, peer_id: str) -> bool:
+        """Whether our link to ``peer_id`` is up, opening it (HELLO both ways) if needed;
+        False for an unknown, unreachable or backing-off peer (the ``Reachability``
+        capability: start-up waits for neighbours with it)."""
+        if peer_id == self.peer_id:
+            return True
+        try:
+            address = self._address_of(peer_id)
+            link = self._links.setdefault(peer_id, _Link())
+            async with link.lock:
+                self._check_open()
+                await self._connected(peer_id, address, link)
+        except TransportError:
+            return False
+        return True
+
     async def _handshake(
         self, peer_id: str, address: str
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -247,34 +266,61 @@ class TcpTransport(NetworkTransport):
     # -- receiving -------------------------------------------------------------------------
 
     def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """The server's callback: serve the connection as a task of our group."""
+        """The server's callback: serve the connection as a task of our group, unless that
+        would pass the caps on inbound (and on still-handshaking) connections: then it is
+        closed at once and counted, so no outsider can exhaust our file descriptors."""
         if self._closed or not self.tasks.running:
             writer.close()
             return
+        cfg = self.config
+        if self._inbound >= cfg.max_inbound_connections:
+            self.stats.drop("connection_limit")
+            writer.close()
+            return
+        if self._handshaking >= cfg.max_handshaking_connections:
+            self.stats.drop("handshake_limit")
+            writer.close()
+            return
         self._writers.add(writer)
+        self._inbound += 1
+        self._handshaking += 1
         self.tasks.spawn(self._serve(reader, writer), f"serve-{next(self._connection_numbers)}")
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handshaking = True
         try:
             sender = await self._accept_hello(reader, writer)
-            while True:
-                kind, body = await read_frame(reader, self.max_message_bytes)
-                if kind is not FrameKind.DATA:
-                    self.stats.drop("unexpected_frame")
-                    continue
-                self._received(sender, body)
-                await self._deliver(sender, body)
+            handshaking = False
+            self._handshaking -= 1
+            await self._read_data(sender, reader)
         except HelloRejected:
             pass  # counted by _check_hello
         except FrameError:
             self.stats.drop("bad_frame")
         except TimeoutError:
-            self.stats.drop("handshake_timeout")
+            self.stats.drop("handshake_timeout" if handshaking else "read_timeout")
         except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
             pass  # the other side went away; it reconnects when it has something to send
         finally:
+            self._inbound -= 1
+            if handshaking:
+                self._handshaking -= 1
             self._writers.discard(writer)
             writer.close()
+
+    async def _read_data(self, sender: str, reader: asyncio.StreamReader) -> None:
+        """DATA frames until the connection ends, idles past ``idle_timeout_s`` or stalls
+        inside a frame past ``read_timeout_s`` (TimeoutError)."""
+        cfg = self.config
+        while True:
+            kind, body = await read_frame_timed(
+                reader, self.max_message_bytes, cfg.idle_timeout_s, cfg.read_timeout_s
+            )
+            if kind is not FrameKind.DATA:
+                self.stats.drop("unexpected_frame")
+                continue
+            self._received(sender, body)
+            await self._deliver(sender, body)
 
     async def _accept_hello(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

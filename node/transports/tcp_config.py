@@ -36,6 +36,13 @@ class TcpConfig:
     connect_timeout_s: float = 5.0
     handshake_timeout_s: float = 5.0
     send_timeout_s: float = 30.0
+    #: A connection that sends no frame for this long after its HELLO is closed.
+    idle_timeout_s: float = 600.0
+    #: Once a frame has begun, each 64 KiB of it (and its header) must arrive within this.
+    read_timeout_s: float = 30.0
+    #: Inbound connections at once; those still in their HELLO are held to the smaller cap.
+    max_inbound_connections: int = 256
+    max_handshaking_connections: int = 32
     backoff_min_s: float = 0.05
     backoff_max_s: float = 5.0
     max_message_bytes: int = 64 * 1024 * 1024
@@ -61,8 +68,20 @@ class TcpConfig:
         check_backoff(self.backoff_min_s, self.backoff_max_s)
         if self.max_message_bytes <= 0 or self.incoming_queue_size <= 0:
             raise ValueError("max_message_bytes and incoming_queue_size must be positive")
-        if min(self.connect_timeout_s, self.handshake_timeout_s, self.send_timeout_s) <= 0:
+        timeouts = (
+            self.connect_timeout_s,
+            self.handshake_timeout_s,
+            self.send_timeout_s,
+            self.idle_timeout_s,
+            self.read_timeout_s,
+        )
+        if min(timeouts) <= 0:
             raise ValueError("timeouts must be positive (seconds)")
+        if not 1 <= self.max_handshaking_connections <= self.max_inbound_connections:
+            raise ValueError(
+                "need 1 <= max_handshaking_connections <= max_inbound_connections, got "
+                f"{self.max_handshaking_connections}, {self.max_inbound_connections}"
+            )
         parse_hello_keys(self.hello_keys, self.hello_key_id)
         if not self.hello_max_skew_s > 0:
             raise ValueError(f"hello_max_skew_s must be positive, got {self.hello_max_skew_s!r}")

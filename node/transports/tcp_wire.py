@@ -46,6 +46,34 @@ async def read_frame(reader: asyncio.StreamReader, max_body_bytes: int) -> tuple
     return FrameKind(kind), await reader.readexactly(nbytes)
 
 
+#: A frame body is read in pieces of this size, each within the read timeout.
+READ_PIECE_BYTES = 64 * 1024
+
+
+async def read_frame_timed(
+    reader: asyncio.StreamReader, max_body_bytes: int, idle_s: float, piece_s: float
+) -> tuple[FrameKind, bytes]:
+    """Read one TCP frame from a peer that may be slow or hostile: wait at most ``idle_s``
+    for its first byte, then at most ``piece_s`` for the rest of the header and for each
+    ``READ_PIECE_BYTES`` of the body (a minimum rate, so a header that claims 64 MiB and
+    then stalls, or a byte a second, is cut off). TimeoutError, IncompleteReadError at EOF,
+    FrameError for a bad header."""
+    first = await asyncio.wait_for(reader.readexactly(1), idle_s)
+    rest = await asyncio.wait_for(reader.readexactly(FRAME_HEADER.size - 1), piece_s)
+    nbytes, kind = FRAME_HEADER.unpack(first + rest)
+    if kind not in FrameKind.__members__.values():
+        raise FrameError(f"unknown frame kind {kind}")
+    if nbytes > max_body_bytes:
+        raise FrameError(f"frame of {nbytes} bytes exceeds the limit of {max_body_bytes}")
+    pieces = []
+    left = nbytes
+    while left:
+        piece = min(left, READ_PIECE_BYTES)
+        pieces.append(await asyncio.wait_for(reader.readexactly(piece), piece_s))
+        left -= piece
+    return FrameKind(kind), b"".join(pieces)
+
+
 class Hello(NamedTuple):
     """A decoded HELLO: who sent it, where it listens, and its auth field (None if absent)."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from spargo.node.broker import Mosquitto, MosquittoConfig
-from spargo.node.errors import ConnectError
+from spargo.node.errors import ConnectError, TransportError
 from spargo.node.transports.base import Membership, StatusPublisher, Transport
 from spargo.node.transports.mqtt import MqttConfig, MqttTransport
 from spargo.node.transports.mqtt_wire import pack_envelope
@@ -124,7 +124,10 @@ async def test_acl_stops_a_peer_writing_into_another_inbox(auth_broker: Mosquitt
         return MqttTransport(config, name)
 
     async with entered({p: peer(p) for p in ("alice", "bob", "carol")}) as t:
-        await t["alice"].send("carol", b"forbidden")  # the broker acks and discards it
+        # MQTT 5: the broker's PUBACK says "not authorised"; the send fails, counted by reason.
+        with pytest.raises(TransportError, match="0x87"):
+            await t["alice"].send("carol", b"forbidden")
+        assert t["alice"].drop_counts()["send_refused_0x87"] == 1
         await t["bob"].send("carol", b"allowed")
         assert await receive(t["carol"], 1) == [("bob", b"allowed")]
         assert await nothing_arrives(t["carol"])

@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiomqtt import MqttError
@@ -53,18 +54,38 @@ def test_every_spec_names_a_config_dataclass_and_a_network_transport(spec: Trans
     assert isinstance(spec.build(config, "p"), spec.transport_type())
 
 
-def test_make_transport_builds_each_kind() -> None:
+def test_make_transport_builds_each_kind(tmp_path: Path) -> None:
     assert isinstance(make_transport({"url": "mqtt://127.0.0.1:1"}, "p", "s"), MqttTransport)
     assert isinstance(make_transport({"kind": "tcp", "port": 0}, "p", "s"), TcpTransport)
-    config = spec_for("mqtt").make_config({"tls_ca": "ca.pem"}, "s")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read until connecting")
+    config = spec_for("mqtt").make_config({"tls_ca": str(ca)}, "s")
     assert isinstance(config, MqttConfig)
-    assert config.tls_ca == Path("ca.pem")  # paths arrive as strings from TOML
+    assert config.tls_ca == ca  # paths arrive as strings from TOML
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        ({"kind": "mqtt", "tls_ca": "/no/such/ca.pem"}, "tls_ca: file '/no/such/ca.pem' does not"),
+        ({"kind": "mqtt", "port": "1883"}, "port must be a whole number, got '1883'"),
+        ({"kind": "mqtt", "clean_session": 1}, "clean_session must be true or false"),
+        ({"kind": "tcp", "connect_timeout_s": True}, "connect_timeout_s must be a number"),
+        ({"kind": "tcp", "peers": ["a"]}, "peers must be a table"),
+        ({"kind": "mqtt", "usernme": "x"}, "unknown key 'usernme' (did you mean 'username'?)"),
+    ],
+)
+def test_wrong_types_and_missing_files_name_the_key(table: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_transport(table, "p", "s")
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_bad_tables_are_one_line_config_errors() -> None:
     with pytest.raises(ConfigError, match="kind 'carrier-pigeon' is unknown; use one of mqtt, tcp"):
         spec_for("carrier-pigeon")
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) colour; valid: .*url"):
+    with pytest.raises(ConfigError, match=r"unknown key 'colour'; valid keys: .*url"):
         make_transport({"kind": "mqtt", "colour": "red"}, "p", "s")
     with pytest.raises(ConfigError, match=r"^\[transport\] port 70000 is not in 0..65535"):
         make_transport({"kind": "tcp", "port": 70000}, "p", "s")
