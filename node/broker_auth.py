@@ -1,7 +1,8 @@
 """Mosquitto password and ACL files: who may connect, and which topics each client may use.
 
 Used by ``spargo lab`` and ``spargo keys``, the test fixtures and anyone setting up an
-authenticated broker (``swarm_acl_rules``: the recommended per-swarm ACL, docs/MQTT.md). Passwords are hashed by Mosquitto's own ``mosquitto_passwd``.
+authenticated broker (``swarm_acl_rules``: the recommended per-swarm ACL, docs/MQTT.md).
+Passwords are hashed by Mosquitto's own ``mosquitto_passwd``.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from spargo.node.checkpoint import checkpoint_path, load_checkpoint, save_checkp
 from spargo.node.config import NodeConfig
 from spargo.node.errors import CheckpointError
 from spargo.node.exchange import MergeObserver, OutgoingFilter, PayloadExchange
+from spargo.node.identity import Credentials
 from spargo.node.inbox import Arrival, to_received
 from spargo.node.methods.base import Method
 from spargo.node.metrics import Counters, RoundMetrics
@@ -86,6 +87,7 @@ class Node(PayloadExchange):
         initial_seq: int = 0,
         outgoing_filter: OutgoingFilter | None = None,
         merge_observer: MergeObserver | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         """``initial_seq``: where sequence numbers start. Real peers pass the wall clock in
         microseconds, so a peer restarted without its checkpoint still sends numbers above
@@ -94,7 +96,10 @@ class Node(PayloadExchange):
         ``outgoing_filter(round, [(target, payload), ...])`` may rewrite what the method
         sends, per target, before it is encoded (the simulator's attackers equivocate this
         way); ``merge_observer(round, received)`` sees every merge's input (the simulator's
-        merge log). Both default to none."""
+        merge log). Both default to none.
+
+        ``credentials``: this peer's signing key, the roster it checks senders against, and
+        its boot id (``node.identity``; default: none, none, random)."""
         self.config = config
         self.model = model
         self.data = data
@@ -111,7 +116,7 @@ class Node(PayloadExchange):
         self._on_round = on_round
         self._outgoing_filter = outgoing_filter
         self._merge_observer = merge_observer
-        self._init_exchange(limits or Limits())
+        self._init_exchange(limits or Limits(), credentials)
         self._trainer = LocalTrainer(
             model,
             data.train,
