@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from spargo.node.config import NodeConfig
 from spargo.node.errors import TransportError
 from spargo.node.identity import Credentials, new_boot_id
 from spargo.node.inbox import Arrival, Inbox
+from spargo.node.influence import clipped_senders, distances
 from spargo.node.methods.base import Method
 from spargo.node.methods.payloads import MergeResult, Payload, Received, is_control
 from spargo.node.metrics import Counters
@@ -45,6 +47,9 @@ from spargo.protocol import (
     encode,
 )
 
+if TYPE_CHECKING:
+    from torch import nn
+
 log = logging.getLogger("spargo.node")
 
 #: A sender whose every frame is dropped as a replay for this many of our rounds is warned of.
@@ -52,6 +57,8 @@ REPLAY_WARN_ROUNDS = 3
 #: With a signing key, Hello (and its public key) is re-sent to a target this often (rounds),
 #: so a neighbour that restarted and forgot a pinned key learns it again.
 GREET_EVERY_ROUNDS = 10
+#: A sender clipped in this many merges running is named in a warning.
+CLIP_WARN_STREAK = 5
 
 
 @runtime_checkable
@@ -94,6 +101,8 @@ class PayloadExchange:
     _boot: int
     _replays: dict[str, int]
     _greeted: dict[str, int]
+    model: nn.Module
+    clipped: Counter[str]
 
     def _init_exchange(self, limits: Limits, credentials: Credentials | None = None) -> None:
         """Set up the exchange's own state (the node calls this once, after ``config``,
@@ -112,6 +121,9 @@ class PayloadExchange:
         self._replays = {}
         #: target -> the round we last sent it our Hello (only with a signing key).
         self._greeted = {}
+        #: Per sender: merges in which self-centred clipping cut its update short.
+        self.clipped = Counter()
+        self._clip_streak: Counter[str] = Counter()
         self._signature_hash = signature_hash(self.method.signature())
         self._inbox = Inbox()
         self._arrived = asyncio.Event()
@@ -134,7 +146,11 @@ class PayloadExchange:
         try:
             if self._merge_observer is not None:
                 self._merge_observer(round_index, received)
-            return self.method.merge(round_index, received)
+            pulls = self._pulls(received)
+            result = self.method.merge(round_index, received)
+            if pulls and result.stats.clip_radius is not None:
+                self._count_clipped(round_index, pulls, result.stats.clip_radius)
+            return result
         except Exception:  # a task boundary: a bad payload must never stop the peer
             senders = sorted({item.sender for item in received})
             self.counters.drop("merge_error", max(1, len(received)))
@@ -150,6 +166,35 @@ class PayloadExchange:
                 exc_info=level == logging.WARNING,
             )
             return MergeResult()
+
+    def _pulls(self, received: Sequence[Received]) -> dict[str, float]:
+        """With ``robust = "clip"``: how far each full model received is from ours."""
+        if self.config.method_options.get("robust") != "clip" or not received:
+            return {}
+        own = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        return distances(own, received)
+
+    def _count_clipped(self, round_index: int, pulls: dict[str, float], radius: float) -> None:
+        """Count clipped updates per sender; warn when one sender is clipped in
+        ``CLIP_WARN_STREAK`` merges running (the farthest honest neighbour is clipped now and
+        then: the radius is the median distance), and every 100 clips after."""
+        clipped = clipped_senders(pulls, radius)
+        for sender in pulls:
+            self._clip_streak[sender] = self._clip_streak[sender] + 1 if sender in clipped else 0
+        for sender in clipped:
+            self.clipped[sender] += 1
+            streak = self._clip_streak[sender]
+            if streak == CLIP_WARN_STREAK or (streak > CLIP_WARN_STREAK and streak % 100 == 0):
+                log.warning(
+                    "%s: round %d: clipped the update of %s in %d merges running "
+                    "(%.3g from us, radius %.3g)",
+                    self.config.peer_id,
+                    round_index,
+                    sender,
+                    streak,
+                    pulls[sender],
+                    radius,
+                )
 
     def _saw_round(self, sender: str, round_index: int) -> None:
         """Record an accepted message's round: at most ``round_jump`` past what we knew of the

@@ -5,8 +5,13 @@ method, rounds, checkpoint directory…), ``[transport]`` (``kind = "mqtt"`` or 
 its address and credentials), ``[topology]`` (``graph`` = generator name or graph file,
 ``peers`` = the swarm's peer ids or ``count`` = N for ids ``peer-0..N-1`` — a graph file's
 node labels are its peer ids by default, and must match ``peers`` exactly — ``seed``,
-``sampler``) and ``[task]`` (``name``, and ``shards`` / ``shard`` for a seeded IID slice).
-Flags override the file. Errors are one line; the exit status is 2.
+``sampler``) and ``[task]`` (``name``, and ``shards`` / ``shard`` for a seeded IID slice),
+plus ``[identity]`` (``key``, ``roster``, ``swarm_key``: files from ``spargo keys``, see
+``node.identity``). Flags override the file. Errors are one line; the exit status is 2.
+
+Secure by default (README, "Security"): a peer without a swarm key refuses a non-loopback
+broker or peer address unless ``--insecure`` is given, and real peers of the D-PSGD family
+clip each neighbour's influence (``robust = "clip"``) unless their config says otherwise.
 """
 
 from __future__ import annotations
@@ -20,12 +25,21 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spargo.node.config import NodeConfig, config_from_mapping, load_toml
 from spargo.node.errors import ConfigError, NodeError
+from spargo.node.identity import IdentityConfig
+from spargo.node.identity_setup import (
+    add_security_flags,
+    check_secure,
+    members,
+    secure_defaults,
+    warn_weak_identity,
+    with_swarm_key,
+)
 from spargo.node.methods.registry import method_help, method_spec, node_methods
 from spargo.node.transports.base import AddressBook, Membership, StatusPublisher
 from spargo.node.transports.registry import TRANSPORTS, split_table
@@ -52,6 +66,8 @@ class PeerSetup:
     metrics_path: str | None = None
     log_level: str = "info"
     startup_wait_s: float = 30.0
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    insecure: bool = False
 
 
 def _peers_from(table: Mapping[str, Any], graph: str) -> tuple[str, ...]:
@@ -99,11 +115,12 @@ def _check_membership(config: NodeConfig, task: Mapping[str, Any], topo: Mapping
 def load_setup(path: str | None, flags: Mapping[str, Any]) -> PeerSetup:
     """Merge the TOML file (if any) with flags; every problem is a one-line ConfigError."""
     data: dict[str, Any] = dict(load_toml(path)) if path else {}
-    unknown = sorted(set(data) - {"node", "transport", "topology", "task", "log", "metrics"})
+    tables = ("node", "transport", "topology", "task", "log", "metrics", "identity")
+    unknown = sorted(set(data) - set(tables))
     if unknown:
         raise ConfigError(
             f"{path}: unknown table(s) {', '.join(unknown)}; "
-            "use [node], [transport], [topology], [task], [log], [metrics]"
+            f"use {', '.join(f'[{t}]' for t in tables)}"
         )
     node_table = dict(data.get("node", {}))
     node_table.update({k: v for k, v in flags.get("node", {}).items() if v is not None})
@@ -116,7 +133,12 @@ def load_setup(path: str | None, flags: Mapping[str, Any]) -> PeerSetup:
     level = flags.get("log_level") or data.get("log", {}).get("level", "info")
     if level not in LOG_LEVELS:
         raise ConfigError(f"log level {level!r} is unknown; use one of {', '.join(LOG_LEVELS)}")
-    config = config_from_mapping(node_table, source=path or "flags")
+    identity_table = dict(data.get("identity", {}))
+    identity_table.update({k: v for k, v in flags.get("identity", {}).items() if v is not None})
+    identity = IdentityConfig.from_table(identity_table, path or "flags")
+    config = secure_defaults(
+        config_from_mapping(with_swarm_key(node_table, identity), source=path or "flags")
+    )
     graph = str(topo.get("graph", "ring"))
     if graph == MEMBERSHIP:
         _check_membership(config, task, topo)
@@ -142,8 +164,11 @@ def load_setup(path: str | None, flags: Mapping[str, Any]) -> PeerSetup:
         metrics_path=flags.get("metrics") or data.get("metrics", {}).get("path"),
         log_level=level,
         startup_wait_s=float(topo.get("wait_for_neighbours_s", 30.0)),
+        identity=identity,
+        insecure=bool(flags.get("insecure")),
     )
     _check_transport(setup)
+    check_secure(setup.node, setup.transport, setup.insecure)
     return setup
 
 
@@ -176,10 +201,11 @@ def build_node(setup: PeerSetup) -> Any:
     shard = iid_shard(task.train, setup.shards, setup.shard, setup.topology_seed)
     train, test = local_split(shard, 0.2, setup.topology_seed + setup.shard)
     transport = make_transport(transport_table(setup), config.peer_id, config.swarm)
+    credentials = setup.identity.credentials(config.peer_id, bool(config.keys))
     if setup.graph == MEMBERSHIP:
         view = membership_view(
             config.peer_id,
-            _membership_of(transport),
+            members(_membership_of(transport), credentials.roster),
             k=_membership_k(setup.sampler),
             seed=setup.topology_seed,
         )
@@ -210,7 +236,8 @@ def build_node(setup: PeerSetup) -> Any:
         view,
         transport,
         method,
-        initial_seq=time.time_ns() // 1000,  # above anything a previous life of ours sent
+        initial_seq=time.time_ns() // 1000,  # each life has its own boot id, too
+        credentials=credentials,
     )
 
 
@@ -244,6 +271,7 @@ def _membership_k(sampler: str) -> int:
 async def run_peer(setup: PeerSetup, *, print_json: bool = False) -> int:
     """Run one peer to the end (or until SIGINT/SIGTERM); returns an exit status."""
     node = build_node(setup)
+    warn_weak_identity(setup.node, setup.transport, setup.identity)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -261,6 +289,7 @@ async def run_peer(setup: PeerSetup, *, print_json: bool = False) -> int:
     else:  # resumed after its last round: nothing left to do, report where it stands
         final = {"peer_id": setup.node.peer_id, "round": node.round - 1}
     final["drops"] = dict(node.counters.drops)
+    final["clipped"] = dict(node.clipped)
     if print_json:
         print(json.dumps(final, sort_keys=True), flush=True)
     return 0
@@ -344,6 +373,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--metrics", help="append per-round metrics as JSON lines to this file")
     p.add_argument("--log-level", choices=LOG_LEVELS)
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    add_security_flags(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -366,6 +396,8 @@ def run(args: argparse.Namespace) -> int:
         "task": {"name": args.task},
         "metrics": args.metrics,
         "log_level": args.log_level,
+        "identity": {"key": args.identity_key, "roster": args.roster, "swarm_key": args.swarm_key},
+        "insecure": args.insecure,
     }
     setup = load_setup(args.config, flags)
     logging.basicConfig(
