@@ -28,6 +28,9 @@ from spargo.node.identity import write_roster, write_secret, write_signer
 from spargo.node.transports.wire import peer_id_problem
 from spargo.protocol import Signer
 
+#: The MQTT user for ``spargo monitor`` in the passwords ``spargo keys`` writes.
+MONITOR_USER = "monitor"
+
 
 @dataclass(frozen=True)
 class SwarmSecrets:
@@ -43,8 +46,11 @@ class SwarmSecrets:
 
 
 def _check_peers(peers: list[str]) -> None:
-    if len(peers) < 1 or len(set(peers)) != len(peers):
-        raise ConfigError(f"--peers must name distinct peer ids, got {','.join(peers)!r}")
+    if len(peers) < 1 or len(set(peers)) != len(peers) or MONITOR_USER in peers:
+        raise ConfigError(
+            f"--peers must name distinct peer ids other than {MONITOR_USER!r}, "
+            f"got {','.join(peers)!r}"
+        )
     for peer in peers:
         problem = peer_id_problem(peer)
         if problem is not None:
@@ -68,7 +74,8 @@ def make_swarm_secrets(
     passwords: dict[str, str] = {}
     password_file = acl_file = None
     if swarm is not None:
-        passwords = {peer: secrets.token_urlsafe(18) for peer in peers}
+        # "monitor": for `spargo monitor` (the ACL lets any user read presence and status).
+        passwords = {peer: secrets.token_urlsafe(18) for peer in [*peers, MONITOR_USER]}
         lines = ["[passwords]", *(f'"{p}" = "{pw}"' for p, pw in passwords.items())]
         write_secret(directory / "passwords.toml", "\n".join(lines) + "\n")
         acl_file = write_acl_file(directory / "mosquitto.acl", {}, swarm_acl_rules(swarm))

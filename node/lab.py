@@ -5,6 +5,12 @@ writes one peer config per process, launches N ``spargo node`` processes, waits 
 collects their final metrics and prints the same summary as ``spargo sim`` (``--json``: the
 last line). Every child runs in its own process group and is terminated (then killed) on
 success, failure or Ctrl-C, so no process is left behind.
+
+Secure by default (README, "Security"): each run gets fresh secrets under ``<workdir>/secrets``
+(``spargo keys``: a swarm key, one Ed25519 key per peer, the roster, MQTT passwords), and the
+broker it starts requires a password and enforces the swarm's pattern ACL. With ``--broker``
+the lab passes ``--broker-username/--broker-password`` and ``--tls-*`` to every peer.
+``--insecure`` runs without any of it.
 """
 
 from __future__ import annotations
@@ -19,11 +25,22 @@ import signal
 import sys
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spargo.node.errors import ConfigError
+from spargo.node.lab_security import (
+    LabSecurity,
+    add_security_flags,
+    broker_config,
+    make_secrets,
+    secure_tables,
+    security_of,
+)
+
+if TYPE_CHECKING:
+    from spargo.node.keys import SwarmSecrets
 
 #: How long a lab run may take before it is called failed and torn down.
 DEFAULT_TIMEOUT_S = 600.0
@@ -46,6 +63,7 @@ class LabConfig:
     round_deadline_s: float = 30.0
     timeout_s: float = DEFAULT_TIMEOUT_S
     swarm: str = "lab"
+    security: LabSecurity = field(default_factory=LabSecurity)
 
     def __post_init__(self) -> None:
         if self.nodes < 2:
@@ -107,13 +125,21 @@ def _tcp_table(ids: list[str], index: int, broker_url: str | None, ports: list[i
 LAB_TRANSPORTS = {"mqtt": _mqtt_table, "tcp": _tcp_table}
 
 
-def write_peer_configs(lab: LabConfig, broker_url: str | None, tcp_ports: list[int]) -> list[Path]:
-    """One TOML per peer under ``lab.workdir``; returns their paths."""
+def write_peer_configs(
+    lab: LabConfig,
+    broker_url: str | None,
+    tcp_ports: list[int],
+    made: SwarmSecrets | None = None,
+) -> list[Path]:
+    """One TOML per peer under ``lab.workdir``; returns their paths. ``made``: the run's
+    secrets (None: an insecure lab)."""
     lab.workdir.mkdir(parents=True, exist_ok=True)
     ids = lab.peer_ids()
     paths = []
     for index, peer_id in enumerate(ids):
         transport = LAB_TRANSPORTS[lab.transport](ids, index, broker_url, tcp_ports)
+        identity, extra = secure_tables(lab.security, lab.transport, lab.broker, peer_id, made)
+        transport.update(extra)
         text = _toml(
             {
                 "node": {
@@ -130,10 +156,13 @@ def write_peer_configs(lab: LabConfig, broker_url: str | None, tcp_ports: list[i
                 "topology": {"graph": lab.topology, "peers": ids, "seed": lab.seed},
                 "task": {"name": lab.task},
                 "metrics": {"path": str(lab.workdir / f"{peer_id}.metrics.jsonl")},
+                **({"identity": identity} if identity else {}),
             }
         )
         path = lab.workdir / f"{peer_id}.toml"
         path.write_text(text)
+        if made is not None:
+            path.chmod(0o600)  # it holds the peer's broker password
         tomllib.loads(text)  # what we wrote must read back
         paths.append(path)
     return paths
@@ -145,7 +174,9 @@ class PeerProcesses:
     def __init__(self) -> None:
         self.processes: dict[str, asyncio.subprocess.Process] = {}
 
-    async def launch(self, peer_id: str, config: Path, log_path: Path) -> None:
+    async def launch(
+        self, peer_id: str, config: Path, log_path: Path, extra_args: tuple[str, ...] = ()
+    ) -> None:
         log = log_path.open("wb")
         try:
             self.processes[peer_id] = await asyncio.create_subprocess_exec(
@@ -155,6 +186,7 @@ class PeerProcesses:
                 "--config",
                 str(config),
                 "--json",
+                *extra_args,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 start_new_session=True,
@@ -182,21 +214,25 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 async def run_lab(lab: LabConfig) -> dict[str, Any]:
     """Run the lab to the end; returns the summary (raises on failure, after cleaning up)."""
-    from spargo.node.broker import Mosquitto, MosquittoConfig, free_port
+    from spargo.node.broker import Mosquitto, free_port
 
     started = time.perf_counter()
     peers = PeerProcesses()
+    made = make_secrets(
+        lab.security, lab.workdir, lab.peer_ids(), lab.transport, lab.broker, lab.swarm
+    )
     async with contextlib.AsyncExitStack() as stack:
         broker_url = lab.broker
         if lab.transport == "mqtt" and broker_url is None:
-            broker = Mosquitto(MosquittoConfig(workdir=lab.workdir / "broker"))
+            broker = Mosquitto(broker_config(lab.workdir / "broker", made))
             await stack.enter_async_context(broker)
             broker_url = broker.url
         ports = [free_port() for _ in range(lab.nodes)] if lab.transport == "tcp" else []
-        configs = write_peer_configs(lab, broker_url, ports)
+        configs = write_peer_configs(lab, broker_url, ports, made)
         stack.push_async_callback(peers.terminate)
+        extra = ("--insecure",) if lab.security.insecure else ()
         for peer_id, config in zip(lab.peer_ids(), configs):
-            await peers.launch(peer_id, config, lab.workdir / f"{peer_id}.log")
+            await peers.launch(peer_id, config, lab.workdir / f"{peer_id}.log", extra)
         finals = await asyncio.wait_for(_collect(peers, lab), lab.timeout_s)
     return lab_summary(lab, finals, time.perf_counter() - started)
 
@@ -280,6 +316,7 @@ def add_parser(subparsers: Any) -> None:
         "--transport", default="mqtt", help=f"{' or '.join(LAB_TRANSPORTS)} (default mqtt)"
     )
     p.add_argument("--broker", help="use this broker (mqtt://HOST:PORT) instead of starting one")
+    add_security_flags(p)
     p.add_argument(
         "--workdir", default=None, help="configs, logs, checkpoints (default runs/lab-TIME)"
     )
@@ -302,6 +339,7 @@ def run(args: argparse.Namespace) -> int:
         broker=args.broker,
         workdir=workdir,
         timeout_s=args.timeout_s,
+        security=security_of(args),
     )
     try:
         summary = asyncio.run(_interruptible(run_lab(lab)))
