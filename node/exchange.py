@@ -115,7 +115,7 @@ class PayloadExchange:
         self._boot = new_boot_id() if credentials.boot_id is None else credentials.boot_id
         self._decoder = Decoder(self.config.swarm, limits, self._keyring, roster)
         #: How far one accepted message may move a sender's known round or our Lamport clock.
-        self.round_jump = 4 * (self.config.max_staleness + 1)
+        self.round_jump = 2 * (self.config.max_staleness + 1)
         #: sender -> our round when its frames started being dropped as replays (reset by a
         #: good frame); -1 once warned about.
         self._replays = {}

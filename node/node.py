@@ -222,14 +222,15 @@ class Node(PayloadExchange):
         """Jump ahead when every live neighbour we heard from is past our next round.
 
         That is a peer back from a crash or a partition: its old rounds are stale for
-        everyone. One fast peer (one nobody sends to, say) does not drag the others along.
+        everyone. One fast peer (one nobody sends to, say) does not drag the others along, nor
+        does one that lies about its round (every live neighbour must be ahead).
         """
-        heard = [
-            self._latest_round[p]
-            for p in self.view.neighbours
-            if p in self._latest_round and p not in self.departed
-        ]
-        if heard and min(heard) > self.round + 1:
+        live = [p for p in self.view.neighbours if p not in self.departed]
+        heard = [self._latest_round[p] for p in live if p in self._latest_round]
+        # Every live neighbour must vouch for the jump (not just those heard from so far), so
+        # a neighbour that claims a far round before the others speak cannot drag us along;
+        # and each message moved its sender's claim by at most ``round_jump`` (_saw_round).
+        if heard and len(heard) == len(live) and min(heard) > self.round + 1:
             self.round = min(min(heard), self.config.rounds - 1)
 
     def _live_targets(self, round_index: int) -> list[str]:

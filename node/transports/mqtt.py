@@ -109,6 +109,8 @@ class MqttTransport(NetworkTransport):
             max_messages_in_flight_per_sender=64,
             # Chunks arrive before authentication: bound what all claimed senders hold.
             max_bytes_in_flight_total=4 * config.max_message_bytes + config.chunk_bytes,
+            # Senders not vouched for yet (no authenticated frame) share 16 chunks.
+            max_stranger_bytes=16 * config.chunk_bytes,
         )
         self._presence: dict[str, bool] = {}
         self._conn: _Connection | None = None
