@@ -9,6 +9,7 @@ plain aiomqtt client that writes the MQTT inbox format by hand. Frames are built
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import struct
 from collections.abc import Awaitable, Callable
@@ -117,13 +118,13 @@ async def run_swarm(
         await node.transport.start()
     await _wait_online(nodes)
     state = Swarm(swarm, broker, secrets, nodes)
-    async with aiomqtt.Client(broker.host, broker.port, identifier=f"attacker-{swarm}") as client:
-        async with asyncio.TaskGroup() as group:
-            runs = [group.create_task(node.run()) for node in nodes.values()]
-            attacker = group.create_task(attack(state, client)) if attack else None
-            await asyncio.gather(*runs)
-            if attacker is not None:
-                attacker.cancel()
+    attacker_client = aiomqtt.Client(broker.host, broker.port, identifier=f"attacker-{swarm}")
+    async with attacker_client as client, asyncio.TaskGroup() as group:
+        runs = [group.create_task(node.run()) for node in nodes.values()]
+        attacker = group.create_task(attack(state, client)) if attack else None
+        await asyncio.gather(*runs)
+        if attacker is not None:
+            attacker.cancel()
     for node in nodes.values():
         await node.transport.aclose()
     return _outcome(nodes)
@@ -140,7 +141,7 @@ def _outcome(nodes: dict[str, Any]) -> Outcome:
     durations = []
     for node in nodes.values():
         times = [m.time_s for m in node.history]
-        durations += [b - a for a, b in zip(times, times[1:])]
+        durations += [b - a for a, b in itertools.pairwise(times)]
     return Outcome(
         accuracy={p: float(n.history[-1].global_accuracy) for p, n in nodes.items()},
         round_s=statistics.median(durations),
