@@ -28,12 +28,17 @@ def with_swarm_key(node_table: dict[str, Any], identity: IdentityConfig) -> dict
     return node_table
 
 
-def secure_defaults(config: NodeConfig) -> NodeConfig:
-    """Real peers bound each neighbour's pull (self-centred clipping, docs/algorithms.md §6)
-    when their method can and their config does not choose otherwise."""
-    if "robust" in method_spec(config.method).defaults and "robust" not in config.method_options:
-        return config.with_overrides(method_options={**config.method_options, "robust": "clip"})
-    return config
+def secure_defaults(config: NodeConfig, degree: int | None) -> NodeConfig:
+    """Real peers bound each neighbour's pull (docs/algorithms.md §6) when their method can and
+    their config does not choose otherwise: self-centred clipping, whose radius is the median
+    neighbour distance — except with exactly two neighbours, where that median is the mean of
+    the two and one far neighbour sets it, so the coordinate-wise median of the three models
+    (itself and the two) bounds it instead. ``degree``: the number of neighbours (None: not
+    fixed, a membership swarm). Measured in README, "Security"."""
+    if "robust" not in method_spec(config.method).defaults or "robust" in config.method_options:
+        return config
+    rule = "median" if degree == 2 else "clip"
+    return config.with_overrides(method_options={**config.method_options, "robust": rule})
 
 
 _LOOPBACK = ("localhost", "::1", "[::1]")

@@ -136,9 +136,7 @@ def load_setup(path: str | None, flags: Mapping[str, Any]) -> PeerSetup:
     identity_table = dict(data.get("identity", {}))
     identity_table.update({k: v for k, v in flags.get("identity", {}).items() if v is not None})
     identity = IdentityConfig.from_table(identity_table, path or "flags")
-    config = secure_defaults(
-        config_from_mapping(with_swarm_key(node_table, identity), source=path or "flags")
-    )
+    config = config_from_mapping(with_swarm_key(node_table, identity), source=path or "flags")
     graph = str(topo.get("graph", "ring"))
     if graph == MEMBERSHIP:
         _check_membership(config, task, topo)
@@ -219,6 +217,8 @@ def build_node(setup: PeerSetup) -> Any:
         view = build_view(
             graph, setup.peers, config.peer_id, sampler=setup.sampler, seed=setup.topology_seed
         )
+    membership = setup.graph == MEMBERSHIP
+    config = secure_defaults(config, None if membership else len(view.neighbours))
     model = task.model_factory(setup.topology_seed).to(pick_device(config.device))
     ctx = MethodContext(
         model=model,

@@ -70,7 +70,18 @@ def test_spargo_keys_writes_a_swarm(
     )
     setup = load_setup(_write(tmp_path, text), {})  # keyed: a reachable broker is fine
     assert setup.node.keys
-    assert setup.node.method_options["robust"] == "clip"  # the real peer's default
+
+
+@pytest.mark.parametrize(("graph", "rule"), [("complete", "clip"), ("ring", "median")])
+def test_real_peers_bound_each_neighbour_by_default(tmp_path: Path, graph: str, rule: str) -> None:
+    text = PEER.format(url="mqtt://127.0.0.1:1").replace('peers = ["a", "b"]', (
+        f'graph = "{graph}"\npeers = ["a", "b", "c", "d"]'
+    ))  # fmt: skip
+    node = build_node(load_setup(_write(tmp_path, text), {}))
+    assert node.config.method_options["robust"] == rule
+    chosen = text.replace('swarm = "s"', 'swarm = "s"\nmethod_options = {robust = "none"}')
+    node = build_node(load_setup(_write(tmp_path, chosen), {}))
+    assert node.config.method_options["robust"] == "none"
 
 
 def test_identity_files_are_checked(tmp_path: Path) -> None:
