@@ -54,6 +54,8 @@ log = logging.getLogger("spargo.node")
 
 #: A sender whose every frame is dropped as a replay for this many of our rounds is warned of.
 REPLAY_WARN_ROUNDS = 3
+#: How many senders' replay streaks are tracked at once.
+MAX_REPLAY_SENDERS = 1024
 #: With a signing key, Hello (and its public key) is re-sent to a target this often (rounds),
 #: so a neighbour that restarted and forgot a pinned key learns it again.
 GREET_EVERY_ROUNDS = 10
@@ -297,6 +299,8 @@ class PayloadExchange:
 
     def _note_replay(self, sender: str) -> None:
         """Count rounds of replay drops from ``sender``; warn once when they go on."""
+        if sender not in self._replays and len(self._replays) >= MAX_REPLAY_SENDERS:
+            return  # bounded, whatever an open swarm's senders claim to be
         started = self._replays.setdefault(sender, self.round)
         if started >= 0 and self.round - started >= REPLAY_WARN_ROUNDS:
             self._replays[sender] = -1

@@ -22,6 +22,7 @@ __all__ = ["CHUNK_HEADER_BYTES", "Reassembler", "split"]
 _HEADER = struct.Struct(">2sBBQIIQ")
 CHUNK_HEADER_BYTES = _HEADER.size
 _MAGIC = b"SC"
+_MAX_VOUCHED = 65_536  # senders vouched for (as many as a Decoder tracks)
 _VERSION = 1
 
 
@@ -109,6 +110,8 @@ class Reassembler:
     def vouch(self, sender: str) -> None:
         """``sender`` is real (one of its frames passed authentication): give it the
         per-sender budget instead of the strangers' shared one."""
+        if sender in self._vouched or len(self._vouched) >= _MAX_VOUCHED:
+            return  # bounded: an open swarm's invented ids stay strangers past the cap
         if not self._trusted(sender):
             self._stranger -= self.bytes_in_flight(sender)
         self._vouched.add(sender)
