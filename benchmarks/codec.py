@@ -3,7 +3,10 @@
 For n parameters (default 10⁶) at densities 0.1, 1, 10, 50 % (and 90 %, the complement case):
 the mask's bytes over log2 C(n, k)/8, the frame size of a MaskedUpdate with fp32/fp16/int8
 values, and encode/decode throughput in MB/s of raw fp32 payload (n·4 bytes for dense, k·4
-for masked). Prints one JSON object per line.
+for masked). The cost of authentication per message (``bench: auth``): encode and decode time
+and bytes of a frame untagged, with the swarm's HMAC tag, and with the tag and the sender's
+Ed25519 signature (PROTOCOL.md §2), for a tiny message and models of 10⁴ and 10⁶ floats.
+Prints one JSON object per line.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from spargo.protocol import (
+    Bye,
     Decoder,
     Envelope,
     FullModel,
@@ -24,6 +28,8 @@ from spargo.protocol import (
     MaskedUpdate,
     MaskMethod,
     NamedTensor,
+    Roster,
+    Signer,
     encode,
     mask_bound_nbytes,
 )
@@ -103,6 +109,41 @@ def dense_rows(n: int, repeats: int, seed: int) -> None:
             print(json.dumps(row), flush=True)
 
 
+def auth_rows(repeats: int, seed: int) -> None:
+    """What a tag and a signature add to one message, by message size."""
+    rng = np.random.default_rng(seed)
+    keyring = Keyring({1: bytes(range(32))}, 1)
+    signer = Signer(bytes(range(32, 64)))
+    roster = Roster({"p": signer.public_key})
+    bodies = {"bye": Bye("x")}
+    for n in (10_000, 1_000_000):
+        bodies[f"dense_{n}"] = FullModel((NamedTensor("w", rng.standard_normal(n)),))
+    modes: dict[str, tuple[Keyring | None, Signer | None, Roster | None]] = {
+        "none": (None, None, None),
+        "hmac": (keyring, None, None),
+        "hmac+ed25519": (keyring, signer, roster),
+    }
+    for name, body in bodies.items():
+        env = Envelope("bench", "p", 1, 0, body, boot=2**63)
+        for mode, (ring, sig, ros) in modes.items():
+            frame = encode(env, ring, sig)
+
+            def decode(f: bytes = frame, r: Keyring | None = ring, o: Roster | None = ros) -> None:
+                Decoder("bench", keyring=r, roster=o).decode(f)
+
+            row = {
+                "bench": "auth",
+                "message": name,
+                "auth": mode,
+                "frame_bytes": len(frame),
+                "encode_us": round(
+                    1e6 * best_seconds(lambda e=env, r=ring, s=sig: encode(e, r, s), repeats), 1
+                ),
+                "decode_us": round(1e6 * best_seconds(decode, repeats), 1),
+            }
+            print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="parameters per tensor")
@@ -112,6 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     mask_rows(args.n, args.densities, args.repeats, args.seed)
     dense_rows(args.n, args.repeats, args.seed)
+    auth_rows(args.repeats, args.seed)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Mosquitto password and ACL files: who may connect, and which topics each client may use.
 
-Used by the test fixtures and by anyone setting up an authenticated broker (docs/MQTT.md shows
-the recommended per-swarm ACL). Passwords are hashed by Mosquitto's own ``mosquitto_passwd``.
+Used by ``spargo lab`` and ``spargo keys``, the test fixtures and anyone setting up an
+authenticated broker (``swarm_acl_rules``: the recommended per-swarm ACL, docs/MQTT.md).
+Passwords are hashed by Mosquitto's own ``mosquitto_passwd``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,21 @@ class AclRule:
 
     def line(self, keyword: str = "topic") -> str:
         return f"{keyword} {self.access} {self.topic}"
+
+
+def swarm_acl_rules(swarm: str) -> list[AclRule]:
+    """The pattern ACL of a secure swarm, with usernames equal to peer ids (docs/MQTT.md): a
+    client reads only its own inbox, writes into others' inboxes only under its own id
+    (``inbox/<receiver>/<sender>``), and publishes presence and status only for itself."""
+    prefix = f"spargo/{swarm}"
+    return [
+        AclRule("read", f"{prefix}/inbox/%u/+"),
+        AclRule("write", f"{prefix}/inbox/+/%u"),
+        AclRule("readwrite", f"{prefix}/presence/%u"),
+        AclRule("readwrite", f"{prefix}/status/%u"),
+        AclRule("read", f"{prefix}/presence/+"),
+        AclRule("read", f"{prefix}/status/+"),
+    ]
 
 
 def write_acl_file(

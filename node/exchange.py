@@ -4,17 +4,29 @@ The sending and receiving half of ``node.node.Node`` (a mixin over the node's st
 frame is decoded once (``protocol.Decoder``), its body checked once against the method's
 signature (``node.payload.from_message``) and filed in the inbox; a control payload goes to
 ``merge`` at once. ``_merge`` is the bad-data guard around ``method.merge``.
+
+Security (README, "Security"): frames are tagged with the swarm key and signed with this
+peer's Ed25519 key when it has them (``node.identity.Credentials``), and carry this process's
+random boot id, so a restarted peer's lower sequence numbers are a new incarnation, not
+replays. Nothing here changes state for a frame that fails a check: the decoder records
+sequence numbers only for valid frames, and a sender's claimed round or Lamport clock moves
+at most ``round_jump`` per accepted message. A sender whose frames are dropped as replays for
+``REPLAY_WARN_ROUNDS`` rounds is named in a warning.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from spargo.node.config import NodeConfig
 from spargo.node.errors import TransportError
+from spargo.node.identity import Credentials, new_boot_id
 from spargo.node.inbox import Arrival, Inbox
+from spargo.node.influence import clipped_senders, distances
 from spargo.node.methods.base import Method
 from spargo.node.methods.payloads import MergeResult, Payload, Received, is_control
 from spargo.node.metrics import Counters
@@ -30,10 +42,33 @@ from spargo.protocol import (
     Limits,
     Message,
     RemoteProtocolError,
+    Roster,
+    Signer,
     encode,
 )
 
+if TYPE_CHECKING:
+    from torch import nn
+
 log = logging.getLogger("spargo.node")
+
+#: A sender whose every frame is dropped as a replay for this many of our rounds is warned of.
+REPLAY_WARN_ROUNDS = 3
+#: How many senders' replay streaks are tracked at once.
+MAX_REPLAY_SENDERS = 1024
+#: With a signing key, Hello (and its public key) is re-sent to a target this often (rounds),
+#: so a neighbour that restarted and forgot a pinned key learns it again.
+GREET_EVERY_ROUNDS = 10
+#: A sender clipped in this many merges running is named in a warning.
+CLIP_WARN_STREAK = 5
+
+
+@runtime_checkable
+class Vouching(Protocol):
+    """A transport that holds pre-authentication state per claimed sender (chunks) and can
+    be told that a sender is real (``MqttTransport.vouch``)."""
+
+    def vouch(self, peer_id: str) -> None: ...
 
 
 #: ``filter(round, [(target, payload), ...]) -> [(target, payload), ...]`` (see ``Node``).
@@ -64,13 +99,33 @@ class PayloadExchange:
     _merge_failed: set[str]
     _outgoing_filter: OutgoingFilter | None
     _merge_observer: MergeObserver | None
+    _signer: Signer | None
+    _boot: int
+    _replays: dict[str, int]
+    _greeted: dict[str, int]
+    model: nn.Module
+    clipped: Counter[str]
 
-    def _init_exchange(self, limits: Limits) -> None:
+    def _init_exchange(self, limits: Limits, credentials: Credentials | None = None) -> None:
         """Set up the exchange's own state (the node calls this once, after ``config``,
         ``method`` and friends are set)."""
+        credentials = credentials or Credentials()
         self._keyring = keyring_of(self.config)
         self._limits = limits
-        self._decoder = Decoder(self.config.swarm, limits, self._keyring)
+        self._signer = credentials.signer
+        roster: Roster | None = credentials.roster
+        self._boot = new_boot_id() if credentials.boot_id is None else credentials.boot_id
+        self._decoder = Decoder(self.config.swarm, limits, self._keyring, roster)
+        #: How far one accepted message may move a sender's known round or our Lamport clock.
+        self.round_jump = 2 * (self.config.max_staleness + 1)
+        #: sender -> our round when its frames started being dropped as replays (reset by a
+        #: good frame); -1 once warned about.
+        self._replays = {}
+        #: target -> the round we last sent it our Hello (only with a signing key).
+        self._greeted = {}
+        #: Per sender: merges in which self-centred clipping cut its update short.
+        self.clipped = Counter()
+        self._clip_streak: Counter[str] = Counter()
         self._signature_hash = signature_hash(self.method.signature())
         self._inbox = Inbox()
         self._arrived = asyncio.Event()
@@ -93,7 +148,11 @@ class PayloadExchange:
         try:
             if self._merge_observer is not None:
                 self._merge_observer(round_index, received)
-            return self.method.merge(round_index, received)
+            pulls = self._pulls(received)
+            result = self.method.merge(round_index, received)
+            if pulls and result.stats.clip_radius is not None:
+                self._count_clipped(round_index, pulls, result.stats.clip_radius)
+            return result
         except Exception:  # a task boundary: a bad payload must never stop the peer
             senders = sorted({item.sender for item in received})
             self.counters.drop("merge_error", max(1, len(received)))
@@ -110,19 +169,71 @@ class PayloadExchange:
             )
             return MergeResult()
 
+    def _pulls(self, received: Sequence[Received]) -> dict[str, float]:
+        """With ``robust = "clip"``: how far each full model received is from ours."""
+        if self.config.method_options.get("robust") != "clip" or not received:
+            return {}
+        own = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        return distances(own, received)
+
+    def _count_clipped(self, round_index: int, pulls: dict[str, float], radius: float) -> None:
+        """Count clipped updates per sender; warn when one sender is clipped in
+        ``CLIP_WARN_STREAK`` merges running (the farthest honest neighbour is clipped now and
+        then: the radius is the median distance), and every 100 clips after."""
+        clipped = clipped_senders(pulls, radius)
+        for sender in pulls:
+            self._clip_streak[sender] = self._clip_streak[sender] + 1 if sender in clipped else 0
+        for sender in clipped:
+            self.clipped[sender] += 1
+            streak = self._clip_streak[sender]
+            if streak == CLIP_WARN_STREAK or (streak > CLIP_WARN_STREAK and streak % 100 == 0):
+                log.warning(
+                    "%s: round %d: clipped the update of %s in %d merges running "
+                    "(%.3g from us, radius %.3g)",
+                    self.config.peer_id,
+                    round_index,
+                    sender,
+                    streak,
+                    pulls[sender],
+                    radius,
+                )
+
     def _saw_round(self, sender: str, round_index: int) -> None:
-        self._latest_round[sender] = max(self._latest_round.get(sender, -1), round_index)
+        """Record an accepted message's round: at most ``round_jump`` past what we knew of the
+        sender (or our own round), so no single message drags the catch-up far."""
+        known = max(self._latest_round.get(sender, -1), self.round)
+        bounded = min(round_index, known + self.round_jump)
+        self._latest_round[sender] = max(self._latest_round.get(sender, -1), bounded)
+
+    def _hello(self) -> Hello:
+        public_key = self._signer.public_key if self._signer is not None else None
+        return Hello(model_signature=self._signature_hash, public_key=public_key)
 
     async def _send_hello(self) -> None:
-        hello = Hello(model_signature=self._signature_hash)
+        hello = self._hello()
+        self._greeted.update(dict.fromkeys(self.view.neighbours, self.round))
         await self._send_all([(peer, hello) for peer in self.view.neighbours], self.round)
+
+    def _greetings(self, peers: Sequence[str], round_index: int) -> list[tuple[str, Message]]:
+        """Hellos owed to ``peers`` (with a signing key: first contact, then every
+        ``GREET_EVERY_ROUNDS``), so a peer learns our key before our first payload."""
+        if self._signer is None:
+            return []
+        due = [
+            p
+            for p in dict.fromkeys(peers)
+            if round_index - self._greeted.get(p, -GREET_EVERY_ROUNDS) >= GREET_EVERY_ROUNDS
+        ]
+        self._greeted.update(dict.fromkeys(due, round_index))
+        hello = self._hello()
+        return [(p, hello) for p in due]
 
     async def _send_payloads(
         self, payloads: Sequence[tuple[str, Payload]], round_index: int
     ) -> None:
         """Map each distinct payload to its message once (``node.payload``), then send."""
         messages: dict[int, Message] = {}
-        out: list[tuple[str, Message]] = []
+        out = self._greetings([peer for peer, _ in payloads], round_index)
         for peer, payload in payloads:
             message = messages.get(id(payload))
             if message is None:
@@ -145,8 +256,9 @@ class PayloadExchange:
                     seq=self.seq,
                     round=round_index,
                     body=body,
+                    boot=self._boot,
                 )
-                data = encoded[id(body)] = encode(envelope, self._keyring)
+                data = encoded[id(body)] = encode(envelope, self._keyring, self._signer)
             try:
                 await self.transport.send(peer, data)
             except TransportError as exc:
@@ -164,10 +276,13 @@ class PayloadExchange:
                 envelope = self._decoder.decode(data)
             except RemoteProtocolError as exc:
                 self.counters.drop(str(exc.reason))
+                if exc.sender is not None and exc.sender == sender:
+                    self._note_replay(exc.sender)
                 continue
             if envelope.sender != sender:
                 self.counters.drop("sender_mismatch")
                 continue
+            self._authenticated(sender)
             try:
                 await self._accept(envelope)
             except Exception:  # a task boundary: a bad message must never kill the peer
@@ -175,6 +290,27 @@ class PayloadExchange:
                     "%s: message from %s could not be handled", self.config.peer_id, sender
                 )
                 self.counters.drop("handler_error")
+
+    def _authenticated(self, sender: str) -> None:
+        """A frame from ``sender`` passed every check of the decoder."""
+        self._replays.pop(sender, None)
+        if isinstance(self.transport, Vouching):
+            self.transport.vouch(sender)
+
+    def _note_replay(self, sender: str) -> None:
+        """Count rounds of replay drops from ``sender``; warn once when they go on."""
+        if sender not in self._replays and len(self._replays) >= MAX_REPLAY_SENDERS:
+            return  # bounded, whatever an open swarm's senders claim to be
+        started = self._replays.setdefault(sender, self.round)
+        if started >= 0 and self.round - started >= REPLAY_WARN_ROUNDS:
+            self._replays[sender] = -1
+            log.warning(
+                "%s: every message from %s has been dropped as a replay or sequence jump for "
+                "%d rounds (a peer restarted with an old boot id, or an attack)",
+                self.config.peer_id,
+                sender,
+                self.round - started,
+            )
 
     async def _accept(self, envelope: Envelope) -> None:
         body = envelope.body
@@ -202,8 +338,8 @@ class PayloadExchange:
             result = self._merge(stamp, [Received(sender, payload)])
             await self._send_payloads(result.replies, stamp)
             return
-        if self.config.mode == "async":
-            self.clock = max(self.clock, envelope.round)  # Lamport: never behind a sender
+        if self.config.mode == "async":  # Lamport: never behind a sender, by bounded steps
+            self.clock = max(self.clock, min(envelope.round, self.clock + self.round_jump))
         elif envelope.round < self.round:
             self.counters.drop("stale")
             return

@@ -10,6 +10,12 @@ reports (``rounds.jsonl``, ``metrics.jsonl``, ``summary.json``, ``accuracy.png``
 line), with restarts, drops by reason and silent neighbours. Every child runs in its own
 process group and is terminated (then killed) on success, failure or Ctrl-C, so no process
 is left behind.
+
+Secure by default (README, "Security"): each run gets fresh secrets under ``<workdir>/secrets``
+(``spargo keys``: a swarm key, one Ed25519 key per peer, the roster, MQTT passwords), and the
+broker it starts requires a password and enforces the swarm's pattern ACL. With ``--broker``
+the lab passes ``--broker-username/--broker-password`` and ``--tls-*`` to every peer.
+``--insecure`` runs without any of it.
 """
 
 from __future__ import annotations
@@ -27,13 +33,24 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spargo.node.checks import number_in, whole_in
 from spargo.node.errors import ConfigError
 from spargo.node.lab_peers import PeerProcesses, _collect, supervise
+from spargo.node.lab_security import (
+    LabSecurity,
+    add_security_flags,
+    broker_config,
+    make_secrets,
+    secure_tables,
+    security_of,
+)
 from spargo.node.metrics import strict_json
 from spargo.node.web.options import WebOptions, add_web_flags, web_options
+
+if TYPE_CHECKING:
+    from spargo.node.keys import SwarmSecrets
 
 __all__ = ["LAB_TRANSPORTS", "LabConfig", "PeerProcesses", "_collect", "run_lab"]
 
@@ -69,6 +86,7 @@ class LabConfig:
     restarts: int = 2
     plots: bool = True
     web: WebOptions | None = None  # --web: serve the dashboard while the lab runs
+    security: LabSecurity = field(default_factory=LabSecurity)
 
     def __post_init__(self) -> None:
         if self.web is not None and self.transport != "mqtt":
@@ -143,13 +161,21 @@ def _tcp_table(ids: list[str], index: int, broker_url: str | None, ports: list[i
 LAB_TRANSPORTS = {"mqtt": _mqtt_table, "tcp": _tcp_table}
 
 
-def write_peer_configs(lab: LabConfig, broker_url: str | None, tcp_ports: list[int]) -> list[Path]:
-    """One TOML per peer under ``lab.workdir``; returns their paths."""
+def write_peer_configs(
+    lab: LabConfig,
+    broker_url: str | None,
+    tcp_ports: list[int],
+    made: SwarmSecrets | None = None,
+) -> list[Path]:
+    """One TOML per peer under ``lab.workdir``; returns their paths. ``made``: the run's
+    secrets (None: an insecure lab)."""
     lab.workdir.mkdir(parents=True, exist_ok=True)
     ids = lab.peer_ids()
     paths = []
     for index, peer_id in enumerate(ids):
         transport = LAB_TRANSPORTS[lab.transport](ids, index, broker_url, tcp_ports)
+        identity, extra = secure_tables(lab.security, lab.transport, lab.broker, peer_id, made)
+        transport.update(extra)
         text = _toml(
             {
                 "node": {
@@ -175,10 +201,13 @@ def write_peer_configs(lab: LabConfig, broker_url: str | None, tcp_ports: list[i
                 },
                 "task": {"name": lab.task, "partition": lab.partition},
                 "metrics": {"path": str(lab.workdir / f"{peer_id}.metrics.jsonl")},
+                **({"identity": identity} if identity else {}),
             }
         )
         path = lab.workdir / f"{peer_id}.toml"
         path.write_text(text)
+        if made is not None:
+            path.chmod(0o600)  # it holds the peer's broker password
         tomllib.loads(text)  # what we wrote must read back
         paths.append(path)
     return paths
@@ -188,7 +217,7 @@ async def run_lab(lab: LabConfig, *, quiet: bool = True) -> dict[str, Any]:
     """Run the lab to the end; returns the summary (raises on failure, after cleaning up).
 
     ``quiet`` False: a progress bar on a terminal and one line per round on stderr."""
-    from spargo.node.broker import Mosquitto, MosquittoConfig, free_port
+    from spargo.node.broker import Mosquitto, free_port
     from spargo.node.lab_report import (
         RoundWatcher,
         follow_rounds,
@@ -200,23 +229,40 @@ async def run_lab(lab: LabConfig, *, quiet: bool = True) -> dict[str, Any]:
     from spargo.node.progress import Progress
 
     started = time.perf_counter()
-    peers = PeerProcesses()
+    peers = PeerProcesses(("--insecure",) if lab.security.insecure else ())
     watcher = RoundWatcher(lab.workdir, lab.peer_ids())
+    swarm = str(lab.swarm)  # __post_init__ names the swarm when no --swarm was given
+    made = make_secrets(
+        lab.security,
+        lab.workdir,
+        lab.peer_ids(),
+        lab.transport,
+        lab.broker,
+        swarm,
+        dashboard=lab.web is not None,
+    )
     async with contextlib.AsyncExitStack() as stack:
         broker_url = lab.broker
         if lab.transport == "mqtt" and broker_url is None:
-            broker = Mosquitto(MosquittoConfig(workdir=lab.workdir / "broker"))
+            broker = Mosquitto(broker_config(lab.workdir / "broker", made))
             await stack.enter_async_context(broker)
             broker_url = broker.url
         ports = [free_port() for _ in range(lab.nodes)] if lab.transport == "tcp" else []
-        configs = dict(zip(lab.peer_ids(), write_peer_configs(lab, broker_url, ports), strict=True))
+        written = write_peer_configs(lab, broker_url, ports, made)
+        configs = dict(zip(lab.peer_ids(), written, strict=True))
         (lab.workdir / "rounds.jsonl").write_text("")
-        if lab.web is not None and broker_url is not None and lab.swarm is not None:
+        if lab.web is not None and broker_url is not None:
             from spargo.node.web.feed import lab_dashboard
 
             await stack.enter_async_context(
                 lab_dashboard(
-                    lab.web, broker_url, lab.swarm, lab.topology, lab.peer_ids(), lab.seed
+                    lab.web,
+                    broker_url,
+                    swarm,
+                    lab.topology,
+                    lab.peer_ids(),
+                    lab.seed,
+                    credentials=_monitor_credentials(lab, made),
                 )
             )
         stack.push_async_callback(peers.terminate)
@@ -252,6 +298,19 @@ async def _interruptible(main: Any) -> Any:
     return await main
 
 
+def _monitor_credentials(lab: LabConfig, made: SwarmSecrets | None) -> tuple[str, str] | None:
+    """(user, password) the dashboard reads the broker with: the ``monitor`` user of the
+    run's secrets on the lab's own broker, the given credentials on an external one."""
+    from spargo.node.keys import MONITOR_USER
+
+    if lab.broker is not None:
+        s = lab.security
+        return (s.username, s.password) if s.username and s.password else None
+    if made is None or MONITOR_USER not in made.passwords:
+        return None
+    return MONITOR_USER, made.passwords[MONITOR_USER]
+
+
 def add_parser(subparsers: Any) -> None:
     """Register ``spargo lab``."""
     p = subparsers.add_parser(
@@ -277,6 +336,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON (last line)")
     _simulator_flags(p)
     add_web_flags(p)
+    add_security_flags(p)
 
 
 def _simulator_flags(p: argparse.ArgumentParser) -> None:
@@ -340,6 +400,7 @@ def _lab_from(args: argparse.Namespace, workdir: Path) -> LabConfig:
         restarts=args.restarts,
         plots=not args.no_plots,
         web=web_options(args),
+        security=security_of(args),
     )
 
 

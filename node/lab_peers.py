@@ -29,9 +29,11 @@ NO_RESTART = 2
 class PeerProcesses:
     """The launched peers; ``terminate`` leaves nothing behind."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_args: tuple[str, ...] = ()) -> None:
+        """``extra_args``: flags every ``spargo node`` gets (``--insecure``)."""
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self.restarts: Counter[str] = Counter()
+        self.extra_args = extra_args
 
     async def launch(self, peer_id: str, config: Path, log_path: Path) -> None:
         log = log_path.open("ab")
@@ -43,6 +45,7 @@ class PeerProcesses:
                 "--config",
                 str(config),
                 "--json",
+                *self.extra_args,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 start_new_session=True,

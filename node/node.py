@@ -31,6 +31,7 @@ from spargo.node.config import NodeConfig
 from spargo.node.errors import CheckpointError
 from spargo.node.exchange import MergeObserver, OutgoingFilter, PayloadExchange
 from spargo.node.health import PeerHealth, checkpoint_mismatch
+from spargo.node.identity import Credentials
 from spargo.node.inbox import Arrival, to_received
 from spargo.node.methods.base import Method
 from spargo.node.metrics import Counters, RoundMetrics
@@ -87,6 +88,7 @@ class Node(PayloadExchange, PeerHealth):
         initial_seq: int = 0,
         outgoing_filter: OutgoingFilter | None = None,
         merge_observer: MergeObserver | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         """``initial_seq``: where sequence numbers start. Real peers pass the wall clock in
         microseconds, so a peer restarted without its checkpoint still sends numbers above
@@ -95,7 +97,10 @@ class Node(PayloadExchange, PeerHealth):
         ``outgoing_filter(round, [(target, payload), ...])`` may rewrite what the method
         sends, per target, before it is encoded (the simulator's attackers equivocate this
         way); ``merge_observer(round, received)`` sees every merge's input (the simulator's
-        merge log). Both default to none."""
+        merge log). Both default to none.
+
+        ``credentials``: this peer's signing key, the roster it checks senders against, and
+        its boot id (``node.identity``; default: none, none, random)."""
         self.config = config
         self.model = model
         self.data = data
@@ -112,7 +117,7 @@ class Node(PayloadExchange, PeerHealth):
         self._on_round = on_round
         self._outgoing_filter = outgoing_filter
         self._merge_observer = merge_observer
-        self._init_exchange(limits or Limits())
+        self._init_exchange(limits or Limits(), credentials)
         self._trainer = LocalTrainer(
             model,
             data.train,
@@ -252,14 +257,15 @@ class Node(PayloadExchange, PeerHealth):
         """Jump ahead when every live neighbour we heard from is past our next round.
 
         That is a peer back from a crash or a partition: its old rounds are stale for
-        everyone. One fast peer (one nobody sends to, say) does not drag the others along.
+        everyone. One fast peer (one nobody sends to, say) does not drag the others along, nor
+        does one that lies about its round (every live neighbour must be ahead).
         """
-        heard = [
-            self._latest_round[p]
-            for p in self.view.neighbours
-            if p in self._latest_round and p not in self.departed
-        ]
-        if heard and min(heard) > self.round + 1:
+        live = [p for p in self.view.neighbours if p not in self.departed]
+        heard = [self._latest_round[p] for p in live if p in self._latest_round]
+        # Every live neighbour must vouch for the jump (not just those heard from so far), so
+        # a neighbour that claims a far round before the others speak cannot drag us along;
+        # and each message moved its sender's claim by at most ``round_jump`` (_saw_round).
+        if heard and len(heard) == len(live) and min(heard) > self.round + 1:
             self.round = min(min(heard), self.config.rounds - 1)
 
     def _live_targets(self, round_index: int) -> list[str]:

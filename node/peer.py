@@ -7,6 +7,11 @@ checkpoint fits this peer, model and method (``--fresh`` ignores it). Then it wa
 neighbours (MQTT presence, TCP connections) up to ``[topology] wait_for_neighbours_s``.
 Exit status: 0 done; 2 a configuration error, a checkpoint that does not fit or a duplicate
 peer id (one line on stderr); 3 no neighbour reachable (``no_neighbours = "exit"``).
+
+Secure by default (README, "Security"): a peer without a swarm key refuses a non-loopback
+broker or peer address unless ``--insecure`` is given, and real peers of the D-PSGD family
+bound each neighbour's influence (``robust = "clip"``, the coordinate median with exactly two
+neighbours) unless their config says otherwise (``node.identity_setup``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,12 @@ from collections.abc import Callable
 from typing import Any
 
 from spargo.node.errors import ConfigError, NodeError
+from spargo.node.identity_setup import (
+    add_security_flags,
+    members,
+    secure_defaults,
+    warn_weak_identity,
+)
 from spargo.node.methods.registry import method_help
 from spargo.node.peer_config import LOG_LEVELS, PeerSetup, load_setup, transport_table
 from spargo.node.peer_config import _peers_from as _peers_from  # moved; still importable here
@@ -52,10 +63,11 @@ def build_node(setup: PeerSetup) -> Any:
     task = load_task(setup.task, seed=setup.topology_seed)
     train, test = local_data(setup, task.train)
     transport = make_transport(transport_table(setup), config.peer_id, config.swarm)
+    credentials = setup.identity.credentials(config.peer_id, bool(config.keys))
     if setup.graph == MEMBERSHIP:
         view = membership_view(
             config.peer_id,
-            _membership_of(transport),
+            members(_membership_of(transport), credentials.roster),
             k=_membership_k(setup.sampler),
             seed=setup.topology_seed,
         )
@@ -69,6 +81,8 @@ def build_node(setup: PeerSetup) -> Any:
         view = build_view(
             graph, setup.peers, config.peer_id, sampler=setup.sampler, seed=setup.topology_seed
         )
+    membership = setup.graph == MEMBERSHIP
+    config = secure_defaults(config, None if membership else len(view.neighbours))
     model = task.model_factory(setup.topology_seed).to(pick_device(config.device))
     ctx = MethodContext(
         model=model,
@@ -86,7 +100,8 @@ def build_node(setup: PeerSetup) -> Any:
         view,
         transport,
         method,
-        initial_seq=time.time_ns() // 1000,  # above anything a previous life of ours sent
+        initial_seq=time.time_ns() // 1000,  # each life has its own boot id, too
+        credentials=credentials,
     )
 
 
@@ -122,6 +137,8 @@ async def run_peer(setup: PeerSetup, *, print_json: bool = False) -> int:
         node.start_fresh()
     else:
         node.resume()
+    # After every check that can stop the peer: an error stays the only line it prints.
+    warn_weak_identity(setup.node, setup.transport, setup.identity)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -180,6 +197,7 @@ def _print_final(node: Any, setup: PeerSetup, print_json: bool) -> None:
         final = {"peer_id": setup.node.peer_id, "round": node.round - 1}
     final["drops"] = node.all_drops()
     final["checkpoint_failures"] = node.checkpoint_failures
+    final["clipped"] = dict(node.clipped)
     if print_json:
         print(strict_json(final, sort_keys=True), flush=True)
 
@@ -258,6 +276,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--metrics", help="append per-round metrics as JSON lines to this file")
     p.add_argument("--log-level", choices=LOG_LEVELS)
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    add_security_flags(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -279,6 +298,8 @@ def run(args: argparse.Namespace) -> int:
         },
         "topology": {"graph": args.graph, "peers": _peer_list(args.peers)},
         "task": {"name": args.task, "partition": args.partition},
+        "identity": {"key": args.identity_key, "roster": args.roster, "swarm_key": args.swarm_key},
+        "insecure": args.insecure,
         "fresh": args.fresh,
         "metrics": args.metrics,
         "log_level": args.log_level,

@@ -1,9 +1,12 @@
 """The checked set-up of ``spargo node``: TOML tables merged with flags, every key validated.
 
-The file has six tables (see examples/): ``[node]`` (a ``NodeConfig``), ``[transport]`` (a
+The file has seven tables (see examples/): ``[node]`` (a ``NodeConfig``), ``[transport]`` (a
 registry kind and its settings), ``[topology]`` (``graph``, ``peers`` or ``count``/``prefix``,
 ``seed``, ``sampler``, ``wait_for_neighbours_s``, ``no_neighbours``), ``[task]`` (``name``,
-``shards``/``shard``, ``partition``), ``[log]`` (``level``) and ``[metrics]`` (``path``).
+``shards``/``shard``, ``partition``), ``[log]`` (``level``), ``[metrics]`` (``path``) and
+``[identity]`` (``key``, ``roster``, ``swarm_key``: files from ``spargo keys``, see
+``node.identity``). Secure by default (README, "Security"): without a swarm key a peer refuses
+a non-loopback address unless ``--insecure`` is given.
 Secrets can stay out of the file and the command line: ``[node] keys_file``, ``[transport]
 password_file`` (both relative to systemd's ``$CREDENTIALS_DIRECTORY`` when set) or the
 ``SPARGO_MQTT_PASSWORD`` environment variable.
@@ -15,13 +18,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spargo.node.checks import check_keys, number_in, whole_in
 from spargo.node.config import NodeConfig, config_from_mapping, load_toml
 from spargo.node.errors import ConfigError
+from spargo.node.identity import IdentityConfig
+from spargo.node.identity_setup import check_secure, with_swarm_key
 from spargo.node.methods.registry import method_spec, node_methods
 from spargo.node.transports.base import AddressBook, Membership
 from spargo.node.transports.registry import split_table
@@ -39,7 +44,8 @@ TABLE_KEYS: Mapping[str, frozenset[str]] = {
     "log": frozenset({"level"}),
     "metrics": frozenset({"path"}),
 }
-TABLES = ("node", "transport", *TABLE_KEYS)
+#: ``[identity]`` is checked by ``IdentityConfig.from_table`` (node/identity.py).
+TABLES = ("node", "transport", *TABLE_KEYS, "identity")
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,10 @@ class PeerSetup:
     no_neighbours: str = "exit"
     #: Ignore (and overwrite) an existing checkpoint instead of resuming from it.
     fresh: bool = False
+    #: This peer's signing key, the swarm's roster and swarm key (``spargo keys``).
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    #: ``--insecure``: allow a non-loopback address without a swarm key.
+    insecure: bool = False
 
 
 def _peers_from(table: Mapping[str, Any], graph: str) -> tuple[str, ...]:
@@ -189,7 +199,10 @@ def load_setup(path: str | None, flags: Mapping[str, Any]) -> PeerSetup:
     level = flags.get("log_level") or tables["log"].get("level", "info")
     if level not in LOG_LEVELS:
         raise ConfigError(f"log level {level!r} is unknown; use one of {', '.join(LOG_LEVELS)}")
-    config = config_from_mapping(tables["node"], source=f"{path or 'flags'} [node]")
+    identity = IdentityConfig.from_table(tables["identity"], path or "flags")
+    config = config_from_mapping(
+        with_swarm_key(tables["node"], identity), source=f"{path or 'flags'} [node]"
+    )
     topo, task = tables["topology"], tables["task"]
     graph = _string(topo, "graph", "topology", "ring")
     if graph == MEMBERSHIP:
@@ -232,8 +245,11 @@ def load_setup(path: str | None, flags: Mapping[str, Any]) -> PeerSetup:
         ),
         no_neighbours=no_neighbours,
         fresh=bool(flags.get("fresh", False)),
+        identity=identity,
+        insecure=bool(flags.get("insecure", False)),
     )
     _check_transport(setup)
+    check_secure(setup.node, setup.transport, setup.insecure)
     return setup
 
 

@@ -3,13 +3,14 @@
 Bytes in, typed values out; no sockets, no asyncio, no torch. The byte-level format is
 specified in PROTOCOL.md at the repository root.
 
-    frame = encode(Envelope(swarm, sender, seq, round, body), keyring)
-    envelope = Decoder(swarm, Limits(), keyring).decode(frame)   # or RemoteProtocolError
+    frame = encode(Envelope(swarm, sender, seq, round, body, boot), keyring, signer)
+    envelope = Decoder(swarm, Limits(), keyring, roster).decode(frame)  # or RemoteProtocolError
 """
 
 from spargo.protocol.chunks import CHUNK_HEADER_BYTES, Reassembler, split
 from spargo.protocol.envelope import TAG_BYTES, Decoder, Envelope, encode, model_signature
 from spargo.protocol.errors import LocalProtocolError, ProtocolError, Reason, RemoteProtocolError
+from spargo.protocol.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, Roster, Signer
 from spargo.protocol.limits import Keyring, Limits
 from spargo.protocol.masks import MaskMethod, mask_bound_nbytes
 from spargo.protocol.messages import (
@@ -37,6 +38,8 @@ __all__ = [
     "EXACT_DTYPE",
     "INT8_BLOCK",
     "PROTOCOL_VERSION",
+    "PUBLIC_KEY_BYTES",
+    "SIGNATURE_BYTES",
     "TAG_BYTES",
     "WIRE_DTYPES",
     "Bye",
@@ -59,7 +62,9 @@ __all__ = [
     "Reassembler",
     "RemoteProtocolError",
     "ResyncRequest",
+    "Roster",
     "RunningSums",
+    "Signer",
     "SparseTensor",
     "StreamCopy",
     "Thresholds",

@@ -221,8 +221,11 @@ _DENSE_KINDS = frozenset({TensorKind.DENSE})
 
 
 def _decode_hello(body: object, reader: _TensorReader) -> Hello:
-    (signature,) = _fields(body, 1, "Hello")
-    return Hello(_text(signature, "model_signature", reader.limits.max_name_len, empty_ok=True))
+    signature, public_key = _fields(body, 2, "Hello")
+    if public_key is not None and (not isinstance(public_key, bytes) or len(public_key) != 32):
+        raise _malformed("Hello.public_key must be nil or 32 bytes")
+    text = _text(signature, "model_signature", reader.limits.max_name_len, empty_ok=True)
+    return Hello(text, public_key)
 
 
 def _decode_thresholds(body: object, reader: _TensorReader) -> Thresholds:
@@ -287,7 +290,7 @@ class _Codec:
 
 #: The one table of message types (PROTOCOL.md §3): class → codec.
 CODECS: dict[type, _Codec] = {
-    Hello: _Codec(MessageType.HELLO, lambda m: [m.model_signature], _decode_hello),
+    Hello: _Codec(MessageType.HELLO, lambda m: [m.model_signature, m.public_key], _decode_hello),
     Thresholds: _Codec(
         MessageType.THRESHOLDS, lambda m: [encode_values(m.values, "float32")], _decode_thresholds
     ),

@@ -1,11 +1,15 @@
-"""The envelope: framing, HMAC-SHA256 authentication, limits and replay checks (PROTOCOL.md §2).
+"""The envelope: framing, authentication, limits and replay checks (PROTOCOL.md §2, §8).
 
-A frame is one msgpack array followed, when authenticated, by a 32-byte tag:
+A frame is one msgpack array, then the sender's Ed25519 signature when it signs, then an
+HMAC-SHA256 tag when the swarm has a key:
 
-    [version, key_id | nil, swarm, sender, seq, round, type, body] || HMAC-SHA256(key, array)
+    A = [version, key_id | nil, signed, swarm, sender, boot, seq, round, type, body]
+    frame = A || Ed25519(sender's key, A) if signed || HMAC-SHA256(key, A || signature) if key_id
 
 `encode` builds frames; a `Decoder` (one per node) turns untrusted bytes into an `Envelope` or
-raises RemoteProtocolError. The tag is checked before the body is parsed.
+raises RemoteProtocolError. The tag (cheap) is checked before anything is parsed, the signature
+before the body is decoded, and the replay window changes only for a frame that passed every
+check.
 """
 
 from __future__ import annotations
@@ -20,15 +24,16 @@ import msgpack
 
 from spargo.protocol.body import MESSAGE_TYPES, decode_body, encode_body
 from spargo.protocol.errors import LocalProtocolError, Reason, RemoteProtocolError
+from spargo.protocol.identity import SIGNATURE_BYTES, Roster, Signer
 from spargo.protocol.limits import Keyring, Limits
-from spargo.protocol.messages import PROTOCOL_VERSION, Message
-from spargo.protocol.replay import ReplayWindow
+from spargo.protocol.messages import PROTOCOL_VERSION, Hello, Message
+from spargo.protocol.replay import Freshness, ReplayWindow
 
 __all__ = ["TAG_BYTES", "Decoder", "Envelope", "encode", "model_signature"]
 
 TAG_BYTES = 32
-_FIELDS = 8
-_PEEK_BYTES = 32  # array header + version + key id fit in 1 + 9 + 5 bytes
+_FIELDS = 10
+_PEEK_BYTES = 32  # array header + version + key id + signed flag fit in 1 + 9 + 5 + 1 bytes
 _DEFAULT_LIMITS = Limits()  # frozen, so sharing it is safe
 _UNPACK_ERRORS = (msgpack.UnpackException, ValueError, TypeError, OverflowError, RecursionError)
 
@@ -51,15 +56,17 @@ class Envelope:
 
     swarm: str
     sender: str
-    seq: int  # per-sender sequence number, strictly fresh for replay protection
+    seq: int  # per-sender sequence number, strictly fresh within one boot (replay protection)
     round: int  # the sender's round (or age) when it sent the message
     body: Message
+    boot: int = 0  # the sender's incarnation: random per process start (uint64)
     version: int = PROTOCOL_VERSION
 
     def __post_init__(self) -> None:
         _text(self.swarm, "Envelope.swarm")
         _text(self.sender, "Envelope.sender")
         _uint(self.seq, "Envelope.seq", 2**64)
+        _uint(self.boot, "Envelope.boot", 2**64)
         _uint(self.round, "Envelope.round", 2**63)
         if self.version != PROTOCOL_VERSION:
             raise LocalProtocolError(f"this library speaks protocol version {PROTOCOL_VERSION}")
@@ -75,14 +82,18 @@ def _tag(key: bytes, signed: bytes | memoryview) -> bytes:
     return hmac.new(key, signed, hashlib.sha256).digest()
 
 
-def encode(envelope: Envelope, keyring: Keyring | None = None) -> bytes:
-    """Frame an envelope; with a keyring, append the tag made with its active key."""
+def encode(
+    envelope: Envelope, keyring: Keyring | None = None, signer: Signer | None = None
+) -> bytes:
+    """Frame an envelope; with a signer, append the sender's signature; with a keyring, the tag
+    made with its active key. The signer must be the key of ``envelope.sender``."""
     code, body = encode_body(envelope.body)
     key_id = keyring.active_key_id if keyring is not None else None
-    head = [envelope.version, key_id, envelope.swarm, envelope.sender]
-    packed: bytes = msgpack.packb(
-        [*head, envelope.seq, envelope.round, int(code), body], use_bin_type=True
-    )
+    head = [envelope.version, key_id, signer is not None, envelope.swarm, envelope.sender]
+    fields = [*head, envelope.boot, envelope.seq, envelope.round, int(code), body]
+    packed: bytes = msgpack.packb(fields, use_bin_type=True)
+    if signer is not None:
+        packed += signer.sign(packed)
     if keyring is None:
         return packed
     return packed + _tag(keyring.active_key, packed)
@@ -99,15 +110,30 @@ def _bad(reason: Reason, detail: str) -> RemoteProtocolError:
 
 
 class Decoder:
-    """Turns frames from peers into Envelopes for one swarm, keeping replay state per sender."""
+    """Turns frames from peers into Envelopes for one swarm, keeping replay state per sender.
+
+    ``keyring``: the swarm's HMAC keys (frames must carry a valid tag). ``roster``: the peers'
+    Ed25519 public keys (frames must carry their sender's signature; with ``roster.learn`` an
+    HMAC-authenticated Hello may announce an unknown sender's key).
+    """
 
     def __init__(
-        self, swarm: str, limits: Limits = _DEFAULT_LIMITS, keyring: Keyring | None = None
+        self,
+        swarm: str,
+        limits: Limits = _DEFAULT_LIMITS,
+        keyring: Keyring | None = None,
+        roster: Roster | None = None,
     ) -> None:
         self.swarm = _text(swarm, "swarm")
         self.limits = limits
         self.keyring = keyring
-        self._replay = ReplayWindow(limits.replay_window, limits.max_tracked_senders)
+        self.roster = roster
+        self._replay = ReplayWindow(
+            limits.replay_window,
+            limits.max_tracked_senders,
+            max_jump=limits.max_seq_jump,
+            max_boots=limits.max_boots_per_sender,
+        )
         # The largest msgpack array we ever send: guards list allocation by claimed lengths.
         self._max_array_len = max(limits.max_tensors, _FIELDS, 8)
 
@@ -116,32 +142,81 @@ class Decoder:
         self._replay.forget(sender)
 
     def decode(self, data: bytes | bytearray | memoryview) -> Envelope:
-        """Check and decode one frame; raise RemoteProtocolError(reason) if it is not valid."""
+        """Check and decode one frame; raise RemoteProtocolError(reason) if it is not valid.
+
+        Nothing is recorded (replay window, pinned keys) unless the frame passes every check.
+        """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise _bad(Reason.MALFORMED, f"frames are bytes, got {type(data).__name__}")
         view = memoryview(data).cast("B")
         if view.nbytes > self.limits.max_message_bytes:
             raise _bad(Reason.OVERSIZED, f"{view.nbytes} bytes")
-        key_id = self._peek(view)
-        signed = self._authenticate(view, key_id)
-        fields = self._unpack(signed)
-        swarm, sender, seq, round_, type_code, body = fields[2:]
+        key_id, signed = self._peek(view)
+        covered = self._authenticate(view, key_id)
+        signature = b""
+        if signed:
+            if covered.nbytes <= SIGNATURE_BYTES:
+                raise _bad(Reason.MALFORMED, "frame too short for its signature")
+            signature = bytes(covered[-SIGNATURE_BYTES:])
+            covered = covered[:-SIGNATURE_BYTES]
+        fields = self._unpack(covered)
+        swarm, sender, boot, seq, round_, type_code, body = fields[3:]
+        self._check_header(swarm, sender, boot, seq, round_)
+        announced = self._verify(sender, covered, signature, signed, key_id)
+        message = decode_body(type_code, body, self.limits)
+        if announced and not self._announcement_ok(message, covered, signature):
+            raise _bad(Reason.SIGNATURE, f"no public key for {sender!r} and no valid announcement")
+        freshness = self._replay.check(sender, boot, seq)
+        if freshness is Freshness.REPLAY:
+            raise RemoteProtocolError(
+                Reason.REPLAY, f"seq {seq} from {sender!r} already seen or too old", sender
+            )
+        if freshness is Freshness.JUMP:
+            raise RemoteProtocolError(
+                Reason.SEQUENCE, f"seq {seq} from {sender!r} jumps too far ahead", sender
+            )
+        self._replay.record(sender, seq, boot)
+        if announced and self.roster is not None and isinstance(message, Hello):
+            self.roster.pin(sender, message.public_key or b"")
+        return Envelope(swarm, sender, seq, round_, message, boot)
+
+    def _check_header(self, swarm: Any, sender: Any, boot: Any, seq: Any, round_: Any) -> None:
         if swarm != self.swarm:
             raise _bad(Reason.WRONG_SWARM, f"frame for swarm {swarm!r}")
         if not isinstance(sender, str) or not 0 < len(sender) <= self.limits.max_name_len:
             raise _bad(Reason.MALFORMED, "sender must be a non-empty str within the name limit")
-        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**64:
-            raise _bad(Reason.MALFORMED, "seq must be an unsigned 64-bit int")
+        for value, what in ((boot, "boot"), (seq, "seq")):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
+                raise _bad(Reason.MALFORMED, f"{what} must be an unsigned 64-bit int")
         if not isinstance(round_, int) or isinstance(round_, bool) or not 0 <= round_ < 2**63:
             raise _bad(Reason.MALFORMED, "round must be a non-negative 63-bit int")
-        message = decode_body(type_code, body, self.limits)
-        if not self._replay.is_fresh(sender, seq):
-            raise _bad(Reason.REPLAY, f"seq {seq} from {sender!r} already seen or too old")
-        self._replay.record(sender, seq)
-        return Envelope(swarm, sender, seq, round_, message)
 
-    def _peek(self, view: memoryview) -> int | None:
-        """Read the version and key id at the front of the frame."""
+    def _verify(
+        self, sender: str, covered: memoryview, signature: bytes, signed: bool, key_id: int | None
+    ) -> bool:
+        """Check the sender's signature against the roster (without one: nothing to check).
+        Returns True when the sender is unknown but may announce its key in this frame (a
+        learning roster, a frame whose tag we checked)."""
+        roster = self.roster
+        if roster is None:
+            return False
+        if not signed:
+            raise _bad(Reason.SIGNATURE, f"frame from {sender!r} is not signed")
+        if roster.knows(sender):
+            if not roster.verify(sender, covered, signature):
+                raise _bad(Reason.SIGNATURE, f"bad signature for {sender!r}")
+            return False
+        if roster.learn and self.keyring is not None and key_id is not None:
+            return True
+        raise _bad(Reason.SIGNATURE, f"no public key for {sender!r}")
+
+    def _announcement_ok(self, message: Message, covered: memoryview, signature: bytes) -> bool:
+        if not isinstance(message, Hello) or message.public_key is None or self.roster is None:
+            return False
+        return self.roster.verify_announced(message.public_key, covered, signature)
+
+    def _peek(self, view: memoryview) -> tuple[int | None, bool]:
+        """Read the version, key id and signed flag at the front of the frame."""
         unpacker = msgpack.Unpacker(raw=False, max_buffer_size=_PEEK_BYTES)
         unpacker.feed(view[:_PEEK_BYTES])
         try:
@@ -153,18 +228,21 @@ class Decoder:
             else:
                 raise _bad(Reason.MALFORMED, "the first field must be the version")
             key_id = unpacker.unpack()
+            signed = unpacker.unpack()
         except _UNPACK_ERRORS as exc:
             raise _bad(Reason.MALFORMED, f"bad frame header: {exc}") from exc
         if nfields != _FIELDS:
             raise _bad(Reason.MALFORMED, f"a frame has {_FIELDS} fields, got {nfields}")
+        if not isinstance(signed, bool):
+            raise _bad(Reason.MALFORMED, "the signed flag must be a bool")
         if key_id is None:
-            return None
+            return None, signed
         if not isinstance(key_id, int) or isinstance(key_id, bool) or not 0 <= key_id < 2**32:
             raise _bad(Reason.MALFORMED, "key id must be nil or an unsigned 32-bit int")
-        return key_id
+        return key_id, signed
 
     def _authenticate(self, view: memoryview, key_id: int | None) -> memoryview:
-        """Check the tag (when we hold keys) and return the signed part of the frame."""
+        """Check the tag (when we hold keys) and return what it covers (array and signature)."""
         if key_id is None:
             if self.keyring is not None:
                 raise _bad(Reason.UNAUTHENTICATED, "frame carries no tag")

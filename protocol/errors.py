@@ -31,6 +31,8 @@ class Reason(enum.StrEnum):
     DTYPE = "dtype"  # a wire dtype not in the whitelist, or not allowed here
     SHAPE = "shape"  # shape, count or index range inconsistent
     CHUNK = "chunk"  # a bad chunk (framing, index, conflicting totals)
+    SIGNATURE = "signature"  # missing or bad Ed25519 signature, or a sender with no known key
+    SEQUENCE = "sequence"  # a sequence number too far ahead of the sender's last (max_seq_jump)
 
 
 class ProtocolError(Exception):
@@ -44,7 +46,10 @@ class LocalProtocolError(ProtocolError, ValueError):
 class RemoteProtocolError(ProtocolError):
     """The peer sent bytes that are not a valid message; `reason` says why."""
 
-    def __init__(self, reason: Reason, detail: str = "") -> None:
+    def __init__(self, reason: Reason, detail: str = "", sender: str | None = None) -> None:
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
         self.reason = reason
         self.detail = detail
+        #: The sender, set only where the frame was authenticated before the check failed
+        #: (``replay``, ``sequence``): a receiver may then blame that peer by name.
+        self.sender = sender

@@ -27,6 +27,8 @@ class Limits:
     allow_nonfinite: bool = False
     replay_window: int = 4096  # sequence numbers remembered per sender
     max_tracked_senders: int = 65_536  # least recently seen senders are forgotten beyond this
+    max_seq_jump: int = 1 << 24  # how far past a sender's highest seq one frame may go
+    max_boots_per_sender: int = 4  # incarnations (boot ids) tracked per sender
 
     def __post_init__(self) -> None:
         for name in (
@@ -38,6 +40,8 @@ class Limits:
             "max_name_len",
             "replay_window",
             "max_tracked_senders",
+            "max_seq_jump",
+            "max_boots_per_sender",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -37,10 +37,12 @@ __all__ = [
     "UnitMaskedTensor",
 ]
 
-#: Version 2: one meaning per field (push-sum mass, running sums and CHOCO stream copies have
-#: their own messages; FullModel and MaskedUpdate lost their weight; Hello holds what is read).
-PROTOCOL_VERSION = 2
+#: Version 3: a boot id (the sender's incarnation) and an Ed25519 signature flag in every frame,
+#: an optional public key in Hello. Version 2: one meaning per field (push-sum mass, running sums
+#: and CHOCO stream copies have their own messages).
+PROTOCOL_VERSION = 3
 _U64 = 2**64
+_PUBLIC_KEY_BYTES = 32  # Ed25519 (protocol.identity)
 _I64 = 2**63
 
 
@@ -222,13 +224,18 @@ class SparseTensor:
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """Sent first on every link: the model I train (peers with another signature are ignored)."""
+    """Sent first on every link: the model I train (peers with another signature are ignored)
+    and, optionally, my Ed25519 public key (an announcement, PROTOCOL.md §2)."""
 
     model_signature: str
+    public_key: bytes | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_signature, str):
             raise LocalProtocolError("Hello.model_signature must be a str")
+        key = self.public_key
+        if key is not None and (not isinstance(key, bytes) or len(key) != _PUBLIC_KEY_BYTES):
+            raise LocalProtocolError(f"Hello.public_key must be None or {_PUBLIC_KEY_BYTES} bytes")
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "node": "spargo.node.peer",
     "lab": "spargo.node.lab",
     "monitor": "spargo.node.monitor",
+    "keys": "spargo.node.keys",
 }
 
 

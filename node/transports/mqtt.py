@@ -2,9 +2,10 @@
 
 Topic layout (see docs/MQTT.md), all under ``spargo/<swarm>/``:
 
-- ``inbox/<peer_id>``: QoS 1; a peer subscribes to its own inbox. Each MQTT payload is one
-  chunk of a message (``protocol.split``) wrapped in an envelope naming the sender
-  (``mqtt_wire.pack_envelope``), because the topic names only the receiver.
+- ``inbox/<peer_id>/<sender>``: QoS 1; a peer subscribes to ``inbox/<its id>/+``. Each MQTT
+  payload is one chunk of a message (``protocol.split``) wrapped in an envelope naming the
+  sender (``mqtt_wire.pack_envelope``), which must match the topic's (a broker ACL
+  ``write inbox/+/%u`` then stops a client sending under another peer's name).
 - ``presence/<peer_id>``: retained JSON ``{"peer_id", "online", "updated_at"}``; "online" on
   connect, "offline" on a clean close and, as the last will, when the broker loses us.
 - ``status/<peer_id>``: retained JSON status for ``spargo monitor`` (``publish_status``).
@@ -93,6 +94,10 @@ class MqttTransport(NetworkTransport):
             max_age_s=config.reassembly_max_age_s,
             max_message_bytes=config.max_message_bytes,
             max_messages_in_flight_per_sender=64,
+            # Chunks arrive before authentication: bound what all claimed senders hold.
+            max_bytes_in_flight_total=4 * config.max_message_bytes + config.chunk_bytes,
+            # Senders not vouched for yet (no authenticated frame) share 16 chunks.
+            max_stranger_bytes=16 * config.chunk_bytes,
         )
         self.boot = (
             f"{self._rng.getrandbits(64):016x}"
@@ -269,13 +274,15 @@ class MqttTransport(NetworkTransport):
             return
         kind, peer_id = parsed
         if kind == "inbox":
-            self._on_chunk(bytes(payload))
+            self._on_chunk(bytes(payload), peer_id)
         elif kind == "presence":
             self._on_presence(peer_id, bytes(payload), retained)
 
-    def _on_chunk(self, payload: bytes) -> None:
+    def _on_chunk(self, payload: bytes, topic_sender: str) -> None:
         try:
             sender, chunk = unpack_envelope(payload)
+            if sender != topic_sender:  # the topic is what a broker ACL vouches for
+                raise FrameError(f"envelope sender {sender!r} is not the topic's")
             message = self._reassembler.feed(sender, chunk, asyncio.get_running_loop().time())
         except FrameError:
             self.stats.drop("bad_envelope")
@@ -299,6 +306,11 @@ class MqttTransport(NetworkTransport):
         other = self._presence.update(peer_id, presence, retained)
         if other is not None:
             self._fail(self._duplicate(f"an older process, boot {other}, holds it"))
+
+    def vouch(self, peer_id: str) -> None:
+        """A frame from ``peer_id`` passed authentication: lift it out of the reassembler's
+        small budget for unknown senders (``protocol.Reassembler.vouch``)."""
+        self._reassembler.vouch(peer_id)
 
     @property
     def connected(self) -> bool:
@@ -336,7 +348,7 @@ class MqttTransport(NetworkTransport):
             message_id, self._next_message_id = self._next_message_id, self._next_message_id + 1
             payloads = [pack_envelope(self.peer_id, c) for c in split(data, room, message_id)]
             try:
-                await self._publish_all(conn, self.topics.inbox(peer_id), payloads)
+                await self._publish_all(conn, self.topics.inbox(peer_id, self.peer_id), payloads)
             except MessageTooLarge:
                 if self.chunk_bytes <= MIN_CHUNK_BYTES:
                     raise

@@ -55,8 +55,11 @@ class Topics:
     def prefix(self) -> str:
         return f"spargo/{self.swarm}"
 
-    def inbox(self, peer_id: str) -> str:
-        return f"{self.prefix}/inbox/{peer_id}"
+    def inbox(self, peer_id: str, sender: str = "+") -> str:
+        """``peer_id``'s inbox for messages from ``sender`` (``+``: from anyone, to subscribe).
+        The sender in the topic lets a broker ACL (``inbox/+/%u``) stop one peer writing
+        under another's name."""
+        return f"{self.prefix}/inbox/{peer_id}/{sender}"
 
     def presence(self, peer_id: str = "+") -> str:
         return f"{self.prefix}/presence/{peer_id}"
@@ -64,10 +67,20 @@ class Topics:
     def status(self, peer_id: str = "+") -> str:
         return f"{self.prefix}/status/{peer_id}"
 
+    def inbox_receiver(self, topic: str) -> str | None:
+        """The receiver named by an inbox topic ``inbox/<receiver>/<sender>``, else None."""
+        head, _, rest = topic.partition(self.prefix + "/inbox/")
+        receiver, _, sender = rest.partition("/")
+        if head or not receiver or not sender or "/" in sender:
+            return None
+        return receiver
+
     def split(self, topic: str) -> tuple[str, str] | None:
         """``(kind, peer_id)`` for a topic of this swarm, else None."""
         head, _, rest = topic.partition(self.prefix + "/")
         kind, _, peer_id = rest.partition("/")
+        if kind == "inbox":  # inbox/<receiver>/<sender>: the sender is the peer it names
+            _, _, peer_id = peer_id.partition("/")
         if head or not peer_id or "/" in peer_id:
             return None
         return kind, peer_id

@@ -75,14 +75,14 @@ async def watch_with_traffic(config: Any, inboxes: bool = True) -> AsyncGenerato
 def _event(topics: Any, topic: str, payload: bytes) -> SwarmEvent | None:
     from spargo.node.transports.mqtt_wire import unpack_envelope
 
-    parsed = topics.split(topic)
-    if parsed is None or parsed[0] != "inbox":
+    receiver = topics.inbox_receiver(topic)
+    if receiver is None:
         return swarm_event(topics, topic, payload)
     try:
         sender, _ = unpack_envelope(payload)
     except NodeError:
         return None  # the peers count such chunks as their own drops
-    return "traffic", parsed[1], {"from": sender, "bytes": len(payload)}
+    return "traffic", receiver, {"from": sender, "bytes": len(payload)}
 
 
 async def feed(state: WebState, events: AsyncIterator[SwarmEvent]) -> None:
@@ -117,9 +117,11 @@ async def lab_dashboard(
     graph: str,
     peer_ids: Sequence[str],
     seed: int = 0,
+    credentials: tuple[str, str] | None = None,
 ) -> AsyncIterator[str]:
     """Serve the dashboard of a lab's swarm (its broker; ``graph``: the peers' topology
-    spec, built with ``seed`` as they build it) while the lab runs.
+    spec, built with ``seed`` as they build it; ``credentials``: the broker user and password
+    it reads with) while the lab runs.
 
     Yields the page's address; stops the server and the watcher on exit.
     """
@@ -129,7 +131,10 @@ async def lab_dashboard(
 
     state = WebState(SwarmView(swarm), silent_rounds=options.silent_rounds)
     state.set_topology(topology.make_graph(graph, len(peer_ids), seed=seed), peer_ids)
-    config = MqttConfig(url=broker_url, swarm=swarm, connect_timeout_s=5.0)
+    user, password = credentials or (None, None)
+    config = MqttConfig(
+        url=broker_url, swarm=swarm, connect_timeout_s=5.0, username=user, password=password
+    )
     with DashboardServer(state, options) as server:
         print(f"spargo lab: dashboard at {server.url}", file=sys.stderr, flush=True)
         watcher = asyncio.create_task(feed(state, watch_with_traffic(config)), name="lab-web")

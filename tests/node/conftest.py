@@ -86,16 +86,16 @@ def auth_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]
     directory = tmp_path_factory.mktemp("auth-broker")
     prefix = f"spargo/{AUTH_SWARM}"
     patterns = [
-        AclRule("read", f"{prefix}/inbox/%u"),
+        AclRule("read", f"{prefix}/inbox/%u/+"),
         AclRule("readwrite", f"{prefix}/presence/%u"),
         AclRule("readwrite", f"{prefix}/status/%u"),
         AclRule("read", f"{prefix}/presence/+"),
         AclRule("read", f"{prefix}/status/+"),
     ]
     users = {
-        "alice": [AclRule("write", f"{prefix}/inbox/bob")],
-        "bob": [AclRule("write", f"{prefix}/inbox/+")],
-        "carol": [AclRule("write", f"{prefix}/inbox/+")],
+        "alice": [AclRule("write", f"{prefix}/inbox/bob/alice")],
+        "bob": [AclRule("write", f"{prefix}/inbox/+/bob")],
+        "carol": [AclRule("write", f"{prefix}/inbox/+/carol")],
     }
     config = MosquittoConfig(
         password_file=write_password_file(directory / "passwd", AUTH_USERS),

@@ -173,3 +173,42 @@ def test_interrupted_lab_leaves_nothing_behind(tmp_path: Path, sig: signal.Signa
     assert lab.returncode == 130, err
     assert "interrupted" in err
     _no_leftovers(tmp_path)
+
+
+def test_a_lab_is_secure_by_default(tmp_path: Path) -> None:
+    """Fresh keys, roster and passwords per run; every peer's config names them."""
+    from spargo.node.lab_security import LabSecurity, make_secrets
+
+    lab = LabConfig(nodes=3, workdir=tmp_path / "lab")
+    made = make_secrets(lab.security, lab.workdir, lab.peer_ids(), "mqtt", None, lab.swarm)
+    assert made is not None
+    assert made.password_file is not None
+    assert "inbox/+/%u" in made.acl_file.read_text()  # type: ignore[union-attr]
+    paths = write_peer_configs(lab, "mqtt://127.0.0.1:1883", [], made)
+    setup = load_setup(str(paths[1]), {})
+    assert setup.node.keys
+    assert setup.identity.key is not None
+    assert setup.identity.key.endswith("peer-1.key")
+    assert setup.transport["username"] == "peer-1"
+    assert paths[1].stat().st_mode & 0o077 == 0  # it holds a password
+    insecure = LabConfig(nodes=2, workdir=tmp_path / "open", security=LabSecurity(insecure=True))
+    assert make_secrets(insecure.security, insecure.workdir, ["a", "b"], "mqtt", None, "s") is None
+
+
+def test_a_lab_hands_an_external_brokers_credentials_to_every_peer(tmp_path: Path) -> None:
+    from spargo.node.lab_security import LabSecurity, make_secrets
+
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    security = LabSecurity(username="lab", password="pw", tls_ca=str(ca))
+    lab = LabConfig(nodes=2, workdir=tmp_path / "lab", broker="mqtts://10.0.0.9:8883",
+                    security=security)  # fmt: skip
+    made = make_secrets(security, lab.workdir, lab.peer_ids(), "mqtt", lab.broker, lab.swarm)
+    assert made is not None
+    assert made.password_file is None  # the external broker has its own accounts
+    text = write_peer_configs(lab, lab.broker, [], made)[0].read_text()
+    assert 'username = "lab"' in text
+    assert f'tls_ca = "{ca}"' in text
+    assert "[identity]" in text
+    with pytest.raises(ConfigError, match="no such file"):
+        LabSecurity(tls_ca=str(tmp_path / "missing.crt"))

@@ -100,7 +100,7 @@ async def test_garbage_in_an_inbox_is_counted_and_dropped(mosquitto: Mosquitto, 
     async with mqtt_peers(config, "ab") as (a, b):
         conn = a._conn
         assert conn is not None
-        inbox = a.topics.inbox("b")
+        inbox = a.topics.inbox("b", "a")
         await a._publish_all(conn, inbox, [b"not an envelope", pack_envelope("a", b"no chunk")])
         await a.send("b", b"good")
         assert await receive(b, 1) == [("a", b"good")]

@@ -86,9 +86,48 @@ def test_limits_on_bytes_messages_and_age() -> None:
     assert r.expire(11.0) == 1
     assert r.bytes_in_flight("b") == 0
     few = Reassembler(max_messages_in_flight_per_sender=2)
+    few.vouch("a")
     few.feed("a", split(b"x" * 50, 40, 1)[0], 0.0)
     few.feed("a", split(b"x" * 50, 40, 2)[0], 0.0)
     assert reason(few, split(b"x" * 50, 40, 3)[0]) is Reason.OVERSIZED
+
+
+def test_invented_senders_share_one_small_budget() -> None:
+    """16 invented ids each start a large frame: together they hold at most the strangers'
+    budget, and a vouched-for sender still reassembles its frames."""
+    r = Reassembler(max_message_bytes=10_000, max_stranger_bytes=2_000)
+    for i in range(16):
+        first = split(os.urandom(5_000), 1_000, i)[0]
+        with contextlib.suppress(RemoteProtocolError):
+            r.feed(f"ghost-{i}", first, 0.0)
+    assert r.total_bytes_in_flight <= 2_000
+    ghost = split(os.urandom(5_000), 1_000, 99)
+    assert r.bytes_in_flight("ghost-0") > 0
+    held = r.bytes_in_flight("ghost-0")
+    assert r.feed("ghost-0", ghost[0], 0.0) is None  # its new frame replaces the old one:
+    assert r.bytes_in_flight("ghost-0") == held  # still one partial frame per stranger
+    assert reason(r, ghost[0], "ghost-16") is Reason.OVERSIZED  # the shared budget is spent
+    r.vouch("friend")
+    data = os.urandom(5_000)
+    out = None
+    for chunk in split(data, 1_000, 7):
+        out = r.feed("friend", chunk, 0.0)
+    assert out == data
+    assert r.expire(1_000.0) >= 1  # the ghosts' partial frames expire
+    assert r.total_bytes_in_flight == 0
+
+
+def test_bytes_from_all_senders_are_bounded() -> None:
+    r = Reassembler(max_message_bytes=10_000, max_bytes_in_flight_total=3_000)
+    for name in ("a", "b", "c", "d"):
+        r.vouch(name)
+    for i, name in enumerate(("a", "b", "c", "d")):
+        with contextlib.suppress(RemoteProtocolError):
+            r.feed(name, split(os.urandom(5_000), 1_000, i)[0], 0.0)
+            r.feed(name, split(os.urandom(5_000), 1_000, i)[1], 0.0)
+        assert r.total_bytes_in_flight <= 3_000
+    single = split(b"small", 100, 50)[0]
+    assert r.feed("e", single, 0.0) == b"small"  # a one-chunk frame is never held
 
 
 @settings(max_examples=100, deadline=None)

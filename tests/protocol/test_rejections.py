@@ -100,7 +100,7 @@ def test_nonfinite_values_and_weights(value: float) -> None:
     )
     assert not np.isfinite(allowed.body.tensors[0].array).all()  # type: ignore[union-attr]
     for code in (8, 9):  # PushSumShare, RunningSums: the mass
-        frame = raw_frame(V, None, SWARM, "p", 1, 0, code, [value, []])
+        frame = raw_frame(V, None, False, SWARM, "p", 0, 1, 0, code, [value, []])
         assert reason_of(Decoder(SWARM), frame) is Reason.NONFINITE
 
 
@@ -117,18 +117,31 @@ def test_oversized_message_tensor_and_counts() -> None:
 
 def test_huge_claims_are_refused_before_allocating() -> None:
     claims = [
-        raw_frame(V, None, SWARM, "p", 1, 0, 4, dense_body(b"", shape=(2**31, 2**31))),
+        raw_frame(V, None, False, SWARM, "p", 0, 1, 0, 4, dense_body(b"", shape=(2**31, 2**31))),
         raw_frame(
             V,
             None,
+            False,
             SWARM,
             "p",
+            0,
             1,
             0,
             3,
             [[[1, "w", [2**31], [3, 0, b"\x05"], ["float32", b""]]]],
         ),
-        raw_frame(V, None, SWARM, "p", 1, 0, 5, [0, [[4, "w", [10], 1, 2**40, ["float32", b""]]]]),
+        raw_frame(
+            V,
+            None,
+            False,
+            SWARM,
+            "p",
+            0,
+            1,
+            0,
+            5,
+            [0, [[4, "w", [10], 1, 2**40, ["float32", b""]]]],
+        ),
     ]
     tracemalloc.start()
     try:
@@ -142,31 +155,59 @@ def test_huge_claims_are_refused_before_allocating() -> None:
 
 def test_version_swarm_type_dtype_and_shape() -> None:
     decoder = Decoder(SWARM)
-    assert reason_of(decoder, raw_frame(V + 1, None, SWARM, "p", 1, 0, 7, [""])) is Reason.VERSION
+    assert (
+        reason_of(decoder, raw_frame(V + 1, None, False, SWARM, "p", 0, 1, 0, 7, [""]))
+        is Reason.VERSION
+    )
     assert reason_of(decoder, raw_frame(V + 1)) is Reason.VERSION  # any layout, if it is new
-    assert reason_of(decoder, raw_frame(1, None, SWARM, "p", 1, 0, 7, [""])) is Reason.VERSION
-    assert reason_of(decoder, raw_frame(V, None, "other", "p", 1, 0, 7, [""])) is Reason.WRONG_SWARM
-    assert reason_of(decoder, raw_frame(V, None, SWARM, "p", 1, 0, 99, [])) is Reason.UNKNOWN_TYPE
+    assert (
+        reason_of(decoder, raw_frame(1, None, False, SWARM, "p", 0, 1, 0, 7, [""]))
+        is Reason.VERSION
+    )
+    assert (
+        reason_of(decoder, raw_frame(V, None, False, "other", "p", 0, 1, 0, 7, [""]))
+        is Reason.WRONG_SWARM
+    )
+    assert (
+        reason_of(decoder, raw_frame(V, None, False, SWARM, "p", 0, 1, 0, 99, []))
+        is Reason.UNKNOWN_TYPE
+    )
     body = dense_body(b"\x00" * 16, dtype="float64")  # float64 only in RunningSums
-    assert reason_of(decoder, raw_frame(V, None, SWARM, "p", 1, 0, 4, body)) is Reason.DTYPE
+    assert (
+        reason_of(decoder, raw_frame(V, None, False, SWARM, "p", 0, 1, 0, 4, body)) is Reason.DTYPE
+    )
     sums = [1.0, dense_body(b"\x00" * 8)[0]]  # and RunningSums only float64
-    assert reason_of(decoder, raw_frame(V, None, SWARM, "p", 1, 0, 9, sums)) is Reason.DTYPE
+    assert (
+        reason_of(decoder, raw_frame(V, None, False, SWARM, "p", 0, 1, 0, 9, sums)) is Reason.DTYPE
+    )
     body = dense_body(b"\x00" * 12)
-    assert reason_of(decoder, raw_frame(V, None, SWARM, "p", 1, 0, 4, body)) is Reason.SHAPE
+    assert (
+        reason_of(decoder, raw_frame(V, None, False, SWARM, "p", 0, 1, 0, 4, body)) is Reason.SHAPE
+    )
     thresholds = [["int8", b"\x00", b"\x00" * 4]]
-    assert reason_of(decoder, raw_frame(V, None, SWARM, "p", 1, 0, 2, thresholds)) is Reason.DTYPE
+    assert (
+        reason_of(decoder, raw_frame(V, None, False, SWARM, "p", 0, 1, 0, 2, thresholds))
+        is Reason.DTYPE
+    )
     out_of_range = [0, [[3, "w", [4], [1, 1, b"\x09"], ["float32", b"\x00" * 4]]]]
-    assert reason_of(decoder, raw_frame(V, None, SWARM, "p", 1, 0, 5, out_of_range)) is Reason.SHAPE
+    assert (
+        reason_of(decoder, raw_frame(V, None, False, SWARM, "p", 0, 1, 0, 5, out_of_range))
+        is Reason.SHAPE
+    )
     wrong_kind = [[[3, "w", [4], [1, 1, b"\x01"], ["float32", b"\x00" * 4]]]]
     assert (
-        reason_of(decoder, raw_frame(V, None, SWARM, "p", 1, 0, 4, wrong_kind)) is Reason.MALFORMED
+        reason_of(decoder, raw_frame(V, None, False, SWARM, "p", 0, 1, 0, 4, wrong_kind))
+        is Reason.MALFORMED
     )
     negative = [-1.0, []]  # a push-sum share carries mass > 0
-    assert reason_of(decoder, raw_frame(V, None, SWARM, "p", 1, 0, 8, negative)) is Reason.MALFORMED
+    assert (
+        reason_of(decoder, raw_frame(V, None, False, SWARM, "p", 0, 1, 0, 8, negative))
+        is Reason.MALFORMED
+    )
 
 
 def test_garbage_is_malformed() -> None:
     decoder = Decoder(SWARM)
-    for frame in [b"", b"\x00", b"\x98", b"\xc1" * 10, msgpack.packb({"a": 1}), b"\x98\x02\xc0"]:
+    for frame in [b"", b"\x00", b"\x98", b"\xc1" * 10, msgpack.packb({"a": 1}), b"\x9a\x03\xc0"]:
         assert reason_of(decoder, frame) is Reason.MALFORMED, frame
     assert reason_of(decoder, "not bytes") is Reason.MALFORMED  # type: ignore[arg-type]

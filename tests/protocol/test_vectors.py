@@ -24,7 +24,9 @@ from spargo.protocol import (
     NamedTensor,
     PushSumShare,
     ResyncRequest,
+    Roster,
     RunningSums,
+    Signer,
     SparseTensor,
     StreamCopy,
     Thresholds,
@@ -34,6 +36,9 @@ from tests.protocol.helpers import assert_same
 
 SPEC = Path(__file__).resolve().parents[2] / "PROTOCOL.md"
 KEY = Keyring({7: bytes(range(32))}, active_key_id=7)
+#: The Ed25519 key of the signed vectors: private key bytes 32 to 63 (sender peer-1).
+SIGNER = Signer(bytes(range(32, 64)))
+BOOT = 0x0123456789ABCDEF
 
 
 def _mask(n: int, positions: list[int]) -> np.ndarray:
@@ -43,7 +48,8 @@ def _mask(n: int, positions: list[int]) -> np.ndarray:
 
 
 def vectors() -> dict[str, tuple[Envelope, Keyring | None]]:
-    """The envelopes behind each vector, and the keyring that tags them (None: untagged)."""
+    """The envelopes behind each vector, and the keyring that tags them (None: untagged).
+    The vectors named in ``SIGNED`` are also signed by ``SIGNER``."""
     bitmap = MaskedTensor("w", (2, 4), _mask(8, [1, 2, 7]), np.array([1.0, -2.0, 0.5]))
     rice_positions = [100, 230, 370, 500, 640, 760, 900, 1020]
     rice = MaskedTensor("r", (1024,), _mask(1024, rice_positions), np.arange(8) / 4, "bfloat16")
@@ -79,7 +85,25 @@ def vectors() -> dict[str, tuple[Envelope, Keyring | None]]:
             Envelope("swarm-a", "peer-2", 9, 6, StreamCopy(17, (NamedTensor("b", half),))),
             KEY,
         ),
+        "hello_signed": (
+            Envelope(
+                "swarm-a", "peer-1", 10, 0, Hello("0123456789abcdef", SIGNER.public_key), BOOT
+            ),
+            KEY,
+        ),
+        "bye_signed_untagged": (Envelope("swarm-a", "peer-1", 11, 7, Bye("done"), BOOT), None),
     }
+
+
+SIGNED = frozenset({"hello_signed", "bye_signed_untagged"})
+
+
+def signer_of(name: str) -> Signer | None:
+    return SIGNER if name in SIGNED else None
+
+
+def roster_of(name: str) -> Roster | None:
+    return Roster({"peer-1": SIGNER.public_key}) if name in SIGNED else None
 
 
 def spec_vectors() -> dict[str, str]:
@@ -96,12 +120,14 @@ def test_spec_lists_every_vector() -> None:
 @pytest.mark.parametrize("name", sorted(vectors()))
 def test_vector_encodes_and_decodes(name: str) -> None:
     env, keyring = vectors()[name]
+    signer, roster = signer_of(name), roster_of(name)
     expected = spec_vectors()[name]
-    assert encode(env, keyring).hex() == expected
-    got = Decoder("swarm-a", keyring=keyring).decode(bytes.fromhex(expected))
-    again = encode(got, keyring)
+    assert encode(env, keyring, signer).hex() == expected
+    got = Decoder("swarm-a", keyring=keyring, roster=roster).decode(bytes.fromhex(expected))
+    assert got.boot == env.boot
+    again = encode(got, keyring, signer)
     assert again.hex() == expected  # lossy dtypes: re-encoding decoded values is stable
-    assert_same(Decoder("swarm-a", keyring=keyring).decode(again), got)
+    assert_same(Decoder("swarm-a", keyring=keyring, roster=roster_of(name)).decode(again), got)
 
 
 def test_vectors_cover_the_mask_methods() -> None:
@@ -114,7 +140,7 @@ def test_vectors_cover_the_mask_methods() -> None:
 
 if __name__ == "__main__":
     for name, (env, keyring) in vectors().items():
-        frame = encode(env, keyring).hex()
+        frame = encode(env, keyring, signer_of(name)).hex()
         print(f"#### Vector `{name}`\n\n```hex")
         print("\n".join(frame[i : i + 64] for i in range(0, len(frame), 64)))
         print("```\n")
