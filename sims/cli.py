@@ -129,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
         scenario.rounds,
         lines=not args.quiet,
         bar=not args.quiet,
-        basis=accuracy_basis(scenario.method),
+        basis=accuracy_basis(scenario),
         to_stderr=args.json,
         on_broken_pipe=lambda: stop.request("stdout closed"),
     )
