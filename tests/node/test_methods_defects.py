@@ -42,7 +42,7 @@ def test_async_spafl_shifts_once_per_threshold_update_not_per_merge() -> None:
     first, second = tau + 0.2, tau + 0.3
     for method in (once, twice):
         method.begin_round(0)
-    # twice: b sends τ + 0.2 → τ̄₁ = τ + 0.1; then τ + 0.3 - 0.1… set so τ̄₂ = τ + 0.2
+    # twice: row (½, ½); b sends τ + 0.2 → τ̄₁ = τ + 0.1, then τ + 0.3 → τ̄₂ = τ + 0.2
     twice.merge(0, [Received("b", ThresholdVector(first))])
     twice.merge(0, [Received("b", ThresholdVector(second))])
     final = sparse.threshold_vector(twice.ctx.model).numpy()
