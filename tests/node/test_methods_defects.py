@@ -5,6 +5,7 @@ reports on one declared basis with both accuracies and the averaged model's."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +144,31 @@ def test_summaries_report_both_bases_and_the_averaged_model() -> None:
     assert 0 < glob["averaged_model_accuracy"] <= 1
     with pytest.raises(ScenarioError, match="basis"):
         Scenario(basis="mean")
+
+
+def test_tables_show_both_bases_and_star_the_declared_one(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from spargo.sims.report import summary_table
+    from spargo.sims.sweep import write_tables
+
+    rows = [
+        {"name": "a", "method": "spafl", "accuracy_on": "global", "accuracy_mean": 0.81,
+         "global_accuracy_mean": 0.81, "local_accuracy_mean": 0.93,
+         "averaged_model_accuracy": 0.44, "density": 0.4, "bytes_sent_total": 10**6},
+        {"name": "b", "method": "local", "accuracy_on": "global", "accuracy_mean": 0.78,
+         "global_accuracy_mean": 0.78, "local_accuracy_mean": 0.95,
+         "averaged_model_accuracy": 0.85, "density": 1.0, "bytes_sent_total": 0},
+    ]  # fmt: skip
+    console = Console(width=80, record=True)
+    console.print(summary_table(rows[:1]))
+    one = console.export_text()
+    for text in ("global*", "local", "averaged", "0.930", "0.440"):
+        assert text in one
+    assert all(len(line) <= 80 for line in one.splitlines())
+    write_tables(rows, tmp_path)
+    header = (tmp_path / "sweep.csv").read_text().splitlines()[0].split(",")
+    for column in ("accuracy_on", "global_accuracy_mean", "local_accuracy_mean",
+                   "averaged_model_accuracy"):  # fmt: skip
+        assert column in header
+    assert "0.93" in (tmp_path / "sweep.md").read_text()

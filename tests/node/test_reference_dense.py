@@ -76,12 +76,15 @@ def reference(
     return ps
 
 
-def engine(name: str, same: bool = True, **options: object) -> list[np.ndarray]:
+def engine(
+    name: str, same: bool = True, **options: object
+) -> tuple[list[np.ndarray], list[Params]]:
+    """Final flat models of ``name`` run by the driver, and the start the reference needs."""
     models = linear_models(N, D_IN, D_OUT, seed=3, same=same)
     first = start(models)
     methods = build(name, models, ring_weights(N), ROUNDS, **options)
     run_rounds(methods, [mse(x, y) for x, y in data()], ROUNDS, STEPS, LR, MOMENTUM)
-    return [flat(m) for m in models], first  # type: ignore[return-value]
+    return [flat(m) for m in models], first
 
 
 def _flat(p: Params) -> np.ndarray:
@@ -175,7 +178,9 @@ class _Wire:
         return True
 
 
-def allreduce_engine(weighting: str, counts: dict[str, int]) -> tuple[list, list[Params]]:
+def allreduce_engine(
+    weighting: str, counts: dict[str, int]
+) -> tuple[list[np.ndarray], list[Params]]:
     from spargo.node.methods import MethodContext
     from spargo.node.methods.payloads import Received
     from spargo.node.payload import from_message
