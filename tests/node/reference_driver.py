@@ -34,6 +34,11 @@ def ring_weights(n: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def complete_weights(n: int) -> dict[str, dict[str, float]]:
+    """Metropolis–Hastings rows of the complete graph on ``n`` peers (all 1/n)."""
+    return {f"p{i}": {f"p{j}": 1 / n for j in range(n)} for i in range(n)}
+
+
 def line_weights(n: int) -> dict[str, dict[str, float]]:
     """Metropolis–Hastings rows of a path p0 – p1 – … (W_ij = 1/(1 + max(d_i, d_j)))."""
     deg = [1 if i in (0, n - 1) else 2 for i in range(n)]

@@ -17,7 +17,15 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from tests.node.reference_driver import build, flat, linear_models, mse, ring_weights, run_rounds
+from tests.node.reference_driver import (
+    build,
+    complete_weights,
+    flat,
+    linear_models,
+    mse,
+    ring_weights,
+    run_rounds,
+)
 
 N, D_IN, D_OUT, B = 4, 3, 2, 8
 STEPS, LR, MOMENTUM, ROUNDS = 3, 0.1, 0.9, 4
@@ -77,12 +85,14 @@ def reference(
 
 
 def engine(
-    name: str, same: bool = True, **options: object
+    name: str, same: bool = True, complete: bool = False, **options: object
 ) -> tuple[list[np.ndarray], list[Params]]:
-    """Final flat models of ``name`` run by the driver, and the start the reference needs."""
+    """Final flat models of ``name`` run by the driver (on the ring, or the complete graph),
+    and the start the reference needs."""
     models = linear_models(N, D_IN, D_OUT, seed=3, same=same)
     first = start(models)
-    methods = build(name, models, ring_weights(N), ROUNDS, **options)
+    weights = complete_weights(N) if complete else ring_weights(N)
+    methods = build(name, models, weights, ROUNDS, **options)
     run_rounds(methods, [mse(x, y) for x, y in data()], ROUNDS, STEPS, LR, MOMENTUM)
     return [flat(m) for m in models], first
 
@@ -108,20 +118,21 @@ def test_local_trains_alone() -> None:
 
 # --- variance correction ----------------------------------------------------------------
 def spargo_vc(beta: float) -> Callable[[list[Params], list[Params]], list[Params]]:
-    """MH mix, then per tensor: V* = β·var(self) + (1 − β)·median var(received), s =
+    """On the complete graph (every peer hears 3, so a median is not a mean): mix with 1/4
+    each, then per tensor V* = β·var(self) + (1 − β)·median var(received), s =
     clamp(√(V*/max(var(x̄), 10⁻⁶V*)), 1, √N_eff), x̄ ← μ + s(x̄ − μ); population variances."""
 
     def mix(before: list[Params], trained: list[Params]) -> list[Params]:
-        mixed = ring_mix(trained)
         out = []
         for i in range(N):
-            own, recv = trained[i], [trained[i - 1], trained[(i + 1) % N]]
+            own = trained[i]
+            recv = [trained[j] for j in range(N) if j != i]
             tensors = []
             for k in range(2):
-                x = mixed[i][k]
+                x = sum(p[k] for p in trained) / N
                 target = beta * own[k].var() + (1 - beta) * np.median([r[k].var() for r in recv])
                 s = np.sqrt(target / max(x.var(), 1e-6 * target))
-                s = min(np.sqrt(3.0), max(1.0, s))  # N_eff of (1/3, 1/3, 1/3) = 3
+                s = min(np.sqrt(N), max(1.0, s))  # N_eff of N equal weights = N
                 tensors.append(x.mean() + s * (x - x.mean()))
             out.append(tensors)
         return out
@@ -153,7 +164,7 @@ def authors_vc(beta: float) -> Callable[[list[Params], list[Params]], list[Param
 
 @pytest.mark.parametrize("beta", [0.5, 0.2])
 def test_vc_follows_spargos_rules(beta: float) -> None:
-    got, first = engine("vc", same=False, beta=beta)
+    got, first = engine("vc", same=False, complete=True, beta=beta)
     _check(got, reference(first, spargo_vc(beta)))
 
 
