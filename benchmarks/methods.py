@@ -103,11 +103,14 @@ def mean_sd(values: Iterable[float | None]) -> tuple[float, float, int]:
 
 def table(rows: Sequence[dict[str, Any]], basis: str, methods: Sequence[str]) -> str:
     """A markdown table of ``basis`` accuracy (percent, mean ± sd over seeds) per method and
-    setting, with MB sent and density (means over seeds)."""
+    setting, then MB sent per topology and the final density (means over cells)."""
     settings = sorted({(r["topology"], r["partition"]) for r in rows})
-    head = "| method | " + " | ".join(f"{t} {p}" for t, p in settings) + " | MB sent | density |"
-    lines = [f"{basis} accuracy (%, mean ± sd over seeds; n = seeds)", "", head]
-    lines.append("| --- " * (len(settings) + 3) + "|")
+    topologies = sorted({t for t, _ in settings})
+    head = " | ".join(
+        [f"{t} {p}" for t, p in settings] + [f"MB {t}" for t in topologies] + ["density"]
+    )
+    lines = [f"{basis} accuracy (%, mean ± sd over seeds; n = seeds)", "", f"| method | {head} |"]
+    lines.append("| --- " * (len(settings) + len(topologies) + 2) + "|")
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
         if not mine:
@@ -116,15 +119,18 @@ def table(rows: Sequence[dict[str, Any]], basis: str, methods: Sequence[str]) ->
         for t, p in settings:
             mu, sd, n = mean_sd(r[basis] for r in mine if (r["topology"], r["partition"]) == (t, p))
             cells.append("–" if n == 0 else f"{100 * mu:.1f} ± {100 * sd:.1f} (n={n})")
-        mb, _, _ = mean_sd(r["mb_sent"] for r in mine)
+        for t in topologies:
+            mb, _, n = mean_sd(r["mb_sent"] for r in mine if r["topology"] == t)
+            cells.append("–" if n == 0 else f"{mb:.0f}")
         density, _, _ = mean_sd(r["density"] for r in mine)
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {mb:.0f} | {density:.2f} |")
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {density:.2f} |")
     return "\n".join(lines)
 
 
 def _plot(rows: Sequence[dict[str, Any]], path: str, methods: Sequence[str], basis: str) -> None:
     """One panel per (topology, partition): per method, global and local accuracy (mean ±
-    sd over seeds) side by side; the declared basis is named in the title."""
+    sd over seeds) side by side, the averaged model's as a diamond; the legend names the
+    declared basis."""
     from matplotlib.figure import Figure
 
     settings = sorted({(r["topology"], r["partition"]) for r in rows})
@@ -152,13 +158,30 @@ def _plot(rows: Sequence[dict[str, Any]], path: str, methods: Sequence[str], bas
                 label=f"{key} test data" + (" (basis)" if key == basis else ""),
                 capsize=2,
             )
+        averaged = [
+            mean_sd(
+                r["averaged"]
+                for r in rows
+                if (r["method"], r["topology"], r["partition"]) == (m, topo, part)
+            )[0]
+            for m in present
+        ]
+        ax.plot(
+            range(len(present)),
+            [100 * a for a in averaged],
+            ls="none",
+            marker="D",
+            color="black",
+            markersize=5,
+            label="averaged model, global test data",
+        )
         ax.set_xticks(range(len(present)), present, rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 100)
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{topo}, {part}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-        if index == 0:
-            ax.legend(fontsize=8, loc="lower left")
+        if index == 0:  # one legend under the panels, where it covers no bar
+            fig.legend(loc="lower center", ncol=3, fontsize=9, bbox_to_anchor=(0.5, -0.04))
     fig.suptitle("16 peers, MNIST-5k: mean over peers, mean ± sd over seeds", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")
