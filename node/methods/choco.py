@@ -33,7 +33,7 @@ with k = max(1, ⌈ratio·d⌉). Top-k closes far more than k/d of the gap on re
 (their energy is concentrated), so it gets γ = min(2ω, 1/2). Measured, pure consensus of
 Gaussian models, 16–64 peers on ring, small-world, Erdős–Rényi, star, complete and 4-regular
 graphs, ratio 0.01–1: every case contracts; γ = 0.8 at ratio 0.1 diverges on all of them,
-rand-k at ratio 0.1 already at γ = 0.2, top-k at 0.4 (docs/algorithms.md §5).
+rand-k at ratio 0.1 already at γ = 0.2, top-k at 0.4 (docs/algorithms.md §5.6).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def stream_seed(seed: int, peer_id: str, link_seq: int, name: str) -> int:
 def safe_gamma(sizes: Sequence[int], ratio: float, compressor: str = "randk") -> float:
     """The default consensus step: ω = min over tensors of k/d (k = max(1, ⌈ratio·d⌉) of d
     entries sent), then γ = ω/2 for rand-k and min(2ω, 1/2) for top-k (module docstring;
-    docs/algorithms.md §5)."""
+    docs/algorithms.md §5.6)."""
     omegas = [max(1, math.ceil(ratio * d - 1e-9)) / d for d in sizes if d > 0]
     omega = min(1.0, min(omegas, default=1.0))
     return min(2.0 * omega, 0.5) if compressor == "topk" else omega / 2.0

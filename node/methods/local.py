@@ -2,7 +2,7 @@
 
 A personalised method must beat this to justify its messages: SpaFL's per-peer accuracy, say,
 is only worth its bytes if it is above what each peer reaches without talking to anyone
-(docs/algorithms.md §8). It sends nothing, waits for nothing and merges nothing; its models
+(docs/algorithms.md §8.3). It sends nothing, waits for nothing and merges nothing; its models
 are personalised, so judge it on both bases (global and local test data). A real peer can run
 it too (a baseline on the same hardware and data).
 """
