@@ -127,6 +127,36 @@ def variance_correct(
     return out, scale
 
 
+def variance_correct_exact(
+    mixed: np.ndarray, peers: np.ndarray, *, beta: float = 0.5, eps: float = 1e-4
+) -> tuple[np.ndarray, float]:
+    """The authors' correction (Tian et al. 2024, DFL_torch ``model_variance_correct.py``;
+    docs/algorithms.md §3.2), as they wrote it: one scalar per tensor, unbiased variances,
+
+        V* = β·var(x_self) + (1 − β)·mean_{r ≥ 1} var(x_r)
+        s  = √((V* + ε) / (var(x̄) + ε)),   ε = 10⁻⁴ (absolute),  no clamp
+        x̄ ← μ + s·(x̄ − μ),                  μ = mean of x̄
+
+    ``peers[0]`` is self before the mix, ``peers[1:]`` the received tensors. A tensor of
+    fewer than 2 entries, or no received tensor, is returned unchanged with s = 1.
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1] (got {beta}); 0.5 is the paper's")
+    if peers.ndim < 1 or peers.shape[1:] != mixed.shape:
+        raise ValueError(f"peers must be stacked [P, *{mixed.shape}] (got {peers.shape})")
+    if peers.shape[0] < 2 or mixed.size < 2:
+        return mixed, 1.0
+
+    def var(a: np.ndarray) -> float:
+        return float(np.var(a, dtype=np.float64, ddof=1))
+
+    target = beta * var(peers[0]) + (1.0 - beta) * float(np.mean([var(p) for p in peers[1:]]))
+    scale = math.sqrt((target + eps) / (var(mixed) + eps))
+    mu = float(np.mean(mixed, dtype=np.float64))
+    out = (mu + scale * (mixed.astype(np.float64) - mu)).astype(mixed.dtype)
+    return out, scale
+
+
 def staleness_weights(staleness: np.ndarray, gamma: float = 0.5) -> np.ndarray:
     """Down-weighting of late messages: f(s) = 1 / (1 + s)^γ, s = rounds behind (≥ 0).
 

@@ -6,6 +6,7 @@ says what is wrong and how to fix it (the CLI prints exactly that line).
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -87,7 +88,12 @@ class NodeConfig:
                 is_whole(value) and value >= 1,
                 f"{name} must be a whole number >= 1, got {value!r}",
             )
-        for name in ("lr", "round_deadline_s", "train_period_s", "gossip_period_s"):
+        lr = self.lr
+        _check(
+            isinstance(lr, int | float) and 0 <= lr < math.inf,
+            f"lr must be a number >= 0 (0: consensus only), got {lr!r}",
+        )
+        for name in ("round_deadline_s", "train_period_s", "gossip_period_s"):
             value = getattr(self, name)
             _check(
                 is_number(value) and value > 0,

@@ -1,10 +1,14 @@
 """Local training and evaluation of one peer's model (runs in a worker thread in real peers).
 
-Momentum is reset every round (as SpaFL does), so no optimiser state needs checkpointing;
-batches come from a generator seeded by (seed, round), so a resumed peer draws the same
-batches it would have drawn. The SGD step is ours, not ``torch.optim.SGD``: constructing a
-torch optimiser imports ``torch._dynamo`` (about 4 s on the first call) and costs ~5 ms per
-peer per round, which dominated simulations of hundreds of peers.
+Momentum is reset every round: each round starts with an empty heavy-ball buffer. This is
+spargo's choice, not SpaFL's (the authors build one optimiser per client and keep its momentum
+across rounds, docs/algorithms.md §0.2): between two rounds the merge replaces the model, so a
+buffer built on the pre-merge model would push the merged one along a stale direction, and
+with no optimiser state a checkpoint is just the model and the method's state. Batches
+come from a generator seeded by (seed, round), so a resumed peer draws the same batches it
+would have drawn. The SGD step is ours, not ``torch.optim.SGD``: constructing a torch
+optimiser imports ``torch._dynamo`` (about 4 s on the first call) and costs ~5 ms per peer
+per round, which dominated simulations of hundreds of peers.
 """
 
 from __future__ import annotations

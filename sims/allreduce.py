@@ -1,5 +1,11 @@
 """``allreduce``: the simulation-only reference — every round, every live peer gets the exact
-(sample-weighted, FedAvg) average of all live peers' models.
+average of all live peers' models.
+
+Option ``weighting``: ``equal`` (default) averages peers equally, (1/n)·Σᵢ xᵢ — the average
+every gossip method here converges to (Metropolis–Hastings rows are doubly stochastic, push-sum
+tracks the plain mean), so "gossip vs all-reduce" compares one objective; ``samples`` weighs
+peer i by its shard size nᵢ/Σn (FedAvg, McMahan et al. 2017), which under label skew optimises
+a different objective (docs/algorithms.md §8.1).
 
 A shared in-process ``AllReduceHub`` collects each peer's parameters after local training; once
 every live peer of the round has deposited, it sends each of them the average as a ``Model``
@@ -42,16 +48,22 @@ class AllReduceHub:
         self.live = live
         self.charge = charge
         self._deposits: dict[int, dict[str, Arrays]] = {}
+        self._weights: dict[int, dict[str, float]] = {}
         self._done: dict[int, bytes] = {}
         self._seq = 0
 
-    def deposit(self, round_index: int, peer_id: str, arrays: Arrays) -> None:
-        """Add one peer's model for ``round_index``; late peers get the stored average."""
+    def deposit(
+        self, round_index: int, peer_id: str, arrays: Arrays, weighting: str = "equal"
+    ) -> None:
+        """Add one peer's model for ``round_index``, weighing it 1 (``equal``) or by its
+        sample count (``samples``); late peers get the stored average."""
         self.charge(peer_id, sum(a.nbytes for a in arrays.values()))
         if round_index in self._done:
             self.network.route(SERVER_ID, peer_id, self._done[round_index])
             return
+        weight = float(self.sample_counts.get(peer_id, 1)) if weighting == "samples" else 1.0
         self._deposits.setdefault(round_index, {})[peer_id] = arrays
+        self._weights.setdefault(round_index, {})[peer_id] = weight
         self.check()
 
     def check(self) -> None:
@@ -65,7 +77,8 @@ class AllReduceHub:
 
     def _finish(self, round_index: int, got: dict[str, Arrays]) -> None:
         peers = sorted(got)
-        weights = np.array([self.sample_counts.get(p, 1) for p in peers], dtype=np.float64)
+        given = self._weights.pop(round_index, {})
+        weights = np.array([given.get(p, 1.0) for p in peers], dtype=np.float64)
         weights /= weights.sum()
         mean = {
             name: np.tensordot(weights, np.stack([got[p][name] for p in peers]), axes=1).astype(
@@ -91,10 +104,15 @@ class AllReduceMethod(Method):
     def __init__(self, ctx: MethodContext, hub: AllReduceHub) -> None:
         super().__init__(ctx)
         self.hub = hub
+        if self.options["weighting"] not in ("equal", "samples"):
+            raise ValueError(
+                f"allreduce option weighting={self.options['weighting']!r} is unknown; use "
+                "equal (as gossip averages) or samples (FedAvg)"
+            )
 
     def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Payload]]:
         arrays = to_arrays(self.exchanged())
-        self.hub.deposit(round_index, self.ctx.peer_id, arrays)
+        self.hub.deposit(round_index, self.ctx.peer_id, arrays, str(self.options["weighting"]))
         return []
 
     def merge(self, round_index: int, received: Sequence[Received]) -> MergeResult:

@@ -48,7 +48,7 @@ class Recorder:
         self.stats: list[dict[str, Any]] = []
         self.last: list[RoundMetrics] = []
         #: ``local`` for personalised methods (SpaFL: each peer on its own test split).
-        self.basis = accuracy_basis(swarm.scenario.method)
+        self.basis = accuracy_basis(swarm.scenario)
 
     def evaluated(self, round_index: int) -> np.ndarray:
         """Peer numbers evaluated after ``round_index`` (sorted; empty between evaluations)."""

@@ -136,7 +136,7 @@ def _run(args: argparse.Namespace) -> int:
         scenario.rounds,
         lines=not args.quiet,
         bar=not args.quiet,
-        basis=accuracy_basis(scenario.method),
+        basis=accuracy_basis(scenario),
         to_stderr=args.json,
         on_broken_pipe=lambda: stop.request("stdout closed"),
     )
@@ -300,7 +300,7 @@ def _dashboard(args: argparse.Namespace, scenario: Any) -> Any:
 
     graph = swarm_graph(scenario)
     ids = topology.file_peer_ids(graph) or peer_ids(graph.number_of_nodes())
-    basis = accuracy_basis(scenario.method)
+    basis = accuracy_basis(scenario)
     return SimDashboard(options, scenario.label, graph, ids, basis)
 
 

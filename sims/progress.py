@@ -2,7 +2,10 @@
 
 The line is stable (scripts and tests read it)::
 
-    round   0 [1/30]  accuracy  0.412 (global)  density 1.000  sent     1.23 MB
+    round   0 [1/30]  global* 0.412  local  0.398  density 1.000  sent     1.23 MB
+
+Both accuracies are shown (mean over peers: global test set, each peer's own split); the
+star marks the run's declared basis, the one the bar and the summary headline use.
 
 Round numbers are 0-based everywhere in spargo: on screen, in ``rounds.jsonl`` and
 ``metrics.jsonl``, in ``SimResult.round_stats`` and in the scenario's round fields
@@ -21,6 +24,10 @@ from types import TracebackType
 from typing import Any, Self
 
 from spargo.node.progress import Progress
+
+
+def _acc(value: float | None) -> str:
+    return "  n/a" if value is None else f"{value:5.3f}"
 
 
 class RoundProgress:
@@ -65,8 +72,12 @@ class RoundProgress:
         self.bar.update(r + 1, f"accuracy {shown.strip()}  {mb:.2f} MB")
         if not self.lines:
             return
+        both = "  ".join(
+            f"{b}{'*' if b == self.basis else ' '} {_acc(row.get(f'{b}_accuracy_mean'))}"
+            for b in ("global", "local")
+        )
         text = (
-            f"round {r:>3} [{r + 1}/{self.rounds}]  accuracy {shown} ({self.basis})  "
+            f"round {r:>3} [{r + 1}/{self.rounds}]  {both}  "
             f"density {row['density']:5.3f}  sent {mb:8.2f} MB"
         )
         # Looked up now, not at construction: while the bar is drawn, rich stands in for

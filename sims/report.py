@@ -136,15 +136,25 @@ def plot_run(result: SimResult, out: Path) -> list[Path]:
     basis = result.summary.get("accuracy_on", "global")
     ylabel = f"accuracy (fraction correct, {basis} test data)"
     paths = []
-    fig, ax = _figure(f"accuracy — {label}", "round", ylabel)
-    ax.plot(x, acc, marker="o", markersize=3, color="C0", label="mean over peers")
-    worst = [_nan(r["accuracy_min"]) for r in rows]
-    ax.plot(x, worst, ls="--", marker="v", markersize=3, color="C3", label="worst peer")
-    if basis == "local":  # personalised models: show how the consensus would fare too
-        glob = [_nan(r.get("global_accuracy_mean")) for r in rows]
+    fig, ax = _figure(f"accuracy — {label}", "round", "accuracy (fraction correct)")
+    for key, colour, marker in (("global", "C0", "o"), ("local", "C1", "s")):
+        values = [_nan(r.get(f"{key}_accuracy_mean")) for r in rows]
+        tag = "mean, global test set" if key == "global" else "mean, each peer's own split"
         ax.plot(
-            x, glob, ls=":", marker="s", markersize=3, color="C2", label="mean, global test set"
+            x,
+            values,
+            marker=marker,
+            markersize=3,
+            color=colour,
+            ls="-" if key == basis else ":",
+            label=tag + (" (basis)" if key == basis else ""),
         )
+    worst = [_nan(r["accuracy_min"]) for r in rows]
+    ax.plot(x, worst, ls="--", marker="v", markersize=3, color="C3", label=f"worst peer, {basis}")
+    averaged = result.summary.get("averaged_model_accuracy")
+    if averaged is not None and x:
+        ax.plot([x[-1]], [averaged], marker="*", markersize=10, color="C2", ls="none",
+                label="averaged model, global test set")  # fmt: skip
     _legend(ax)
     paths.append(_save(fig, out / "accuracy.png"))
     fig, ax = _figure(f"accuracy vs traffic — {label}", "MB sent by all peers (cumulative)", ylabel)
@@ -181,22 +191,30 @@ def _nan(value: float | None) -> float:
 
 def summary_table(summaries: Sequence[dict[str, Any]], title: str = "spargo sim") -> Any:
     """A rich ``Table`` with one row per summary that fits 80 columns: one run's name is in
-    the title; several runs get a name column (folded when long) and fewer numbers."""
+    the title; several runs get a name column (folded when long) and fewer numbers. Both
+    accuracies are columns (mean over peers: global test set, own split); the star marks
+    the declared basis; ``averaged`` is the averaged model on the global test set."""
     from rich import box
     from rich.table import Table
 
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    bases = sorted({str(s.get("accuracy_on")) for s in summaries if s.get("accuracy_on")})
+    basis = bases[0] if len(bases) == 1 else None
+    mark = {b: f"{b}*" if b == basis else b for b in ("global", "local")}
+    note = f" (* = basis: {basis})" if basis else ""
+    table = Table(title=title + note, box=box.SIMPLE_HEAD, pad_edge=False)
     columns = [
-        ("accuracy_mean", "accuracy"),
+        ("global_accuracy_mean", mark["global"]),
+        ("local_accuracy_mean", mark["local"]),
+        ("averaged_model_accuracy", "averaged"),
         ("accuracy_min", "worst"),
         ("density", "density"),
         ("consensus_distance", "consensus"),
         ("bytes_sent_total", "MB sent"),
         ("messages_dropped", "dropped"),
-        ("wall_s", "wall s"),
     ]
-    if len(summaries) > 1:  # names need the room: drops and wall time stay in sweep.md
-        columns = [("name", "run"), *columns[:5]]
+    # Wall time is on the line under the table; with names, the rest stays in sweep.md.
+    if len(summaries) > 1:
+        columns = [("name", "run"), *columns[:2], columns[4], columns[6]]
     for key, header in columns:
         if key == "name":  # long sweep names fold onto more lines rather than lose their end
             table.add_column(header, overflow="fold")

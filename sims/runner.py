@@ -25,6 +25,7 @@ simulated times (``time_s`` is the latest). Each peer does ``rounds`` bursts, th
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -138,6 +139,7 @@ class _Rounds:
         metrics.sort(key=lambda m: m.peer_id)
         acc = [_headline(m, self.basis) for m in metrics]
         global_acc = [g for m in metrics if (g := m.global_accuracy) is not None and g == g]
+        local_acc = [a for m in metrics if not math.isnan(a := m.accuracy)]
         acc = [a for a in acc if not math.isnan(a)]
         distance = None
         if len(params) > 1:
@@ -153,6 +155,7 @@ class _Rounds:
                 "accuracy_mean": _r(np.mean(acc)) if acc else None,
                 "accuracy_min": _r(np.min(acc)) if acc else None,
                 "global_accuracy_mean": _r(np.mean(global_acc)) if global_acc else None,
+                "local_accuracy_mean": _r(np.mean(local_acc)) if local_acc else None,
                 "density": _r(np.mean([m.density for m in metrics])),
                 "bytes_sent_total": sent,
                 "consensus_distance": None if distance is None else _r(distance),
@@ -166,7 +169,8 @@ class _Rounds:
 
 
 def _headline(m: RoundMetrics, basis: str = "global") -> float:
-    """The accuracy a summary reports: global test set, or the peer's own split (SpaFL)."""
+    """The accuracy a headline reports: the global test set, or the peer's own split; a run
+    without a global test set falls back to the local one."""
     if basis == "global" and m.global_accuracy is not None:
         return m.global_accuracy
     return m.accuracy
@@ -204,7 +208,7 @@ def run(
         )
     torch.set_num_threads(1)
     started = time.perf_counter()
-    basis = accuracy_basis(scenario.method)
+    basis = accuracy_basis(scenario)
     rounds = _Rounds(scenario.consensus, basis, None, on_row, on_record)
     feed = Feed(trackers, scenario, rounds.stats)  # experiment trackers (TensorBoard, MLflow)
     rounds.on_round = feed.start(on_round)
@@ -232,15 +236,15 @@ def summarise(
 ) -> dict[str, Any]:
     """The run's summary (the JSON object ``spargo sim --json`` prints last)."""
     finals = [node.history[-1] for node in swarm.nodes.values() if node.history]
-    last_records = [_headline(m, accuracy_basis(scenario.method)) for m in finals]
+    basis = accuracy_basis(scenario)
+    last_records = [_headline(m, basis) for m in finals]
     if swarm.final:  # async: each peer's model as it left, after its last merges
         finals = [_at_leave(m, swarm.final.get(m.peer_id)) for m in finals]
     honest = [m for m in finals if m.peer_id not in swarm.attackers] or finals
     global_acc = [m.global_accuracy for m in honest if m.global_accuracy is not None]
     local_acc = [m.accuracy for m in honest if not math.isnan(m.accuracy)]
     drops = _drops(swarm)
-    personalised = accuracy_basis(scenario.method) == "local"
-    headline = local_acc if personalised or not global_acc else global_acc
+    headline = local_acc if basis == "local" or not global_acc else global_acc
     distances = [s["consensus_distance"] for s in stats if s["consensus_distance"] is not None]
     return {
         "name": scenario.label,
@@ -258,6 +262,7 @@ def summarise(
         "accuracy_max": _r(np.max(headline)) if headline else None,
         "global_accuracy_mean": _r(np.mean(global_acc)) if global_acc else None,
         "local_accuracy_mean": _r(np.mean(local_acc)) if local_acc else None,
+        "averaged_model_accuracy": averaged_model_accuracy(swarm, honest),
         "density": _r(np.mean([m.density for m in finals])) if finals else None,
         "consensus_distance": distances[-1] if distances else None,
         "bytes_sent_total": sum(node.counters.bytes_sent for node in swarm.nodes.values()),
@@ -274,6 +279,31 @@ def summarise(
         "rounds_done": len(stats),
         "interrupted": swarm.halted,
     }
+
+
+def averaged_model_accuracy(swarm: Swarm, finals: list[RoundMetrics]) -> float | None:
+    """Accuracy on the global test set of the average of the peers' final models (every
+    floating tensor of the state dict, thresholds included, averaged equally): the one model
+    a consensus would hand out, which a mean of per-peer accuracies is not. None without a
+    global test set or peers."""
+    nodes = [swarm.nodes[m.peer_id] for m in finals if m.peer_id in swarm.nodes]
+    test = nodes[0].data.global_test if nodes else None
+    if test is None or len(test) == 0:
+        return None
+    states = [node.model.state_dict() for node in nodes]
+    mean = {
+        k: torch.stack([s[k].float() for s in states]).mean(dim=0).to(v.dtype)
+        if v.is_floating_point()
+        else v
+        for k, v in states[0].items()
+    }
+    model = copy.deepcopy(nodes[0].model)
+    model.load_state_dict(mean)
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.as_tensor(test.x))
+        correct = (logits.argmax(dim=1) == torch.as_tensor(test.y)).float().mean()
+    return _r(float(correct))
 
 
 def _drops(swarm: Swarm) -> dict[str, int]:

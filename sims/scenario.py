@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from spargo.sims.faults import Fault
 
 from spargo.node.config import MODES
-from spargo.node.methods.registry import method_help, method_spec, sim_methods
+from spargo.node.methods.registry import method_help, sim_methods
 
 ENGINES = ("node", "batched")
 CHURN_ACTIONS = ("leave", "fail")
@@ -71,12 +71,15 @@ def default_method_options(method: str) -> dict[str, Any]:
     return dict(DEFAULT_SPAFL_OPTIONS) if method == "spafl" else {}
 
 
-def accuracy_basis(method: str) -> str:
-    """``local`` for personalised methods (SpaFL: each peer on its own test split), else
-    ``global`` (each peer's model on the shared held-out test set)."""
-    if method == "local":  # the batched engine's own until the registry has it
-        return "global"
-    return "local" if method_spec(method).personalised else "global"
+#: Accuracy bases: ``global`` (each peer's model on the shared held-out test set) or
+#: ``local`` (each peer's model on its own test split, SpaFL's headline).
+BASES = ("global", "local")
+
+
+def accuracy_basis(scenario: Scenario) -> str:
+    """The basis a run's headline accuracy, rankings and comparisons use: the scenario's
+    declared ``basis`` (global by default, for every method: one basis for all)."""
+    return scenario.basis
 
 
 def _arg(default: Any, help: str, group: str = "run", **cli: Any) -> Any:
@@ -112,7 +115,7 @@ class Scenario:
     rounds: int = _arg(30, "gossip rounds (async: training bursts per peer)")
     local_steps: int = _arg(10, "local SGD steps per round")
     batch_size: int = _arg(32, "samples per local SGD step")
-    lr: float = _arg(0.05, "learning rate")
+    lr: float = _arg(0.05, "learning rate (0: consensus only, no training)")
     momentum: float = _arg(0.9, "SGD momentum")
     task: str = _arg("digits", "digits, synthetic, mnist:PATH or module:function")
     partition: str = _arg("dirichlet:0.5", "iid, dirichlet:ALPHA, shards:K")
@@ -137,6 +140,8 @@ class Scenario:
         metavar="geo[:KM_PER_MS]",
     )
     seed: int = _arg(0, "seed of every random choice")
+    #: Summaries report both bases; this one is the headline and what rankings compare.
+    basis: str = _arg("global", "headline accuracy: global (shared test set) or local (own split)")
     distinct_init: bool = _arg(False, "start every peer from its own random model")
     eval_every: int = _arg(1, "evaluate every K rounds")
     round_deadline_s: float = _arg(30.0, "rounds: seconds a peer waits for its neighbours")
@@ -238,12 +243,14 @@ class Scenario:
                 raise ScenarioError(
                     f"--{_flag(name)} must be a whole number >= {low}, got {value!r}"
                 )
-        # ``local`` is the batched engine's own until the registry has it (see _check_engine).
-        if self.method not in sim_methods() and self.method != "local":
+        if self.method not in sim_methods():
             raise ScenarioError(
                 f"--method {self.method!r} is unknown; use one of {', '.join(sim_methods())}"
             )
-        _positive("lr", self.lr)
+        if not isinstance(self.lr, int | float) or not 0 <= self.lr < math.inf:
+            raise ScenarioError(f"--lr must be a number >= 0 (0: no training), got {self.lr!r}")
+        if self.basis not in BASES:
+            raise ScenarioError(f"--basis {self.basis!r} is unknown; use global or local")
         _positive("round-deadline-s", self.round_deadline_s)
         if not isinstance(self.eval_every, int) or self.eval_every < 1:
             raise ScenarioError("--eval-every must be at least 1")
@@ -261,7 +268,6 @@ class Scenario:
             raise ScenarioError("--eval-all-every needs --eval-peers K (a sample between them)")
         if self.engine == "node":
             for name, used in (
-                ("method local", self.method == "local"),
                 ("eval-peers", self.eval_peers),
                 ("eval-all-every", self.eval_all_every),
             ):

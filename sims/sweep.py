@@ -14,7 +14,10 @@ A sweep file is TOML::
     loss = 0.3
 
 Each run writes its own reports under ``OUT/<run name>/``; the sweep writes ``sweep.csv``,
-``sweep.md`` (one comparison table) and ``sweep.png`` (accuracy against MB sent).
+``sweep.md`` (one comparison table) and ``sweep.png`` (accuracy against MB sent). Tables
+carry both accuracies (global test set, each peer's own split), the averaged model's and the
+basis each cell's headline ``accuracy_mean`` uses (``accuracy_on``; the scenario's ``basis``,
+global unless a cell sets it); the plot draws the headline and names its basis.
 """
 
 from __future__ import annotations
@@ -41,7 +44,11 @@ COLUMNS = (
     "topology",
     "seed",
     "faults",
+    "accuracy_on",
     "accuracy_mean",
+    "global_accuracy_mean",
+    "local_accuracy_mean",
+    "averaged_model_accuracy",
     "accuracy_min",
     "density",
     "consensus_distance",
@@ -222,8 +229,10 @@ def _cell_line(done: int, total: int, row: dict[str, Any], eta: str) -> str:
     if row.get("error"):
         outcome = f"FAILED: {row['error']}"
     else:
-        acc = row.get("accuracy_mean")
-        outcome = "accuracy n/a" if acc is None else f"accuracy {acc:.3f}"
+        outcome = "  ".join(
+            f"{b} {'n/a' if row.get(k) is None else format(row[k], '.3f')}"
+            for b, k in (("global", "global_accuracy_mean"), ("local", "local_accuracy_mean"))
+        )
     return f"sweep {done}/{total} {row.get('name')}: {outcome} ({eta})"
 
 
@@ -301,7 +310,9 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path) -> None:
     title = f"sweep: accuracy against traffic ({len(rows)} cells"
     ax.set_title(title + (f", {failed} failed)" if failed else ")"))
     ax.set_xlabel("MB sent by all peers (cumulative, log scale)")
-    ax.set_ylabel("mean accuracy (fraction correct)")
+    bases = sorted({str(r.get("accuracy_on")) for r in rows if r.get("accuracy_on")})
+    on = bases[0] if len(bases) == 1 else "each cell's basis (see sweep.md)"
+    ax.set_ylabel(f"mean accuracy, {on} test data" if len(bases) == 1 else f"mean accuracy, {on}")
     _mb_axis(ax, [x for points in curves.values() for x, _ in points])
     ax.grid(alpha=0.3)
     if twins:

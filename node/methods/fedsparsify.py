@@ -5,14 +5,22 @@ sends its prunable weights as mask + kept values (a MaskedModel) and the rest (b
 Merging over the neighbourhood including self: a coordinate survives when at least half of
 the mixing weight holds it (weighted majority vote), its value is the coverage-normalised
 mean over the peers that hold it (non-zero average), and the result is re-pruned by global
-magnitude to the schedule's sparsity s_t (cubic: s_t = s_f·(1 − (1 − (t − t₀)/(T − t₀))³)).
-Peers agree on t because every peer is in the same round.
+magnitude to the schedule's sparsity s_t. Peers agree on t because every peer is in the same
+round. Two schedules (``schedule``):
 
-Options: ``s_final`` (0.8), ``t0`` (−1 → ⌈0.2·rounds⌉ dense warm-up rounds, or 2 when
-rounds are open-ended), ``t_end`` (0 → ⌈0.7·rounds⌉, or 10), ``every`` (1), ``include_head``
-(false: the classifier stays dense), ``scope`` (``global`` | ``layer``), ``staleness_gamma``
-(0.5). The defaults were tuned on digits, 8 peers on a ring, Dirichlet(0.5), 20 rounds: a
-dense warm-up and an unpruned head are worth 5 points there (0.81 → 0.86 at 31 % density).
+- ``paper`` — FedSparsify's own (Stripelis et al. 2022, §3; docs/algorithms.md §2.2): every
+  ``every`` rounds prune the fraction r = ``prune_rate`` of the remaining non-zeros, so after
+  round t's merge s_t = 1 − (1 − r)^⌊(t + 1)/every⌋, from round 0 (no warm-up), stopped at
+  ``s_final`` (spargo's stop: the paper prunes until the validation loss says stop);
+- ``cubic`` (default) — spargo's, after Zhu & Gupta's gradual pruning: dense until t₀, then
+  s_t = s_f·(1 − (1 − (t − t₀)/(T − t₀))³) up to T, s_f after.
+
+Options: ``schedule`` (``cubic`` | ``paper``), ``prune_rate`` (r, 0.1), ``s_final`` (0.8),
+``t0`` (−1 → ⌈0.2·rounds⌉ dense warm-up rounds, or 2 when rounds are open-ended), ``t_end``
+(0 → ⌈0.7·rounds⌉, or 10), ``every`` (1), ``include_head`` (false: the classifier stays
+dense), ``scope`` (``global`` | ``layer``), ``staleness_gamma`` (0.5). The defaults were tuned
+on digits, 8 peers on a ring, Dirichlet(0.5), 20 rounds: a dense warm-up and an unpruned head
+are worth 5 points there (0.81 → 0.86 at 31 % density).
 """
 
 from __future__ import annotations
@@ -50,6 +58,11 @@ class FedSparsifyMethod(Method):
         super().__init__(ctx)
         if self.options["scope"] not in ("global", "layer"):
             raise ValueError("fedsparsify option scope must be 'global' or 'layer'")
+        if self.options["schedule"] not in ("cubic", "paper"):
+            raise ValueError(
+                f"fedsparsify option schedule={self.options['schedule']!r} is unknown; use "
+                "paper (prune a fraction of the remaining weights each round) or cubic"
+            )
         t0 = int(self.options["t0"])
         if t0 < 0:
             t0 = math.ceil(0.2 * ctx.rounds) if ctx.rounds > 0 else 2
@@ -65,7 +78,12 @@ class FedSparsifyMethod(Method):
         self.training = sparse.MaskedTraining(ctx.model, masks)
 
     def sparsity(self, round_index: int) -> float:
-        """s_t of the cubic schedule."""
+        """s_t after round ``round_index``'s merge, of the ``paper`` or ``cubic`` schedule."""
+        if self.options["schedule"] == "paper":
+            reached = sparse.multiplicative_schedule(
+                round_index + 1, float(self.options["prune_rate"]), int(self.options["every"])
+            )
+            return min(reached, float(self.options["s_final"]))
         return sparse.cubic_schedule(
             round_index,
             float(self.options["s_final"]),

@@ -2,7 +2,11 @@
 
 Push-sum (Kempe et al. 2003; SGP, Assran et al. 2019; docs/algorithms.md §4) for one-way and
 asynchronous links. Each peer i carries a mass wᵢ (1.0 at the start) beside its model zᵢ; the
-unnormalised value is xᵢ = zᵢ·wᵢ. Local SGD steps act on z and leave w alone. Sending to the k
+unnormalised value is xᵢ = zᵢ·wᵢ. Local SGD steps act on the numerator, as in SGP (Assran et
+al. 2019, Alg. 1): x ← x − η·∇F(z), i.e. z ← z − η·∇F(z)/w; the trainer steps z by −η·u (u the
+gradient or momentum buffer at z) and ``after_step`` divides that step by w, so a peer's
+gradient counts once whatever mass it holds and the swarm minimises Σᵢ Fᵢ (docs/algorithms.md
+§4.6). w is left alone by training. Sending to the k
 targets of a round splits (x, w) into k + 1 equal shares (a column-stochastic split), keeps one
 and pushes one to each target; a receiver merges every share that reaches it, expected or not,
 whoever its sender:
@@ -110,6 +114,24 @@ class PushSumMethod(Method):
         self.weight = 1.0
         #: Times w was clamped or a merge refused since the last merge (a merge stat).
         self._guards = 0
+        #: The exchanged tensors after the last local step (None before the round's first).
+        self._before: list[torch.Tensor] | None = None
+
+    # --- training: the step acts on x = z·w ----------------------------------------------
+    def begin_round(self, round_index: int) -> None:
+        self._before = [p.detach().clone() for _, p in self.exchanged()]
+
+    def after_step(self) -> None:
+        """Rescale the trainer's step on z to a step on x: z ← z_before + (z − z_before)/w."""
+        params = [p for _, p in self.exchanged()]
+        if self._before is None:
+            self._before = [p.detach().clone() for p in params]
+            return
+        with torch.no_grad():
+            for p, before in zip(params, self._before, strict=True):
+                if self.weight != 1.0:
+                    p.sub_(before).div_(self.weight).add_(before)
+                before.copy_(p)
 
     def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Payload]]:
         if not targets:

@@ -3,7 +3,8 @@
 Each ``MethodSpec`` says what a method is called, where its class lives (imported on first
 use, so ``spargo --help`` stays light), its option defaults, one line of help and three
 facts the rest of the system needs: whether each peer ends with its own model
-(``personalised``: report local accuracy), whether it keeps per-neighbour state
+(``personalised``: the local basis is its natural headline, though summaries report both and
+rank on the one the run declares), whether it keeps per-neighbour state
 (``fixed_neighbours``: no membership-sampled graph), and whether only the simulator can run
 it (``simulation_only``). Adding a method is one module plus one entry in ``_SPECS``.
 """
@@ -67,7 +68,7 @@ _SPECS = (
         "vc",
         _M + "vc:VarianceCorrectedMethod",
         "D-PSGD with variance correction",
-        {**_DENSE, "beta": 0.5},
+        {**_DENSE, "beta": 0.5, "exact": False},
     ),
     MethodSpec(
         "pushsum",
@@ -87,6 +88,8 @@ _SPECS = (
         "SpaFL thresholds, personalised",
         {
             "alpha": 0.01,
+            "warmup": 1,
+            "mask_head": False,
             "min_density": 0.01,
             "weights_every": 0,
             "final_merge": True,
@@ -101,6 +104,8 @@ _SPECS = (
         _M + "fedsparsify:FedSparsifyMethod",
         "progressive magnitude pruning",
         {
+            "schedule": "cubic",
+            "prune_rate": 0.1,
             "s_final": 0.8,
             "t0": -1,
             "t_end": 0,
@@ -118,7 +123,7 @@ _SPECS = (
             "compressor": "topk",
             "ratio": 0.1,
             "value_dtype": "float16",
-            "gamma": 0.8,
+            "gamma": "auto",
             "resync_after": 3,
         },
         fixed_neighbours=True,
@@ -127,8 +132,16 @@ _SPECS = (
         "allreduce",
         "spargo.sims.allreduce:AllReduceMethod",
         "exact average each round, a reference",
+        {"weighting": "equal"},
         simulation_only=True,
         one_way_links=True,  # it ignores the graph
+    ),
+    MethodSpec(
+        "local",
+        _M + "local:LocalMethod",
+        "no communication, every peer alone, a reference",
+        personalised=True,
+        one_way_links=True,  # it uses no link
     ),
 )
 

@@ -1,12 +1,19 @@
 """``spafl``: SpaFL over gossip — trainable thresholds, threshold mixing, global importance.
 
-docs/algorithms.md §1. At construction every Linear/Conv2d but the head gets one trainable
-threshold per output unit (``sparse.attach_thresholds``); the loss adds α·Σ exp(−τ). Each
-round a peer sends its threshold vector (a few hundred bytes), mixes
-τ̄ = Σ_j W_ij τ_j (a missing neighbour's weight stays with self), applies the
-global-importance update with Δτ = τ̄ − τ(start of round) and sets τ ← τ̄.
+docs/algorithms.md §1. At construction every Linear/Conv2d but the head (the head too with
+``mask_head``) gets one trainable threshold per output unit (``sparse.attach_thresholds``); the
+loss adds α_t·Σ exp(−τ), with the authors' warm-up α_t = α/(1 + exp(5 − 10·t/P)) for rounds
+t < P = ``warmup`` and α after (§1.4). Each round a peer sends its threshold vector (a few
+hundred bytes), mixes τ̄ = Σ_j W_ij τ_j (a missing neighbour's weight stays with self), applies
+the global-importance update with Δτ = τ̄ − τ_prev and sets τ ← τ̄, where τ_prev is the
+threshold vector of the last threshold update (the previous merge's τ̄, which is also the
+round's starting τ): in async mode, where several merges can follow one training burst, each
+merge shifts the weights by its own Δτ only, so a burst's total shift is τ̄_last − τ_start, as
+in a round (SpaFL, Kim et al. 2024, Alg. 1 and §4.2; docs/algorithms.md §1.6).
 
-Options: ``alpha`` (regulariser weight, 0.01), ``min_density`` (per-layer unit floor, 0.01),
+Options: ``alpha`` (regulariser weight, 0.01), ``warmup`` (P, rounds of the regulariser's
+sigmoid ramp, 1 as in the authors' code; 0 = none), ``mask_head`` (threshold the last Linear
+too, as the authors' models do; false), ``min_density`` (per-layer unit floor, 0.01),
 ``weights_every`` (K; 0 = thresholds only, as in the paper; K > 0 also gossips the masked
 weights on rounds where round % K == K − 1, and on the last planned round when
 ``final_merge``), ``final_merge`` (true), ``vc`` (variance-correct the weight mix, true),
@@ -20,6 +27,7 @@ Thresholds are parameters of the model but are never part of the exchanged weigh
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -86,11 +94,17 @@ class SpaFLMethod(Method):
         super().__init__(ctx)
         if int(self.options["weights_every"]) < 0:
             raise ValueError("spafl option weights_every must be >= 0 (0 = thresholds only)")
+        if int(self.options["warmup"]) < 0:
+            raise ValueError("spafl option warmup must be >= 0 rounds (0 = no warm-up)")
         config = sparse.ThresholdConfig(
-            alpha=float(self.options["alpha"]), min_density=float(self.options["min_density"])
+            alpha=float(self.options["alpha"]),
+            min_density=float(self.options["min_density"]),
+            mask_head=bool(self.options["mask_head"]),
         )
         self.masked_layers = sparse.attach_thresholds(ctx.model, config)
+        #: τ of the last threshold update (the baseline of the next Δτ).
         self._tau_start = sparse.threshold_vector(ctx.model)
+        self._round = 0
 
     # --- what is exchanged ---------------------------------------------------------------
     def exchanged(self) -> list[tuple[str, torch.nn.Parameter]]:
@@ -122,9 +136,18 @@ class SpaFLMethod(Method):
     # --- training hooks ---------------------------------------------------------------
     def begin_round(self, round_index: int) -> None:
         self._tau_start = sparse.threshold_vector(self.ctx.model)
+        self._round = round_index
+
+    def alpha(self, round_index: int) -> float:
+        """α_t = α/(1 + exp(5 − 10·t/P)) for t < P (the authors' ``penalty_scheduler``), else
+        α (docs/algorithms.md §1.4)."""
+        alpha, warmup = float(self.options["alpha"]), int(self.options["warmup"])
+        if round_index >= warmup:
+            return alpha
+        return alpha / (1.0 + math.exp(5.0 - 10.0 * round_index / warmup))
 
     def loss_term(self) -> torch.Tensor | None:
-        return sparse.threshold_regularizer(self.ctx.model, float(self.options["alpha"]))
+        return sparse.threshold_regularizer(self.ctx.model, self.alpha(self._round))
 
     # --- gossip ------------------------------------------------------------------------
     def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Payload]]:
@@ -171,6 +194,7 @@ class SpaFLMethod(Method):
         if new_tau.numel():
             sparse.apply_global_importance(self.ctx.model, new_tau - self._tau_start)
             sparse.set_threshold_vector(self.ctx.model, new_tau)
+            self._tau_start = new_tau.clone()  # once per threshold update, not per merge
         stats = MergeStats(
             merged_peers=len(taus),
             weights_merged_peers=weights_merged,

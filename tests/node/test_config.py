@@ -16,7 +16,7 @@ from spargo.node.errors import ConfigError
         ({"peer_id": "a/b"}, "peer_id"),
         ({"method": "nosuch"}, "method 'nosuch' is unknown"),
         ({"rounds": 0}, "rounds must be a whole number >= 1"),
-        ({"lr": -1.0}, "lr must be a positive number"),
+        ({"lr": -1.0}, "lr must be a number >= 0"),
         ({"mode": "sometimes"}, "mode"),
         ({"keys": {1: "zz"}, "active_key_id": 1}, "hex string"),
         ({"keys": {1: "00" * 32}, "active_key_id": 2}, "active_key_id 2"),

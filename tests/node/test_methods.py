@@ -49,6 +49,7 @@ FLOORS = {
     "choco": 0.8,
     "spafl": 0.75,
     "allreduce": 0.85,
+    "local": 0.75,  # one peer's eighth of digits, alone
 }
 OPTIONS: dict[str, dict[str, Any]] = {"spafl": {"weights_every": 0}}
 
@@ -100,8 +101,9 @@ def test_spafl_thresholds_only_sends_under_5_percent_of_dense(
 
 def test_spafl_with_weight_gossip_runs_two_messages_a_round() -> None:
     result = run(_scenario("spafl", rounds=4, method_options={"weights_every": 2}))
-    assert result.summary["accuracy_on"] == "local"  # SpaFL models are personalised
-    assert result.summary["global_accuracy_mean"] >= 0.6
+    assert result.summary["accuracy_on"] == "global"  # one declared basis for every method
+    assert result.summary["accuracy_mean"] == result.summary["global_accuracy_mean"] >= 0.6
+    assert result.summary["local_accuracy_mean"] is not None
     merged = [m.merge.get("weights_merged_peers") for m in result.rounds if m.round == 1]
     assert merged
     assert all(count == 2.0 for count in merged)

@@ -56,8 +56,7 @@ def test_a_method_added_by_one_registry_entry_runs_everywhere() -> None:
         assert "pull" in method_names()
         assert "pull" in sim_methods()
         NodeConfig(method="pull")  # the config accepts it
-        assert accuracy_basis("pull") == "global"
-        Scenario(method="pull", nodes=4, rounds=2)  # so does the scenario
+        assert accuracy_basis(Scenario(method="pull", nodes=4, rounds=2)) == "global"
         network = MemoryNetwork()
         nodes = make_peers(network, 4, method="pull", rounds=6)
         run_all(nodes)

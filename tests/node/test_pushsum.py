@@ -423,13 +423,16 @@ def test_running_sums_survive_a_checkpoint_round_trip(tmp_path: Path) -> None:
 
 
 def test_running_sums_keep_the_mass_in_a_lossy_simulation() -> None:
-    """30 % loss on a ring: plain push-sum leaks Σw, running sums keep it; both learn."""
+    """30 % loss on a ring: plain push-sum leaks Σw, running sums keep it and learn. With
+    SGP's step on x (z moves by η∇F/w) a leaking swarm's steps grow as Σw shrinks: plain
+    push-sum does not learn over lossy links (docs/algorithms.md §4.6); use pushsum_rs."""
     sums: dict[str, float] = {}
+    accuracy: dict[str, float] = {}
     for mix in ("pushsum", "pushsum_rs"):
         result = _sim(topology="ring", loss=0.3, method=mix, eval_every=20)
         last = max(m.round for m in result.rounds)
         sums[mix] = sum(m.merge["pushsum_mass"] for m in result.rounds if m.round == last)
-        print(mix, "accuracy", result.summary["accuracy_mean"], "sum_w", sums[mix])
-        assert result.summary["accuracy_mean"] >= 0.8, result.summary
+        accuracy[mix] = result.summary["accuracy_mean"]
     assert sums["pushsum"] < 0.05 * 8
     assert sums["pushsum_rs"] > 0.5 * 8
+    assert accuracy["pushsum_rs"] >= 0.8, accuracy

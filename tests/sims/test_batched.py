@@ -123,7 +123,6 @@ def test_a_model_that_is_not_an_mlp_is_a_one_line_error(monkeypatch: pytest.Monk
     ("fields", "needle"),
     [
         ({"engine": "gpu"}, "--engine 'gpu' is unknown; use node or batched"),
-        ({"method": "local"}, "--method local needs --engine batched"),
         ({"eval_peers": 4}, "--eval-peers needs --engine batched"),
         ({"engine": "batched", "eval_peers": -1}, "--eval-peers must be a whole number >= 0"),
         ({"engine": "batched", "eval_all_every": 2}, "--eval-all-every needs --eval-peers K"),

@@ -6,7 +6,7 @@ Byte counts are recorded too but compared only when ``SPARGO_GOLDEN_BYTES=1``: t
 where the wire format changes (the closing note of that change says by how much).
 
 Re-record (only for a change that is meant to alter results, and say why in the commit):
-``python -m tests.sims.test_golden``.
+``python -m tests.sims.test_golden [CASE ...]`` (no case: all of them).
 """
 
 from __future__ import annotations
@@ -94,10 +94,14 @@ def test_run_matches_its_golden_record(name: str) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
     import torch
 
     torch.set_num_threads(1)
     GOLDEN.mkdir(exist_ok=True)
-    for case, scenario in CASES.items():
+    chosen = sys.argv[1:] or list(CASES)
+    for case in chosen:
+        scenario = CASES[case]
         (GOLDEN / f"{case}.json").write_text(json.dumps(_record(scenario), indent=0) + "\n")
         print("recorded", case)
