@@ -1,6 +1,6 @@
 """What feeds the dashboard: a swarm's broker (monitor, lab) or a simulation's rounds.
 
-* :func:`watch_with_traffic` — ``node.watch.watch_swarm``'s presence and status events, plus
+* ``node.watch.watch_swarm(config, traffic=True)`` — presence and status events, plus
   one ``("traffic", receiver, {"from": sender, "bytes": n})`` per gossip chunk seen on the
   swarm's inbox topics (only the envelope's sender header is read), so the page can draw the
   edges that really carry traffic. A broker whose ACL refuses the inboxes to this observer
@@ -15,74 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from spargo.node.errors import ConnectError, NodeError
+from spargo.node.errors import ConnectError
 from spargo.node.metrics import RoundMetrics
-from spargo.node.watch import SwarmEvent, swarm_event
+from spargo.node.watch import SwarmEvent, watch_swarm
 from spargo.node.watch_view import SwarmView
 from spargo.node.web.options import WebOptions
 from spargo.node.web.state import WebState
 
 LOG = logging.getLogger(__name__)
-
-
-async def watch_with_traffic(config: Any, inboxes: bool = True) -> AsyncGenerator[SwarmEvent, None]:
-    """Presence, status and traffic events of ``config.swarm`` (an ``MqttConfig``).
-
-    Reconnects with backoff like ``watch_swarm``; ConnectError if the first connection
-    fails (after one retry without the inbox topics, in case an ACL refused them).
-    """
-    from spargo.node.transports.mqtt import observe
-    from spargo.node.transports.mqtt_wire import Topics
-    from spargo.node.transports.wire import backoff_delay_s
-
-    topics = Topics(config.swarm)
-    rng = random.Random(config.seed)
-    failures, ever_connected = 0, False
-    while True:
-        wanted = [topics.presence(), topics.status()] + ([topics.inbox("+")] if inboxes else [])
-        messages = observe(config, wanted)
-        try:
-            async for message in messages:
-                if message is None:
-                    failures, ever_connected = 0, True
-                    yield "connected", "", None
-                    continue
-                event = _event(topics, *message)
-                if event is not None:
-                    yield event
-        except ConnectError as exc:
-            if not ever_connected and not inboxes:
-                raise
-            if not ever_connected:
-                LOG.warning("no traffic edges: the broker refused the inbox topics (%s)", exc)
-                inboxes = False
-                continue
-            LOG.warning("dashboard lost the broker connection: %s", exc)
-        finally:
-            await messages.aclose()
-        failures += 1
-        await asyncio.sleep(
-            backoff_delay_s(failures, config.backoff_min_s, config.backoff_max_s, rng)
-        )
-
-
-def _event(topics: Any, topic: str, payload: bytes) -> SwarmEvent | None:
-    from spargo.node.transports.mqtt_wire import unpack_envelope
-
-    receiver = topics.inbox_receiver(topic)
-    if receiver is None:
-        return swarm_event(topics, topic, payload)
-    try:
-        sender, _ = unpack_envelope(payload)
-    except NodeError:
-        return None  # the peers count such chunks as their own drops
-    return "traffic", receiver, {"from": sender, "bytes": len(payload)}
 
 
 async def feed(state: WebState, events: AsyncIterator[SwarmEvent]) -> None:
@@ -106,7 +51,7 @@ async def run_web_monitor(config: Any, view: SwarmView, options: WebOptions) -> 
     state = WebState(view, silent_rounds=options.silent_rounds)
     with DashboardServer(state, options) as server:
         print(f"spargo monitor: dashboard at {server.url} (Ctrl-C to stop)", flush=True)
-        await feed(state, watch_with_traffic(config))
+        await feed(state, watch_swarm(config, traffic=True))
 
 
 @contextlib.asynccontextmanager
@@ -137,7 +82,9 @@ async def lab_dashboard(
     )
     with DashboardServer(state, options) as server:
         print(f"spargo lab: dashboard at {server.url}", file=sys.stderr, flush=True)
-        watcher = asyncio.create_task(feed(state, watch_with_traffic(config)), name="lab-web")
+        watcher = asyncio.create_task(
+            feed(state, watch_swarm(config, traffic=True)), name="lab-web"
+        )
         try:
             yield server.url
         finally:
