@@ -124,6 +124,26 @@ _SPECS = (
         fixed_neighbours=True,
     ),
     MethodSpec(
+        "tracking",
+        _M + "tracking:TrackingMethod",
+        "gradient tracking with local steps (K-GT)",
+        {**_DENSE, "forget": 0.02},
+    ),
+    MethodSpec(
+        "cgt",
+        _M + "cgt:CompressedTrackingMethod",
+        "compressed gradient tracking (BEER/CHOCO)",
+        {
+            "compressor": "topk",
+            "ratio": 0.05,
+            "value_dtype": "float16",
+            "gamma": 1.0,
+            "resync_after": 3,
+            "forget": 0.02,
+        },
+        fixed_neighbours=True,
+    ),
+    MethodSpec(
         "allreduce",
         "spargo.sims.allreduce:AllReduceMethod",
         "exact average each round, a reference",
