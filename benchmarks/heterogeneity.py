@@ -11,7 +11,7 @@ D-PSGD's bytes; and saves a plot of accuracy vs MB on the Dirichlet-0.3 ring.
     python benchmarks/heterogeneity.py --load runs.jsonl        # table and plot only
 
 ``--method-options 'cgt:ratio=0.1,value_dtype=int8'`` overrides a method's options (run
-names then carry the overrides). docs/algorithms.md §4.8–§4.9 describe the tracking methods.
+names then carry the overrides). docs/algorithms.md §10 describe the tracking methods.
 """
 
 from __future__ import annotations

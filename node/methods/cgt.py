@@ -1,6 +1,6 @@
 """``cgt``: compressed gradient tracking — K-GT's correction over CHOCO-compressed streams.
 
-docs/algorithms.md §4.9. The update of BEER (Zhao, Li, Richtárik, Chi and Li, "BEER: Fast
+docs/algorithms.md §10.2. The update of BEER (Zhao, Li, Li, Richtárik and Chi, "BEER: Fast
 O(1/T) Rate for Decentralized Nonconvex Optimization with Communication Compression", 2022,
 arXiv 2201.13320, Algorithm 1): both the model x and the tracking variable travel as
 compressed differences to public copies (h for x, g for the tracker), with error feedback,
@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from spargo.node.methods.base import MethodContext
@@ -62,6 +63,22 @@ class CompressedTrackingMethod(Tracker, ChocoMethod):
             raise ValueError(f"cgt option ratio={ratio} must lie in [{MIN_RATIO}, 1], e.g. 0.05")
         self._init_tracker()
         self.step_used = consensus_step(float(self.options["gamma"]), ratio)
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        """Public copies start at 0 on every link, as in BEER (H⁰ = G⁰ = 0): the first
+        message is already a compressed delta, no full copy; a link that loses its place
+        later resyncs with a full copy as in ``choco``."""
+        zeros = {
+            name: np.zeros(shape, np.float32) for name, shape in self.signature().shapes.items()
+        }
+        self.public = {name: a.copy() for name, a in zeros.items()}
+        self.stream_seq = 0
+        for peer in self.ctx.weights:
+            if peer != self.ctx.peer_id:
+                self.copies[peer] = {name: a.copy() for name, a in zeros.items()}
+                self.expected[peer] = 1
+                self.last_sent[peer] = 0
 
     def exchanged(self) -> list[tuple[str, nn.Parameter]]:
         return self.tracked()

@@ -134,9 +134,9 @@ _SPECS = (
         _M + "cgt:CompressedTrackingMethod",
         "compressed gradient tracking (BEER/CHOCO)",
         {
-            "compressor": "topk",
-            "ratio": 0.05,
-            "value_dtype": "float16",
+            "compressor": "randk",
+            "ratio": 0.19,
+            "value_dtype": "int8",
             "gamma": 1.0,
             "resync_after": 3,
             "forget": 0.02,

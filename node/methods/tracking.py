@@ -1,6 +1,6 @@
 """``tracking``: gradient tracking with local steps (K-GT), dense gossip.
 
-docs/algorithms.md §4.8. Liu, Lin, Koloskova and Stich, "Decentralized Gradient Tracking
+docs/algorithms.md §10.1. Liu, Lin, Koloskova and Stich, "Decentralized Gradient Tracking
 with Local Steps", 2023, arXiv 2301.01313, Algorithm 1 (K-GT), written in parameter units so
 the node's own training loop (any step count K, any learning rate η) runs it unchanged:
 

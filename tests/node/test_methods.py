@@ -49,6 +49,8 @@ FLOORS = {
     "choco": 0.8,
     "spafl": 0.75,
     "allreduce": 0.85,
+    "tracking": 0.85,
+    "cgt": 0.75,
 }
 OPTIONS: dict[str, dict[str, Any]] = {"spafl": {"weights_every": 0}}
 

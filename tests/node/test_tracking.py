@@ -146,7 +146,8 @@ def test_tracking_state_round_trips() -> None:
     state = peers[0].state_dict()
     fresh = make_peers("tracking", init)[0]
     fresh.load_state_dict(state)
-    assert isinstance(fresh, Tracker) and isinstance(peers[0], Tracker)
+    assert isinstance(fresh, Tracker)
+    assert isinstance(peers[0], Tracker)
     for e, f in zip(peers[0].correction, fresh.correction, strict=True):
         assert torch.equal(e, f)
     assert fresh.last_steps == STEPS

@@ -3,6 +3,7 @@ stability for every accepted compressor, checkpoints."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -30,14 +31,15 @@ def topk(v: np.ndarray, ratio: float) -> np.ndarray:
 def cgt_reference(
     init: np.ndarray, rounds: int, ratio: float, gamma: float, forget: float
 ) -> np.ndarray:
-    """BEER-style compressed tracking with local steps, written out (docs/algorithms.md §4.9):
+    """BEER-style compressed tracking with local steps, written out (docs/algorithms.md §10.2):
     local steps z ← z − η(∇f_i(z) + e_i/(Kη)); d_i = x_i − z_i; public copies ĥ (of z) and
-    ĝ (of d) start exact, then move by top-k of the difference; x ← z + γ'(W − I)ĥ,
+    ĝ (of d) start at 0 and move by top-k of the difference; x ← z + γ'(W − I)ĥ,
     d' = d + γ'(W − I)ĝ, e ← (1 − ρ)(e + d' − d), with γ' = min(γ, ratio)."""
     step = min(gamma, ratio)
     x = init.astype(np.float64).copy()
     e = np.zeros_like(x)
-    h = g = None
+    h = np.zeros_like(x)  # public copies start at 0, as in BEER (H⁰ = G⁰ = 0)
+    g = np.zeros_like(x)
     lap = W - np.eye(3)
     for r in range(rounds):
         z = x.copy()
@@ -46,11 +48,8 @@ def cgt_reference(
             if r > 0:
                 z -= e / STEPS
         d = x - z
-        if h is None or g is None:
-            h, g = z.copy(), d.copy()
-        else:
-            h = h + np.stack([topk(z[i] - h[i], ratio) for i in range(3)])
-            g = g + np.stack([topk(d[i] - g[i], ratio) for i in range(3)])
+        h = h + np.stack([topk(z[i] - h[i], ratio) for i in range(3)])
+        g = g + np.stack([topk(d[i] - g[i], ratio) for i in range(3)])
         x = z + step * (lap @ h)
         e = (1 - forget) * (e + step * (lap @ g))
     return x
@@ -132,8 +131,9 @@ def test_consensus_shrinks_geometrically_at_lr_0(
     # Each block shrinks the distance by a steady factor, down to the floor the value codec
     # sets (residuals too small for it stop moving the public copies).
     floor = FLOORS[value_dtype] * start
-    factors = [b / a for a, b in zip(distances, distances[1:], strict=False) if a > floor]
-    assert factors and max(factors) < 0.95, distances
+    factors = [b / a for a, b in itertools.pairwise(distances) if a > floor]
+    assert factors, distances
+    assert max(factors) < 0.95, distances
 
 
 def test_consensus_step_is_clamped_by_the_compression_ratio() -> None:
@@ -157,10 +157,12 @@ def test_cgt_state_round_trips() -> None:
     fresh = make_peers("cgt", init, ratio=0.5)[0]
     fresh.load_state_dict(peers[0].state_dict())
     a, b = peers[0], fresh
-    assert isinstance(a, CompressedTrackingMethod) and isinstance(b, CompressedTrackingMethod)
+    assert isinstance(a, CompressedTrackingMethod)
+    assert isinstance(b, CompressedTrackingMethod)
     for e, f in zip(a.correction, b.correction, strict=True):
         assert torch.equal(e, f)
-    assert a.public is not None and b.public is not None
+    assert a.public is not None
+    assert b.public is not None
     for name, value in a.public.items():
         np.testing.assert_array_equal(value, b.public[name])
     assert set(b.public) == {"weight", "weight@d"}
