@@ -51,6 +51,7 @@ FLOORS = {
     "allreduce": 0.85,
     "tracking": 0.85,
     "cgt": 0.75,
+    "cgt_masked": 0.75,
 }
 OPTIONS: dict[str, dict[str, Any]] = {"spafl": {"weights_every": 0}}
 
