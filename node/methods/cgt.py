@@ -11,8 +11,9 @@ and each mixes through the public copies with a consensus step γ:
 Here the gradient is the round's local update (local steps, as in ``tracking``, K-GT, arXiv
 2301.01313): the tracked quantity is d_i = x_i − z_i, and the correction follows
 e_i ← (1 − ρ)(e_i + γ Σ_j W_ij (ĝ_j − ĝ_i)). Both streams are one CHOCO stream over the
-joint tensors (``<name>`` and ``<name>@d``), so per-link sequence numbers, gap detection and
-resync (``choco``) cover the tracker too: a lost delta is detected at the next one, the link
+joint tensors (``<name>`` and ``<name>@d``); the public copies start at 0 on every link, as
+in BEER (no full copy first), and per-link sequence numbers, gap detection and resync
+(``choco``) cover the tracker too: a lost delta is detected at the next one, the link
 drops out of the consensus step until a full copy resyncs it, and ρ (``forget``) shrinks
 the error a lost message left in Σ_i e_i by (1 − ρ) per round.
 

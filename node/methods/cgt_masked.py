@@ -1,6 +1,6 @@
 """``cgt_masked``: compressed gradient tracking on a progressively pruned model.
 
-docs/algorithms.md §10.4. ``cgt`` (§10.2) with FedSparsify's pruning (§2: global magnitude
+docs/algorithms.md §10.3. ``cgt`` (§10.2) with FedSparsify's pruning (§2: global magnitude
 masks on a cubic schedule, pruned weights held at zero through training) and top-k
 compression *within the mask*: each tensor sends k = ⌈ratio · kept⌉ entries, kept = the
 entries its mask holds (all of a tensor that is not pruned), so the bytes fall with the

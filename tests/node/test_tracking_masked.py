@@ -37,7 +37,7 @@ def keep_largest(w: np.ndarray, sparsity: float) -> np.ndarray:
 
 
 def masked_reference(init: np.ndarray, rounds: int) -> np.ndarray:
-    """docs/algorithms.md §10.4 written out: prune by magnitude on the schedule, local steps
+    """docs/algorithms.md §10.3 written out: prune by magnitude on the schedule, local steps
     with the correction and the mask, top-k of ⌈ratio·kept⌉ entries of (z, d) − copies,
     consensus step min(γ, ratio), correction update, mask again."""
     ratio, step, forget = OPTIONS["ratio"], min(1.0, 0.34), OPTIONS["forget"]
