@@ -58,10 +58,15 @@ class CompressedTrackingMethod(Tracker, ChocoMethod):
     name = "cgt"
 
     def __init__(self, ctx: MethodContext) -> None:
-        ChocoMethod.__init__(self, ctx)
+        try:
+            ChocoMethod.__init__(self, ctx)
+        except ValueError as exc:  # choco's checks name choco: name this method instead
+            raise ValueError(str(exc).replace("choco option", f"{self.name} option")) from None
         ratio = float(self.options["ratio"])
         if ratio < MIN_RATIO:
-            raise ValueError(f"cgt option ratio={ratio} must lie in [{MIN_RATIO}, 1], e.g. 0.05")
+            raise ValueError(
+                f"{self.name} option ratio={ratio} must lie in [{MIN_RATIO}, 1], e.g. 0.19"
+            )
         self._init_tracker()
         self.step_used = consensus_step(float(self.options["gamma"]), ratio)
         self._start_at_zero()

@@ -24,7 +24,7 @@ everything ``dense`` takes (``robust``, ``staleness_gamma``, ``mix``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -49,11 +49,14 @@ class Tracker:
 
     ctx: MethodContext
     options: dict[str, Any]
+    name: ClassVar[str]
 
     def _init_tracker(self) -> None:
         forget = float(self.options["forget"])
         if not 0.0 <= forget < 1.0:
-            raise ValueError(f"option forget={forget} must lie in [0, 1), e.g. forget=0.02")
+            raise ValueError(
+                f"{self.name} option forget={forget} must lie in [0, 1), e.g. forget=0.02"
+            )
         params = exchangeable_parameters(self.ctx.model)
         self._params = params
         self.update = [
