@@ -46,7 +46,7 @@ def _nodes(method: str, transports: dict[str, Transport]) -> list[Node]:
                 rounds=ROUNDS,
                 checkpoint_dir=None,
                 keys=None,
-            )  # fmt: skip
+            )
         )
     return nodes
 
