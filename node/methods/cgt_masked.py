@@ -17,7 +17,8 @@ mask the receiver does not know) plus FedSparsify's ``s_final`` (0.8), ``t0`` (â
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,6 +73,17 @@ class MaskedCompressedTrackingMethod(CompressedTrackingMethod):
         result = super().merge(round_index, received)
         self._apply_masks()
         return result
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "masks": {n: m.clone() for n, m in self.masks.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        masks = {str(n): m.to(torch.bool) for n, m in state.get("masks", {}).items()}
+        for name, mask in masks.items():
+            if name not in self.prunable or mask.shape != self.prunable[name].shape:
+                raise ValueError(f"cgt_masked state: mask {name!r} does not fit this model")
+        self.masks = masks
 
     def _apply_masks(self) -> None:
         with torch.no_grad():

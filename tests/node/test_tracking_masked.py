@@ -102,3 +102,18 @@ def test_deltas_shrink_with_the_density() -> None:
 def test_cgt_masked_refuses_randk() -> None:
     with pytest.raises(ValueError, match="compressor must be 'topk'"):
         make_peers("cgt_masked", np.zeros((3, 3)), compressor="randk")
+
+
+def test_masks_round_trip_through_the_state() -> None:
+    init = np.random.default_rng(8).normal(size=(3, 3))
+    peers = make_peers("cgt_masked", init, **OPTIONS)
+    for r in range(4):
+        play_round(peers, r)
+    fresh = make_peers("cgt_masked", init, **OPTIONS)[0]
+    fresh.load_state_dict(peers[0].state_dict())
+    a, b = peers[0], fresh
+    assert isinstance(a, MaskedCompressedTrackingMethod)
+    assert isinstance(b, MaskedCompressedTrackingMethod)
+    assert set(a.masks) == set(b.masks) == {"weight"}
+    assert bool((a.masks["weight"] == b.masks["weight"]).all())
+    assert b.density() == pytest.approx(a.density())
