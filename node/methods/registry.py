@@ -126,13 +126,13 @@ _SPECS = (
     MethodSpec(
         "tracking",
         _M + "tracking:TrackingMethod",
-        "gradient tracking with local steps (K-GT)",
+        "gradient tracking with local steps, K-GT",
         {**_DENSE, "forget": 0.02},
     ),
     MethodSpec(
         "cgt",
         _M + "cgt:CompressedTrackingMethod",
-        "compressed gradient tracking (BEER/CHOCO)",
+        "compressed gradient tracking, BEER-style",
         {
             "compressor": "randk",
             "ratio": 0.19,
