@@ -29,7 +29,18 @@ DEFAULT_METHODS = "allreduce,dense,choco,tracking,cgt"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for flag, value, low in (
+        ("--seeds", args.seeds, 1),
+        ("--rounds", args.rounds, 1),
+        ("--nodes", args.nodes, 2),
+        ("--first-seed", args.first_seed, 0),
+    ):
+        if value < low:
+            parser.error(f"{flag} {value} must be >= {low}")
+    if args.load and not Path(args.load).is_file():
+        parser.error(f"--load {args.load!r} is not a file")
     if args.load:
         runs = [json.loads(line) for line in Path(args.load).read_text().splitlines() if line]
     else:
@@ -49,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--topologies", default="ring,smallworld")
     p.add_argument("--partitions", default="dirichlet:0.3,iid")
     p.add_argument("--rounds", type=int, default=60)
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    p.add_argument("--seeds", type=int, default=3, help="how many seeds")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first..first+N-1")
     p.add_argument("--nodes", type=int, default=16)
     p.add_argument("--plot", default="benchmarks/heterogeneity.png")
     p.add_argument("--load", default="", help="read runs (JSON lines) instead of running")
@@ -76,7 +88,7 @@ def _run_grid(args: argparse.Namespace) -> Iterable[Run]:
     overrides = _options(args.method_options)
     for partition in args.partitions.split(","):
         for topo in args.topologies.split(","):
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for method in args.methods.split(","):
                     options = overrides.get(method, {})
                     scenario = Scenario(
