@@ -50,6 +50,9 @@ FLOORS = {
     "spafl": 0.75,
     "allreduce": 0.85,
     "local": 0.75,  # one peer's eighth of digits, alone
+    "tracking": 0.85,
+    "cgt": 0.75,
+    "cgt_masked": 0.75,
 }
 OPTIONS: dict[str, dict[str, Any]] = {"spafl": {"weights_every": 0}}
 
