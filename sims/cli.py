@@ -62,13 +62,14 @@ def _scenario_from_args(args: argparse.Namespace) -> Any:
         Scenario,
         default_method_options,
         scenario_from_mapping,
-        shipped_scenario,
     )
 
     base: dict[str, Any] = {}
     if args.config and args.scenario:
         raise ValueError("give --config FILE or --scenario NAME, not both")
     if args.scenario:
+        from spargo.sims.shipped import shipped_scenario
+
         base = dict(load_toml(shipped_scenario(args.scenario)))
     elif args.config:
         base = dict(load_toml(args.config))
@@ -275,7 +276,7 @@ def _out_dir(args: argparse.Namespace, scenario: Any) -> Path:
 
 
 def _list_scenarios() -> int:
-    from spargo.sims.scenario import shipped_scenarios
+    from spargo.sims.shipped import shipped_scenarios
 
     for name, path in shipped_scenarios().items():
         about = _first_comment(path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -422,27 +421,3 @@ def scenario_from_mapping(data: Mapping[str, Any], source: str = "scenario") -> 
         return Scenario(**dict(data))
     except TypeError as exc:
         raise ScenarioError(f"{source}: {exc}") from None
-
-
-def shipped_scenarios() -> dict[str, Path]:
-    """The scenarios shipped inside the package (``sims/scenarios/*.toml``), by name.
-
-    They are package data, so ``spargo sim --scenario NAME`` works from an installed wheel in
-    any directory, not only inside a checkout.
-    """
-    from importlib.resources import as_file, files
-
-    folder = files("spargo.sims") / "scenarios"
-    with as_file(folder) as path:
-        return {p.stem: p for p in sorted(Path(path).glob("*.toml"))}
-
-
-def shipped_scenario(name: str) -> Path:
-    """The file of the shipped scenario ``name``; a ``ValueError`` lists the names otherwise."""
-    known = shipped_scenarios()
-    if name not in known:
-        raise ValueError(
-            f"--scenario {name!r} is not a shipped scenario; choose one of "
-            f"{', '.join(known)} (or --scenario list)"
-        )
-    return known[name]
