@@ -56,7 +56,10 @@ class Thresholded:
 
         weights = [k for k, n in enumerate(names) if n.endswith(".weight")]
         self.layers = weights[:-1]
-        self.alpha = float(options["alpha"])
+        self.base_alpha = float(options["alpha"])
+        self.warmup = int(options["warmup"])
+        #: α of the current round (``set_round``).
+        self.alpha = self.base_alpha
         self.tau = [
             torch.zeros(params[k].shape[:2], dtype=params[k].dtype, device=params[k].device)
             for k in self.layers
@@ -66,6 +69,14 @@ class Thresholded:
                                                     int(params[k].shape[1]))))
             for k in self.layers
         ]  # fmt: skip
+
+    def set_round(self, round_index: int) -> None:
+        """α_t = α/(1 + exp(5 − 10·t/P)) for t < P = ``warmup``, else α (the node's
+        ``SpaFLMethod.alpha``; docs/algorithms.md §1.4)."""
+        if round_index >= self.warmup:
+            self.alpha = self.base_alpha
+        else:
+            self.alpha = self.base_alpha / (1.0 + math.exp(5.0 - 10.0 * round_index / self.warmup))
 
     def part(self, peers: slice) -> Thresholded:
         """The same thresholds for a slice of the peers (copies of their τ)."""
@@ -125,8 +136,10 @@ class SpaflSwarm:
         self.tau_start = [t.clone() for t in model.tau]
         self._tau_means = np.zeros(len(model.tau[0]) if model.tau else 0)
 
-    def begin_round(self) -> None:
-        """Remember τ before local training (Δτ of the global-importance update)."""
+    def begin_round(self, round_index: int) -> None:
+        """Remember τ before local training (Δτ of the global-importance update) and set the
+        round's α (the warm-up)."""
+        self.model.set_round(round_index)
         self.tau_start = [t.clone() for t in self.model.tau]
 
     def weights_round(self, round_index: int) -> bool:
