@@ -11,7 +11,7 @@ message counts are those the wire format would carry (``sims.batched_wire``).
 Methods: ``dense`` (Metropolis–Hastings mix), ``vc`` (``mix=mh`` or ``beta``), ``pushsum``
 (local steps on the numerator x = z·w, ``sims.batched_mix.push_sum``), ``choco`` (``sampler=all``;
 ``sims.batched_choco``), ``fedsparsify`` (``sims.batched_sparsify``), ``spafl``
-(``mask_head=false``; ``sims.batched_spafl``), ``allreduce`` (``weighting`` equal or samples)
+(``sims.batched_spafl``), ``allreduce`` (``weighting`` equal or samples)
 and ``local``; not ``pushsum_rs``. Options are the node's (``sims.batched_check``). Fault-free
 rounds mode only (``robust=none``); any sampler; MLP tasks. Evaluation: every peer (or a seeded
 sample of ``eval_peers``) on the global test set and the local splits (``sims.batched_report``).
@@ -20,7 +20,6 @@ Anything else is a one-line ``ScenarioError`` when the scenario is built.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Iterable
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spargo.sims.batched_check import BATCHED_METHODS, check_batched, method_options
+from spargo.sims.batched_report import merge_stats as _stats
 from spargo.sims.scenario import Scenario
 
 __all__ = ["BATCHED_METHODS", "BatchedSwarm", "check_batched", "method_options", "run_batched"]
@@ -127,9 +127,10 @@ class BatchedSwarm:
         if self.thresholds is None:
             return Signature(dict(zip(self.names, shapes, strict=True)))
         stored = dict(zip(self.names, shapes, strict=True))
-        order = [stored[name] for name in stored_order(self.names)]
+        head = self.thresholds.mask_head
+        order = [stored[name] for name in stored_order(self.names, head)]
         tau = sum(int(t.shape[1]) for t in self.thresholds.tau)
-        return Signature(dict(zip(exchanged_names(self.names), order, strict=True)), tau)
+        return Signature(dict(zip(exchanged_names(self.names, head), order, strict=True)), tau)
 
     def _deliver_static(self, sizes: np.ndarray, neighbours: list[list[int]]) -> None:
         """Hellos reach every graph neighbour (counted as received, like the node does)."""
@@ -340,27 +341,6 @@ class BatchedSwarm:
         """Every gossiping peer says Bye to its neighbours (as the node does when it stops)."""
         if self.gossip is not None:
             self.wire.send("bye", self.scenario.rounds, self.degree)
-
-
-def _stats(**values: float | None) -> dict[str, float]:
-    """One peer's merge statistics as ``MergeStats(**values).as_dict()`` (the node's one
-    schema, its order and defaults), without building a dataclass per peer (a hot loop)."""
-    base = _stats_base()
-    unknown = values.keys() - base.keys()
-    if unknown:
-        raise TypeError(f"MergeStats has no field {', '.join(sorted(unknown))}")
-    merged = {**base, **values}
-    return {k: float(v) for k, v in merged.items() if v is not None}
-
-
-@functools.cache
-def _stats_base() -> dict[str, float | None]:
-    """Every ``MergeStats`` field with its default, in schema order."""
-    import dataclasses
-
-    from spargo.node.methods.payloads import MergeStats
-
-    return {f.name: getattr(MergeStats(), f.name) for f in dataclasses.fields(MergeStats)}
 
 
 def run_batched(

@@ -53,10 +53,6 @@ def check_batched(scenario: Scenario) -> None:
             f"--engine batched runs {s.method} with robust=none only, not {robust!r}; "
             "use --engine node"
         )
-    if s.method == "spafl" and options["mask_head"]:
-        raise ScenarioError(
-            "--engine batched runs spafl with mask_head=false only; use --engine node"
-        )
 
 
 def method_options(s: Scenario) -> dict[str, Any]:

@@ -12,6 +12,7 @@ where a peer was not evaluated), the swarm-wide row of ``sims.runner`` (plus
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -218,3 +219,24 @@ class Recorder:
             "interrupted": interrupted,
         }
         return SimResult(s, summary, self.history, self.stats, {"network_drops": {}})
+
+
+def merge_stats(**values: float | None) -> dict[str, float]:
+    """One peer's merge statistics as ``MergeStats(**values).as_dict()`` (the node's one
+    schema, its order and defaults), without building a dataclass per peer (a hot loop)."""
+    base = _stats_base()
+    unknown = values.keys() - base.keys()
+    if unknown:
+        raise TypeError(f"MergeStats has no field {', '.join(sorted(unknown))}")
+    merged = {**base, **values}
+    return {k: float(v) for k, v in merged.items() if v is not None}
+
+
+@functools.cache
+def _stats_base() -> dict[str, float | None]:
+    """Every ``MergeStats`` field with its default, in schema order."""
+    import dataclasses
+
+    from spargo.node.methods.payloads import MergeStats
+
+    return {f.name: getattr(MergeStats(), f.name) for f in dataclasses.fields(MergeStats)}

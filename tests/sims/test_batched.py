@@ -182,10 +182,6 @@ def test_a_model_that_is_not_an_mlp_is_a_one_line_error(monkeypatch: pytest.Monk
             {"engine": "batched", "method": "choco", "method_options": {"gamma": "fast"}},
             "choco option gamma='fast' must be auto or lie in (0, 1]",
         ),
-        (
-            {"engine": "batched", "method": "spafl", "method_options": {"mask_head": True}},
-            "--engine batched runs spafl with mask_head=false only; use --engine node",
-        ),
     ],
 )
 def test_what_the_batched_engine_cannot_run_is_a_scenario_error(

@@ -45,6 +45,10 @@ CASES: dict[str, dict[str, Any]] = {
     "spafl": {"method": "spafl", "method_options": {"weights_every": 2, "alpha": 2.0}},
     "spafl-thresholds-only": {"method": "spafl", "method_options": {"alpha": 5.0}},
     "spafl-warmup": {"method": "spafl", "method_options": {"alpha": 3.0, "warmup": 3}},
+    "spafl-mask-head": {
+        "method": "spafl",
+        "method_options": {"mask_head": True, "weights_every": 2, "alpha": 2.0},
+    },
     "spafl-no-vc": {
         "method": "spafl",
         "method_options": {"weights_every": 3, "vc": False, "min_density": 0.3},
