@@ -9,19 +9,17 @@ accuracies agree with it to float rounding (``tests/sims/test_batched_equal.py``
 message counts are those the wire format would carry (``sims.batched_wire``).
 
 Methods: ``dense`` (Metropolis–Hastings mix), ``vc`` (``mix=mh`` or ``beta``), ``pushsum``
-(``sims.batched_mix.push_sum``), ``choco`` (``sampler=all``; ``sims.batched_choco``),
-``fedsparsify`` (``sims.batched_sparsify``), ``spafl`` (``sims.batched_spafl``), ``allreduce``
-and ``local`` (each peer trains alone: the no-communication floor); not ``pushsum_rs``. Options
-are the node's (registry defaults, the node method's own checks: ``method_options``). Fault-free
-rounds mode only (``robust=none``); any sampler; MLP tasks. Evaluation runs every peer (or a
-seeded sample of ``eval_peers``) on the global test set and the local splits in batches
-(``sims.batched_report``); merge statistics follow the node's one schema (``MergeStats``).
+(local steps on the numerator x = z·w, ``sims.batched_mix.push_sum``), ``choco`` (``sampler=all``;
+``sims.batched_choco``), ``fedsparsify`` (``sims.batched_sparsify``), ``spafl``
+(``sims.batched_spafl``), ``allreduce`` (``weighting`` equal or samples)
+and ``local``; not ``pushsum_rs``. Options are the node's (``sims.batched_check``). Fault-free
+rounds mode only (``robust=none``); any sampler; MLP tasks. Evaluation: every peer (or a seeded
+sample of ``eval_peers``) on the global test set and the local splits (``sims.batched_report``).
 Anything else is a one-line ``ScenarioError`` when the scenario is built.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Iterable
@@ -29,12 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spargo.sims.scenario import Scenario, ScenarioError
+from spargo.sims.batched_check import BATCHED_METHODS, check_batched, method_options
+from spargo.sims.batched_report import merge_stats as _stats
+from spargo.sims.scenario import Scenario
+
+__all__ = ["BATCHED_METHODS", "BatchedSwarm", "check_batched", "method_options", "run_batched"]
 
 if TYPE_CHECKING:
     import torch
 
-    from spargo.node.methods.base import Method
     from spargo.node.methods.payloads import Signature
     from spargo.sims.batched_choco import ChocoSwarm
     from spargo.sims.batched_mix import Edges, Gossip
@@ -42,85 +43,6 @@ if TYPE_CHECKING:
     from spargo.sims.batched_sparsify import SparsifySwarm
     from spargo.sims.runner import OnRecord, OnRound, OnRow, SimResult, StopFlag
     from spargo.sims.trackers import Tracker
-
-#: Methods the batched engine runs (``local``: no communication, the batched engine's own).
-BATCHED_METHODS = ("dense", "vc", "pushsum", "choco", "fedsparsify", "spafl", "allreduce", "local")
-#: Scenario fields that inject faults, with their fault-free values.
-_FAULT_FREE: dict[str, object] = {
-    "loss": 0.0, "churn": 0.0, "churn_events": (), "partition_at": None, "attack": None,
-    "attackers": 0.0, "latency_ms": 0.0, "jitter_ms": 0.0, "bandwidth_mbps": 0.0,
-    "step_time_s": 0.0, "speed_spread": 0.0,
-}  # fmt: skip
-
-
-def check_batched(scenario: Scenario) -> None:
-    """Raise a one-line ``ScenarioError`` for anything the batched engine cannot run."""
-    s = scenario
-    if s.method not in BATCHED_METHODS:
-        raise ScenarioError(
-            f"--engine batched runs methods {', '.join(BATCHED_METHODS)}; not {s.method!r}: "
-            "use --engine node"
-        )
-    if s.mode != "rounds":
-        raise ScenarioError("--engine batched runs --mode rounds only; use --engine node")
-    for name, clean in _FAULT_FREE.items():
-        if getattr(s, name) != clean:
-            flag = name.replace("_", "-")
-            raise ScenarioError(
-                f"--engine batched runs fault-free rounds; --{flag} needs --engine node"
-            )
-    if s.method == "choco" and s.sampler.strip() != "all":
-        raise ScenarioError(
-            f"--engine batched runs choco with --sampler all only (not {s.sampler!r}); "
-            "use --engine node"
-        )
-    options = method_options(s)
-    robust = options.get("robust", "none")
-    if robust != "none":
-        raise ScenarioError(
-            f"--engine batched runs {s.method} with robust=none only, not {robust!r}; "
-            "use --engine node"
-        )
-
-
-def method_options(s: Scenario) -> dict[str, Any]:
-    """The method's options as the node resolves them: its registry defaults
-    (``MethodSpec.defaults``) overridden by ``s.method_options`` and checked by the node
-    method's own constructor, built once on a two-layer probe MLP (so every check and every
-    message is the node's); FedSparsify's ``t0``/``t_end`` resolved against ``s.rounds``.
-    A wrong option is a one-line ``ScenarioError``."""
-    if s.method == "local":  # not in the registry (yet): the batched engine's own
-        if s.method_options:
-            raise ScenarioError(f"--method local takes no --option (got {dict(s.method_options)})")
-        return {}
-    from spargo import sparse
-    from spargo.node.methods.base import parse_options
-    from spargo.node.methods.registry import method_spec
-
-    try:
-        if s.method == "allreduce":  # its class needs the simulator's hub; base checks only
-            return parse_options(s.method, s.method_options, method_spec(s.method).defaults)
-        method = _probe(s)
-    except (ValueError, sparse.SparseError) as exc:
-        raise ScenarioError(str(exc)) from None
-    from spargo.node.methods.fedsparsify import FedSparsifyMethod
-
-    options = dict(method.options)
-    if isinstance(method, FedSparsifyMethod):
-        options["t0"], options["t_end"] = method.t0, method.t_end
-    return options
-
-
-def _probe(s: Scenario) -> Method:
-    """The node's method for ``s`` on a tiny MLP (its constructor checks the options)."""
-    from torch import nn
-
-    from spargo.node.methods.base import MethodContext
-    from spargo.node.methods.registry import method_spec
-
-    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
-    ctx = MethodContext(model, "probe", {}, seed=s.seed, rounds=s.rounds, options=s.method_options)
-    return method_spec(s.method).load()(ctx)
 
 
 class BatchedSwarm:
@@ -180,7 +102,7 @@ class BatchedSwarm:
         from spargo.sims.batched_spafl import SpaflSwarm, Thresholded
         from spargo.sims.batched_sparsify import SparsifySwarm
 
-        gossips = s.method not in ("allreduce", "local")
+        gossips = s.method != "allreduce"
         self.gossip = Gossip(graph, self.ids, s.sampler, s.seed) if gossips else None
         self.mass = np.ones(self.n)
         self.thresholds: Thresholded | None = None
@@ -193,7 +115,8 @@ class BatchedSwarm:
         elif s.method == "fedsparsify":
             self.sparsify = SparsifySwarm(self.options, self.names, self.params)
         elif s.method == "choco":
-            self.choco = ChocoSwarm(self.options, self.ids, s.seed)
+            sizes = [math.prod(p.shape[1:]) for p in self.params]
+            self.choco = ChocoSwarm(self.options, self.ids, s.seed, sizes)
 
     def _signature(self, shapes: list[tuple[int, ...]]) -> Signature:
         """What the node method's ``signature()`` says: the exchanged tensors (SpaFL: under
@@ -204,9 +127,10 @@ class BatchedSwarm:
         if self.thresholds is None:
             return Signature(dict(zip(self.names, shapes, strict=True)))
         stored = dict(zip(self.names, shapes, strict=True))
-        order = [stored[name] for name in stored_order(self.names)]
+        head = self.thresholds.mask_head
+        order = [stored[name] for name in stored_order(self.names, head)]
         tau = sum(int(t.shape[1]) for t in self.thresholds.tau)
-        return Signature(dict(zip(exchanged_names(self.names), order, strict=True)), tau)
+        return Signature(dict(zip(exchanged_names(self.names, head), order, strict=True)), tau)
 
     def _deliver_static(self, sizes: np.ndarray, neighbours: list[list[int]]) -> None:
         """Hellos reach every graph neighbour (counted as received, like the node does)."""
@@ -237,12 +161,12 @@ class BatchedSwarm:
         index = batch_indices(self.data.count, self.seeds, round_index, s.local_steps, s.batch_size)
         masks = self.sparsify.masks if self.sparsify is not None else ()
         if self.spafl is not None:
-            self.spafl.begin_round()
-        loss = (
-            train_round(self.params, self.data, index, s.lr, s.momentum, masks, self.thresholds)
-            .cpu()
-            .numpy()
+            self.spafl.begin_round(round_index)
+        mass = self.mass if s.method == "pushsum" else None
+        out = train_round(
+            self.params, self.data, index, s.lr, s.momentum, masks, self.thresholds, mass
         )
+        loss = out.cpu().numpy()
         trained = time.perf_counter()
         self.seconds["train"] += trained - started
         try:
@@ -252,8 +176,8 @@ class BatchedSwarm:
 
     def _communicate(self, round_index: int) -> list[dict[str, float]]:
         s = self.scenario
-        if s.method == "local":
-            return [{} for _ in range(self.n)]
+        if s.method == "local":  # no send, no merge (``node.methods.local``)
+            return [_stats(merged_peers=0) for _ in range(self.n)]
         if s.method == "allreduce":
             return self._allreduce()
         if self.gossip is None:
@@ -347,14 +271,17 @@ class BatchedSwarm:
         self.merges += int((edges.in_degree > 0).sum())
 
     def _allreduce(self) -> list[dict[str, float]]:
-        """FedAvg: every peer loads the sample-weighted mean (``aggregation.weighted_average``)."""
+        """Every peer loads the mean of all models (``sims.allreduce``): equal weights
+        (``weighting=equal``) or by shard size (``samples``, FedAvg)."""
         import torch
 
         from spargo.node.aggregation import weighted_average
 
         self.wire.upload(self.model_nbytes)
         flat = self.flat()
-        mean = weighted_average(flat.cpu().numpy(), self.data.count.astype(np.float64))
+        samples = self.options["weighting"] == "samples"
+        weights = self.data.count.astype(np.float64) if samples else np.ones(self.n)
+        mean = weighted_average(flat.cpu().numpy(), weights)
         self.load_flat(torch.as_tensor(mean).to(flat.device).expand(self.n, -1))
         self.merges += self.n
         return [_stats(merged_peers=1) for _ in range(self.n)]
@@ -414,27 +341,6 @@ class BatchedSwarm:
         """Every gossiping peer says Bye to its neighbours (as the node does when it stops)."""
         if self.gossip is not None:
             self.wire.send("bye", self.scenario.rounds, self.degree)
-
-
-def _stats(**values: float | None) -> dict[str, float]:
-    """One peer's merge statistics as ``MergeStats(**values).as_dict()`` (the node's one
-    schema, its order and defaults), without building a dataclass per peer (a hot loop)."""
-    base = _stats_base()
-    unknown = values.keys() - base.keys()
-    if unknown:
-        raise TypeError(f"MergeStats has no field {', '.join(sorted(unknown))}")
-    merged = {**base, **values}
-    return {k: float(v) for k, v in merged.items() if v is not None}
-
-
-@functools.cache
-def _stats_base() -> dict[str, float | None]:
-    """Every ``MergeStats`` field with its default, in schema order."""
-    import dataclasses
-
-    from spargo.node.methods.payloads import MergeStats
-
-    return {f.name: getattr(MergeStats(), f.name) for f in dataclasses.fields(MergeStats)}
 
 
 def run_batched(

@@ -40,11 +40,19 @@ def roundtrip(values: np.ndarray, wire_dtype: str) -> np.ndarray:
 class ChocoSwarm:
     """The public copies x̂ [N, d] of all peers and their stream; ``round`` runs one round."""
 
-    def __init__(self, options: Mapping[str, Any], ids: Sequence[str], seed: int) -> None:
+    def __init__(
+        self, options: Mapping[str, Any], ids: Sequence[str], seed: int, sizes: Sequence[int]
+    ) -> None:
+        """``sizes``: entries per exchanged tensor (``gamma=auto`` is the node's
+        ``safe_gamma`` of them)."""
+        from spargo.node.methods.choco import safe_gamma
+
         self.compressor = str(options["compressor"])
         self.ratio = float(options["ratio"])
         self.dtype = str(options["value_dtype"])
-        self.gamma = float(options["gamma"])
+        gamma = str(options["gamma"])
+        auto = gamma == "auto"
+        self.gamma = safe_gamma(sizes, self.ratio, self.compressor) if auto else float(gamma)
         self.ids = list(ids)
         self.seed = seed
         self.public: list[torch.Tensor] | None = None

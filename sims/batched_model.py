@@ -191,6 +191,7 @@ def train_round(
     momentum: float,
     masks: Sequence[torch.Tensor | None] = (),
     thresholds: Thresholded | None = None,
+    mass: np.ndarray | None = None,
 ) -> torch.Tensor:
     """All peers' local SGD for one round, in place; returns each peer's mean task loss [N].
 
@@ -200,8 +201,10 @@ def train_round(
     of ``params[k]``) holds pruned weights at zero as ``sparse.MaskedTraining`` does: their
     gradient is masked and they are re-zeroed after every step. ``thresholds`` (SpaFL) adds
     its τ to the trained tensors, its masks to the forward pass and its regulariser to the loss.
-    Peers are independent, so they train in chunks of ``TRAIN_CHUNK_PEERS`` (a chunk's working
-    set stays in cache across its steps).
+    ``mass`` [N] (push-sum's w) turns every step on z into a step on x = z·w, as
+    ``PushSumMethod.after_step`` does: z ← z_before + (z − z_before)/w where w ≠ 1
+    (docs/algorithms.md §4.6). Peers are independent, so they train in chunks of
+    ``TRAIN_CHUNK_PEERS`` (a chunk's working set stays in cache across its steps).
     """
     import torch
 
@@ -213,7 +216,8 @@ def train_round(
         own_masks = [None if m is None else m[part] for m in masks]
         own_thresholds = None if thresholds is None else thresholds.part(part)
         rows = index[part].to(data.x.device) + data.offset[part].view(-1, 1, 1)
-        losses.append(_train_chunk(own, data, rows, lr, momentum, own_masks, own_thresholds))
+        step = _Step(lr, momentum, own_masks, None if mass is None else mass[part])
+        losses.append(_train_chunk(own, data, rows, step, own_thresholds))
         with torch.no_grad():
             for p, trained in zip(params, own, strict=True):
                 p[part] = trained
@@ -226,9 +230,7 @@ def _train_chunk(
     params: list[torch.Tensor],
     data: StackedData,
     rows: torch.Tensor,
-    lr: float,
-    momentum: float,
-    masks: Sequence[torch.Tensor | None],
+    step: _Step,
     thresholds: Thresholded | None,
 ) -> torch.Tensor:
     """``train_round`` for one chunk of peers; ``rows`` [P, steps, batch] index ``data.x``."""
@@ -255,11 +257,43 @@ def _train_chunk(
             objective = objective + thresholds.regulariser()
         grads = list(torch.autograd.grad(objective, trained))
         with torch.no_grad():
-            buffers = _sgd_step(trained, grads, buffers, lr, momentum, masks)
+            before = [p.clone() for p in trained] if step.mass is not None else []
+            buffers = _sgd_step(trained, grads, buffers, step.lr, step.momentum, step.masks)
+            if step.mass is not None:
+                _on_numerator(trained, before, step.mass)
         total += per_peer.detach().to(torch.float64)
     for p in trained:
         p.requires_grad_(False)
     return total / steps
+
+
+@dataclass
+class _Step:
+    """One chunk's optimiser settings: learning rate, momentum, masks, push-sum mass [P]."""
+
+    lr: float
+    momentum: float
+    masks: Sequence[torch.Tensor | None]
+    mass: np.ndarray | None
+
+
+def _on_numerator(
+    params: Sequence[torch.Tensor], before: Sequence[torch.Tensor], mass: np.ndarray
+) -> None:
+    """z ← z_before + (z − z_before)/w for the peers whose mass w ≠ 1 (in float32, as the
+    node divides by its float w), the others untouched (``PushSumMethod.after_step``)."""
+    import torch
+
+    scaled = mass != 1.0
+    if not scaled.any():
+        return
+    device = params[0].device
+    w = torch.as_tensor(np.where(scaled, mass, 1.0), dtype=torch.float32, device=device)
+    pick = torch.as_tensor(scaled, device=device)
+    for p, old in zip(params, before, strict=True):
+        shape = (-1, *([1] * (p.dim() - 1)))
+        rescaled = (p - old).div_(w.view(shape)).add_(old)
+        p.copy_(torch.where(pick.view(shape), rescaled, p))
 
 
 def _sgd_step(

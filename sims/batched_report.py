@@ -12,6 +12,7 @@ where a peer was not evaluated), the swarm-wide row of ``sims.runner`` (plus
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -107,7 +108,7 @@ class Recorder:
             for record in records:
                 self.on_record(record)
         headline = local if self.basis == "local" else glob
-        self._row(round_index, headline[peers], glob[peers], peers, float(np.mean(density)))
+        self._row(round_index, headline[peers], glob[peers], local[peers], peers)
         if self.on_row is not None:
             self.on_row(self.stats[-1])
         if self.on_round is not None:
@@ -118,12 +119,13 @@ class Recorder:
         round_index: int,
         accuracy: np.ndarray,
         global_accuracy: np.ndarray,
+        local_accuracy: np.ndarray,
         peers: np.ndarray,
-        density: float,
     ) -> None:
         import torch
 
         swarm = self.swarm
+        density = float(np.mean(swarm.density()))
         evaluated = len(peers)
         sample = 0 < evaluated < swarm.n
         distance = None
@@ -139,12 +141,31 @@ class Recorder:
                 "accuracy_mean": _r(np.mean(accuracy)) if evaluated else None,
                 "accuracy_min": _r(np.min(accuracy)) if evaluated else None,
                 "global_accuracy_mean": _r(np.mean(global_accuracy)) if evaluated else None,
+                "local_accuracy_mean": _r(np.mean(local_accuracy)) if evaluated else None,
                 "density": _r(density),
                 "bytes_sent_total": int(swarm.wire.bytes_sent.sum()),
                 "consensus_distance": None if distance is None else _r(distance),
                 "time_s": 0.0,
             }
         )
+
+    def averaged_model_accuracy(self) -> float | None:
+        """Global test accuracy of the peers' final models averaged equally, every trained
+        tensor (SpaFL: τ too) in float32, as ``sims.runner.averaged_model_accuracy``."""
+        import torch
+
+        from spargo.sims.batched_model import global_accuracy
+
+        swarm = self.swarm
+        if swarm.n == 0 or len(swarm.test_y) == 0:
+            return None
+        mean = [p.mean(dim=0, keepdim=True) for p in swarm.params]
+        if swarm.thresholds is not None:
+            averaged = swarm.thresholds.part(slice(0, 1))
+            averaged.tau = [t.mean(dim=0, keepdim=True) for t in swarm.thresholds.tau]
+            mean = averaged.effective(mean)
+        one = torch.zeros(1, dtype=torch.int64, device=swarm.device)
+        return _r(global_accuracy(mean, one, swarm.test_x, swarm.test_y)[0])
 
     def result(self, wall_s: float, *, interrupted: bool = False) -> SimResult:
         """The run's ``SimResult`` (summary keys as ``sims.runner.summarise``); ``interrupted``:
@@ -178,6 +199,7 @@ class Recorder:
             "accuracy_max": _r(np.max(headline)) if headline else None,
             "global_accuracy_mean": _r(np.mean(glob)) if glob else None,
             "local_accuracy_mean": _r(np.mean(local)) if local else None,
+            "averaged_model_accuracy": self.averaged_model_accuracy(),
             "density": _r(np.mean([m.density for m in self.last])) if self.last else None,
             "consensus_distance": distances[-1] if distances else None,
             "bytes_sent_total": int(wire.bytes_sent.sum()),
@@ -197,3 +219,24 @@ class Recorder:
             "interrupted": interrupted,
         }
         return SimResult(s, summary, self.history, self.stats, {"network_drops": {}})
+
+
+def merge_stats(**values: float | None) -> dict[str, float]:
+    """One peer's merge statistics as ``MergeStats(**values).as_dict()`` (the node's one
+    schema, its order and defaults), without building a dataclass per peer (a hot loop)."""
+    base = _stats_base()
+    unknown = values.keys() - base.keys()
+    if unknown:
+        raise TypeError(f"MergeStats has no field {', '.join(sorted(unknown))}")
+    merged = {**base, **values}
+    return {k: float(v) for k, v in merged.items() if v is not None}
+
+
+@functools.cache
+def _stats_base() -> dict[str, float | None]:
+    """Every ``MergeStats`` field with its default, in schema order."""
+    import dataclasses
+
+    from spargo.node.methods.payloads import MergeStats
+
+    return {f.name: getattr(MergeStats(), f.name) for f in dataclasses.fields(MergeStats)}

@@ -1,9 +1,10 @@
 """SpaFL for the batched engine: every peer's thresholds as ``[N, units]`` tensors.
 
 The node's ``spafl`` method (docs/algorithms.md §1, ``sparse.thresholds``): every Linear but
-the head gets one trainable threshold τ per output unit; the forward pass uses w·m with
-mᵢ = 1[mean_j |w_ij| − τᵢ > 0] (the ``min_density`` floor keeps the top units), the backward
-treats the step as the identity (straight-through), and the loss adds α·Σ exp(−τ). Each round a
+the head (the head too with ``mask_head``) gets one trainable threshold τ per output unit; the
+forward pass uses w·m with mᵢ = 1[mean_j |w_ij| − τᵢ > 0] (the ``min_density`` floor keeps the
+top units), the backward treats the step as the identity (straight-through), and the loss adds
+α_t·Σ exp(−τ), α_t ramped up over the first ``warmup`` rounds (§1.4). Each round a
 peer sends τ; every ``weights_every``-th round (and the last, with ``final_merge``) also its
 masked weights (whole units), which receivers mix coverage-normalised (self's value where no one
 holds a unit) and variance-correct on the covered entries (``vc``). Then τ̄ = W_r τ, the
@@ -30,11 +31,17 @@ if TYPE_CHECKING:
     from spargo.sims.batched_mix import Edges
 
 
-def exchanged_names(names: Sequence[str]) -> list[str]:
+def masked_weights(names: Sequence[str], mask_head: bool) -> list[str]:
+    """The thresholded weights: every Linear weight but the head's (the head's too with
+    ``mask_head``, as ``sparse.attach_thresholds``)."""
+    weights = [n for n in names if n.endswith(".weight")]
+    return weights if mask_head else weights[:-1]
+
+
+def exchanged_names(names: Sequence[str], mask_head: bool = False) -> list[str]:
     """The node's names of the exchanged weights: a thresholded layer's weight is stored as
     ``<module>.parametrizations.weight.original`` (after its bias, as ``named_parameters``)."""
-    weights = [n for n in names if n.endswith(".weight")]
-    masked = set(weights[:-1])
+    masked = set(masked_weights(names, mask_head))
     out: list[str] = []
     for name in names:
         module = name.rsplit(".", 1)[0]
@@ -47,16 +54,21 @@ def exchanged_names(names: Sequence[str]) -> list[str]:
 
 
 class Thresholded:
-    """τ of every thresholded layer (all Linear weights but the head) for all peers."""
+    """τ of every thresholded layer (all Linear weights but the head, unless ``mask_head``)
+    for all peers."""
 
     def __init__(
         self, names: Sequence[str], params: Sequence[torch.Tensor], options: Mapping[str, Any]
     ) -> None:
         import torch
 
-        weights = [k for k, n in enumerate(names) if n.endswith(".weight")]
-        self.layers = weights[:-1]
-        self.alpha = float(options["alpha"])
+        self.mask_head = bool(options["mask_head"])
+        masked = set(masked_weights(names, self.mask_head))
+        self.layers = [k for k, n in enumerate(names) if n in masked]
+        self.base_alpha = float(options["alpha"])
+        self.warmup = int(options["warmup"])
+        #: α of the current round (``set_round``).
+        self.alpha = self.base_alpha
         self.tau = [
             torch.zeros(params[k].shape[:2], dtype=params[k].dtype, device=params[k].device)
             for k in self.layers
@@ -66,6 +78,14 @@ class Thresholded:
                                                     int(params[k].shape[1]))))
             for k in self.layers
         ]  # fmt: skip
+
+    def set_round(self, round_index: int) -> None:
+        """α_t = α/(1 + exp(5 − 10·t/P)) for t < P = ``warmup``, else α (the node's
+        ``SpaFLMethod.alpha``; docs/algorithms.md §1.4)."""
+        if round_index >= self.warmup:
+            self.alpha = self.base_alpha
+        else:
+            self.alpha = self.base_alpha / (1.0 + math.exp(5.0 - 10.0 * round_index / self.warmup))
 
     def part(self, peers: slice) -> Thresholded:
         """The same thresholds for a slice of the peers (copies of their τ)."""
@@ -125,8 +145,10 @@ class SpaflSwarm:
         self.tau_start = [t.clone() for t in model.tau]
         self._tau_means = np.zeros(len(model.tau[0]) if model.tau else 0)
 
-    def begin_round(self) -> None:
-        """Remember τ before local training (Δτ of the global-importance update)."""
+    def begin_round(self, round_index: int) -> None:
+        """Remember τ before local training (Δτ of the global-importance update) and set the
+        round's α (the warm-up)."""
+        self.model.set_round(round_index)
         self.tau_start = [t.clone() for t in self.model.tau]
 
     def weights_round(self, round_index: int) -> bool:
@@ -221,7 +243,8 @@ class SpaflSwarm:
         units = {k: u.cpu().numpy() for k, u in
                  zip(self.model.layers, self.model.unit_masks(params), strict=True)}  # fmt: skip
         stored = dict(zip(names, (p.cpu().numpy() for p in params), strict=True))
-        node_names = dict(zip(exchanged_names(names), stored_order(names), strict=True))
+        head = self.model.mask_head
+        node_names = dict(zip(exchanged_names(names, head), stored_order(names, head), strict=True))
         update = np.zeros(len(fanout), dtype=np.int64)
         for peer in np.flatnonzero(fanout > 0).tolist():
             tensors: dict[str, MaskedArray] = {}
@@ -239,10 +262,9 @@ class SpaflSwarm:
         return sizes + update
 
 
-def stored_order(names: Sequence[str]) -> list[str]:
+def stored_order(names: Sequence[str], mask_head: bool = False) -> list[str]:
     """Our names in the order of ``exchanged_names`` (a masked weight after its bias)."""
-    weights = [n for n in names if n.endswith(".weight")]
-    masked = set(weights[:-1])
+    masked = set(masked_weights(names, mask_head))
     out: list[str] = []
     for name in names:
         if name in masked:

@@ -26,6 +26,9 @@ from spargo.protocol import Bye, Envelope, Hello, Message, encode
 
 #: The swarm id the simulator's peers use (``sims.swarm.SWARM``).
 SWARM = "sim"
+#: The boot id every frame carries: each node draws a random uint64 (``identity.new_boot_id``),
+#: which packs in 9 bytes but with odds 2⁻³² (below 2³²); this one packs as those do.
+BOOT = 2**63
 #: Message kinds whose size ``Wire.send`` finds from one encoded prototype.
 KINDS = ("hello", "bye", "model", "share", "copy", "tau")
 
@@ -67,7 +70,7 @@ class Wire:
         if found is None:
             body = self._prototype(kind, round_index)
             found = self._sizes[key] = len(
-                encode(Envelope(SWARM, self.ids[0], seq, round_index, body))
+                encode(Envelope(SWARM, self.ids[0], seq, round_index, body, BOOT))
             )
         return found
 
@@ -95,7 +98,8 @@ class Wire:
         """The encoded size of peer ``peer``'s next message carrying ``payload`` (sequence
         number ``seq[peer] + 1``), in bytes; count it with ``add``."""
         seq = int(self.seq[peer]) + 1
-        envelope = Envelope(SWARM, self.ids[peer], seq, round_index, to_message(payload))
+        body = to_message(payload)
+        envelope = Envelope(SWARM, self.ids[peer], seq, round_index, body, BOOT)
         return len(encode(envelope))
 
     def add(self, sizes: np.ndarray, fanout: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ def test_local_is_each_peer_training_alone_with_the_node_trainer() -> None:
             assert abs(record.loss - loss) <= 1e-5
             assert abs(record.accuracy - trainer.evaluate(shard.test)[1]) <= 1e-5
             assert abs(record.global_accuracy - trainer.evaluate(task.test)[1]) <= 1e-5
-    assert result.summary["bytes_sent_total"] == 0
+    assert result.summary["messages_sent"] == 2 * 8 * 2  # a hello and a bye per ring link
     assert result.summary["merges"] == 0
 
 
@@ -170,7 +170,18 @@ def test_a_model_that_is_not_an_mlp_is_a_one_line_error(monkeypatch: pytest.Monk
             {"engine": "batched", "method": "spafl", "method_options": {"alpha": -1}},
             "alpha",
         ),
-        ({"engine": "batched", "method": "local", "method_options": {"x": 1}}, "takes no --option"),
+        (
+            {"engine": "batched", "method": "local", "method_options": {"x": 1}},
+            "method 'local' has no option 'x'",
+        ),
+        (
+            {"engine": "batched", "method": "allreduce", "method_options": {"weighting": "x"}},
+            "allreduce option weighting='x' is unknown",
+        ),
+        (
+            {"engine": "batched", "method": "choco", "method_options": {"gamma": "fast"}},
+            "choco option gamma='fast' must be auto or lie in (0, 1]",
+        ),
     ],
 )
 def test_what_the_batched_engine_cannot_run_is_a_scenario_error(
@@ -208,9 +219,9 @@ def test_a_method_the_batched_engine_lacks_is_named_with_the_supported_ones(
 ) -> None:
     # Every node method runs batched today; a method added to the node later must not fall
     # back silently. Simulate one by taking ``vc`` off the batched engine's list.
-    import spargo.sims.batched as batched
+    import spargo.sims.batched_check as batched_check
 
-    monkeypatch.setattr(batched, "BATCHED_METHODS", ("dense", "local"))
+    monkeypatch.setattr(batched_check, "BATCHED_METHODS", ("dense", "local"))
     with pytest.raises(ScenarioError) as caught:
         Scenario(method="vc", method_options={}, engine="batched")
     assert str(caught.value) == (

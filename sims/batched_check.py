@@ -1,0 +1,91 @@
+"""What the batched engine runs, checked when a scenario is built, and the options it uses.
+
+``check_batched`` turns anything ``sims.batched`` cannot compute exactly as the node engine
+does into a one-line ``ScenarioError`` (never a silently different run); ``method_options``
+resolves a method's options as the node does, by building the node's own method on a probe
+MLP (its registry defaults, its checks, its messages).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from spargo.sims.scenario import Scenario, ScenarioError
+
+if TYPE_CHECKING:
+    from spargo.node.methods.base import Method
+
+#: Methods the batched engine runs.
+BATCHED_METHODS = ("dense", "vc", "pushsum", "choco", "fedsparsify", "spafl", "allreduce", "local")
+#: Scenario fields that inject faults, with their fault-free values.
+_FAULT_FREE: dict[str, object] = {
+    "loss": 0.0, "churn": 0.0, "churn_events": (), "partition_at": None, "attack": None,
+    "attackers": 0.0, "latency_ms": 0.0, "jitter_ms": 0.0, "bandwidth_mbps": 0.0,
+    "step_time_s": 0.0, "speed_spread": 0.0,
+}  # fmt: skip
+
+
+def check_batched(scenario: Scenario) -> None:
+    """Raise a one-line ``ScenarioError`` for anything the batched engine cannot run."""
+    s = scenario
+    if s.method not in BATCHED_METHODS:
+        raise ScenarioError(
+            f"--engine batched runs methods {', '.join(BATCHED_METHODS)}; not {s.method!r}: "
+            "use --engine node"
+        )
+    if s.mode != "rounds":
+        raise ScenarioError("--engine batched runs --mode rounds only; use --engine node")
+    for name, clean in _FAULT_FREE.items():
+        if getattr(s, name) != clean:
+            flag = name.replace("_", "-")
+            raise ScenarioError(
+                f"--engine batched runs fault-free rounds; --{flag} needs --engine node"
+            )
+    if s.method == "choco" and s.sampler.strip() != "all":
+        raise ScenarioError(
+            f"--engine batched runs choco with --sampler all only (not {s.sampler!r}); "
+            "use --engine node"
+        )
+    options = method_options(s)
+    robust = options.get("robust", "none")
+    if robust != "none":
+        raise ScenarioError(
+            f"--engine batched runs {s.method} with robust=none only, not {robust!r}; "
+            "use --engine node"
+        )
+
+
+def method_options(s: Scenario) -> dict[str, Any]:
+    """The method's options as the node resolves them: its registry defaults
+    (``MethodSpec.defaults``) overridden by ``s.method_options`` and checked by the node
+    method's own constructor, built once on a two-layer probe MLP (so every check and every
+    message is the node's); FedSparsify's ``t0``/``t_end`` resolved against ``s.rounds``.
+    A wrong option is a one-line ``ScenarioError``."""
+    from spargo import sparse
+    from spargo.node.methods.fedsparsify import FedSparsifyMethod
+
+    try:
+        method = _probe(s)
+    except (ValueError, sparse.SparseError) as exc:
+        raise ScenarioError(str(exc)) from None
+    options = dict(method.options)
+    if isinstance(method, FedSparsifyMethod):
+        options["t0"], options["t_end"] = method.t0, method.t_end
+    return options
+
+
+def _probe(s: Scenario) -> Method:
+    """The node's method for ``s`` on a tiny MLP (its constructor checks the options);
+    ``allreduce`` without its simulator hub (its constructor only keeps it)."""
+    from torch import nn
+
+    from spargo.node.methods.base import MethodContext
+    from spargo.node.methods.registry import method_spec
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2))
+    ctx = MethodContext(model, "probe", {}, seed=s.seed, rounds=s.rounds, options=s.method_options)
+    if s.method == "allreduce":
+        from spargo.sims.allreduce import AllReduceMethod
+
+        return AllReduceMethod(ctx, hub=None)  # type: ignore[arg-type]
+    return method_spec(s.method).load()(ctx)
