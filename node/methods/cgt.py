@@ -27,15 +27,13 @@ accepted options. Options: ``compressor`` (topk | randk), ``ratio``, ``value_dty
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 from spargo.node.methods.base import MethodContext
 from spargo.node.methods.choco import ChocoMethod
-from spargo.node.methods.payloads import MergeResult, Payload, Received
 from spargo.node.methods.tracking import Tracker
 
 #: The smallest compression ratio accepted (the consensus step scales with it).
@@ -86,25 +84,6 @@ class CompressedTrackingMethod(Tracker, ChocoMethod):
                 self.copies[peer] = {name: a.copy() for name, a in zeros.items()}
                 self.expected[peer] = 1
                 self.last_sent[peer] = 0
-
-    def exchanged(self) -> list[tuple[str, nn.Parameter]]:
-        return self.tracked()
-
-    def begin_round(self, round_index: int) -> None:
-        self.track_begin()
-
-    def after_step(self) -> None:
-        self.track_step()
-
-    def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Payload]]:
-        self.track_send()
-        return super().outgoing(round_index, targets)
-
-    def merge(self, round_index: int, received: Sequence[Received]) -> MergeResult:
-        before = self.update_copy()
-        result = super().merge(round_index, received)
-        self.track_merge(before)
-        return result
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "tracker": self.tracker_state()}

@@ -24,7 +24,7 @@ everything ``dense`` takes (``robust``, ``staleness_gamma``, ``mix``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,17 +39,13 @@ from spargo.node.params import exchangeable_parameters
 UPDATE_SUFFIX = "@d"
 
 
-class Tracker:
+class Tracker(Method):
     """The K-GT state of one peer: correction e, round start x, the update tensors d.
 
-    A mixin for a Method whose merge mixes every tensor ``exchanged()`` returns (dense
-    averaging or a CHOCO consensus step): ``exchanged`` adds d, ``merge`` turns the change
-    the mixing made to d into the new correction.
+    A mixin, listed before a Method whose merge mixes every tensor ``exchanged()`` returns
+    (dense averaging or a CHOCO consensus step): ``exchanged`` adds d, the round hooks keep
+    e, x and d, and ``merge`` turns the change the mixing made to d into the new correction.
     """
-
-    ctx: MethodContext
-    options: dict[str, Any]
-    name: ClassVar[str]
 
     def _init_tracker(self) -> None:
         forget = float(self.options["forget"])
@@ -106,6 +102,25 @@ class Tracker:
         """d_i as it is now (to compare after mixing)."""
         return [d.detach().clone() for _, d in self.update]
 
+    def exchanged(self) -> list[tuple[str, nn.Parameter]]:
+        return self.tracked()
+
+    def begin_round(self, round_index: int) -> None:
+        self.track_begin()
+
+    def after_step(self) -> None:
+        self.track_step()
+
+    def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Payload]]:
+        self.track_send()
+        return super().outgoing(round_index, targets)
+
+    def merge(self, round_index: int, received: Sequence[Received]) -> MergeResult:
+        before = self.update_copy()
+        result = super().merge(round_index, received)
+        self.track_merge(before)
+        return result
+
     def tracker_state(self) -> dict[str, Any]:
         """The correction and the step count (a checkpoint's share)."""
         return {
@@ -131,25 +146,6 @@ class TrackingMethod(Tracker, DenseMethod):
     def __init__(self, ctx: MethodContext) -> None:
         DenseMethod.__init__(self, ctx)
         self._init_tracker()
-
-    def exchanged(self) -> list[tuple[str, nn.Parameter]]:
-        return self.tracked()
-
-    def begin_round(self, round_index: int) -> None:
-        self.track_begin()
-
-    def after_step(self) -> None:
-        self.track_step()
-
-    def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Payload]]:
-        self.track_send()
-        return super().outgoing(round_index, targets)
-
-    def merge(self, round_index: int, received: Sequence[Received]) -> MergeResult:
-        before = self.update_copy()
-        result = super().merge(round_index, received)
-        self.track_merge(before)
-        return result
 
     def state_dict(self) -> dict[str, Any]:
         return self.tracker_state()
