@@ -258,7 +258,9 @@ def _simulator_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     p.add_argument("--sampler", default="all", help="all, random:K, exponential")
     p.add_argument("--round-deadline-s", type=float, default=30.0)
-    p.add_argument("--swarm", help="swarm name (default: a fresh name per run, lab- and 8 random hex digits)")
+    p.add_argument(
+        "--swarm", help="swarm name (default: a fresh name per run, lab- and 8 random hex digits)"
+    )
     p.add_argument(
         "--restarts", type=int, default=2, help="restarts per peer from its checkpoint (default 2)"
     )
