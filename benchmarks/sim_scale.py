@@ -7,6 +7,14 @@ to a few thousand); ``--engine batched`` runs the batched engine (tens of thousa
 Each size runs in its own process (so peak RSS is that size's), printing one JSON object per
 line; ``steady_s_per_round`` is from the end of the first round to the end of the last. The
 batched engine also reports its train, gossip and evaluation seconds per round.
+
+``--jsonl FILE`` appends each size's object to FILE; ``--plot PNG`` then draws steady seconds
+per round against peers (log-log), one line per engine and evaluation setting, from FILE:
+
+    python benchmarks/sim_scale.py --engine node --sizes 16,64,256,1024,4096 --jsonl s.jsonl
+    python benchmarks/sim_scale.py --engine batched --eval-peers 64 --sizes 1024,4096 \
+        --jsonl s.jsonl
+    python benchmarks/sim_scale.py --jsonl s.jsonl --plot benchmarks/sim_scale.png --sizes ''
 """
 
 from __future__ import annotations
@@ -68,15 +76,60 @@ def main() -> None:
     parser.add_argument(
         "--eval-peers", type=int, default=0, help="batched: peers evaluated per round (0 = all)"
     )
+    parser.add_argument("--jsonl", default="", help="append each size's JSON object here")
+    parser.add_argument("--plot", default="", help="draw s/round vs peers from --jsonl (PNG)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.rounds, args.engine, args.eval_peers)), flush=True)
+        row = measure(args.one, args.rounds, args.engine, args.eval_peers)
+        print(json.dumps(row), flush=True)
+        if args.jsonl:
+            with open(args.jsonl, "a") as f:
+                f.write(json.dumps(row) + "\n")
         return
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in (int(s) for s in args.sizes.split(",") if s):
         cmd = [sys.executable, __file__, "--one", str(size), "--rounds", str(args.rounds)]
         cmd += ["--engine", args.engine, "--eval-peers", str(args.eval_peers)]
-        subprocess.run(cmd, check=True)
+        subprocess.run([*cmd, "--jsonl", args.jsonl] if args.jsonl else cmd, check=True)
+    if args.plot:
+        if not args.jsonl:
+            parser.error("--plot needs --jsonl FILE (the runs to draw)")
+        plot(args.jsonl, args.plot)
+        print(f"plot: {args.plot}")
+
+
+def plot(jsonl: str, path: str) -> None:
+    """Steady s/round against peers, log-log, one line per (engine, evaluated peers); the
+    fastest of repeated measurements of a size (the machine's load only slows runs down)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    best: dict[tuple[str, str], dict[int, float]] = {}
+    with open(jsonl) as f:
+        for line in filter(None, (raw.strip() for raw in f)):
+            row = json.loads(line)
+            key = (row["engine"], str(row["eval_peers"]))
+            sizes = best.setdefault(key, {})
+            n, s = int(row["nodes"]), float(row["steady_s_per_round"])
+            sizes[n] = min(s, sizes.get(n, s))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for (engine, evaluated), sizes in sorted(best.items()):
+        xs = sorted(sizes)
+        label = f"{engine} engine" + ("" if engine == "node" else f", {evaluated} evaluated")
+        style = "o-" if engine == "node" else "s--" if evaluated == "all" else "^-"
+        ax.plot(xs, [sizes[x] for x in xs], style, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("peers")
+    ax.set_ylabel("steady seconds per round (train + gossip + eval)")
+    ax.set_title("Simulator scale: dense gossip, small world, 2 cores, 1 torch thread")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
