@@ -41,10 +41,8 @@ if TYPE_CHECKING:
     from spargo.node.methods.payloads import Signature
     from spargo.sims.batched_choco import ChocoSwarm
     from spargo.sims.batched_mix import Edges, Gossip
-    from spargo.sims.batched_pushsum_rs import RunningSumsSwarm
     from spargo.sims.batched_spafl import SpaflSwarm, Thresholded
     from spargo.sims.batched_sparsify import SparsifySwarm
-    from spargo.sims.batched_tracking import TrackingSwarm
     from spargo.sims.runner import OnRecord, OnRound, OnRow, SimResult, StopFlag
     from spargo.sims.trackers import Tracker
 
@@ -103,9 +101,12 @@ class BatchedSwarm:
         """What the method keeps beside the models (masks, thresholds, copies, masses)."""
         from spargo.sims.batched_choco import ChocoSwarm
         from spargo.sims.batched_mix import Gossip
+        from spargo.sims.batched_pushsum_rs import RunningSumsSwarm
         from spargo.sims.batched_spafl import SpaflSwarm, Thresholded
         from spargo.sims.batched_sparsify import SparsifySwarm
+        from spargo.sims.batched_tracking import TRACKING_METHODS, TrackingSwarm
 
+        args = (self.options, self.names, self.params, self.ids, s.seed)
         gossips = s.method != "allreduce"
         self.gossip = Gossip(graph, self.ids, s.sampler, s.seed) if gossips else None
         self.mass = np.ones(self.n)
@@ -121,20 +122,8 @@ class BatchedSwarm:
         elif s.method == "choco":
             sizes = [math.prod(p.shape[1:]) for p in self.params]
             self.choco = ChocoSwarm(self.options, self.ids, s.seed, sizes)
-        self._tracking_state(s)
-
-    def _tracking_state(self, s: Scenario) -> None:
-        """K-GT's state (``tracking``, ``cgt``, ``cgt_masked``) or running sums (``pushsum_rs``)."""
-        from spargo.sims.batched_pushsum_rs import RunningSumsSwarm
-        from spargo.sims.batched_tracking import TRACKING_METHODS, TrackingSwarm
-
-        self.tracking: TrackingSwarm | None = None
-        self.running: RunningSumsSwarm | None = None
-        if s.method in TRACKING_METHODS:
-            args = (self.options, self.names, self.params, self.ids, s.seed)
-            self.tracking = TrackingSwarm(s.method, *args)
-        elif s.method == "pushsum_rs":
-            self.running = RunningSumsSwarm(self.n)
+        self.tracking = TrackingSwarm(s.method, *args) if s.method in TRACKING_METHODS else None
+        self.running = RunningSumsSwarm(self.n) if s.method == "pushsum_rs" else None
 
     def _signature(self, shapes: list[tuple[int, ...]]) -> Signature:
         """What the node method's ``signature()`` says: the exchanged tensors (SpaFL: under
@@ -274,19 +263,12 @@ class BatchedSwarm:
         """``tracking``, ``cgt``, ``cgt_masked`` (``sims.batched_tracking``) and
         ``pushsum_rs`` (``sims.batched_pushsum_rs``): one round over its edges."""
         edges = gossip.edges(round_index)
-        if self.tracking is not None:
-            sizes, stats = self.tracking.communicate(
-                round_index, edges, gossip, self.params, self.wire
-            )
-            self._delivered(edges, sizes)
-            return stats
-        assert self.running is not None
-        per_edge = self.running.message_sizes(self.wire, gossip, edges, round_index)
+        method = self.tracking or self.running
+        assert method is not None
+        per_edge, stats = method.communicate(round_index, edges, gossip, self.params, self.wire)
         self.received += edges.in_degree
         self.bytes_received += np.bincount(edges.receiver, per_edge, self.n).astype(np.int64)
         self.merges += int((edges.in_degree > 0).sum())
-        mixed, stats = self.running.round(edges, self.flat())
-        self.load_flat(mixed)
         return stats
 
     def density(self) -> np.ndarray:

@@ -62,7 +62,8 @@ def method_options(s: Scenario) -> dict[str, Any]:
     """The method's options as the node resolves them: its registry defaults
     (``MethodSpec.defaults``) overridden by ``s.method_options`` and checked by the node
     method's own constructor, built once on a two-layer probe MLP (so every check and every
-    message is the node's); FedSparsify's and ``cgt_masked``'s ``t0``/``t_end`` resolved against ``s.rounds``.
+    message is the node's); FedSparsify's and ``cgt_masked``'s ``t0``/``t_end`` resolved
+    against ``s.rounds``.
     A wrong option is a one-line ``ScenarioError``."""
     from spargo import sparse
     from spargo.node.methods.cgt_masked import MaskedCompressedTrackingMethod

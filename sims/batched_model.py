@@ -208,8 +208,9 @@ def train_round(
     ``mass`` [N] (push-sum's w) turns every step on z into a step on x = z·w, as
     ``PushSumMethod.after_step`` does: z ← z_before + (z − z_before)/w where w ≠ 1
     (docs/algorithms.md §4.6). ``after_step(params, part)`` runs after every step on the
-    trained chunk (peers ``part``), as ``Method.after_step`` does. Peers are independent, so they train in chunks of
-    ``TRAIN_CHUNK_PEERS`` (a chunk's working set stays in cache across its steps).
+    trained chunk (peers ``part``), as ``Method.after_step`` does. Peers are independent,
+    so they train in chunks of ``TRAIN_CHUNK_PEERS`` (a chunk's working set stays in cache
+    across its steps).
     """
     import torch
 

@@ -46,6 +46,28 @@ class RunningSumsSwarm:
         self.in_flight: dict[tuple[int, int], tuple[np.ndarray, float]] = {}
         self._sizes: dict[tuple[int, int], int] = {}
 
+    def communicate(
+        self,
+        round_index: int,
+        edges: Edges,
+        gossip: Gossip,
+        params: list[torch.Tensor],
+        wire: Wire,
+    ) -> tuple[np.ndarray, list[dict[str, float]]]:
+        """Send on ``edges`` (all arrive), merge; returns (each edge's message size [E],
+        merge statistics per peer). ``params``: the stacked model, z, updated in place."""
+        import torch
+
+        sizes = self.message_sizes(wire, gossip, edges, round_index)
+        flat = torch.cat([p.reshape(self.n, -1) for p in params], dim=1)
+        mixed, stats = self.round(edges, flat)
+        offset = 0
+        for p in params:
+            size = p[0].numel()
+            p.copy_(mixed[:, offset : offset + size].reshape(p.shape))
+            offset += size
+        return sizes, stats
+
     def round(
         self, sent: Edges, flat: torch.Tensor, arrived: np.ndarray | None = None
     ) -> tuple[torch.Tensor, list[dict[str, float]]]:

@@ -80,7 +80,9 @@ class Tracking:
             for p, e in zip(params, self.correction, strict=True):
                 p.sub_(e[part], alpha=1.0 / int(k[0]))
             return
-        scale = torch.as_tensor(np.where(k > 0, 1.0 / np.maximum(k, 1), 0.0), device=params[0].device)
+        scale = torch.as_tensor(
+            np.where(k > 0, 1.0 / np.maximum(k, 1), 0.0), device=params[0].device
+        )
         for p, e in zip(params, self.correction, strict=True):
             shape = (-1, *([1] * (p.dim() - 1)))
             p.sub_(e[part] * scale.to(p.dtype).view(shape))
@@ -144,8 +146,8 @@ class TrackingSwarm:
         params: list[torch.Tensor],
         wire: Wire,
     ) -> tuple[np.ndarray, list[dict[str, float]]]:
-        """Send, mix and merge one round over ``edges``; returns (message size per peer
-        [N], merge statistics per peer)."""
+        """Send, mix and merge one round over ``edges``; returns (each edge's message size
+        [E], merge statistics per peer)."""
         before = self.tracking.send(params)
         if self.streams is None:
             sizes = wire.send("model", round_index, edges.out_degree)
@@ -162,7 +164,7 @@ class TrackingSwarm:
         else:  # choco's: every link current from the start, no copy ever sent
             stats = [merge_stats(merged_peers=int(k[p]), gaps=0, resyncs=0)
                      for p in range(edges.n_peers)]  # fmt: skip
-        return sizes, stats
+        return sizes[edges.sender], stats
 
     def _mix(self, edges: Edges, gossip: Gossip, params: list[torch.Tensor]) -> None:
         """``tracking``: (z, d) ← W_r (z, d) over the round's edges (``dense``'s mix)."""
@@ -243,6 +245,7 @@ class CompressedStreams(ChocoSwarm):
         link_seq = round_index + 1
         if self.public is None:
             self.public = [torch.zeros_like(t) for t in tensors]
+        sent: list[Any]
         if self.masks is not None:
             sent = self.masks.compress(self.public, tensors, names, self.ratio, self.dtype)
         else:
