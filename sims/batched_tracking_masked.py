@@ -91,22 +91,59 @@ class PrunedMasks:
         """q = top-k(t − t̂) per peer and tensor, k = ⌈ratio · kept⌉; t̂ += q as decoded
         (``MaskedCompressedTrackingMethod._compress``). Returns, per tensor, each peer's
         ``SparseValues`` (as it travels)."""
-        import torch
-
         out: list[list[SparseValues]] = []
         for t, copy, name in zip(tensors, public, names, strict=True):
-            index = self.names.index(name.removesuffix(UPDATE_SUFFIX))
-            mask = self.masks.get(index)
+            mask = self.masks.get(self.names.index(name.removesuffix(UPDATE_SUFFIX)))
+            diff = (t - copy).reshape(self.n, -1)
+            size = diff.shape[1]
+            held = mask.reshape(self.n, -1).sum(dim=1).cpu().numpy() if mask is not None else None
+            kept = np.full(self.n, size) if held is None else held
+            k = np.minimum(size, np.maximum(1, np.ceil(ratio * kept - 1e-9))).astype(np.int64)
+            positions = _top(diff, k)
+            raw = [diff[p, positions[p]].cpu().numpy() for p in range(self.n)]
+            decoded = _decoded(raw, dtype)
+            flat_copy = copy.view(self.n, -1)
+            for p in range(self.n):  # one index_put per peer: k differs between peers
+                flat_copy[p, positions[p]] += decoded[p].to(copy.device)
             shape = tuple(t.shape[1:])
-            rows = []
-            for p in range(self.n):
-                diff = (t[p] - copy[p]).reshape(-1)
-                kept = diff.numel() if mask is None else int(mask[p].sum())
-                k = min(diff.numel(), max(1, math.ceil(ratio * kept - 1e-9)))
-                positions = sparse.topk(diff.cpu(), k)[0]
-                raw = diff.cpu()[positions].numpy()
-                decoded = torch.as_tensor(received_values(raw, dtype)).to(copy.device)
-                copy[p].view(-1)[positions.to(copy.device)] += decoded
-                rows.append(SparseValues(shape, positions.numpy(), raw, None, dtype))
-            out.append(rows)
+            out.append([
+                SparseValues(shape, positions[p].cpu().numpy(), raw[p], None, dtype)
+                for p in range(self.n)
+            ])  # fmt: skip
         return out
+
+
+def _top(diff: torch.Tensor, k: np.ndarray) -> list[torch.Tensor]:
+    """Each row's ``sparse.topk`` positions (sorted) of k[row] entries of ``diff`` [N, size].
+
+    One batched ``torch.topk``; a row whose k-th and (k+1)-th largest |value| tie (its set is
+    not unique) takes the node's own ``sparse.topk`` of that row instead, so the positions,
+    and with them the bytes, are always the node's.
+    """
+    import torch
+
+    n, size = diff.shape
+    top = min(size, int(k.max()) + 1)
+    magnitude, order = torch.topk(diff.abs(), top, dim=1, sorted=True)
+    k_t = torch.as_tensor(k, device=diff.device).view(-1, 1)
+    kth = magnitude.gather(1, k_t - 1)
+    after = magnitude.gather(1, k_t.clamp(max=top - 1))
+    ties = ((kth == after).view(-1) & torch.as_tensor(k < size, device=diff.device)).tolist()
+    out = []
+    for p in range(n):
+        if ties[p]:
+            out.append(sparse.topk(diff[p].cpu(), int(k[p]))[0].to(diff.device))
+        else:
+            out.append(order[p, : int(k[p])].sort().values)
+    return out
+
+
+def _decoded(raw: list[np.ndarray], dtype: str) -> list[torch.Tensor]:
+    """What receivers decode from each peer's values (``received_values``; int8 scales each
+    peer's block on its own, so it goes per peer; the others are element-wise, done at once)."""
+    import torch
+
+    if dtype == "int8":
+        return [torch.as_tensor(received_values(r, dtype)) for r in raw]
+    joined = received_values(np.concatenate(raw), dtype)
+    return list(torch.split(torch.as_tensor(joined), [len(r) for r in raw]))

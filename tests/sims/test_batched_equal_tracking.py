@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 import torch
 
+from spargo import sparse
 from spargo.sims import run
 from spargo.sims.batched_mix import Edges
 from spargo.sims.batched_pushsum_rs import RunningSumsSwarm
 from spargo.sims.batched_tracking import Tracking
+from spargo.sims.batched_tracking_masked import _top
 from spargo.sims.scenario import ScenarioError
 from tests.sims.conftest import small
 from tests.sims.test_batched_equal import HARD, assert_same
@@ -126,3 +128,13 @@ def test_the_shift_follows_each_peers_last_step_count() -> None:
     tracking.shift(part, slice(1, 3))  # a chunk of peers 1 and 2
     assert part[0][:, 0].tolist() == [-6.0, -4.0]
     assert tracking.steps.tolist() == [1, 2, 2]
+
+
+def test_masked_top_k_takes_the_nodes_positions_when_magnitudes_tie() -> None:
+    """Rows whose k-th and (k+1)-th magnitudes tie (zeros at pruned entries) get the node's
+    own ``sparse.topk`` positions; the others the batched top-k, sorted: always the node's."""
+    diff = torch.tensor([[3.0, 0.0, 1.0, 0.0, -1.0], [4.0, -3.0, 2.0, 1.0, 0.5], [0.0] * 5])
+    k = np.array([2, 3, 4])
+    for row, positions in zip(diff, _top(diff, k), strict=True):
+        assert positions.tolist() == sparse.topk(row, len(positions))[0].tolist()
+    assert [len(p) for p in _top(diff, k)] == [2, 3, 4]
