@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=16)
     p.add_argument("--plot", default="benchmarks/heterogeneity.png")
     p.add_argument("--load", default="", help="read runs (JSON lines) instead of running")
+    p.add_argument(
+        "--engine", choices=("node", "batched"), default="node",
+        help="simulation engine (batched: one tensor program, equal results, faster)",
+    )  # fmt: skip
     return p
 
 
@@ -94,7 +98,7 @@ def _run_grid(args: argparse.Namespace) -> Iterable[Run]:
                     scenario = Scenario(
                         nodes=args.nodes, topology=topo, method=method, rounds=args.rounds,
                         task=f"mnist:{args.data}", partition=partition, seed=seed,
-                        method_options=options,
+                        method_options=options, engine=args.engine,
                     )  # fmt: skip
                     name = method + "".join(f" {k}={v}" for k, v in sorted(options.items()))
                     try:

@@ -12,7 +12,9 @@ Methods: ``dense`` (Metropolis–Hastings mix), ``vc`` (``mix=mh`` or ``beta``),
 (local steps on the numerator x = z·w, ``sims.batched_mix.push_sum``), ``choco`` (``sampler=all``;
 ``sims.batched_choco``), ``fedsparsify`` (``sims.batched_sparsify``), ``spafl``
 (``sims.batched_spafl``), ``allreduce`` (``weighting`` equal or samples)
-and ``local``; not ``pushsum_rs``. Options are the node's (``sims.batched_check``). Fault-free
+and ``local``; ``pushsum_rs`` (running sums, ``sims.batched_pushsum_rs``) and the gradient-tracking
+methods ``tracking``, ``cgt`` and ``cgt_masked`` (the last two with ``sampler=all``;
+``sims.batched_tracking``). Options are the node's (``sims.batched_check``). Fault-free
 rounds mode only (``robust=none``); any sampler; MLP tasks. Evaluation: every peer (or a seeded
 sample of ``eval_peers``) on the global test set and the local splits (``sims.batched_report``).
 Anything else is a one-line ``ScenarioError`` when the scenario is built.
@@ -99,9 +101,12 @@ class BatchedSwarm:
         """What the method keeps beside the models (masks, thresholds, copies, masses)."""
         from spargo.sims.batched_choco import ChocoSwarm
         from spargo.sims.batched_mix import Gossip
+        from spargo.sims.batched_pushsum_rs import RunningSumsSwarm
         from spargo.sims.batched_spafl import SpaflSwarm, Thresholded
         from spargo.sims.batched_sparsify import SparsifySwarm
+        from spargo.sims.batched_tracking import TRACKING_METHODS, TrackingSwarm
 
+        args = (self.options, self.names, self.params, self.ids, s.seed)
         gossips = s.method != "allreduce"
         self.gossip = Gossip(graph, self.ids, s.sampler, s.seed) if gossips else None
         self.mass = np.ones(self.n)
@@ -117,6 +122,8 @@ class BatchedSwarm:
         elif s.method == "choco":
             sizes = [math.prod(p.shape[1:]) for p in self.params]
             self.choco = ChocoSwarm(self.options, self.ids, s.seed, sizes)
+        self.tracking = TrackingSwarm(s.method, *args) if s.method in TRACKING_METHODS else None
+        self.running = RunningSumsSwarm(self.n) if s.method == "pushsum_rs" else None
 
     def _signature(self, shapes: list[tuple[int, ...]]) -> Signature:
         """What the node method's ``signature()`` says: the exchanged tensors (SpaFL: under
@@ -124,6 +131,10 @@ class BatchedSwarm:
         from spargo.node.methods.payloads import Signature
         from spargo.sims.batched_spafl import exchanged_names, stored_order
 
+        if self.tracking is not None:  # the update d travels as ``<name>@d`` after the model
+            from spargo.sims.batched_tracking import tracked_names
+
+            return Signature(dict(zip(tracked_names(self.names), shapes * 2, strict=True)))
         if self.thresholds is None:
             return Signature(dict(zip(self.names, shapes, strict=True)))
         stored = dict(zip(self.names, shapes, strict=True))
@@ -163,8 +174,14 @@ class BatchedSwarm:
         if self.spafl is not None:
             self.spafl.begin_round(round_index)
         mass = self.mass if s.method == "pushsum" else None
+        hook = None
+        if self.running is not None:
+            mass = self.running.mass
+        if self.tracking is not None:
+            self.tracking.begin_round(round_index, self.params)
+            hook = self.tracking.after_step
         out = train_round(
-            self.params, self.data, index, s.lr, s.momentum, masks, self.thresholds, mass
+            self.params, self.data, index, s.lr, s.momentum, masks, self.thresholds, mass, hook
         )
         loss = out.cpu().numpy()
         trained = time.perf_counter()
@@ -184,6 +201,8 @@ class BatchedSwarm:
             raise RuntimeError(f"method {s.method!r} has no gossip in the batched engine")
         if self.choco is not None:
             return self._choco(self.choco, self.gossip, round_index)
+        if self.tracking is not None or self.running is not None:
+            return self._tracked(self.gossip, round_index)
         if self.sparsify is not None:
             return self._sparsify(self.sparsify, self.gossip, round_index)
         if self.spafl is not None:
@@ -240,8 +259,22 @@ class BatchedSwarm:
             ))  # fmt: skip
         return stats
 
+    def _tracked(self, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
+        """``tracking``, ``cgt``, ``cgt_masked`` (``sims.batched_tracking``) and
+        ``pushsum_rs`` (``sims.batched_pushsum_rs``): one round over its edges."""
+        edges = gossip.edges(round_index)
+        method = self.tracking or self.running
+        assert method is not None
+        per_edge, stats = method.communicate(round_index, edges, gossip, self.params, self.wire)
+        self.received += edges.in_degree
+        self.bytes_received += np.bincount(edges.receiver, per_edge, self.n).astype(np.int64)
+        self.merges += int((edges.in_degree > 0).sum())
+        return stats
+
     def density(self) -> np.ndarray:
         """Each peer's parameter-weighted density [N] (1.0 for the dense methods)."""
+        if self.tracking is not None and self.tracking.masks is not None:
+            return self.tracking.masks.density()
         if self.sparsify is not None:
             return self.sparsify.density(self.params)
         if self.thresholds is not None:

@@ -16,7 +16,10 @@ if TYPE_CHECKING:
     from spargo.node.methods.base import Method
 
 #: Methods the batched engine runs.
-BATCHED_METHODS = ("dense", "vc", "pushsum", "choco", "fedsparsify", "spafl", "allreduce", "local")
+BATCHED_METHODS = (
+    "dense", "vc", "pushsum", "choco", "fedsparsify", "spafl", "allreduce", "local",
+    "pushsum_rs", "tracking", "cgt", "cgt_masked",
+)  # fmt: skip
 #: Scenario fields that inject faults, with their fault-free values.
 _FAULT_FREE: dict[str, object] = {
     "loss": 0.0, "churn": 0.0, "churn_events": (), "partition_at": None, "attack": None,
@@ -41,9 +44,9 @@ def check_batched(scenario: Scenario) -> None:
             raise ScenarioError(
                 f"--engine batched runs fault-free rounds; --{flag} needs --engine node"
             )
-    if s.method == "choco" and s.sampler.strip() != "all":
+    if s.method in ("choco", "cgt", "cgt_masked") and s.sampler.strip() != "all":
         raise ScenarioError(
-            f"--engine batched runs choco with --sampler all only (not {s.sampler!r}); "
+            f"--engine batched runs {s.method} with --sampler all only (not {s.sampler!r}); "
             "use --engine node"
         )
     options = method_options(s)
@@ -59,9 +62,11 @@ def method_options(s: Scenario) -> dict[str, Any]:
     """The method's options as the node resolves them: its registry defaults
     (``MethodSpec.defaults``) overridden by ``s.method_options`` and checked by the node
     method's own constructor, built once on a two-layer probe MLP (so every check and every
-    message is the node's); FedSparsify's ``t0``/``t_end`` resolved against ``s.rounds``.
+    message is the node's); FedSparsify's and ``cgt_masked``'s ``t0``/``t_end`` resolved
+    against ``s.rounds``.
     A wrong option is a one-line ``ScenarioError``."""
     from spargo import sparse
+    from spargo.node.methods.cgt_masked import MaskedCompressedTrackingMethod
     from spargo.node.methods.fedsparsify import FedSparsifyMethod
 
     try:
@@ -69,7 +74,7 @@ def method_options(s: Scenario) -> dict[str, Any]:
     except (ValueError, sparse.SparseError) as exc:
         raise ScenarioError(str(exc)) from None
     options = dict(method.options)
-    if isinstance(method, FedSparsifyMethod):
+    if isinstance(method, FedSparsifyMethod | MaskedCompressedTrackingMethod):
         options["t0"], options["t_end"] = method.t0, method.t_end
     return options
 

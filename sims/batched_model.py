@@ -13,6 +13,7 @@ Any other model is a one-line ``ScenarioError`` (use the node engine for it).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 TRAIN_CHUNK_PEERS = 2048
 #: Peers × samples × widest layer a chunk of evaluation may hold (floats).
 EVAL_CHUNK_FLOATS = 1024 * 1024
+#: A hook run after every local step: (the chunk's stacked parameters, its peer slice).
+AfterStep = Callable[..., None]
 
 
 def mlp_layers(model: nn.Module) -> list[str]:
@@ -192,6 +195,7 @@ def train_round(
     masks: Sequence[torch.Tensor | None] = (),
     thresholds: Thresholded | None = None,
     mass: np.ndarray | None = None,
+    after_step: AfterStep | None = None,
 ) -> torch.Tensor:
     """All peers' local SGD for one round, in place; returns each peer's mean task loss [N].
 
@@ -203,8 +207,10 @@ def train_round(
     its τ to the trained tensors, its masks to the forward pass and its regulariser to the loss.
     ``mass`` [N] (push-sum's w) turns every step on z into a step on x = z·w, as
     ``PushSumMethod.after_step`` does: z ← z_before + (z − z_before)/w where w ≠ 1
-    (docs/algorithms.md §4.6). Peers are independent, so they train in chunks of
-    ``TRAIN_CHUNK_PEERS`` (a chunk's working set stays in cache across its steps).
+    (docs/algorithms.md §4.6). ``after_step(params, part)`` runs after every step on the
+    trained chunk (peers ``part``), as ``Method.after_step`` does. Peers are independent,
+    so they train in chunks of ``TRAIN_CHUNK_PEERS`` (a chunk's working set stays in cache
+    across its steps).
     """
     import torch
 
@@ -217,6 +223,7 @@ def train_round(
         own_thresholds = None if thresholds is None else thresholds.part(part)
         rows = index[part].to(data.x.device) + data.offset[part].view(-1, 1, 1)
         step = _Step(lr, momentum, own_masks, None if mass is None else mass[part])
+        step.after = None if after_step is None else functools.partial(after_step, part=part)
         losses.append(_train_chunk(own, data, rows, step, own_thresholds))
         with torch.no_grad():
             for p, trained in zip(params, own, strict=True):
@@ -261,6 +268,8 @@ def _train_chunk(
             buffers = _sgd_step(trained, grads, buffers, step.lr, step.momentum, step.masks)
             if step.mass is not None:
                 _on_numerator(trained, before, step.mass)
+            if step.after is not None:
+                step.after(params)
         total += per_peer.detach().to(torch.float64)
     for p in trained:
         p.requires_grad_(False)
@@ -275,6 +284,7 @@ class _Step:
     momentum: float
     masks: Sequence[torch.Tensor | None]
     mass: np.ndarray | None
+    after: Callable[[list[torch.Tensor]], None] | None = None
 
 
 def _on_numerator(

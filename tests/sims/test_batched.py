@@ -146,9 +146,8 @@ def test_a_model_that_is_not_an_mlp_is_a_one_line_error(monkeypatch: pytest.Monk
         ({"engine": "batched", "loss": 0.1}, "--loss needs --engine node"),
         ({"engine": "batched", "mode": "async"}, "--mode rounds only"),
         (
-            {"engine": "batched", "method": "pushsum_rs"},
-            "--engine batched runs methods dense, vc, pushsum, choco, fedsparsify, spafl, "
-            "allreduce, local; not 'pushsum_rs': use --engine node",
+            {"engine": "batched", "method": "cgt", "sampler": "random:1"},
+            "--engine batched runs cgt with --sampler all only (not 'random:1')",
         ),
         (
             {"engine": "batched", "method_options": {"mix": "pushsum"}},
