@@ -171,7 +171,6 @@ def run_sweep(
 
     runs = load_sweep(path)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any] | None] = [None] * len(runs)
     todo = []
     for i, (fault, scenario) in enumerate(runs):
@@ -187,9 +186,10 @@ def run_sweep(
         else:
             from spargo.sims import sweep_ray
 
-            # Connect (or start Ray) before the bar: a bad cluster is one line, no table.
+            # Connect (or start Ray) first: a bad cluster is one line, and no sweep folder.
             stack.enter_context(sweep_ray.ray_session(ray, workers or default_workers(len(jobs))))
             finished = sweep_ray.ray_cells(jobs, sweep_ray.run_cell_files, workers)
+        out.mkdir(parents=True, exist_ok=True)
         with Progress(len(runs), label="sweep", unit="cells") as bar:
             if len(todo) < len(runs):
                 bar.skip(len(runs) - len(todo), f"{len(runs) - len(todo)} resumed")
@@ -198,9 +198,9 @@ def run_sweep(
     return [r for r in rows if r is not None]
 
 
-#: What an executor yields as each cell ends: the cell's index and its result, or the
-#: exception that ended it (raised in the cell, or the worker's death).
-Finished = Generator[tuple[int, "dict[str, Any] | BaseException"], None, None]
+#: What an executor yields as each cell ends: the cell's index and its result, or one line
+#: that says why it has none (the exception raised in the cell, the worker's death).
+Finished = Generator[tuple[int, dict[str, Any] | str], None, None]
 
 
 def default_workers(cells: int) -> int:
@@ -220,8 +220,8 @@ def pool_cells(
         futures = {pool.submit(fn, *args): i for i, args in jobs.items()}
         try:
             for future in as_completed(futures):
-                error = future.exception()
-                yield futures[future], future.result() if error is None else error
+                error = future.exception()  # the cell's own, or BrokenProcessPool
+                yield futures[future], future.result() if error is None else _one_line(error)
         except BaseException:  # Ctrl-C or GeneratorExit: workers ignore Ctrl-C and finish
             pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -239,8 +239,8 @@ def _collect(
     with contextlib.closing(finished):
         for i, outcome in finished:
             fault, scenario = runs[i]
-            if isinstance(outcome, BaseException):
-                rows[i] = _row(fault, scenario, None, _one_line(outcome))
+            if isinstance(outcome, str):
+                rows[i] = _row(fault, scenario, None, outcome)
             else:
                 _land_files(out, outcome.pop("files", {}))
                 rows[i] = _row(fault, scenario, outcome)

@@ -83,7 +83,7 @@ def _probe(address: str) -> None:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ConnectionError(
-            f"--ray {address}: no Ray cluster answers there ({reason}); start one with "
+            f"--ray {address!r}: no Ray cluster answers there ({reason}); start one with "
             "'ray start --head' or check the address"
         ) from None
 
@@ -109,12 +109,24 @@ def ray_session(text: str, cpus: int) -> Iterator[None]:
             ray.init(address=address, **quiet)
         else:  # "local": never join a cluster `ray start` left running on this machine
             ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
-    except ConnectionError as exc:
-        raise ConnectionError(f"--ray {address}: {_one_line(exc)}") from None
+    except (ConnectionError, RuntimeError) as exc:  # unreachable; another Ray version
+        raise ConnectionError(_unreachable(address, exc)) from None
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _unreachable(address: str, exc: BaseException) -> str:
+    if address == "auto" and isinstance(exc, ConnectionError):
+        return (
+            "--ray 'auto': no Ray cluster runs on this machine; start one with 'ray start --head'"
+        )
+    where = "a local Ray instance" if not address else f"the Ray cluster at {address!r}"
+    hint = ""
+    if address and "RAY_AUTH_MODE" not in os.environ:  # Ray's clusters want a token by default
+        hint = " (a cluster with token authentication needs RAY_AUTH_MODE=token and its token)"
+    return f"--ray: cannot start or join {where}: {_one_line(exc)}{hint}"
 
 
 def ray_cells(
@@ -144,17 +156,22 @@ def ray_cells(
 
 
 def _outcome(ref: ObjectRef[Any]) -> Any:
-    """A finished task's result, or the exception that ended it (the task's own, unwrapped)."""
+    """A finished task's result, or one line saying why it has none: the cell's own exception
+    as the process pool reports it, or what Ray says went wrong (its first line)."""
     import ray
-    from ray.exceptions import RayError, RayTaskError
+    from ray.exceptions import RayError, RaySystemError, RayTaskError
 
     try:
         return ray.get(ref)
     except RayTaskError as exc:
         cause = getattr(exc, "cause", None)
-        return cause if isinstance(cause, BaseException) else exc
+        return _one_line(cause if isinstance(cause, BaseException) else exc)
     except RayError as exc:  # the worker died, the node was lost, the task was cancelled
-        return exc
+        first = next(iter(str(exc).strip().splitlines()), "")
+        hint = ""
+        if isinstance(exc, RaySystemError):  # most often: the cell cannot be unpickled there
+            hint = " (is spargo, with the sim extra, installed on every node?)"
+        return " ".join(f"{type(exc).__name__}: {first}{hint}".split())
 
 
 def _in_worker(fn: Callable[..., Any], path: list[str], *args: Any) -> Any:
