@@ -1,8 +1,8 @@
 """``spargo sim --sweep FILE --ray [ADDRESS]``: the same table as the process pool, failed and
 dying cells reported while the others land, one-line errors for bad addresses and no Ray.
 
-One local Ray instance (two CPUs, no dashboard) serves the whole module: it is started through
-``sweep_ray.ray_session`` as the command starts one, and the sweeps reuse it.
+One local Ray instance (two CPUs, no dashboard) serves the tests that run cells: it is started
+through ``sweep_ray.ray_session`` as the command starts one, and their sweeps reuse it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import re
 import socket
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 import torch
 
-from spargo.cli import main
+from spargo.cli import main, missing_extra
 from spargo.sims import sweep_ray
 from tests.sims.conftest import assert_one_line_error
 
@@ -30,7 +31,7 @@ GRID = (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     with sweep_ray.ray_session("", 2):
         yield
@@ -52,6 +53,7 @@ def _cell_lines(err: str) -> list[str]:
     return sorted(x.split(" ", 2)[2] for x in lines)
 
 
+@pytest.mark.usefixtures("local_ray")
 def test_ray_and_the_process_pool_give_the_same_sweep(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -81,6 +83,7 @@ def test_ray_and_the_process_pool_give_the_same_sweep(
     assert (ray / "sweep.md").read_text().count("\n") == 2 + 4
 
 
+@pytest.mark.usefixtures("local_ray")
 def test_a_failing_cell_is_reported_and_the_others_land(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -112,23 +115,26 @@ def test_a_failing_cell_is_reported_and_the_others_land(
     assert "sweep 2/2 dense-ring-s0-task_broken_task_make-clean: FAILED" in captured.err
 
 
+@pytest.mark.usefixtures("local_ray")
 def test_tasks_stream_back_with_their_errors_and_a_dead_worker_is_one_failed_cell() -> None:
-    # Plain functions stand in for the cell runner: int raises on "x", os._exit kills.
+    # Plain functions stand in for the cell runner. Results stream back as tasks end: the
+    # short one first, while the long one still runs on the instance's other CPU.
+    finished = sweep_ray.ray_cells({0: (3.0,), 1: (0.0,)}, time.sleep)
+    assert next(finished) == (1, None)
+    assert next(finished) == (0, None)
+    # int raises on "x"; the others land; at most one in flight.
     assert sorted(sweep_ray.ray_cells({0: ("12",), 1: ("x",), 2: ("3",)}, int, 1)) == [
         (0, 12),
         (1, "ValueError: invalid literal for int() with base 10: 'x'"),
         (2, 3),
     ]
+    # Workers run one torch thread each (the tasks are the parallelism).
+    assert list(sweep_ray.ray_cells({0: ()}, torch.get_num_threads)) == [(0, 1)]
+    # os._exit kills the worker: one failed cell, its reason one line.
     [(index, reason)] = list(sweep_ray.ray_cells({7: (3,)}, os._exit))
     assert index == 7
     assert reason.startswith("WorkerCrashedError: ")
     assert "\n" not in reason
-    # Results stream back as tasks end: the short one first, while the long one still runs.
-    finished = sweep_ray.ray_cells({0: (1.0,), 1: (0.0,)}, time.sleep)
-    assert next(finished) == (1, None)
-    assert next(finished) == (0, None)
-    # Workers run one torch thread each (the tasks are the parallelism).
-    assert list(sweep_ray.ray_cells({0: ()}, torch.get_num_threads)) == [(0, 1)]
 
 
 @pytest.mark.parametrize(
@@ -187,3 +193,12 @@ def test_ray_not_installed_names_the_extra(
 )  # fmt: skip
 def test_the_address_forms_ray_accepts(address: str) -> None:
     assert sweep_ray.parse_address(address) == address.strip()
+
+
+def test_the_ray_extra_exists_and_the_dev_extra_pulls_it() -> None:
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    extras = project["project"]["optional-dependencies"]
+    assert any(r.startswith("ray[client]>=") for r in extras["ray"])
+    assert "ray" in extras["dev"][0].partition("[")[2].rstrip("]").split(",")
+    assert missing_extra("sim", "ray") == "ray"
+    assert missing_extra("sim", "ray.exceptions") == "ray"
