@@ -181,7 +181,7 @@ def run_sweep(
             rows[i] = _row(fault, scenario, saved)
     jobs = {i: (runs[i][1].to_dict(), str(out), trackers or TrackerSpec()) for i in todo}
     with contextlib.ExitStack() as stack:
-        if ray is None:
+        if ray is None or not jobs:  # all resumed: no Ray to start (no process starts)
             finished = pool_cells(jobs, run_cell, workers)
         else:
             from spargo.sims import sweep_ray

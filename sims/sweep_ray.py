@@ -71,8 +71,8 @@ def prepare(text: str) -> str:
 
 
 def _probe(address: str) -> None:
-    """Fail in seconds, not minutes (Ray retries a silent address for about a minute), when
-    nothing accepts a TCP connection at a ``HOST:PORT`` address."""
+    """Fail in seconds, not after Ray's retries (20 s to minutes, its C++ warnings on stderr),
+    when nothing accepts a TCP connection at a ``HOST:PORT`` address."""
     match = _ADDRESS.fullmatch(address)
     if match is None:  # "auto": Ray itself answers at once
         return
@@ -81,7 +81,7 @@ def _probe(address: str) -> None:
         with socket.create_connection((host, int(match["port"])), timeout=PROBE_TIMEOUT_S):
             pass
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
+        reason = exc.strerror or str(exc) or type(exc).__name__
         raise ConnectionError(
             f"--ray {address!r}: no Ray cluster answers there ({reason}); start one with "
             "'ray start --head' or check the address"
