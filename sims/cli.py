@@ -38,9 +38,17 @@ def add_parser(subparsers: Any) -> None:
         help="a scenario shipped with spargo, by name ('--scenario list' shows them)",
     )
     p.add_argument("--sweep", metavar="FILE", help="run a grid of scenarios (TOML) in parallel")
-    p.add_argument("--workers", type=int, default=0, help="sweep processes (default: CPUs)")
+    p.add_argument("--workers", type=int, default=0, help="sweep: cells at once (default: CPUs)")
     p.add_argument(
         "--resume", action="store_true", help="sweep: skip cells whose summary.json exists"
+    )
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        nargs="?",
+        const="",
+        help="sweep: run the cells as Ray tasks, on a local Ray instance (--workers CPUs) "
+        "or the cluster at ADDRESS: auto, HOST:PORT or ray://HOST:PORT (needs spargo[ray])",
     )
     p.add_argument("--out", help="output folder (default runs/<name or timestamp>)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -115,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.ray is not None and not args.sweep:
+        raise ValueError("--ray runs the cells of a sweep as Ray tasks: give --sweep FILE too")
     if args.sweep:
         _user_tasks_from_cwd()  # before the workers start: they inherit the path
         return _run_sweep(args)
@@ -335,11 +345,17 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
     if args.workers < 0:
         raise ValueError("--workers must be >= 0 (0 = one per CPU)")
+    if args.ray is not None:
+        from spargo.sims.sweep_ray import prepare
+
+        prepare(args.ray)  # a malformed address or no Ray fails before anything runs
     out_dir = Path(args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     human = sys.stderr if args.json else sys.stdout
     spec = trackers.TrackerSpec.from_args(args, out_dir, sweep=True)
     spec.prepare()  # a missing extra or a bad store fails here, before any cell runs
-    rows = run_sweep(args.sweep, out_dir, workers=args.workers, resume=args.resume, trackers=spec)
+    rows = run_sweep(
+        args.sweep, out_dir, args.workers, resume=args.resume, trackers=spec, ray=args.ray
+    )
     failed = [r for r in rows if r.get("error")]
     from rich.console import Console
 

@@ -1,4 +1,4 @@
-"""Sweeps: a grid of scenarios (methods × topologies × seeds × faults) run in parallel processes.
+"""Sweeps: a grid of scenarios (methods × topologies × seeds × faults) run in parallel.
 
 A sweep file is TOML::
 
@@ -17,45 +17,36 @@ Each run writes its own reports under ``OUT/<run name>/``; the sweep writes ``sw
 ``sweep.md`` (one comparison table) and ``sweep.png`` (accuracy against MB sent). Tables
 carry both accuracies (global test set, each peer's own split), the averaged model's and the
 basis each cell's headline ``accuracy_mean`` uses (``accuracy_on``; the scenario's ``basis``,
-global unless a cell sets it); the plot draws the headline and names its basis.
+global unless a cell sets it); the plot draws the headline and names its basis
+(``sims/sweep_tables.py``).
+
+One cell runner (``run_cell``), two executors that yield each cell as it ends: a process
+pool on this machine (``pool_cells``, the default) and Ray tasks on a local Ray instance or
+a cluster (``sims/sweep_ray.py``, ``spargo sim --sweep FILE --ray [ADDRESS]``). Both feed
+the same loop (``_collect``), so progress lines, failed cells and tables are the same.
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import itertools
 import json
 import multiprocessing
-from collections.abc import Mapping
+from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spargo.sims.plotting import LINE_STYLES, MARKERS, halo_label, halo_style, overlap_groups
 from spargo.sims.scenario import Scenario, ScenarioError, scenario_from_mapping, slug
+
+# write_tables and plot_sweep are this module's public names too (sweep_tables holds them).
+from spargo.sims.sweep_tables import COLUMNS, write_all
+from spargo.sims.sweep_tables import plot_sweep as plot_sweep
+from spargo.sims.sweep_tables import write_tables as write_tables
 from spargo.sims.trackers import TrackerSpec
 
 if TYPE_CHECKING:
     from spargo.node.progress import Progress
-
-COLUMNS = (
-    "name",
-    "method",
-    "topology",
-    "seed",
-    "faults",
-    "accuracy_on",
-    "accuracy_mean",
-    "global_accuracy_mean",
-    "local_accuracy_mean",
-    "averaged_model_accuracy",
-    "accuracy_min",
-    "density",
-    "consensus_distance",
-    "bytes_sent_total",
-    "messages_dropped",
-    "wall_s",
-)
 
 
 def load_sweep(path: str | Path) -> list[tuple[str, Scenario]]:
@@ -109,7 +100,10 @@ def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run_one(values: dict[str, Any], out_dir: str, trackers: TrackerSpec) -> dict[str, Any]:
+def run_cell(values: dict[str, Any], out_dir: str, trackers: TrackerSpec) -> dict[str, Any]:
+    """Run one cell (its scenario as a plain dict) and write its reports to
+    ``out_dir/<cell name>``; returns ``{"summary": ..., "curve": [(bytes, accuracy), ...]}``.
+    The one cell runner of both executors (process pool, ``sims/sweep_ray.py``)."""
     from spargo.sims.report import write_reports
     from spargo.sims.runner import run
 
@@ -158,6 +152,7 @@ def run_sweep(
     *,
     resume: bool = False,
     trackers: TrackerSpec | None = None,
+    ray: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run every cell of the sweep file; returns one row per cell, in grid order.
 
@@ -165,13 +160,17 @@ def run_sweep(
     stopped sweep leaves its table); a cell that raises is a row with its one-line ``error``
     and the others go on. With ``resume``, cells whose ``summary.json`` exists are not run
     again. Progress (cells done/total, ETA) goes to stderr. ``trackers``: experiment
-    trackers, one tracker run per cell named by the cell.
+    trackers, one tracker run per cell named by the cell. ``ray``: None runs the cells in a
+    process pool of ``workers`` processes (0: one per CPU, at most one per cell); a string
+    runs them as Ray tasks (``sims/sweep_ray.py``): ``""`` on a local Ray instance of
+    ``workers`` CPUs, else on the cluster at that address (``auto``, ``ray://HOST:PORT``,
+    ``HOST:PORT``). Raises ``ScenarioError`` for a bad sweep file, ``ValueError`` for a
+    malformed address, ``ConnectionError`` for a cluster that cannot be reached.
     """
     from spargo.node.progress import Progress
 
     runs = load_sweep(path)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any] | None] = [None] * len(runs)
     todo = []
     for i, (fault, scenario) in enumerate(runs):
@@ -180,44 +179,85 @@ def run_sweep(
             todo.append(i)
         else:
             rows[i] = _row(fault, scenario, saved)
-    with Progress(len(runs), label="sweep", unit="cells") as bar:
-        if len(todo) < len(runs):
-            bar.skip(len(runs) - len(todo), f"{len(runs) - len(todo)} resumed")
-            _write_all(rows, out)
-        _run_cells(runs, todo, rows, out, workers, bar, trackers or TrackerSpec())
+    jobs = {i: (runs[i][1].to_dict(), str(out), trackers or TrackerSpec()) for i in todo}
+    with contextlib.ExitStack() as stack:
+        if ray is None or not jobs:  # all resumed: no Ray to start (no process starts)
+            finished = pool_cells(jobs, run_cell, workers)
+        else:
+            from spargo.sims import sweep_ray
+
+            # Connect (or start Ray) first: a bad cluster is one line, and no sweep folder.
+            stack.enter_context(sweep_ray.ray_session(ray, workers or default_workers(len(jobs))))
+            finished = sweep_ray.ray_cells(jobs, sweep_ray.run_cell_files, workers)
+        out.mkdir(parents=True, exist_ok=True)
+        with Progress(len(runs), label="sweep", unit="cells") as bar:
+            if len(todo) < len(runs):
+                bar.skip(len(runs) - len(todo), f"{len(runs) - len(todo)} resumed")
+                write_all(rows, out)
+            _collect(runs, rows, out, bar, finished)
     return [r for r in rows if r is not None]
 
 
-def _run_cells(
-    runs: list[tuple[str, Scenario]],
-    todo: list[int],
-    rows: list[dict[str, Any] | None],
-    out: Path,
-    workers: int,
-    bar: Progress,
-    trackers: TrackerSpec,
-) -> None:
-    """Run the cells ``todo`` in worker processes; fill ``rows`` and the tables as each ends."""
-    workers = workers or min(max(1, len(todo)), multiprocessing.cpu_count())
+#: What an executor yields as each cell ends: the cell's index and its result, or one line
+#: that says why it has none (the exception raised in the cell, the worker's death).
+Finished = Generator[tuple[int, dict[str, Any] | str], None, None]
+
+
+def default_workers(cells: int) -> int:
+    """Cells run at once when ``--workers`` is 0: one per CPU, at most one per cell."""
+    return min(max(1, cells), multiprocessing.cpu_count())
+
+
+def pool_cells(
+    jobs: Mapping[int, tuple[Any, ...]], fn: Callable[..., dict[str, Any]], workers: int
+) -> Finished:
+    """Run ``fn(*args)`` for each ``index: args`` of ``jobs`` in ``workers`` spawned processes
+    (0: ``default_workers``); yield each as it ends. Stopped early (Ctrl-C, or the consumer
+    closes the generator), cells not started are dropped and those running finish."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-        futures = {pool.submit(_run_one, runs[i][1].to_dict(), str(out), trackers): i for i in todo}
+    count = workers or default_workers(len(jobs))
+    with ProcessPoolExecutor(count, mp_context=context, initializer=_init_worker) as pool:
+        futures = {pool.submit(fn, *args): i for i, args in jobs.items()}
         try:
             for future in as_completed(futures):
-                i = futures[future]
-                fault, scenario = runs[i]
-                try:
-                    rows[i] = _row(fault, scenario, future.result())
-                except Exception as exc:  # a cell's failure is reported, not fatal
-                    rows[i] = _row(fault, scenario, None, _one_line(exc))
-                _write_all(rows, out)
-                bar.update(status=scenario.label)
-                bar.note(_cell_line(bar.done, len(runs), rows[i] or {}, bar.eta_text()))
-        except KeyboardInterrupt:
-            # Cells not started are dropped; those running finish (workers ignore Ctrl-C)
-            # and the table keeps every cell done: `--resume` continues.
+                error = future.exception()  # the cell's own, or BrokenProcessPool
+                yield futures[future], future.result() if error is None else _one_line(error)
+        except BaseException:  # Ctrl-C or GeneratorExit: workers ignore Ctrl-C and finish
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+
+
+def _collect(
+    runs: list[tuple[str, Scenario]],
+    rows: list[dict[str, Any] | None],
+    out: Path,
+    bar: Progress,
+    finished: Finished,
+) -> None:
+    """Fill ``rows`` and rewrite the tables as each cell of ``finished`` ends; a cell's failure
+    is its row's one-line ``error``, not the sweep's end."""
+    with contextlib.closing(finished):
+        for i, outcome in finished:
+            fault, scenario = runs[i]
+            if isinstance(outcome, str):
+                rows[i] = _row(fault, scenario, None, outcome)
+            else:
+                _land_files(out, outcome.pop("files", {}))
+                rows[i] = _row(fault, scenario, outcome)
+            write_all(rows, out)
+            bar.update(status=scenario.label)
+            bar.note(_cell_line(bar.done, len(runs), rows[i] or {}, bar.eta_text()))
+
+
+def _land_files(out: Path, files: Mapping[str, bytes]) -> None:
+    """Write a cell's report files that came back from a worker on another machine (paths
+    relative to the sweep folder, as the worker wrote them)."""
+    for name, data in files.items():
+        target = out / name
+        if ".." in Path(name).parts or Path(name).is_absolute():
+            raise RuntimeError(f"a sweep worker sent a file outside the sweep folder: {name}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -234,112 +274,3 @@ def _cell_line(done: int, total: int, row: dict[str, Any], eta: str) -> str:
             for b, k in (("global", "global_accuracy_mean"), ("local", "local_accuracy_mean"))
         )
     return f"sweep {done}/{total} {row.get('name')}: {outcome} ({eta})"
-
-
-def _write_all(rows: list[dict[str, Any] | None], out: Path) -> None:
-    done = [r for r in rows if r is not None]
-    write_tables(done, out)
-    plot_sweep(done, out / "sweep.png")
-
-
-def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
-    """``sweep.csv``, ``sweep.json`` and ``sweep.md`` (the comparison table; a failed cell
-    shows its error). Each is written whole to a temporary file, then renamed into place."""
-    columns = (*COLUMNS, "error")
-    tmp = out / "sweep.csv.tmp"
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(out / "sweep.csv")
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(_md_cell(key, row.get(key)) for key in columns) + " |")
-    _replace(out / "sweep.md", "\n".join(lines) + "\n")
-    _replace(
-        out / "sweep.json",
-        json.dumps([{k: r.get(k) for k in columns} for r in rows], indent=2) + "\n",
-    )
-
-
-def _md_cell(key: str, value: Any) -> str:
-    if key == "bytes_sent_total" and value is not None:
-        return f"{value / 1e6:.2f} MB"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if value is None or value == "":
-        return "–"
-    return str(value).replace("|", "\\|")
-
-
-def _replace(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def plot_sweep(rows: list[dict[str, Any]], path: Path) -> None:
-    """Accuracy against MB sent, one line per finished cell; colour = method, line style and
-    marker = the rest of the cell (topology, seed, fault set). Cells with the same curve are
-    drawn as halos (the first widest, each later one thinner on top) and the legend names
-    the cell each repeats, so no line hides another; the legend sits outside the axes."""
-    from matplotlib.figure import Figure
-
-    methods = sorted({str(r["method"]) for r in rows})
-    others = sorted({_variant(r) for r in rows})
-    curves = {
-        r["name"]: [(b / 1e6, a) for b, a in r.get("curve", ()) if a is not None] for r in rows
-    }
-    twins = overlap_groups(curves)
-    fig = Figure(figsize=(9, 4.8), dpi=110)
-    ax = fig.add_subplot()
-    for row in rows:
-        points = curves[row["name"]]
-        if not points:
-            continue
-        k = others.index(_variant(row))
-        ax.plot(
-            *zip(*points),
-            color=f"C{methods.index(str(row['method'])) % 10}",
-            linestyle=LINE_STYLES[k % len(LINE_STYLES)],
-            marker=MARKERS[k % len(MARKERS)],
-            label=halo_label(row["name"], twins),
-            **halo_style(row["name"], twins),
-        )
-    failed = sum(1 for r in rows if r.get("error"))
-    title = f"sweep: accuracy against traffic ({len(rows)} cells"
-    ax.set_title(title + (f", {failed} failed)" if failed else ")"))
-    ax.set_xlabel("MB sent by all peers (cumulative, log scale)")
-    bases = sorted({str(r.get("accuracy_on")) for r in rows if r.get("accuracy_on")})
-    on = bases[0] if len(bases) == 1 else "each cell's basis (see sweep.md)"
-    ax.set_ylabel(f"mean accuracy, {on} test data" if len(bases) == 1 else f"mean accuracy, {on}")
-    _mb_axis(ax, [x for points in curves.values() for x, _ in points])
-    ax.grid(alpha=0.3)
-    if twins:
-        ax.legend(
-            fontsize=8,
-            loc="upper left",
-            bbox_to_anchor=(1.01, 1.0),
-            borderaxespad=0.0,
-            ncol=1 + len(rows) // 25,  # a long sweep's legend wraps into columns
-        )
-    fig.savefig(str(path), bbox_inches="tight")
-
-
-def _mb_axis(ax: Any, xs: list[float]) -> None:
-    """A log MB axis with plain-number ticks (0.05, 0.1, 0.2, ...); symlog when a value is 0."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    if xs and min(xs) > 0:
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    elif xs:
-        ax.set_xscale("symlog", linthresh=0.01)
-    else:
-        ax.text(0.5, 0.5, "no finished cell yet", transform=ax.transAxes, ha="center")
-
-
-def _variant(row: dict[str, Any]) -> str:
-    return f"{row.get('topology')}/{row.get('seed')}/{row.get('faults')}"

@@ -24,6 +24,7 @@ EXTRAS: dict[str, frozenset[str]] = {
     "tensorboard": frozenset({"tensorboard"}),
     "mlflow": frozenset({"mlflow"}),
     "web": frozenset({"starlette", "uvicorn", "websockets"}),
+    "ray": frozenset({"ray"}),
 }
 #: The extra to name first when a command misses a module.
 _COMMAND_EXTRA = {"sim": "sim", "topology": "sim", "monitor": "monitor", "lab": "monitor"}
