@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spargo.sims.batched_check import BATCHED_METHODS, check_batched, method_options
+from spargo.sims.batched_faults import fault_free, plan_for
 from spargo.sims.batched_report import merge_stats as _stats
 from spargo.sims.scenario import Scenario
 
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
 
     from spargo.node.methods.payloads import Signature
     from spargo.sims.batched_choco import ChocoSwarm
-    from spargo.sims.batched_mix import Edges, Gossip
+    from spargo.sims.batched_faults import Delivery
+    from spargo.sims.batched_mix import Gossip
     from spargo.sims.batched_spafl import SpaflSwarm, Thresholded
     from spargo.sims.batched_sparsify import SparsifySwarm
     from spargo.sims.runner import OnRecord, OnRound, OnRow, SimResult, StopFlag
@@ -59,12 +61,16 @@ class BatchedSwarm:
         self.seeds = [s.seed * 100_003 + i for i in range(self.n)]
         self.options = method_options(s)
         self._method_state(s, graph)
+        self.plan = plan_for(s, graph, self.gossip, self.ids, self.slots)
         shapes = [tuple(p.shape[1:]) for p in self.params]
         self.wire = Wire(self.ids, self._signature(shapes))
         self.model_nbytes = int(sum(4 * math.prod(shape) for shape in shapes))
         #: Wall seconds spent so far on local training, gossip and merging, and evaluation.
         self.seconds = {"train": 0.0, "gossip": 0.0, "eval": 0.0}
         self.merges = 0
+        #: Each peer's last finished round's simulated time (s) and its stale drops so far.
+        self.time_s = np.zeros(self.n)
+        self.stale = np.zeros(self.n, dtype=np.int64)
         self.received = np.zeros(self.n, dtype=np.int64)
         self.bytes_received = np.zeros(self.n, dtype=np.int64)
         if self.gossip is not None:
@@ -133,10 +139,34 @@ class BatchedSwarm:
         return Signature(dict(zip(exchanged_names(self.names, head), order, strict=True)), tau)
 
     def _deliver_static(self, sizes: np.ndarray, neighbours: list[list[int]]) -> None:
-        """Hellos reach every graph neighbour (counted as received, like the node does)."""
+        """Hellos reach every graph neighbour they are not lost to (counted as received)."""
+        if self.plan is not None:
+            count, nbytes = self.plan.hello_received(sizes)
+            self.received += count
+            self.bytes_received += nbytes
+            return
         for v, adjacent in enumerate(neighbours):
             self.received[adjacent] += 1
             self.bytes_received[adjacent] += sizes[v]
+
+    def slots(self, round_index: int) -> int:
+        """Messages each sender sends each target in ``round_index`` (the node method's
+        ``expected_messages``)."""
+        if self.scenario.method == "local":
+            return 0
+        if self.spafl is not None and self.spafl.weights_round(round_index):
+            return 2
+        return 1
+
+    def links(self, round_index: int) -> Delivery:
+        """Round ``round_index``'s messages: sent, and merged per message slot (the fault
+        plan's, or every sent message when nothing is faulty)."""
+        if self.plan is not None:
+            return self.plan.rounds[round_index]
+        if self.gossip is None:
+            everyone = np.arange(self.n)
+            return fault_free(Edges(everyone, everyone, self.n), 1)
+        return fault_free(self.gossip.edges(round_index), self.slots(round_index))
 
     def flat(self) -> torch.Tensor:
         """All parameters as one ``[N, d]`` float32 matrix (peer-major)."""
@@ -169,6 +199,9 @@ class BatchedSwarm:
         loss = out.cpu().numpy()
         trained = time.perf_counter()
         self.seconds["train"] += trained - started
+        if self.plan is not None:
+            self.time_s = self.plan.rounds[round_index].time_s
+            self.stale = self.stale + self.plan.rounds[round_index].stale
         try:
             return loss, self._communicate(round_index)
         finally:
@@ -179,7 +212,7 @@ class BatchedSwarm:
         if s.method == "local":  # no send, no merge (``node.methods.local``)
             return [_stats(merged_peers=0) for _ in range(self.n)]
         if s.method == "allreduce":
-            return self._allreduce()
+            return self._allreduce(round_index)
         if self.gossip is None:
             raise RuntimeError(f"method {s.method!r} has no gossip in the batched engine")
         if self.choco is not None:
@@ -193,11 +226,12 @@ class BatchedSwarm:
     def _choco(self, choco: ChocoSwarm, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
         from spargo.sims.batched_mix import sparse_rows
 
-        edges = gossip.edges(round_index)
+        links = self.links(round_index)
+        edges = links.merged[0]  # choco runs only where every message is merged in time
         pull = sparse_rows(edges, gossip.mh_values(edges), np.zeros(self.n), self.device)
-        fanout = edges.out_degree
+        fanout = links.sent.out_degree
         sizes = choco.round(round_index, self.params, self.names, pull, self.wire, fanout)
-        self._delivered(edges, sizes)
+        self._delivered(links, [sizes])
         k = edges.in_degree
         copies = k if round_index == 0 else np.zeros(self.n, dtype=np.int64)  # x̂ⱼ's start
         return [
@@ -209,10 +243,11 @@ class BatchedSwarm:
     ) -> list[dict[str, float]]:
         from spargo.sims.batched_mix import mh_matrix
 
-        edges = gossip.edges(round_index)
-        fanout = edges.out_degree
+        links = self.links(round_index)
+        edges = links.merged[0]
+        fanout = links.sent.out_degree
         sizes = sparsify.message_sizes(self.wire, round_index, fanout, self.names, self.params)
-        self._delivered(edges, sizes)
+        self._delivered(links, [sizes])
         matrix, _ = mh_matrix(gossip, edges, self.device)
         sparsify.merge(self.params, matrix, round_index)
         target = sparsify.sparsity(round_index)
@@ -222,19 +257,22 @@ class BatchedSwarm:
     def _spafl(self, spafl: SpaflSwarm, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
         from spargo.sims.batched_mix import mh_matrix
 
-        edges = gossip.edges(round_index)
-        sizes = spafl.send(self.wire, round_index, edges.out_degree, self.names, self.params)
-        self._delivered(edges, sizes, 2 if spafl.weights_round(round_index) else 1)
+        links = self.links(round_index)
+        sizes = spafl.send(self.wire, round_index, links.sent.out_degree, self.names, self.params)
+        self._delivered(links, sizes)
+        edges = links.merged[0]  # τ; the masked weights (weights rounds) are slot 1
         matrix, row = mh_matrix(gossip, edges, self.device)
-        factors = spafl.merge(self.params, edges, matrix, row, round_index)
-        k = edges.in_degree
+        weighed = links.merged[-1]
+        w_matrix, w_row = mh_matrix(gossip, weighed, self.device)
+        factors = spafl.merge(self.params, (edges, matrix), (weighed, w_matrix, w_row), round_index)
+        k, kw = edges.in_degree, weighed.in_degree
         tau = spafl.threshold_means()
         stats = []
         for p in range(self.n):
-            weights = factors is not None and k[p] > 0  # the node: only when weights came
+            weights = factors is not None and kw[p] > 0  # the node: only when weights came
             stats.append(_stats(
                 merged_peers=int(k[p]),
-                weights_merged_peers=int(k[p]) if weights else None,
+                weights_merged_peers=int(kw[p]) if weights else None,
                 variance_factor=float(factors[p]) if weights and factors is not None else None,
                 threshold_mean=float(tau[p]),
             ))  # fmt: skip
@@ -262,17 +300,20 @@ class BatchedSwarm:
             return self.flat()
         return torch.cat([self.flat(), *self.thresholds.tau], dim=1)
 
-    def _delivered(self, edges: Edges, sizes: np.ndarray, per_edge: int = 1) -> None:
-        """Count a round's messages as received and the merges they make."""
-        self.received += per_edge * edges.in_degree
-        self.bytes_received += np.bincount(
-            edges.receiver, sizes[edges.sender], minlength=self.n
-        ).astype(np.int64)
-        self.merges += int((edges.in_degree > 0).sum())
+    def _delivered(self, links: Delivery, sizes: list[np.ndarray]) -> None:
+        """Count a round's merged messages as received (``sizes[k]``: each sender's k-th
+        message size [N]) and the merges they make."""
+        for edges, size in zip(links.merged, sizes, strict=True):
+            self.received += edges.in_degree
+            self.bytes_received += np.bincount(
+                edges.receiver, size[edges.sender], minlength=self.n
+            ).astype(np.int64)
+        self.merges += int(links.heard.sum())
 
-    def _allreduce(self) -> list[dict[str, float]]:
+    def _allreduce(self, round_index: int) -> list[dict[str, float]]:
         """Every peer loads the mean of all models (``sims.allreduce``): equal weights
-        (``weighting=equal``) or by shard size (``samples``, FedAvg)."""
+        (``weighting=equal``) or by shard size (``samples``, FedAvg); a peer whose deadline
+        came first (device speeds) keeps its own."""
         import torch
 
         from spargo.node.aggregation import weighted_average
@@ -281,22 +322,26 @@ class BatchedSwarm:
         flat = self.flat()
         samples = self.options["weighting"] == "samples"
         weights = self.data.count.astype(np.float64) if samples else np.ones(self.n)
-        mean = weighted_average(flat.cpu().numpy(), weights)
-        self.load_flat(torch.as_tensor(mean).to(flat.device).expand(self.n, -1))
-        self.merges += self.n
-        return [_stats(merged_peers=1) for _ in range(self.n)]
+        mean = torch.as_tensor(weighted_average(flat.cpu().numpy(), weights)).to(flat.device)
+        got = self.links(round_index).heard
+        chosen = torch.as_tensor(got, device=flat.device).view(-1, 1)
+        self.load_flat(torch.where(chosen, mean.expand(self.n, -1), flat))
+        self.merges += int(got.sum())
+        return [_stats(merged_peers=int(got[p])) for p in range(self.n)]
 
     def _gossip(self, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
         from spargo.sims.batched_mix import beta_matrix, mh_matrix, mix, push_sum
 
-        edges = gossip.edges(round_index)
+        links = self.links(round_index)
+        edges = links.merged[0]
         pushsum = self.scenario.method == "pushsum"
-        sizes = self.wire.send("share" if pushsum else "model", round_index, edges.out_degree)
-        self._delivered(edges, sizes)
+        kind = "share" if pushsum else "model"
+        sizes = self.wire.send(kind, round_index, links.sent.out_degree)
+        self._delivered(links, [sizes])
         k = edges.in_degree
         own = self.flat()
         if pushsum:
-            mixed, self.mass, guards = push_sum(edges, own, self.mass)
+            mixed, self.mass, guards = push_sum(links.sent, edges, own, self.mass)
             self.load_flat(mixed)
             return [
                 _stats(

@@ -17,11 +17,17 @@ if TYPE_CHECKING:
 
 #: Methods the batched engine runs.
 BATCHED_METHODS = ("dense", "vc", "pushsum", "choco", "fedsparsify", "spafl", "allreduce", "local")
-#: Scenario fields that inject faults, with their fault-free values.
-_FAULT_FREE: dict[str, object] = {
-    "loss": 0.0, "churn": 0.0, "churn_events": (), "partition_at": None, "attack": None,
-    "attackers": 0.0, "latency_ms": 0.0, "jitter_ms": 0.0, "bandwidth_mbps": 0.0,
-    "step_time_s": 0.0, "speed_spread": 0.0,
+#: Fault fields the batched engine does not run, with their fault-free values (loss,
+#: partitions and device speeds it runs as masks: ``sims.batched_faults``).
+_REFUSED: dict[str, object] = {
+    "churn": 0.0, "churn_events": (), "attack": None, "attackers": 0.0, "latency_ms": 0.0,
+    "jitter_ms": 0.0, "bandwidth_mbps": 0.0, "latency_from": None, "faults": (),
+}  # fmt: skip
+#: Why each refused fault needs the node engine (the ScenarioError's reason).
+_WHY = {
+    "churn": "churn", "churn_events": "churn", "attack": "attacks", "attackers": "attacks",
+    "latency_ms": "link delays", "jitter_ms": "link delays", "bandwidth_mbps": "link delays",
+    "latency_from": "link delays", "faults": "fault objects",
 }  # fmt: skip
 
 
@@ -35,12 +41,18 @@ def check_batched(scenario: Scenario) -> None:
         )
     if s.mode != "rounds":
         raise ScenarioError("--engine batched runs --mode rounds only; use --engine node")
-    for name, clean in _FAULT_FREE.items():
+    for name, clean in _REFUSED.items():
         if getattr(s, name) != clean:
             flag = name.replace("_", "-")
             raise ScenarioError(
-                f"--engine batched runs fault-free rounds; --{flag} needs --engine node"
+                f"--engine batched runs loss, partitions and device speeds, not "
+                f"{_WHY[name]}; --{flag} needs --engine node"
             )
+    if s.method == "choco" and (s.loss > 0 or s.partition_at is not None):
+        raise ScenarioError(
+            "--engine batched runs choco without --loss or --partition-at (a missing delta "
+            "starts a resync that races the next send); use --engine node"
+        )
     if s.method == "choco" and s.sampler.strip() != "all":
         raise ScenarioError(
             f"--engine batched runs choco with --sampler all only (not {s.sampler!r}); "

@@ -130,18 +130,19 @@ def mix(matrix: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
 
 
 def push_sum(
-    edges: Edges, flat: torch.Tensor, mass: np.ndarray
+    sent: Edges, edges: Edges, flat: torch.Tensor, mass: np.ndarray
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """One push-sum round for all peers (``node.methods.pushsum``, docs/algorithms.md §4).
 
-    Each sender with k > 0 targets keeps and sends shares w/(k + 1) (clamped up to
-    ``PUSHSUM_MIN_WEIGHT``); each receiver with shares sets w ← Σ shares, z ← Σ share·z / w;
-    one without keeps z. Returns ``(z, w, guards)``; ``flat`` is z, float32 [N, d]; ``guards``
-    [N] counts each peer's mass clamps (the node's ``pushsum_guard``).
+    Each sender with k > 0 targets (``sent``) keeps and sends shares w/(k + 1) (clamped up to
+    ``PUSHSUM_MIN_WEIGHT``); each receiver with shares (``edges``: the shares that arrived;
+    a lost share's mass is gone) sets w ← Σ shares, z ← Σ share·z / w; one without keeps z.
+    Returns ``(z, w, guards)``; ``flat`` is z, float32 [N, d]; ``guards`` [N] counts each
+    peer's mass clamps (the node's ``pushsum_guard``).
     """
     import torch
 
-    k = edges.out_degree
+    k = sent.out_degree
     share = np.where(k > 0, mass / (k + 1), mass)
     low = (k > 0) & (share < PUSHSUM_MIN_WEIGHT)
     share = np.where(low, PUSHSUM_MIN_WEIGHT, share)

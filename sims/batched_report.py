@@ -87,7 +87,7 @@ class Recorder:
             RoundMetrics(
                 peer_id=swarm.ids[p],
                 round=round_index,
-                time_s=0.0,
+                time_s=float(swarm.time_s[p]),
                 loss=float(loss[p]),
                 accuracy=float(local[p]),
                 global_accuracy=float(glob[p]),
@@ -96,8 +96,8 @@ class Recorder:
                 bytes_received=int(swarm.bytes_received[p]),
                 messages_sent=int(wire.messages_sent[p]),
                 messages_received=int(swarm.received[p]),
-                messages_dropped=0,
-                drops={},
+                messages_dropped=int(swarm.stale[p]),
+                drops={"stale": int(swarm.stale[p])} if swarm.stale[p] else {},
                 merge=merge[p],
             )
             for p in range(swarm.n)
@@ -145,7 +145,7 @@ class Recorder:
                 "density": _r(density),
                 "bytes_sent_total": int(swarm.wire.bytes_sent.sum()),
                 "consensus_distance": None if distance is None else _r(distance),
-                "time_s": 0.0,
+                "time_s": _r(float(swarm.time_s.max(initial=0.0))),
             }
         )
 
@@ -181,6 +181,12 @@ class Recorder:
         ]
         wire = self.swarm.wire
         merges = self.swarm.merges
+        plan = self.swarm.plan
+        network = {} if plan is None else {
+            k.removeprefix("network_"): v for k, v in plan.drops.items()
+            if k.startswith("network_") and k != "network_unreachable" and v
+        }  # fmt: skip
+        drops = {} if plan is None else {k: v for k, v in sorted(plan.drops.items()) if v}
         summary: dict[str, Any] = {
             "name": s.label,
             "engine": "batched",
@@ -204,21 +210,24 @@ class Recorder:
             "consensus_distance": distances[-1] if distances else None,
             "bytes_sent_total": int(wire.bytes_sent.sum()),
             "messages_sent": int(wire.messages_sent.sum()),
-            "messages_dropped": 0,
-            "drops": {},
+            "messages_dropped": sum(drops.values()),
+            "drops": drops,
             "attackers": 0,
             "churn_events": 0,
             "churn_planned": 0,
             "merges": merges,
             "staleness_mean": 0.0 if merges else None,
             "staleness_max": 0 if merges else None,
-            "simulated_s": 0.0,
+            "simulated_s": _r(float(self.swarm.time_s.max(initial=0.0))),
             "wall_s": round(wall_s, 3),
             **{f"wall_{k}_s": round(v, 3) for k, v in self.swarm.seconds.items()},
             "rounds_done": len(self.stats),
             "interrupted": interrupted,
         }
-        return SimResult(s, summary, self.history, self.stats, {"network_drops": {}})
+        faults = {"network_drops": dict(sorted(network.items()))}
+        if plan is not None:
+            faults["step_time_s"] = [_r(t / max(1, s.local_steps)) for t in plan.compute_s]
+        return SimResult(s, summary, self.history, self.stats, faults)
 
 
 def merge_stats(**values: float | None) -> dict[str, float]:
