@@ -163,7 +163,9 @@ class BatchedSwarm:
         plan's, or every sent message when nothing is faulty)."""
         if self.plan is not None:
             return self.plan.rounds[round_index]
-        if self.gossip is None:
+        if self.gossip is None:  # all-reduce: each peer hears the hub
+            from spargo.sims.batched_mix import Edges
+
             everyone = np.arange(self.n)
             return fault_free(Edges(everyone, everyone, self.n), 1)
         return fault_free(self.gossip.edges(round_index), self.slots(round_index))
@@ -261,7 +263,7 @@ class BatchedSwarm:
         sizes = spafl.send(self.wire, round_index, links.sent.out_degree, self.names, self.params)
         self._delivered(links, sizes)
         edges = links.merged[0]  # τ; the masked weights (weights rounds) are slot 1
-        matrix, row = mh_matrix(gossip, edges, self.device)
+        matrix, _ = mh_matrix(gossip, edges, self.device)
         weighed = links.merged[-1]
         w_matrix, w_row = mh_matrix(gossip, weighed, self.device)
         factors = spafl.merge(self.params, (edges, matrix), (weighed, w_matrix, w_row), round_index)

@@ -121,11 +121,19 @@ class Links:
 
 @dataclass
 class _Pass:
-    """One pass of the recurrence: what it found, before the Bye feedback is checked."""
+    """One pass of the recurrence: what it found, before the Bye feedback is checked.
+
+    Levels order what happens within one simulated instant, as the event loop does: timers
+    (a deadline, the compute time) wake their peer at level 1; a message sent at level s is
+    read at s + 1 and wakes a waiting peer at s + 2 (``level``: each peer's latest finish)."""
 
     rounds: list[Delivery] = field(default_factory=list)
     drops: Counter[str] = field(default_factory=Counter)
-    late: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+    #: (round, receiver [E], arrival s [E], level it is read at [E]) of late messages.
+    late: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    #: Whether each peer's latest round ended at its deadline (not by the last arrival).
+    timed_out: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    level: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 class FaultPlan:
@@ -134,9 +142,10 @@ class FaultPlan:
     ``edges[r]``: the sampler's edges of round r; ``slots(r)``: messages each sender sends
     each target in round r (0: none, ``local``); ``neighbours[v]``: the graph neighbours v
     greets and says Bye to; ``compute_s`` [N]: simulated seconds of one round's training;
-    ``hub``: the all-reduce reference (everyone waits for the average of every peer's
-    deposit over ideal links, no gossip). Raises ``ScenarioError`` when peers drift two rounds
-    apart (the node would catch up, which this plan does not mirror).
+    ``max_staleness``: the node's window for messages ahead of it; ``hub``: the all-reduce
+    reference (everyone waits for the average of every peer's deposit over ideal links, no
+    gossip). Raises ``ScenarioError`` where peers drift so far apart that the node would drop
+    a message as ``future`` or catch up, which this plan does not mirror.
     """
 
     def __init__(
@@ -148,6 +157,7 @@ class FaultPlan:
         compute_s: np.ndarray,
         deadline_s: float,
         *,
+        max_staleness: int = 5,
         hub: bool = False,
     ) -> None:
         self.edges = list(edges)
@@ -156,12 +166,14 @@ class FaultPlan:
         self.links = links
         self.compute_s = np.asarray(compute_s, dtype=np.float64)
         self.deadline_s = float(deadline_s)
+        self.max_staleness = max_staleness
         self.hub = hub
         src = np.array([v for v in range(self.n) for _ in neighbours[v]], dtype=np.int64)
         dst = np.array([u for v in range(self.n) for u in neighbours[v]], dtype=np.int64)
         order = np.argsort(src * self.n + dst, kind="stable")
         self.src, self.dst = src[order], dst[order]
         self._keys = self.src * self.n + self.dst
+        self.hello_lost = np.zeros(len(self.src), dtype=bool)
         self.rounds: list[Delivery] = []
         self.drops: Counter[str] = Counter()
         self._plan()
@@ -173,55 +185,60 @@ class FaultPlan:
         found = (at < len(self._keys)) & (self._keys[np.minimum(at, len(self._keys) - 1)] == keys)
         if not found.all():
             raise ValueError("a gossip edge is not a graph neighbour link")
-        return at
+        return np.asarray(at, dtype=np.int64)
 
     def _plan(self) -> None:
-        bye_in = np.full(len(self.src), np.inf)
+        byes = (np.full(len(self.src), np.inf), np.zeros(len(self.src), dtype=np.int64))
         for _ in range(MAX_PASSES):
-            found = self._pass(bye_in)
+            found = self._pass(byes)
             finish = found.rounds[-1].time_s if found.rounds else np.zeros(self.n)
-            new_bye = np.minimum(bye_in, self._byes(finish, found.drops))
+            new = self._byes(finish, found)
             self._classify_late(found, finish)
-            if np.array_equal(new_bye, bye_in):
+            if np.array_equal(new[0], byes[0]) and np.array_equal(new[1], byes[1]):
                 self.rounds, self.drops = found.rounds, found.drops
                 return
-            bye_in = new_bye
+            byes = new
         raise ScenarioError(
             "--engine batched could not settle when peers leave (their Byes keep changing "
             "the timing); use --engine node"
         )
 
-    def _hellos(self, drops: Counter[str]) -> None:
-        """Hello to every neighbour before round 0: index 0 of round 0 on each link."""
-        lost = self.links.lost(self.src, self.dst, 0, 0) & ~self.links.cut(self.src, self.dst, 0)
-        drops["network_loss"] += int(lost.sum())
+    def _pass(self, byes: tuple[np.ndarray, np.ndarray]) -> _Pass:
+        found = _Pass(timed_out=np.zeros(self.n, dtype=bool), level=np.ones(self.n, np.int64))
+        lost = self.links.lost(self.src, self.dst, 0, 0)  # Hellos: index 0 of round 0
+        found.drops["network_loss"] += int(lost.sum())
         self.hello_lost = lost
-
-    def _pass(self, bye_in: np.ndarray) -> _Pass:
-        found = _Pass()
-        self._hellos(found.drops)
         start = np.zeros(self.n)
         history: list[np.ndarray] = []
         for r, edges in enumerate(self.edges):
             if self.hub:
                 delivery = self._hub_round(r, start, found)
             else:
-                delivery = self._round(r, edges, start, bye_in, found)
-            self._check_drift(r, edges, history, start)
+                delivery = self._round(r, edges, start, byes, found)
+            self._check_drift(r, edges, start + self.compute_s, history)
             history.append(delivery.time_s)
             found.rounds.append(delivery)
             start = delivery.time_s
         return found
 
     def _round(
-        self, r: int, edges: Edges, start: np.ndarray, bye_in: np.ndarray, found: _Pass
+        self,
+        r: int,
+        edges: Edges,
+        start: np.ndarray,
+        byes: tuple[np.ndarray, np.ndarray],
+        found: _Pass,
     ) -> Delivery:
         """Round r of the recurrence (see the module docstring)."""
         i, j = edges.receiver, edges.sender
         sent_at = start + self.compute_s
         deadline = sent_at + self.deadline_s
-        left = bye_in[self._link(i, j)] if len(i) else np.zeros(0)  # i's Bye reached j
-        sent = ~(left + EPS_S < sent_at[j])
+        timer = (self.compute_s > 0) | found.timed_out | (r == 0)
+        send_level = np.where(timer, 1, found.level)
+        to_j, to_i = self._link(i, j), self._link(j, i)
+        left, left_level = byes[0][to_j], byes[1][to_j] + 1  # i's Bye, as j reads it
+        tie = np.abs(left - sent_at[j]) <= EPS_S
+        sent = ~((left + EPS_S < sent_at[j]) | (tie & (left_level < send_level[j])))
         cut = self.links.cut(j, i, r) & sent
         base = 1 if r == 0 else 0  # round 0's payloads follow the Hello on each link
         ok = []
@@ -230,20 +247,27 @@ class FaultPlan:
             found.drops["network_loss"] += int(lost.sum())
             found.drops["network_partition"] += int(cut.sum())
             ok.append(sent & ~cut & ~lost)
-        arrive = sent_at[j]
+        arrive, read = sent_at[j], send_level[j] + 1
         everything = np.logical_and.reduce(ok) if ok else np.ones(len(i), dtype=bool)
-        ready = np.where(everything, arrive, np.inf)
-        if len(i):
-            ready = np.minimum(ready, bye_in[self._link(j, i)])  # j's Bye reached i
+        ready, ready_level = np.where(everything, arrive, np.inf), read
+        if ok and len(i):  # j's Bye ends i's wait for j too
+            bye, bye_level = byes[0][to_i], byes[1][to_i] + 1
+            first = (bye + EPS_S < ready) | (_close(bye, ready) & (bye_level < read))
+            ready, ready_level = np.where(first, bye, ready), np.where(first, bye_level, read)
         done = sent_at.copy()
         if ok:
             np.maximum.at(done, i, ready)
-        ends = np.where(done + EPS_S < deadline, done, deadline)
+        level = np.where(np.abs(done - sent_at) <= EPS_S, send_level, 0)
+        last = _close(ready, done[i])
+        np.maximum.at(level, i[last], ready_level[last] + 1)
+        found.timed_out = ~(done + EPS_S < deadline)
+        found.level = np.where(found.timed_out, 1, level)
+        ends = np.where(found.timed_out, deadline, done)
         merged = []
         for delivered in ok:
             in_time = delivered & (arrive <= ends[i]) & (arrive + EPS_S < deadline[i])
             late = delivered & ~in_time
-            found.late.append((r, i[late], arrive[late]))
+            found.late.append((r, i[late], arrive[late], read[late]))
             merged.append(_subset(edges, in_time))
         return Delivery(_subset(edges, sent), tuple(merged), ends, np.zeros(self.n, np.int64))
 
@@ -254,50 +278,70 @@ class FaultPlan:
         average_at = float(sent_at.max()) if self.n else 0.0
         in_time = average_at + EPS_S < deadline
         ends = np.where(in_time, average_at, deadline)
+        found.timed_out = ~in_time
+        found.level = np.where(in_time, 3, 1)  # the hub's message is read, then wakes
         everyone = np.arange(self.n)
-        found.late.append((r, everyone[~in_time], np.full(int((~in_time).sum()), average_at)))
+        late = everyone[~in_time]
+        found.late.append((r, late, np.full(len(late), average_at), np.full(len(late), 2)))
         none = Edges(np.zeros(0, np.int64), np.zeros(0, np.int64), self.n)
         hub = Edges(everyone[in_time], everyone[in_time], self.n)  # "from the hub" per peer
         return Delivery(none, (hub,), ends, np.zeros(self.n, np.int64))
 
     def _check_drift(
-        self, r: int, edges: Edges, history: list[np.ndarray], start: np.ndarray
+        self, r: int, edges: Edges, sent_at: np.ndarray, ends: list[np.ndarray]
     ) -> None:
-        """A round-r message reaching a peer still in round r − 2 (or earlier): the node
-        would file it as two rounds ahead and may catch up, which the plan does not mirror."""
-        if r < 2 or not len(edges.receiver):
+        """Refuse what the node would do differently once peers drift apart: drop a message
+        as ``future`` (stamped more than ``max_staleness`` + 1 rounds past its receiver's
+        round), or catch up (possible only when every neighbour sent round r before the
+        receiver started round r − 2). ``ends``: every earlier round's finishing times."""
+        back = r - self.max_staleness - 2
+        if back >= 0 and len(edges.receiver):
+            early = sent_at[edges.sender] + EPS_S < ends[back][edges.receiver]
+            if early.any():
+                raise ScenarioError(
+                    f"--engine batched: in round {r} a peer gets a message more than "
+                    "--max-staleness + 1 rounds ahead of it (the node drops it as future); "
+                    "use --engine node"
+                )
+        if r < 2 or not len(self.src):
             return
-        arrive = (start + self.compute_s)[edges.sender]
-        if (arrive + EPS_S < history[r - 2][edges.receiver]).any():
+        begun = ends[r - 3] if r >= 3 else np.zeros(self.n)
+        last = np.full(self.n, -np.inf)
+        np.maximum.at(last, self.dst, sent_at[self.src])
+        heard = np.bincount(self.dst, minlength=self.n) > 0
+        if (heard & (last + EPS_S < begun)).any():
             raise ScenarioError(
-                f"--engine batched: by round {r} some peers run two rounds ahead of a "
-                "neighbour (device speeds vs --round-deadline-s), which the node handles by "
-                "catching up; use --engine node"
+                f"--engine batched: by round {r} a peer runs two rounds behind all its "
+                "neighbours (the node would catch up); use --engine node"
             )
 
-    def _byes(self, finish: np.ndarray, drops: Counter[str]) -> np.ndarray:
-        """Each neighbour link's Bye arrival (inf: lost or cut). A Bye that lands after its
-        receiver left changes nothing there (it is ``network_unreachable``), so every
-        delivered one may feed the recurrence."""
+    def _byes(self, finish: np.ndarray, found: _Pass) -> tuple[np.ndarray, np.ndarray]:
+        """Each neighbour link's Bye: (arrival s, level it is sent at) [links]; inf when lost
+        or cut. A Bye that lands after its receiver left changes nothing there (it is
+        ``network_unreachable``), so every delivered one may feed the recurrence."""
         rounds = len(self.edges)
         lost = self.links.lost(self.src, self.dst, rounds, 0)
         cut = self.links.cut(self.src, self.dst, rounds)
-        drops["network_partition"] += int(cut.sum())
-        drops["network_loss"] += int((lost & ~cut).sum())
+        found.drops["network_partition"] += int(cut.sum())
+        found.drops["network_loss"] += int((lost & ~cut).sum())
         sent_at = finish[self.src]
         delivered = ~lost & ~cut
         gone = delivered & (sent_at > finish[self.dst] + EPS_S)
-        drops["network_unreachable"] += int(gone.sum())
-        return np.where(delivered, sent_at, np.inf)
+        found.drops["network_unreachable"] += int(gone.sum())
+        return np.where(delivered, sent_at, np.inf), found.level[self.src].astype(np.int64)
 
     def _classify_late(self, found: _Pass, finish: np.ndarray) -> None:
         """Late messages: ``stale`` at a peer still running (counted in the record of the
-        round they were sent in), unreachable after it left."""
-        for r, receiver, arrive in found.late:
-            running = arrive + EPS_S < finish[receiver]
+        round they were sent in), unreachable after it left; one landing in the instant its
+        receiver left is read only at a lower level than the receiver's last step (else it
+        goes down with the receive loop, counted nowhere)."""
+        for r, receiver, arrive, read in found.late:
+            tie = np.abs(arrive - finish[receiver]) <= EPS_S
+            running = (arrive + EPS_S < finish[receiver]) | (tie & (read < found.level[receiver]))
             gone = arrive > finish[receiver] + EPS_S
             found.drops["stale"] += int(running.sum())
-            found.drops["network_unreachable"] += int(gone.sum())
+            if not self.hub:  # the hub routes nothing to a peer that left
+                found.drops["network_unreachable"] += int(gone.sum())
             np.add.at(found.rounds[r].stale, receiver[running], 1)
 
     def hello_received(self, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -307,6 +351,12 @@ class FaultPlan:
         count = np.bincount(self.dst[got], minlength=self.n).astype(np.int64)
         nbytes = np.bincount(self.dst[got], sizes[self.src[got]], minlength=self.n)
         return count, nbytes.astype(np.int64)
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether two arrays of instants are one instant (inf == inf never: nothing came)."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(np.isfinite(a) & (np.abs(a - b) <= EPS_S))
 
 
 def _subset(edges: Edges, keep: np.ndarray) -> Edges:
@@ -353,14 +403,22 @@ def plan_for(
         split, heal = s.partition_at
     links = Links(s.seed, s.loss, overrides, sides, split, heal)
     empty = Edges(np.zeros(0, np.int64), np.zeros(0, np.int64), n)
+    neighbours: list[list[int]] = [[] for _ in range(n)]
     if gossip is None:
-        edges, neighbours = [empty] * s.rounds, [[] for _ in range(n)]
+        edges = [empty] * s.rounds
     else:
         edges = [gossip.edges(r) for r in range(s.rounds)]
         neighbours = gossip.neighbours
     compute_s = step_s * s.local_steps
     return FaultPlan(
-        edges, slots, neighbours, links, compute_s, s.round_deadline_s, hub=gossip is None
+        edges,
+        slots,
+        neighbours,
+        links,
+        compute_s,
+        s.round_deadline_s,
+        max_staleness=s.max_staleness,
+        hub=gossip is None,
     )
 
 

@@ -224,7 +224,7 @@ class Recorder:
             "rounds_done": len(self.stats),
             "interrupted": interrupted,
         }
-        faults = {"network_drops": dict(sorted(network.items()))}
+        faults: dict[str, Any] = {"network_drops": dict(sorted(network.items()))}
         if plan is not None:
             faults["step_time_s"] = [_r(t / max(1, s.local_steps)) for t in plan.compute_s]
         return SimResult(s, summary, self.history, self.stats, faults)
