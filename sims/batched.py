@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spargo.sims.batched_check import BATCHED_METHODS, check_batched, method_options
-from spargo.sims.batched_faults import fault_free, plan_for
+from spargo.sims.batched_faults_links import SwarmLinks, plan_for
 from spargo.sims.batched_report import merge_stats as _stats
 from spargo.sims.scenario import Scenario
 
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
     from spargo.node.methods.payloads import Signature
     from spargo.sims.batched_choco import ChocoSwarm
-    from spargo.sims.batched_faults import Delivery
     from spargo.sims.batched_mix import Gossip
     from spargo.sims.batched_spafl import SpaflSwarm, Thresholded
     from spargo.sims.batched_sparsify import SparsifySwarm
@@ -47,7 +46,7 @@ if TYPE_CHECKING:
     from spargo.sims.trackers import Tracker
 
 
-class BatchedSwarm:
+class BatchedSwarm(SwarmLinks):
     """All peers of one scenario as stacked tensors; ``step(r)`` runs round r."""
 
     def __init__(self, scenario: Scenario) -> None:
@@ -137,38 +136,6 @@ class BatchedSwarm:
         order = [stored[name] for name in stored_order(self.names, head)]
         tau = sum(int(t.shape[1]) for t in self.thresholds.tau)
         return Signature(dict(zip(exchanged_names(self.names, head), order, strict=True)), tau)
-
-    def _deliver_static(self, sizes: np.ndarray, neighbours: list[list[int]]) -> None:
-        """Hellos reach every graph neighbour they are not lost to (counted as received)."""
-        if self.plan is not None:
-            count, nbytes = self.plan.hello_received(sizes)
-            self.received += count
-            self.bytes_received += nbytes
-            return
-        for v, adjacent in enumerate(neighbours):
-            self.received[adjacent] += 1
-            self.bytes_received[adjacent] += sizes[v]
-
-    def slots(self, round_index: int) -> int:
-        """Messages each sender sends each target in ``round_index`` (the node method's
-        ``expected_messages``)."""
-        if self.scenario.method == "local":
-            return 0
-        if self.spafl is not None and self.spafl.weights_round(round_index):
-            return 2
-        return 1
-
-    def links(self, round_index: int) -> Delivery:
-        """Round ``round_index``'s messages: sent, and merged per message slot (the fault
-        plan's, or every sent message when nothing is faulty)."""
-        if self.plan is not None:
-            return self.plan.rounds[round_index]
-        if self.gossip is None:  # all-reduce: each peer hears the hub
-            from spargo.sims.batched_mix import Edges
-
-            everyone = np.arange(self.n)
-            return fault_free(Edges(everyone, everyone, self.n), 1)
-        return fault_free(self.gossip.edges(round_index), self.slots(round_index))
 
     def flat(self) -> torch.Tensor:
         """All parameters as one ``[N, d]`` float32 matrix (peer-major)."""
@@ -301,16 +268,6 @@ class BatchedSwarm:
         if self.thresholds is None:
             return self.flat()
         return torch.cat([self.flat(), *self.thresholds.tau], dim=1)
-
-    def _delivered(self, links: Delivery, sizes: list[np.ndarray]) -> None:
-        """Count a round's merged messages as received (``sizes[k]``: each sender's k-th
-        message size [N]) and the merges they make."""
-        for edges, size in zip(links.merged, sizes, strict=True):
-            self.received += edges.in_degree
-            self.bytes_received += np.bincount(
-                edges.receiver, size[edges.sender], minlength=self.n
-            ).astype(np.int64)
-        self.merges += int(links.heard.sum())
 
     def _allreduce(self, round_index: int) -> list[dict[str, float]]:
         """Every peer loads the mean of all models (``sims.allreduce``): equal weights

@@ -44,18 +44,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spargo.sims.batched_mix import Edges
 from spargo.sims.network import keyed_uniform
-from spargo.sims.scenario import Scenario, ScenarioError
-
-if TYPE_CHECKING:
-    import networkx as nx
-
-    from spargo.sims.batched_mix import Gossip
+from spargo.sims.scenario import ScenarioError
 
 #: The virtual clock's resolution (``sims.clock.VirtualClockLoop``): timers this close together
 #: fire in one batch, before anything they trigger.
@@ -364,72 +358,7 @@ def _subset(edges: Edges, keep: np.ndarray) -> Edges:
     return Edges(edges.receiver[keep], edges.sender[keep], edges.n_peers)
 
 
-def plan_for(
-    scenario: Scenario,
-    graph: nx.Graph,
-    gossip: Gossip | None,
-    ids: Sequence[str],
-    slots: Callable[[int], int],
-) -> FaultPlan | None:
-    """The scenario's ``FaultPlan``, or None when nothing can go missing or late (no loss,
-    no partition, no device speeds): then every sent message is merged at time 0.
-
-    ``gossip``: the round's edges and the graph neighbours (None for the all-reduce hub)."""
-    from spargo.sims.faults import FaultContext
-    from spargo.sims.network import default_link, edge_links, partition_groups
-
-    s = scenario
-    if s.loss == 0 and s.partition_at is None and s.step_time_s == 0 and not _edge_faults(graph):
-        return None
-    n = len(ids)
-    node_of = {peer: v for v, peer in enumerate(ids)}
-    ctx = FaultContext(s, graph, ids, node_of)
-    step_s = np.zeros(n)
-    for fault in s.fault_list():
-        if (times := fault.compute_s(ctx)) is not None:
-            step_s = step_s + np.asarray(times, dtype=np.float64)
-    link = default_link(s)
-    per_edge = edge_links(graph, node_of, link)
-    if any(found.latency_s > 0 or found.bandwidth_bps > 0 for found in per_edge.values()):
-        raise ScenarioError(
-            "--engine batched runs links without latency or bandwidth; this graph's edges "
-            "set them: use --engine node"
-        )
-    overrides = {(node_of[a], node_of[b]): found.loss for (a, b), found in per_edge.items()}
-    sides, split, heal = None, 0, 0
-    if s.partition_at is not None:
-        groups = partition_groups(s.partition_groups, graph.to_undirected(), ids, s.seed)
-        sides = np.array([groups.get(peer, -1) for peer in ids], dtype=np.int64)
-        split, heal = s.partition_at
-    links = Links(s.seed, s.loss, overrides, sides, split, heal)
-    empty = Edges(np.zeros(0, np.int64), np.zeros(0, np.int64), n)
-    neighbours: list[list[int]] = [[] for _ in range(n)]
-    if gossip is None:
-        edges = [empty] * s.rounds
-    else:
-        edges = [gossip.edges(r) for r in range(s.rounds)]
-        neighbours = gossip.neighbours
-    compute_s = step_s * s.local_steps
-    return FaultPlan(
-        edges,
-        slots,
-        neighbours,
-        links,
-        compute_s,
-        s.round_deadline_s,
-        max_staleness=s.max_staleness,
-        hub=gossip is None,
-    )
-
-
 def fault_free(edges: Edges, slots: int) -> Delivery:
     """A round in which every sent message is merged, at time 0 (no ``FaultPlan``)."""
     zeros = np.zeros(edges.n_peers)
     return Delivery(edges, (edges,) * slots, zeros, zeros.astype(np.int64))
-
-
-def _edge_faults(graph: nx.Graph) -> bool:
-    """Whether any graph edge carries its own link attributes (loss, latency, bandwidth)."""
-    from spargo import topology
-
-    return any(topology.edge_attributes(graph, u, v) for u, v in graph.edges)
