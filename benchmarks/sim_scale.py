@@ -20,7 +20,9 @@ import time
 from typing import Any
 
 
-def measure(nodes: int, rounds: int, engine: str, eval_peers: int) -> dict[str, Any]:
+def measure(
+    nodes: int, rounds: int, engine: str, eval_peers: int, loss: float = 0.0
+) -> dict[str, Any]:
     """Run one size in this process and measure it."""
     import torch
 
@@ -31,7 +33,7 @@ def measure(nodes: int, rounds: int, engine: str, eval_peers: int) -> dict[str, 
     scenario = Scenario(
         nodes=nodes, topology="smallworld", method="dense", method_options={}, rounds=rounds,
         local_steps=2, task=f"synthetic:{max(2000, 4 * nodes)}", partition="iid",
-        consensus=False, engine=engine, eval_peers=eval_peers,
+        consensus=False, engine=engine, eval_peers=eval_peers, loss=loss,
     )  # fmt: skip
     started = time.perf_counter()
     finished: list[float] = []
@@ -44,6 +46,7 @@ def measure(nodes: int, rounds: int, engine: str, eval_peers: int) -> dict[str, 
         "nodes": nodes,
         "rounds": rounds,
         "eval_peers": eval_peers or "all",
+        "loss": loss,
         "wall_s": round(wall_s, 2),
         "wall_s_per_round": round(wall_s / rounds, 3),
         "steady_s_per_round": round(steady_s, 3),
@@ -68,14 +71,17 @@ def main() -> None:
     parser.add_argument(
         "--eval-peers", type=int, default=0, help="batched: peers evaluated per round (0 = all)"
     )
+    parser.add_argument("--loss", type=float, default=0.0, help="message loss probability")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.rounds, args.engine, args.eval_peers)), flush=True)
+        found = measure(args.one, args.rounds, args.engine, args.eval_peers, args.loss)
+        print(json.dumps(found), flush=True)
         return
     for size in (int(s) for s in args.sizes.split(",")):
         cmd = [sys.executable, __file__, "--one", str(size), "--rounds", str(args.rounds)]
         cmd += ["--engine", args.engine, "--eval-peers", str(args.eval_peers)]
+        cmd += ["--loss", str(args.loss)]
         subprocess.run(cmd, check=True)
 
 

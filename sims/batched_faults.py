@@ -105,8 +105,9 @@ class Links:
     ) -> np.ndarray:
         """Whether the loss draw drops each message (index ``index`` on its link) [E]."""
         p = np.full(len(sender), self.loss)
-        for e, (s, r) in enumerate(zip(sender.tolist(), receiver.tolist(), strict=True)):
-            p[e] = self.overrides.get((s, r), self.loss) if self.overrides else self.loss
+        if self.overrides:
+            pairs = zip(sender.tolist(), receiver.tolist(), strict=True)
+            p = np.array([self.overrides.get(pair, self.loss) for pair in pairs], dtype=float)
         if not (p > 0).any():
             return np.zeros(len(sender), dtype=bool)
         draws = keyed_uniform(self.seed, LOSS_STREAM, sender, receiver, round_index, index)
