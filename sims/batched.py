@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from spargo.sims.batched_check import BATCHED_METHODS, check_batched, method_options
+from spargo.sims.batched_faults_churn import SwarmChurn, scenario_churn
 from spargo.sims.batched_faults_links import SwarmLinks, plan_for
 from spargo.sims.batched_report import merge_stats as _stats
 from spargo.sims.scenario import Scenario
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
     from spargo.sims.trackers import Tracker
 
 
-class BatchedSwarm(SwarmLinks):
+class BatchedSwarm(SwarmLinks, SwarmChurn):
     """All peers of one scenario as stacked tensors; ``step(r)`` runs round r."""
 
     def __init__(self, scenario: Scenario) -> None:
@@ -61,6 +63,9 @@ class BatchedSwarm(SwarmLinks):
         self.options = method_options(s)
         self._method_state(s, graph)
         self.plan = plan_for(s, graph, self.gossip, self.ids, self.slots)
+        self.churn = scenario_churn(s, graph, self.ids)
+        self.churn_drops: Counter[str] = Counter()
+        self.rejoins: Counter[int] = Counter()
         shapes = [tuple(p.shape[1:]) for p in self.params]
         self.wire = Wire(self.ids, self._signature(shapes))
         self.model_nbytes = int(sum(4 * math.prod(shape) for shape in shapes))
@@ -157,6 +162,7 @@ class BatchedSwarm(SwarmLinks):
 
         s = self.scenario
         started = time.perf_counter()
+        frozen = self._churn_begin(round_index)
         index = batch_indices(self.data.count, self.seeds, round_index, s.local_steps, s.batch_size)
         masks = self.sparsify.masks if self.sparsify is not None else ()
         if self.spafl is not None:
@@ -174,6 +180,7 @@ class BatchedSwarm(SwarmLinks):
         try:
             return loss, self._communicate(round_index)
         finally:
+            self._churn_end(frozen)
             self.seconds["gossip"] += time.perf_counter() - trained
 
     def _communicate(self, round_index: int) -> list[dict[str, float]]:
@@ -277,12 +284,14 @@ class BatchedSwarm(SwarmLinks):
 
         from spargo.node.aggregation import weighted_average
 
-        self.wire.upload(self.model_nbytes)
+        live = self.live(round_index)
+        self.wire.upload(self.model_nbytes, live)
         flat = self.flat()
         samples = self.options["weighting"] == "samples"
         weights = self.data.count.astype(np.float64) if samples else np.ones(self.n)
+        got = self.links(round_index).heard & live
+        weights = weights * live
         mean = torch.as_tensor(weighted_average(flat.cpu().numpy(), weights)).to(flat.device)
-        got = self.links(round_index).heard
         chosen = torch.as_tensor(got, device=flat.device).view(-1, 1)
         self.load_flat(torch.where(chosen, mean.expand(self.n, -1), flat))
         self.merges += int(got.sum())
@@ -344,7 +353,8 @@ class BatchedSwarm(SwarmLinks):
     def finish(self) -> None:
         """Every gossiping peer says Bye to its neighbours (as the node does when it stops)."""
         if self.gossip is not None:
-            self.wire.send("bye", self.scenario.rounds, self.degree)
+            last = self.live(self.scenario.rounds - 1)
+            self.wire.send("bye", self.scenario.rounds, self.degree * last)
 
 
 def run_batched(

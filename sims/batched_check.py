@@ -18,16 +18,16 @@ if TYPE_CHECKING:
 #: Methods the batched engine runs.
 BATCHED_METHODS = ("dense", "vc", "pushsum", "choco", "fedsparsify", "spafl", "allreduce", "local")
 #: Fault fields the batched engine does not run, with their fault-free values (loss,
-#: partitions and device speeds it runs as masks: ``sims.batched_faults``).
+#: partitions, churn and device speeds it runs as masks: ``sims.batched_faults*``).
 _REFUSED: dict[str, object] = {
-    "churn": 0.0, "churn_events": (), "attack": None, "attackers": 0.0, "latency_ms": 0.0,
-    "jitter_ms": 0.0, "bandwidth_mbps": 0.0, "latency_from": None, "faults": (),
+    "attack": None, "attackers": 0.0, "latency_ms": 0.0, "jitter_ms": 0.0,
+    "bandwidth_mbps": 0.0, "latency_from": None, "faults": (),
 }  # fmt: skip
 #: Why each refused fault needs the node engine (the ScenarioError's reason).
 _WHY = {
-    "churn": "churn", "churn_events": "churn", "attack": "attacks", "attackers": "attacks",
-    "latency_ms": "link delays", "jitter_ms": "link delays", "bandwidth_mbps": "link delays",
-    "latency_from": "link delays", "faults": "fault objects",
+    "attack": "attacks", "attackers": "attacks", "latency_ms": "link delays",
+    "jitter_ms": "link delays", "bandwidth_mbps": "link delays", "latency_from": "link delays",
+    "faults": "fault objects",
 }  # fmt: skip
 
 
@@ -45,9 +45,10 @@ def check_batched(scenario: Scenario) -> None:
         if getattr(s, name) != clean:
             flag = name.replace("_", "-")
             raise ScenarioError(
-                f"--engine batched runs loss, partitions and device speeds, not "
+                f"--engine batched runs loss, partitions, churn and device speeds, not "
                 f"{_WHY[name]}; --{flag} needs --engine node"
             )
+    _check_churn(s)
     if s.method == "choco" and (s.loss > 0 or s.partition_at is not None):
         raise ScenarioError(
             "--engine batched runs choco without --loss or --partition-at (a missing delta "
@@ -101,3 +102,29 @@ def _probe(s: Scenario) -> Method:
 
         return AllReduceMethod(ctx, hub=None)  # type: ignore[arg-type]
     return method_spec(s.method).load()(ctx)
+
+
+def _check_churn(s: Scenario) -> None:
+    """Churn runs alone (no loss, partition or device speeds: the batched engine's churn has
+    no deadlines to wait out) and not for choco (``sims.batched_faults_churn``)."""
+    if s.churn == 0 and not s.churn_events:
+        return
+    timed = [
+        flag
+        for flag, on in (
+            ("--loss", s.loss > 0),
+            ("--partition-at", s.partition_at is not None),
+            ("--step-time-s", s.step_time_s > 0),
+        )
+        if on
+    ]
+    if timed:
+        raise ScenarioError(
+            f"--engine batched runs churn without {timed[0]} (its churn has no deadlines to "
+            "wait out); use --engine node"
+        )
+    if s.method == "choco":
+        raise ScenarioError(
+            "--engine batched runs choco without churn (a rejoining peer's public copies "
+            "need a resync); use --engine node"
+        )

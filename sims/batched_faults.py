@@ -263,8 +263,8 @@ class FaultPlan:
             in_time = delivered & (arrive <= ends[i]) & (arrive + EPS_S < deadline[i])
             late = delivered & ~in_time
             found.late.append((r, i[late], arrive[late], read[late]))
-            merged.append(_subset(edges, in_time))
-        return Delivery(_subset(edges, sent), tuple(merged), ends, np.zeros(self.n, np.int64))
+            merged.append(keep_edges(edges, in_time))
+        return Delivery(keep_edges(edges, sent), tuple(merged), ends, np.zeros(self.n, np.int64))
 
     def _hub_round(self, r: int, start: np.ndarray, found: _Pass) -> Delivery:
         """All-reduce: the average leaves when the last peer deposits (ideal links)."""
@@ -354,7 +354,7 @@ def _close(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.asarray(np.isfinite(a) & (np.abs(a - b) <= EPS_S))
 
 
-def _subset(edges: Edges, keep: np.ndarray) -> Edges:
+def keep_edges(edges: Edges, keep: np.ndarray) -> Edges:
     """The edges where ``keep`` holds (still sorted by receiver, sender)."""
     return Edges(edges.receiver[keep], edges.sender[keep], edges.n_peers)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spargo.sims.batched_faults import Delivery, FaultPlan, Links, fault_free
+from spargo.sims.batched_faults_churn import ChurnPlan, churn_delivery
 from spargo.sims.batched_mix import Edges
 from spargo.sims.scenario import Scenario, ScenarioError
 
@@ -33,6 +34,7 @@ class SwarmLinks:
     scenario: Scenario
     n: int
     plan: FaultPlan | None
+    churn: ChurnPlan | None
     gossip: Gossip | None
     spafl: SpaflSwarm | None
     received: np.ndarray
@@ -67,7 +69,10 @@ class SwarmLinks:
         if self.gossip is None:  # all-reduce: each peer hears the hub
             everyone = np.arange(self.n)
             return fault_free(Edges(everyone, everyone, self.n), 1)
-        return fault_free(self.gossip.edges(round_index), self.slots(round_index))
+        found = fault_free(self.gossip.edges(round_index), self.slots(round_index))
+        if self.churn is not None:
+            found = churn_delivery(found, self.churn, round_index)
+        return found
 
     def _delivered(self, links: Delivery, sizes: list[np.ndarray]) -> None:
         """Count a round's merged messages as received (``sizes[k]``: each sender's k-th

@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from spargo.sims import run
 from spargo.sims.batched_faults import EPS_S, FaultPlan, Links
 from spargo.sims.batched_mix import Edges
 from spargo.sims.network import keyed_uniform
 from spargo.sims.runner import SimResult
+from spargo.sims.scenario import ChurnEvent
 from tests.sims.conftest import small
 from tests.sims.test_batched_equal import CASES, HARD, TOL, assert_same
 
@@ -131,3 +133,54 @@ def test_the_plan_on_a_line_of_three_by_hand() -> None:
     assert plan.drops["network_unreachable"] == 1
     assert plan.drops["stale"] == 0
     assert EPS_S < 1e-6
+
+
+def test_churn_follows_the_batched_semantics_of_a_numpy_reference() -> None:
+    """Consensus only (lr 0) on a ring of 6: peer 1 leaves for rounds 2–3, peer 3 fails for
+    good at round 1, peer 4 fails for round 3. Every round, each present peer mixes with its
+    present neighbours by Metropolis–Hastings (1/3 each on a ring, the rest to itself) and an
+    absent peer keeps its state; messages and drops are counted by hand."""
+    from spargo.sims.batched import BatchedSwarm
+
+    events = (
+        ChurnEvent(1, 2, "leave", 2),
+        ChurnEvent(3, 1, "fail", 0),
+        ChurnEvent(4, 3, "fail", 1),
+    )
+    scenario = small(
+        nodes=6, rounds=6, lr=0.0, distinct_init=True, churn_events=events, engine="batched"
+    )
+    down = {0: set(), 1: {3}, 2: {1, 3}, 3: {1, 3, 4}, 4: {3}, 5: {3}}
+    with torch.no_grad():
+        swarm = BatchedSwarm(scenario)
+    x = swarm.flat().detach().double().numpy()
+    for r in range(6):
+        swarm.step(r)
+        mixed = x.copy()
+        for i in set(range(6)) - down[r]:
+            heard = [j for j in ((i - 1) % 6, (i + 1) % 6) if j not in down[r]]
+            mixed[i] = (1 - len(heard) / 3) * x[i] + sum(x[j] for j in heard) / 3
+        x = mixed
+        assert np.allclose(swarm.flat().detach().double().numpy(), x, atol=1e-6), r
+    swarm.finish()
+    sends = sum(2 * (6 - len(down[r])) for r in range(6)) - 2 * 2  # nobody sends to 1 away
+    hellos, byes = 12 + 2 + 2, 2 + 2 * 5  # rejoins greet; 1 leaves; the 5 left at the end
+    assert int(swarm.wire.messages_sent.sum()) == sends + hellos + byes
+    # A failed peer is still sent to: 2 and 4 → 3 in rounds 1–5 (not 4 in round 3), 5 → 4.
+    assert swarm.churn_drops["network_unreachable"] == 9 + 1
+    result = run(scenario)
+    assert result.summary["churn_events"] == 3
+    assert result.faults["rejoins"] == {"p1": 1, "p4": 1}
+    assert [row["peers"] for row in result.round_stats] == [6 - len(down[r]) for r in range(6)]
+    assert {m.peer_id for m in result.rounds if m.round == 3} == {"p0", "p2", "p5"}
+
+
+def test_seeded_churn_replays_and_every_method_runs_it() -> None:
+    fields: dict[str, Any] = {"engine": "batched", "rounds": 5, "churn": 0.2, "churn_downtime": 1}
+    first, again = run(small(**fields)), run(small(**fields))
+    assert [m.to_dict() for m in first.rounds] == [m.to_dict() for m in again.rounds]
+    assert first.summary["churn_events"] > 0
+    for method in ("vc", "pushsum", "fedsparsify", "spafl", "local", "allreduce"):
+        result = run(small(**fields, method=method))
+        assert result.summary["churn_events"] == first.summary["churn_events"]
+        assert len(result.rounds) < 8 * 5  # absent peers record nothing
