@@ -12,10 +12,14 @@ Methods: ``dense`` (Metropolis–Hastings mix), ``vc`` (``mix=mh`` or ``beta``),
 (local steps on the numerator x = z·w, ``sims.batched_mix.push_sum``), ``choco`` (``sampler=all``;
 ``sims.batched_choco``), ``fedsparsify`` (``sims.batched_sparsify``), ``spafl``
 (``sims.batched_spafl``), ``allreduce`` (``weighting`` equal or samples)
-and ``local``; not ``pushsum_rs``. Options are the node's (``sims.batched_check``). Fault-free
-rounds mode only (``robust=none``); any sampler; MLP tasks. Evaluation: every peer (or a seeded
-sample of ``eval_peers``) on the global test set and the local splits (``sims.batched_report``).
-Anything else is a one-line ``ScenarioError`` when the scenario is built.
+and ``local``; not ``pushsum_rs``. Options are the node's (``sims.batched_check``). Rounds mode
+(``robust=none``); any sampler; MLP tasks. Evaluation: every peer (or a seeded sample of
+``eval_peers``) on the global test set and the local splits (``sims.batched_report``).
+
+Faults are masks on each round's messages (``links(r)``: a ``sims.batched_faults.Delivery``):
+loss, partitions and device speeds exactly as the node engine (``sims.batched_faults``), churn
+with semantics of its own (``sims.batched_faults_churn``); anything else (attacks, link delays)
+is a one-line ``ScenarioError`` when the scenario is built.
 """
 
 from __future__ import annotations
@@ -298,7 +302,13 @@ class BatchedSwarm(SwarmLinks, SwarmChurn):
         return [_stats(merged_peers=int(got[p])) for p in range(self.n)]
 
     def _gossip(self, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
-        from spargo.sims.batched_mix import beta_matrix, mh_matrix, mix, push_sum
+        from spargo.sims.batched_mix import (
+            beta_matrix,
+            mh_matrix,
+            mix,
+            push_sum,
+            variance_correct_params,
+        )
 
         links = self.links(round_index)
         edges = links.merged[0]
@@ -326,7 +336,8 @@ class BatchedSwarm(SwarmLinks, SwarmChurn):
             matrix, row = mh_matrix(gossip, edges, own.device)
         before = [p.clone() for p in self.params] if self.scenario.method == "vc" else []
         self.load_flat(mix(matrix, own))
-        factors = self._correct(before, edges, row) if before else None
+        beta = float(self.options["beta"])
+        factors = variance_correct_params(self.params, before, edges, row, beta) if before else None
         return [
             _stats(
                 merged_peers=int(k[p]),
@@ -335,20 +346,6 @@ class BatchedSwarm(SwarmLinks, SwarmChurn):
             )
             for p in range(self.n)
         ]
-
-    def _correct(self, before: list[torch.Tensor], edges: Any, row: Any) -> np.ndarray:
-        """``vc``: variance-correct every tensor of two or more entries; mean factor [N]."""
-        from spargo.sims.batched_mix import variance_correct_all
-
-        beta = float(self.options["beta"])
-        factors = []
-        for p, own in zip(self.params, before, strict=True):
-            if math.prod(p.shape[1:]) < 2:
-                continue
-            corrected, scale = variance_correct_all(p, own, edges, row, beta)
-            p.copy_(corrected)
-            factors.append(scale)
-        return np.mean(factors, axis=0) if factors else np.ones(self.n)
 
     def finish(self) -> None:
         """Every gossiping peer says Bye to its neighbours (as the node does when it stops)."""

@@ -234,3 +234,24 @@ def variance_correct_all(
     change = pick & torch.as_tensor(scale != 1.0, device=mixed.device).view(-1, 1)
     out = torch.where(change, corrected, flat_mix)
     return out.view_as(mixed), scale
+
+
+def variance_correct_params(
+    params: list[torch.Tensor],
+    before: list[torch.Tensor],
+    edges: Edges,
+    row: tuple[np.ndarray, np.ndarray],
+    beta: float,
+) -> np.ndarray:
+    """``vc``: ``variance_correct_all`` on every mixed tensor of two or more entries, in
+    place (``before``: the tensors before the mix); returns each peer's mean factor [N]."""
+    import math
+
+    factors = []
+    for p, own in zip(params, before, strict=True):
+        if math.prod(p.shape[1:]) < 2:
+            continue
+        corrected, scale = variance_correct_all(p, own, edges, row, beta)
+        p.copy_(corrected)
+        factors.append(scale)
+    return np.mean(factors, axis=0) if factors else np.ones(edges.n_peers)
