@@ -95,12 +95,13 @@ class BatchedSwarm(SwarmLinks, SwarmChurn):
         from spargo.node.tasks import load_task
         from spargo.sims.batched_model import StackedData, stack_models
         from spargo.sims.data import peer_data
+        from spargo.sims.graphs import swarm_graph
         from spargo.sims.swarm import peer_ids
 
         task = load_task(s.task, seed=s.seed)
-        graph = topology.make_graph(s.topology, s.nodes, seed=s.seed)
+        graph = swarm_graph(s)  # a graph file's link attributes too (per-edge loss)
         self.n = int(graph.number_of_nodes())
-        self.ids = peer_ids(self.n)
+        self.ids = topology.file_peer_ids(graph) or peer_ids(self.n)  # a file's labels
         data = peer_data(task.train, task.test, self.n, s.partition, s.seed)
         self.data = StackedData.build(data, self.device)
         self.test_x = torch.as_tensor(task.test.x.reshape(len(task.test), -1)).to(self.device)
@@ -336,8 +337,10 @@ class BatchedSwarm(SwarmLinks, SwarmChurn):
             matrix, row = mh_matrix(gossip, edges, own.device)
         before = [p.clone() for p in self.params] if self.scenario.method == "vc" else []
         self.load_flat(mix(matrix, own))
-        beta = float(self.options["beta"])
-        factors = variance_correct_params(self.params, before, edges, row, beta) if before else None
+        factors = None
+        if before:
+            beta = float(self.options["beta"])
+            factors = variance_correct_params(self.params, before, edges, row, beta)
         return [
             _stats(
                 merged_peers=int(k[p]),

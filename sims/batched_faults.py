@@ -321,7 +321,7 @@ class FaultPlan:
         found.drops["network_loss"] += int((lost & ~cut).sum())
         sent_at = finish[self.src]
         delivered = ~lost & ~cut
-        gone = delivered & (sent_at > finish[self.dst] + EPS_S)
+        gone = delivered & _gone(sent_at, found.level[self.src], finish, found.level, self.dst)
         found.drops["network_unreachable"] += int(gone.sum())
         return np.where(delivered, sent_at, np.inf), found.level[self.src].astype(np.int64)
 
@@ -333,7 +333,7 @@ class FaultPlan:
         for r, receiver, arrive, read in found.late:
             tie = np.abs(arrive - finish[receiver]) <= EPS_S
             running = (arrive + EPS_S < finish[receiver]) | (tie & (read < found.level[receiver]))
-            gone = arrive > finish[receiver] + EPS_S
+            gone = _gone(arrive, read - 1, finish, found.level, receiver)
             found.drops["stale"] += int(running.sum())
             if not self.hub:  # the hub routes nothing to a peer that left
                 found.drops["network_unreachable"] += int(gone.sum())
@@ -346,6 +346,28 @@ class FaultPlan:
         count = np.bincount(self.dst[got], minlength=self.n).astype(np.int64)
         nbytes = np.bincount(self.dst[got], sizes[self.src[got]], minlength=self.n)
         return count, nbytes.astype(np.int64)
+
+
+#: Levels from a peer's last step to its transport leaving the network: its receive loop
+#: ends one level later, its task group wakes the node's task the next, which then returns
+#: and the swarm detaches it.
+DETACH_LEVELS = 3
+
+
+def _gone(
+    sent_at: np.ndarray,
+    level: np.ndarray,
+    finish: np.ndarray,
+    final_level: np.ndarray,
+    receiver: np.ndarray,
+) -> np.ndarray:
+    """Whether messages sent at ``sent_at`` (level ``level``) find their receiver detached:
+    after its finishing instant, or in it from ``DETACH_LEVELS`` past its last step on."""
+    end = finish[receiver]
+    tie = np.abs(sent_at - end) <= EPS_S
+    return np.asarray(
+        (sent_at > end + EPS_S) | (tie & (level >= final_level[receiver] + DETACH_LEVELS))
+    )
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> np.ndarray:

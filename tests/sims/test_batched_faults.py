@@ -10,8 +10,10 @@ the same mask whatever order the event loop routes messages in.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import networkx as nx
 import numpy as np
 import pytest
 import torch
@@ -184,3 +186,16 @@ def test_seeded_churn_replays_and_every_method_runs_it() -> None:
         result = run(small(**fields, method=method))
         assert result.summary["churn_events"] == first.summary["churn_events"]
         assert len(result.rounds) < 8 * 5  # absent peers record nothing
+
+
+def test_a_graph_files_per_edge_loss_is_the_same_in_both_engines(tmp_path: Path) -> None:
+    ring = nx.cycle_graph(8)
+    for u, v in ring.edges:  # every other link loses half its messages, the rest none
+        ring.edges[u, v]["loss"] = 0.5 if u % 2 == 0 else 0.0
+    path = tmp_path / "ring.graphml"
+    nx.write_graphml(ring, path)
+    fields: dict[str, Any] = {"topology": str(path), "rounds": 5}
+    node = run(small(**fields))
+    batched = run(small(engine="batched", **fields))
+    assert_same_faults(node, batched)
+    assert batched.summary["drops"]["network_loss"] > 0
