@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spargo.sims.batched_check import BATCHED_METHODS, check_batched, method_options
+from spargo.sims.batched_faults_choco import SwarmChoco
 from spargo.sims.batched_faults_churn import SwarmChurn, scenario_churn
-from spargo.sims.batched_faults_links import SwarmLinks, plan_for
+from spargo.sims.batched_faults_links import plan_for
 from spargo.sims.batched_report import merge_stats as _stats
 from spargo.sims.scenario import Scenario
 
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
     from spargo.sims.trackers import Tracker
 
 
-class BatchedSwarm(SwarmLinks, SwarmChurn):
+class BatchedSwarm(SwarmChoco, SwarmChurn):
     """All peers of one scenario as stacked tensors; ``step(r)`` runs round r."""
 
     def __init__(self, scenario: Scenario) -> None:
@@ -68,7 +69,8 @@ class BatchedSwarm(SwarmLinks, SwarmChurn):
         self._method_state(s, graph)
         self.plan = plan_for(s, graph, self.gossip, self.ids, self.slots)
         self.churn = scenario_churn(s, graph, self.ids)
-        self.churn_drops: Counter[str] = Counter()
+        #: Drops outside the plan: sends to failed peers, CHOCO's resync asks.
+        self.extra_drops: Counter[str] = Counter()
         self.rejoins: Counter[int] = Counter()
         shapes = [tuple(p.shape[1:]) for p in self.params]
         self.wire = Wire(self.ids, self._signature(shapes))
@@ -113,6 +115,7 @@ class BatchedSwarm(SwarmLinks, SwarmChurn):
     def _method_state(self, s: Scenario, graph: Any) -> None:
         """What the method keeps beside the models (masks, thresholds, copies, masses)."""
         from spargo.sims.batched_choco import ChocoSwarm
+        from spargo.sims.batched_faults_choco import ChocoLinks
         from spargo.sims.batched_mix import Gossip
         from spargo.sims.batched_spafl import SpaflSwarm, Thresholded
         from spargo.sims.batched_sparsify import SparsifySwarm
@@ -129,9 +132,11 @@ class BatchedSwarm(SwarmLinks, SwarmChurn):
             self.spafl = SpaflSwarm(self.options, self.thresholds, s.rounds)
         elif s.method == "fedsparsify":
             self.sparsify = SparsifySwarm(self.options, self.names, self.params)
-        elif s.method == "choco":
+        elif s.method == "choco" and self.gossip is not None:
             sizes = [math.prod(p.shape[1:]) for p in self.params]
             self.choco = ChocoSwarm(self.options, self.ids, s.seed, sizes)
+            resync_after = int(self.options["resync_after"])
+            self.choco_links = ChocoLinks(self.gossip.edges(0), resync_after)
 
     def _signature(self, shapes: list[tuple[int, ...]]) -> Signature:
         """What the node method's ``signature()`` says: the exchanged tensors (SpaFL: under
@@ -203,21 +208,6 @@ class BatchedSwarm(SwarmLinks, SwarmChurn):
         if self.spafl is not None:
             return self._spafl(self.spafl, self.gossip, round_index)
         return self._gossip(self.gossip, round_index)
-
-    def _choco(self, choco: ChocoSwarm, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
-        from spargo.sims.batched_mix import sparse_rows
-
-        links = self.links(round_index)
-        edges = links.merged[0]  # choco runs only where every message is merged in time
-        pull = sparse_rows(edges, gossip.mh_values(edges), np.zeros(self.n), self.device)
-        fanout = links.sent.out_degree
-        sizes = choco.round(round_index, self.params, self.names, pull, self.wire, fanout)
-        self._delivered(links, [sizes])
-        k = edges.in_degree
-        copies = k if round_index == 0 else np.zeros(self.n, dtype=np.int64)  # x̂ⱼ's start
-        return [
-            _stats(merged_peers=int(k[p]), gaps=0, resyncs=int(copies[p])) for p in range(self.n)
-        ]
 
     def _sparsify(
         self, sparsify: SparsifySwarm, gossip: Gossip, round_index: int

@@ -49,11 +49,6 @@ def check_batched(scenario: Scenario) -> None:
                 f"{_WHY[name]}; --{flag} needs --engine node"
             )
     _check_churn(s)
-    if s.method == "choco" and (s.loss > 0 or s.partition_at is not None):
-        raise ScenarioError(
-            "--engine batched runs choco without --loss or --partition-at (a missing delta "
-            "starts a resync that races the next send); use --engine node"
-        )
     if s.method == "choco" and s.sampler.strip() != "all":
         raise ScenarioError(
             f"--engine batched runs choco with --sampler all only (not {s.sampler!r}); "

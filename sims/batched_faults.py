@@ -13,10 +13,11 @@ edges (``sims.batched_mix.Edges``):
 - P_i(r) = S_i(r) + c_i: peer i sends round r after c_i simulated compute seconds
   (``DeviceSpeeds``: step time × local steps), S_i(0) = 0;
 - a message j → i is lost by the keyed draw ``sims.network.keyed_uniform`` (stream
-  ``LOSS_STREAM``, keyed on the sender's round and the message's index on that link in that
-  round: the Hello is index 0 of round 0, the payloads follow, the Bye is index 0 of round
-  ``rounds``), or cut by a partition (sender's round in [split, heal), sides differ); either
-  way the node's ``LinkPolicy`` counts it (``network_loss``, ``network_partition``);
+  ``sims.faults.LOSS_STREAM``, keyed on the sender's round and the message's index on that
+  link in that round: the Hello is index 0 of round 0, the payloads follow, the Bye is index
+  0 of round ``rounds``), or cut by a partition (sender's round in [split, heal), sides
+  differ); either way the node's ``LinkPolicy`` counts it (``network_loss``,
+  ``network_partition``);
 - i's round ends at G_i(r) = the latest of P_i(r) and its expected senders' arrivals when all
   arrived (or said Bye) strictly before its deadline T_i(r) = P_i(r) + ``round_deadline_s``,
   else at T_i(r); a message arriving at the deadline instant (within the virtual clock's
@@ -33,10 +34,16 @@ the ``merged`` edges of each message slot (SpaFL sends two messages a weights ro
 the masked weights), each peer's finishing time (the record's ``time_s``) and its drops.
 Methods consume it at merge (``sims.batched``).
 
+Within one simulated instant events are ordered by event-loop level, as asyncio runs them:
+timers (a deadline, the compute time) first, a message read one step after it is sent, a
+waiting peer woken one step later, a finished peer's transport detached three steps after its
+last one (``_Pass``, ``DETACH_LEVELS``).
+
 Not mirrored (a one-line ``ScenarioError`` from ``sims.batched_check``): latency, jitter and
 bandwidth (per-message delays make arrival ties depend on the event loop's timer order),
-churn, attacks, and runs whose peers drift two rounds apart (the node's catch-up, raised when
-the plan finds one).
+attacks, and runs whose peers drift two rounds apart (the node's catch-up, raised when the plan
+finds one). Churn has semantics of its own (``sims.batched_faults_churn``); CHOCO's resync
+asks are ``sims.batched_faults_choco``.
 """
 
 from __future__ import annotations
@@ -44,18 +51,19 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spargo.sims.batched_mix import Edges
-from spargo.sims.network import keyed_uniform
 from spargo.sims.scenario import ScenarioError
+
+if TYPE_CHECKING:
+    from spargo.sims.batched_faults_links import Links
 
 #: The virtual clock's resolution (``sims.clock.VirtualClockLoop``): timers this close together
 #: fire in one batch, before anything they trigger.
 EPS_S = 1e-9
-#: ``keyed_uniform`` stream of the loss draw (``sims.faults.LOSS_STREAM``).
-LOSS_STREAM = 101
 #: Passes of the Bye feedback before the plan gives up (it settles in two or three).
 MAX_PASSES = 12
 
@@ -65,12 +73,17 @@ class Delivery:
     """One round's messages: ``sent`` (sender → receiver, what the wire carries),
     ``merged[k]`` (the edges whose k-th message of the round reached its receiver's merge),
     ``time_s`` [N] (when each peer finished the round) and ``stale`` [N] (this round's
-    messages each receiver read too late and dropped)."""
+    messages each receiver read too late and dropped). With a plan, ``sent_at`` [N] and
+    ``send_level`` [N] say when each peer sent, ``level`` [N] at which event-loop level it
+    finished (``_Pass``): what a reply sent at the merge races against."""
 
     sent: Edges
     merged: tuple[Edges, ...]
     time_s: np.ndarray
     stale: np.ndarray
+    sent_at: np.ndarray | None = None
+    send_level: np.ndarray | None = None
+    level: np.ndarray | None = None
 
     @property
     def heard(self) -> np.ndarray:
@@ -79,39 +92,6 @@ class Delivery:
         for edges in self.merged:
             got |= edges.in_degree > 0
         return got
-
-
-@dataclass(frozen=True)
-class Links:
-    """The per-message fates of one scenario's links: keyed loss, per-edge loss overrides
-    (a graph file's ``loss`` attribute) and a partition (``sides`` [N], cut while the sender's
-    round is in [split, heal))."""
-
-    seed: int
-    loss: float
-    overrides: dict[tuple[int, int], float] = field(default_factory=dict)
-    sides: np.ndarray | None = None
-    split: int = 0
-    heal: int = 0
-
-    def cut(self, sender: np.ndarray, receiver: np.ndarray, round_index: int) -> np.ndarray:
-        """Whether the partition drops each message sent in ``round_index`` [E]."""
-        if self.sides is None or not self.split <= round_index < self.heal:
-            return np.zeros(len(sender), dtype=bool)
-        return np.asarray(self.sides[sender] != self.sides[receiver])
-
-    def lost(
-        self, sender: np.ndarray, receiver: np.ndarray, round_index: int, index: int
-    ) -> np.ndarray:
-        """Whether the loss draw drops each message (index ``index`` on its link) [E]."""
-        p = np.full(len(sender), self.loss)
-        if self.overrides:
-            pairs = zip(sender.tolist(), receiver.tolist(), strict=True)
-            p = np.array([self.overrides.get(pair, self.loss) for pair in pairs], dtype=float)
-        if not (p > 0).any():
-            return np.zeros(len(sender), dtype=bool)
-        draws = keyed_uniform(self.seed, LOSS_STREAM, sender, receiver, round_index, index)
-        return np.asarray((p > 0) & (draws < p))
 
 
 @dataclass
@@ -171,9 +151,11 @@ class FaultPlan:
         self.hello_lost = np.zeros(len(self.src), dtype=bool)
         self.rounds: list[Delivery] = []
         self.drops: Counter[str] = Counter()
+        #: Each neighbour link's Bye: (arrival s, level sent at); inf when lost or cut.
+        self.byes = (np.full(len(self.src), np.inf), np.zeros(len(self.src), dtype=np.int64))
         self._plan()
 
-    def _link(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    def link_index(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """Index of each neighbour link src → dst in ``self.src``/``self.dst`` [E]."""
         keys = src * self.n + dst
         at = np.searchsorted(self._keys, keys)
@@ -190,7 +172,7 @@ class FaultPlan:
             new = self._byes(finish, found)
             self._classify_late(found, finish)
             if np.array_equal(new[0], byes[0]) and np.array_equal(new[1], byes[1]):
-                self.rounds, self.drops = found.rounds, found.drops
+                self.rounds, self.drops, self.byes = found.rounds, found.drops, byes
                 return
             byes = new
         raise ScenarioError(
@@ -230,7 +212,7 @@ class FaultPlan:
         deadline = sent_at + self.deadline_s
         timer = (self.compute_s > 0) | found.timed_out | (r == 0)
         send_level = np.where(timer, 1, found.level)
-        to_j, to_i = self._link(i, j), self._link(j, i)
+        to_j, to_i = self.link_index(i, j), self.link_index(j, i)
         left, left_level = byes[0][to_j], byes[1][to_j] + 1  # i's Bye, as j reads it
         tie = np.abs(left - sent_at[j]) <= EPS_S
         sent = ~((left + EPS_S < sent_at[j]) | (tie & (left_level < send_level[j])))
@@ -264,7 +246,15 @@ class FaultPlan:
             late = delivered & ~in_time
             found.late.append((r, i[late], arrive[late], read[late]))
             merged.append(keep_edges(edges, in_time))
-        return Delivery(keep_edges(edges, sent), tuple(merged), ends, np.zeros(self.n, np.int64))
+        return Delivery(
+            keep_edges(edges, sent),
+            tuple(merged),
+            ends,
+            np.zeros(self.n, np.int64),
+            sent_at,
+            send_level,
+            found.level.copy(),
+        )
 
     def _hub_round(self, r: int, start: np.ndarray, found: _Pass) -> Delivery:
         """All-reduce: the average leaves when the last peer deposits (ideal links)."""
@@ -338,6 +328,23 @@ class FaultPlan:
             if not self.hub:  # the hub routes nothing to a peer that left
                 found.drops["network_unreachable"] += int(gone.sum())
             np.add.at(found.rounds[r].stale, receiver[running], 1)
+
+    def heard_bye(
+        self, src: np.ndarray, dst: np.ndarray, at_s: np.ndarray, level: np.ndarray
+    ) -> np.ndarray:
+        """Whether ``dst`` has read ``src``'s Bye before it acts at ``at_s`` on level
+        ``level`` [E] (it then sends nothing more to ``src``)."""
+        index = self.link_index(src, dst)
+        bye, bye_level = self.byes[0][index], self.byes[1][index] + 1
+        return np.asarray((bye + EPS_S < at_s) | (_close(bye, at_s) & (bye_level < level)))
+
+    def gone(self, receiver: np.ndarray, at_s: np.ndarray, level: np.ndarray) -> np.ndarray:
+        """Whether messages sent at ``at_s`` on ``level`` find ``receiver`` left [E]."""
+        finish = self.rounds[-1].time_s if self.rounds else np.zeros(self.n)
+        final = self.rounds[-1].level if self.rounds and self.rounds[-1].level is not None else None
+        if final is None:
+            return np.zeros(len(receiver), dtype=bool)
+        return _gone(at_s, level, finish, final, receiver)
 
     def hello_received(self, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Hellos each peer read (every one not lost) and their bytes, given each sender's

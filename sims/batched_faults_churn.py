@@ -130,7 +130,7 @@ class SwarmChurn:
     degree: np.ndarray
     received: np.ndarray
     gossip: Gossip | None
-    churn_drops: Counter[str]
+    extra_drops: Counter[str]
     rejoins: Counter[int]
 
     def live(self, round_index: int) -> np.ndarray:
@@ -156,7 +156,7 @@ class SwarmChurn:
                 self.received[self.gossip.neighbours[v]] += 1
             edges = self.gossip.edges(r)
             lost = ~plan.down[r][edges.sender] & plan.failed[r][edges.receiver]
-            self.churn_drops["network_unreachable"] += int(lost.sum())
+            self.extra_drops["network_unreachable"] += int(lost.sum())
         for v in np.flatnonzero(plan.back[r]).tolist():
             self.rejoins[v] += 1
         down = plan.down[r]

@@ -188,12 +188,12 @@ class Recorder:
         wire = self.swarm.wire
         merges = self.swarm.merges
         plan = self.swarm.plan
-        network = {} if plan is None else {
-            k.removeprefix("network_"): v for k, v in plan.drops.items()
-            if k.startswith("network_") and k != "network_unreachable" and v
-        }  # fmt: skip
-        found = self.swarm.churn_drops + (Counter() if plan is None else plan.drops)
+        found = self.swarm.extra_drops + (Counter() if plan is None else plan.drops)
         drops = {k: v for k, v in sorted(found.items()) if v}
+        network = {
+            k.removeprefix("network_"): v for k, v in drops.items()
+            if k.startswith("network_") and k != "network_unreachable"
+        }  # fmt: skip
         churn = self.swarm.churn
         summary: dict[str, Any] = {
             "name": s.label,

@@ -156,10 +156,6 @@ def test_a_model_that_is_not_an_mlp_is_a_one_line_error(monkeypatch: pytest.Monk
             "not attacks; --attack needs --engine node",
         ),
         ({"engine": "batched", "latency_ms": 5.0}, "--latency-ms needs --engine node"),
-        (
-            {"engine": "batched", "method": "choco", "loss": 0.1},
-            "runs choco without --loss or --partition-at",
-        ),
         ({"engine": "batched", "mode": "async"}, "--mode rounds only"),
         (
             {"engine": "batched", "method": "pushsum_rs"},
