@@ -6,10 +6,11 @@ sends q = C(x − x̂ᵢ) (a ``StreamDelta``) — per tensor the k = ⌈ratio·n
 magnitude (``topk``) or at seed-drawn positions (``randk``, ``sparse.randk_indices`` with the
 node's stream seed), their values as the receiver decodes them from ``value_dtype`` — and
 x̂ᵢ += q. Then
-x ← x + γ Σⱼ Wᵢⱼ (x̂ⱼ − x̂ᵢ) with the static Metropolis–Hastings row. In the batched engine's
-fault-free rounds with the ``all`` sampler every link delivers every round, so each
-neighbour's copy of x̂ⱼ equals x̂ⱼ itself: one stacked x̂ serves every link. Byte counts come
-from encoding each peer's real ``StreamDelta`` (sizes depend on the chosen positions).
+x ← x + γ Σⱼ Wᵢⱼ (x̂ⱼ − x̂ᵢ) with the static Metropolis–Hastings row (``all`` sampler), over
+the links whose copy is in sync. A copy of x̂ⱼ is x̂ⱼ as of the last message the link carried,
+so ``history`` keeps x̂ of the recent rounds a copy may still hold when a delta was lost
+(``sims.batched_faults_choco`` keeps each link's stream state). Byte counts come from encoding
+each peer's real ``StreamDelta`` (sizes depend on the chosen positions) and ``StreamCopy``.
 """
 
 from __future__ import annotations
