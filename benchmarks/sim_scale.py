@@ -28,7 +28,9 @@ import time
 from typing import Any
 
 
-def measure(nodes: int, rounds: int, engine: str, eval_peers: int) -> dict[str, Any]:
+def measure(
+    nodes: int, rounds: int, engine: str, eval_peers: int, loss: float = 0.0
+) -> dict[str, Any]:
     """Run one size in this process and measure it."""
     import torch
 
@@ -39,7 +41,7 @@ def measure(nodes: int, rounds: int, engine: str, eval_peers: int) -> dict[str, 
     scenario = Scenario(
         nodes=nodes, topology="smallworld", method="dense", method_options={}, rounds=rounds,
         local_steps=2, task=f"synthetic:{max(2000, 4 * nodes)}", partition="iid",
-        consensus=False, engine=engine, eval_peers=eval_peers,
+        consensus=False, engine=engine, eval_peers=eval_peers, loss=loss,
     )  # fmt: skip
     started = time.perf_counter()
     finished: list[float] = []
@@ -52,6 +54,7 @@ def measure(nodes: int, rounds: int, engine: str, eval_peers: int) -> dict[str, 
         "nodes": nodes,
         "rounds": rounds,
         "eval_peers": eval_peers or "all",
+        "loss": loss,
         "wall_s": round(wall_s, 2),
         "wall_s_per_round": round(wall_s / rounds, 3),
         "steady_s_per_round": round(steady_s, 3),
@@ -76,12 +79,13 @@ def main() -> None:
     parser.add_argument(
         "--eval-peers", type=int, default=0, help="batched: peers evaluated per round (0 = all)"
     )
+    parser.add_argument("--loss", type=float, default=0.0, help="message loss probability")
     parser.add_argument("--jsonl", default="", help="append each size's JSON object here")
     parser.add_argument("--plot", default="", help="draw s/round vs peers from --jsonl (PNG)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        row = measure(args.one, args.rounds, args.engine, args.eval_peers)
+        row = measure(args.one, args.rounds, args.engine, args.eval_peers, args.loss)
         print(json.dumps(row), flush=True)
         if args.jsonl:
             with open(args.jsonl, "a") as f:
@@ -90,6 +94,7 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",") if s):
         cmd = [sys.executable, __file__, "--one", str(size), "--rounds", str(args.rounds)]
         cmd += ["--engine", args.engine, "--eval-peers", str(args.eval_peers)]
+        cmd += ["--loss", str(args.loss)]
         subprocess.run([*cmd, "--jsonl", args.jsonl] if args.jsonl else cmd, check=True)
     if args.plot:
         if not args.jsonl:

@@ -14,22 +14,31 @@ Methods: ``dense`` (Metropolis–Hastings mix), ``vc`` (``mix=mh`` or ``beta``),
 (``sims.batched_spafl``), ``allreduce`` (``weighting`` equal or samples)
 and ``local``; ``pushsum_rs`` (running sums, ``sims.batched_pushsum_rs``) and the gradient-tracking
 methods ``tracking``, ``cgt`` and ``cgt_masked`` (the last two with ``sampler=all``;
-``sims.batched_tracking``). Options are the node's (``sims.batched_check``). Fault-free
-rounds mode only (``robust=none``); any sampler; MLP tasks. Evaluation: every peer (or a seeded
-sample of ``eval_peers``) on the global test set and the local splits (``sims.batched_report``).
-Anything else is a one-line ``ScenarioError`` when the scenario is built.
+``sims.batched_tracking``). Options are the node's (``sims.batched_check``). Rounds mode
+(``robust=none``); any sampler; MLP tasks. Evaluation: every peer (or a seeded sample of
+``eval_peers``) on the global test set and the local splits (``sims.batched_report``).
+
+Faults are masks on each round's messages (``links(r)``: a ``sims.batched_faults.Delivery``):
+loss, partitions and device speeds exactly as the node engine (``sims.batched_faults``), churn
+with semantics of its own (``sims.batched_faults_churn``), for every method but ``pushsum_rs``
+and the tracking methods (fault-free only); anything else (attacks, link delays) is a one-line
+``ScenarioError`` when the scenario is built.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from spargo.sims.batched_check import BATCHED_METHODS, check_batched, method_options
+from spargo.sims.batched_faults_choco import SwarmChoco
+from spargo.sims.batched_faults_churn import SwarmChurn, scenario_churn
+from spargo.sims.batched_faults_links import plan_for
 from spargo.sims.batched_report import merge_stats as _stats
 from spargo.sims.scenario import Scenario
 
@@ -40,14 +49,14 @@ if TYPE_CHECKING:
 
     from spargo.node.methods.payloads import Signature
     from spargo.sims.batched_choco import ChocoSwarm
-    from spargo.sims.batched_mix import Edges, Gossip
+    from spargo.sims.batched_mix import Gossip
     from spargo.sims.batched_spafl import SpaflSwarm, Thresholded
     from spargo.sims.batched_sparsify import SparsifySwarm
     from spargo.sims.runner import OnRecord, OnRound, OnRow, SimResult, StopFlag
     from spargo.sims.trackers import Tracker
 
 
-class BatchedSwarm:
+class BatchedSwarm(SwarmChoco, SwarmChurn):
     """All peers of one scenario as stacked tensors; ``step(r)`` runs round r."""
 
     def __init__(self, scenario: Scenario) -> None:
@@ -61,12 +70,20 @@ class BatchedSwarm:
         self.seeds = [s.seed * 100_003 + i for i in range(self.n)]
         self.options = method_options(s)
         self._method_state(s, graph)
+        self.plan = plan_for(s, graph, self.gossip, self.ids, self.slots)
+        self.churn = scenario_churn(s, graph, self.ids)
+        #: Drops outside the plan: sends to failed peers, CHOCO's resync asks.
+        self.extra_drops: Counter[str] = Counter()
+        self.rejoins: Counter[int] = Counter()
         shapes = [tuple(p.shape[1:]) for p in self.params]
         self.wire = Wire(self.ids, self._signature(shapes))
         self.model_nbytes = int(sum(4 * math.prod(shape) for shape in shapes))
         #: Wall seconds spent so far on local training, gossip and merging, and evaluation.
         self.seconds = {"train": 0.0, "gossip": 0.0, "eval": 0.0}
         self.merges = 0
+        #: Each peer's last finished round's simulated time (s) and its stale drops so far.
+        self.time_s = np.zeros(self.n)
+        self.stale = np.zeros(self.n, dtype=np.int64)
         self.received = np.zeros(self.n, dtype=np.int64)
         self.bytes_received = np.zeros(self.n, dtype=np.int64)
         if self.gossip is not None:
@@ -83,12 +100,13 @@ class BatchedSwarm:
         from spargo.node.tasks import load_task
         from spargo.sims.batched_model import StackedData, stack_models
         from spargo.sims.data import peer_data
+        from spargo.sims.graphs import swarm_graph
         from spargo.sims.swarm import peer_ids
 
         task = load_task(s.task, seed=s.seed)
-        graph = topology.make_graph(s.topology, s.nodes, seed=s.seed)
+        graph = swarm_graph(s)  # a graph file's link attributes too (per-edge loss)
         self.n = int(graph.number_of_nodes())
-        self.ids = peer_ids(self.n)
+        self.ids = topology.file_peer_ids(graph) or peer_ids(self.n)  # a file's labels
         data = peer_data(task.train, task.test, self.n, s.partition, s.seed)
         self.data = StackedData.build(data, self.device)
         self.test_x = torch.as_tensor(task.test.x.reshape(len(task.test), -1)).to(self.device)
@@ -100,6 +118,7 @@ class BatchedSwarm:
     def _method_state(self, s: Scenario, graph: Any) -> None:
         """What the method keeps beside the models (masks, thresholds, copies, masses)."""
         from spargo.sims.batched_choco import ChocoSwarm
+        from spargo.sims.batched_faults_choco import ChocoLinks
         from spargo.sims.batched_mix import Gossip
         from spargo.sims.batched_pushsum_rs import RunningSumsSwarm
         from spargo.sims.batched_spafl import SpaflSwarm, Thresholded
@@ -119,9 +138,11 @@ class BatchedSwarm:
             self.spafl = SpaflSwarm(self.options, self.thresholds, s.rounds)
         elif s.method == "fedsparsify":
             self.sparsify = SparsifySwarm(self.options, self.names, self.params)
-        elif s.method == "choco":
+        elif s.method == "choco" and self.gossip is not None:
             sizes = [math.prod(p.shape[1:]) for p in self.params]
             self.choco = ChocoSwarm(self.options, self.ids, s.seed, sizes)
+            resync_after = int(self.options["resync_after"])
+            self.choco_links = ChocoLinks(self.gossip.edges(0), resync_after)
         self.tracking = TrackingSwarm(s.method, *args) if s.method in TRACKING_METHODS else None
         self.running = RunningSumsSwarm(self.n) if s.method == "pushsum_rs" else None
 
@@ -143,12 +164,6 @@ class BatchedSwarm:
         tau = sum(int(t.shape[1]) for t in self.thresholds.tau)
         return Signature(dict(zip(exchanged_names(self.names, head), order, strict=True)), tau)
 
-    def _deliver_static(self, sizes: np.ndarray, neighbours: list[list[int]]) -> None:
-        """Hellos reach every graph neighbour (counted as received, like the node does)."""
-        for v, adjacent in enumerate(neighbours):
-            self.received[adjacent] += 1
-            self.bytes_received[adjacent] += sizes[v]
-
     def flat(self) -> torch.Tensor:
         """All parameters as one ``[N, d]`` float32 matrix (peer-major)."""
         import torch
@@ -169,6 +184,7 @@ class BatchedSwarm:
 
         s = self.scenario
         started = time.perf_counter()
+        frozen = self._churn_begin(round_index)
         index = batch_indices(self.data.count, self.seeds, round_index, s.local_steps, s.batch_size)
         masks = self.sparsify.masks if self.sparsify is not None else ()
         if self.spafl is not None:
@@ -186,9 +202,13 @@ class BatchedSwarm:
         loss = out.cpu().numpy()
         trained = time.perf_counter()
         self.seconds["train"] += trained - started
+        if self.plan is not None:
+            self.time_s = self.plan.rounds[round_index].time_s
+            self.stale = self.stale + self.plan.rounds[round_index].stale
         try:
             return loss, self._communicate(round_index)
         finally:
+            self._churn_end(frozen)
             self.seconds["gossip"] += time.perf_counter() - trained
 
     def _communicate(self, round_index: int) -> list[dict[str, float]]:
@@ -196,7 +216,7 @@ class BatchedSwarm:
         if s.method == "local":  # no send, no merge (``node.methods.local``)
             return [_stats(merged_peers=0) for _ in range(self.n)]
         if s.method == "allreduce":
-            return self._allreduce()
+            return self._allreduce(round_index)
         if self.gossip is None:
             raise RuntimeError(f"method {s.method!r} has no gossip in the batched engine")
         if self.choco is not None:
@@ -209,29 +229,16 @@ class BatchedSwarm:
             return self._spafl(self.spafl, self.gossip, round_index)
         return self._gossip(self.gossip, round_index)
 
-    def _choco(self, choco: ChocoSwarm, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
-        from spargo.sims.batched_mix import sparse_rows
-
-        edges = gossip.edges(round_index)
-        pull = sparse_rows(edges, gossip.mh_values(edges), np.zeros(self.n), self.device)
-        fanout = edges.out_degree
-        sizes = choco.round(round_index, self.params, self.names, pull, self.wire, fanout)
-        self._delivered(edges, sizes)
-        k = edges.in_degree
-        copies = k if round_index == 0 else np.zeros(self.n, dtype=np.int64)  # x̂ⱼ's start
-        return [
-            _stats(merged_peers=int(k[p]), gaps=0, resyncs=int(copies[p])) for p in range(self.n)
-        ]
-
     def _sparsify(
         self, sparsify: SparsifySwarm, gossip: Gossip, round_index: int
     ) -> list[dict[str, float]]:
         from spargo.sims.batched_mix import mh_matrix
 
-        edges = gossip.edges(round_index)
-        fanout = edges.out_degree
+        links = self.links(round_index)
+        edges = links.merged[0]
+        fanout = links.sent.out_degree
         sizes = sparsify.message_sizes(self.wire, round_index, fanout, self.names, self.params)
-        self._delivered(edges, sizes)
+        self._delivered(links, [sizes])
         matrix, _ = mh_matrix(gossip, edges, self.device)
         sparsify.merge(self.params, matrix, round_index)
         target = sparsify.sparsity(round_index)
@@ -241,19 +248,22 @@ class BatchedSwarm:
     def _spafl(self, spafl: SpaflSwarm, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
         from spargo.sims.batched_mix import mh_matrix
 
-        edges = gossip.edges(round_index)
-        sizes = spafl.send(self.wire, round_index, edges.out_degree, self.names, self.params)
-        self._delivered(edges, sizes, 2 if spafl.weights_round(round_index) else 1)
-        matrix, row = mh_matrix(gossip, edges, self.device)
-        factors = spafl.merge(self.params, edges, matrix, row, round_index)
-        k = edges.in_degree
+        links = self.links(round_index)
+        sizes = spafl.send(self.wire, round_index, links.sent.out_degree, self.names, self.params)
+        self._delivered(links, sizes)
+        edges = links.merged[0]  # τ; the masked weights (weights rounds) are slot 1
+        matrix, _ = mh_matrix(gossip, edges, self.device)
+        weighed = links.merged[-1]
+        w_matrix, w_row = mh_matrix(gossip, weighed, self.device)
+        factors = spafl.merge(self.params, (edges, matrix), (weighed, w_matrix, w_row), round_index)
+        k, kw = edges.in_degree, weighed.in_degree
         tau = spafl.threshold_means()
         stats = []
         for p in range(self.n):
-            weights = factors is not None and k[p] > 0  # the node: only when weights came
+            weights = factors is not None and kw[p] > 0  # the node: only when weights came
             stats.append(_stats(
                 merged_peers=int(k[p]),
-                weights_merged_peers=int(k[p]) if weights else None,
+                weights_merged_peers=int(kw[p]) if weights else None,
                 variance_factor=float(factors[p]) if weights and factors is not None else None,
                 threshold_mean=float(tau[p]),
             ))  # fmt: skip
@@ -295,41 +305,46 @@ class BatchedSwarm:
             return self.flat()
         return torch.cat([self.flat(), *self.thresholds.tau], dim=1)
 
-    def _delivered(self, edges: Edges, sizes: np.ndarray, per_edge: int = 1) -> None:
-        """Count a round's messages as received and the merges they make."""
-        self.received += per_edge * edges.in_degree
-        self.bytes_received += np.bincount(
-            edges.receiver, sizes[edges.sender], minlength=self.n
-        ).astype(np.int64)
-        self.merges += int((edges.in_degree > 0).sum())
-
-    def _allreduce(self) -> list[dict[str, float]]:
+    def _allreduce(self, round_index: int) -> list[dict[str, float]]:
         """Every peer loads the mean of all models (``sims.allreduce``): equal weights
-        (``weighting=equal``) or by shard size (``samples``, FedAvg)."""
+        (``weighting=equal``) or by shard size (``samples``, FedAvg); a peer whose deadline
+        came first (device speeds) keeps its own."""
         import torch
 
         from spargo.node.aggregation import weighted_average
 
-        self.wire.upload(self.model_nbytes)
+        live = self.live(round_index)
+        self.wire.upload(self.model_nbytes, live)
         flat = self.flat()
         samples = self.options["weighting"] == "samples"
         weights = self.data.count.astype(np.float64) if samples else np.ones(self.n)
-        mean = weighted_average(flat.cpu().numpy(), weights)
-        self.load_flat(torch.as_tensor(mean).to(flat.device).expand(self.n, -1))
-        self.merges += self.n
-        return [_stats(merged_peers=1) for _ in range(self.n)]
+        got = self.links(round_index).heard & live
+        weights = weights * live
+        mean = torch.as_tensor(weighted_average(flat.cpu().numpy(), weights)).to(flat.device)
+        chosen = torch.as_tensor(got, device=flat.device).view(-1, 1)
+        self.load_flat(torch.where(chosen, mean.expand(self.n, -1), flat))
+        self.merges += int(got.sum())
+        return [_stats(merged_peers=int(got[p])) for p in range(self.n)]
 
     def _gossip(self, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
-        from spargo.sims.batched_mix import beta_matrix, mh_matrix, mix, push_sum
+        from spargo.sims.batched_mix import (
+            beta_matrix,
+            mh_matrix,
+            mix,
+            push_sum,
+            variance_correct_params,
+        )
 
-        edges = gossip.edges(round_index)
+        links = self.links(round_index)
+        edges = links.merged[0]
         pushsum = self.scenario.method == "pushsum"
-        sizes = self.wire.send("share" if pushsum else "model", round_index, edges.out_degree)
-        self._delivered(edges, sizes)
+        kind = "share" if pushsum else "model"
+        sizes = self.wire.send(kind, round_index, links.sent.out_degree)
+        self._delivered(links, [sizes])
         k = edges.in_degree
         own = self.flat()
         if pushsum:
-            mixed, self.mass, guards = push_sum(edges, own, self.mass)
+            mixed, self.mass, guards = push_sum(links.sent, edges, own, self.mass)
             self.load_flat(mixed)
             return [
                 _stats(
@@ -346,7 +361,10 @@ class BatchedSwarm:
             matrix, row = mh_matrix(gossip, edges, own.device)
         before = [p.clone() for p in self.params] if self.scenario.method == "vc" else []
         self.load_flat(mix(matrix, own))
-        factors = self._correct(before, edges, row) if before else None
+        factors = None
+        if before:
+            beta = float(self.options["beta"])
+            factors = variance_correct_params(self.params, before, edges, row, beta)
         return [
             _stats(
                 merged_peers=int(k[p]),
@@ -356,24 +374,11 @@ class BatchedSwarm:
             for p in range(self.n)
         ]
 
-    def _correct(self, before: list[torch.Tensor], edges: Any, row: Any) -> np.ndarray:
-        """``vc``: variance-correct every tensor of two or more entries; mean factor [N]."""
-        from spargo.sims.batched_mix import variance_correct_all
-
-        beta = float(self.options["beta"])
-        factors = []
-        for p, own in zip(self.params, before, strict=True):
-            if math.prod(p.shape[1:]) < 2:
-                continue
-            corrected, scale = variance_correct_all(p, own, edges, row, beta)
-            p.copy_(corrected)
-            factors.append(scale)
-        return np.mean(factors, axis=0) if factors else np.ones(self.n)
-
     def finish(self) -> None:
         """Every gossiping peer says Bye to its neighbours (as the node does when it stops)."""
         if self.gossip is not None:
-            self.wire.send("bye", self.scenario.rounds, self.degree)
+            last = self.live(self.scenario.rounds - 1)
+            self.wire.send("bye", self.scenario.rounds, self.degree * last)
 
 
 def run_batched(

@@ -20,11 +20,25 @@ BATCHED_METHODS = (
     "dense", "vc", "pushsum", "choco", "fedsparsify", "spafl", "allreduce", "local",
     "pushsum_rs", "tracking", "cgt", "cgt_masked",
 )  # fmt: skip
-#: Scenario fields that inject faults, with their fault-free values.
-_FAULT_FREE: dict[str, object] = {
-    "loss": 0.0, "churn": 0.0, "churn_events": (), "partition_at": None, "attack": None,
-    "attackers": 0.0, "latency_ms": 0.0, "jitter_ms": 0.0, "bandwidth_mbps": 0.0,
+#: Methods the batched engine runs fault-free only (their per-link state under loss,
+#: partitions, churn and late messages is the node engine's alone for now).
+FAULT_FREE_ONLY = ("pushsum_rs", "tracking", "cgt", "cgt_masked")
+#: Fault fields, with their fault-free values, that those methods refuse.
+_MASKED_FAULTS: dict[str, object] = {
+    "loss": 0.0, "churn": 0.0, "churn_events": (), "partition_at": None,
     "step_time_s": 0.0, "speed_spread": 0.0,
+}  # fmt: skip
+#: Fault fields the batched engine does not run, with their fault-free values (loss,
+#: partitions, churn and device speeds it runs as masks: ``sims.batched_faults*``).
+_REFUSED: dict[str, object] = {
+    "attack": None, "attackers": 0.0, "latency_ms": 0.0, "jitter_ms": 0.0,
+    "bandwidth_mbps": 0.0, "latency_from": None, "faults": (),
+}  # fmt: skip
+#: Why each refused fault needs the node engine (the ScenarioError's reason).
+_WHY = {
+    "attack": "attacks", "attackers": "attacks", "latency_ms": "link delays",
+    "jitter_ms": "link delays", "bandwidth_mbps": "link delays", "latency_from": "link delays",
+    "faults": "fault objects",
 }  # fmt: skip
 
 
@@ -38,12 +52,15 @@ def check_batched(scenario: Scenario) -> None:
         )
     if s.mode != "rounds":
         raise ScenarioError("--engine batched runs --mode rounds only; use --engine node")
-    for name, clean in _FAULT_FREE.items():
+    for name, clean in _REFUSED.items():
         if getattr(s, name) != clean:
             flag = name.replace("_", "-")
             raise ScenarioError(
-                f"--engine batched runs fault-free rounds; --{flag} needs --engine node"
+                f"--engine batched runs loss, partitions, churn and device speeds, not "
+                f"{_WHY[name]}; --{flag} needs --engine node"
             )
+    _check_fault_free_only(s)
+    _check_churn(s)
     if s.method in ("choco", "cgt", "cgt_masked") and s.sampler.strip() != "all":
         raise ScenarioError(
             f"--engine batched runs {s.method} with --sampler all only (not {s.sampler!r}); "
@@ -56,6 +73,17 @@ def check_batched(scenario: Scenario) -> None:
             f"--engine batched runs {s.method} with robust=none only, not {robust!r}; "
             "use --engine node"
         )
+
+
+def _check_fault_free_only(s: Scenario) -> None:
+    if s.method not in FAULT_FREE_ONLY:
+        return
+    for name, clean in _MASKED_FAULTS.items():
+        if getattr(s, name) != clean:
+            raise ScenarioError(
+                f"--engine batched runs {s.method} fault-free only; --{name.replace('_', '-')} "
+                "with it needs --engine node"
+            )
 
 
 def method_options(s: Scenario) -> dict[str, Any]:
@@ -94,3 +122,29 @@ def _probe(s: Scenario) -> Method:
 
         return AllReduceMethod(ctx, hub=None)  # type: ignore[arg-type]
     return method_spec(s.method).load()(ctx)
+
+
+def _check_churn(s: Scenario) -> None:
+    """Churn runs alone (no loss, partition or device speeds: the batched engine's churn has
+    no deadlines to wait out) and not for choco (``sims.batched_faults_churn``)."""
+    if s.churn == 0 and not s.churn_events:
+        return
+    timed = [
+        flag
+        for flag, on in (
+            ("--loss", s.loss > 0),
+            ("--partition-at", s.partition_at is not None),
+            ("--step-time-s", s.step_time_s > 0),
+        )
+        if on
+    ]
+    if timed:
+        raise ScenarioError(
+            f"--engine batched runs churn without {timed[0]} (its churn has no deadlines to "
+            "wait out); use --engine node"
+        )
+    if s.method == "choco":
+        raise ScenarioError(
+            "--engine batched runs choco without churn (a rejoining peer's public copies "
+            "need a resync); use --engine node"
+        )

@@ -6,10 +6,11 @@ sends q = C(x − x̂ᵢ) (a ``StreamDelta``) — per tensor the k = ⌈ratio·n
 magnitude (``topk``) or at seed-drawn positions (``randk``, ``sparse.randk_indices`` with the
 node's stream seed), their values as the receiver decodes them from ``value_dtype`` — and
 x̂ᵢ += q. Then
-x ← x + γ Σⱼ Wᵢⱼ (x̂ⱼ − x̂ᵢ) with the static Metropolis–Hastings row. In the batched engine's
-fault-free rounds with the ``all`` sampler every link delivers every round, so each
-neighbour's copy of x̂ⱼ equals x̂ⱼ itself: one stacked x̂ serves every link. Byte counts come
-from encoding each peer's real ``StreamDelta`` (sizes depend on the chosen positions).
+x ← x + γ Σⱼ Wᵢⱼ (x̂ⱼ − x̂ᵢ) with the static Metropolis–Hastings row (``all`` sampler), over
+the links whose copy is in sync. A copy of x̂ⱼ is x̂ⱼ as of the last message the link carried,
+so ``history`` keeps x̂ of the recent rounds a copy may still hold when a delta was lost
+(``sims.batched_faults_choco`` keeps each link's stream state). Byte counts come from encoding
+each peer's real ``StreamDelta`` (sizes depend on the chosen positions) and ``StreamCopy``.
 """
 
 from __future__ import annotations
@@ -56,38 +57,79 @@ class ChocoSwarm:
         self.ids = list(ids)
         self.seed = seed
         self.public: list[torch.Tensor] | None = None
+        #: x̂ of every peer after each recent round's send (copies may lag behind x̂).
+        self.history: dict[int, list[torch.Tensor]] = {}
 
-    def round(
+    def send(
         self,
         round_index: int,
         params: list[torch.Tensor],
         names: Sequence[str],
-        pull: torch.Tensor,
         wire: Wire,
-        fanout: np.ndarray,
-    ) -> np.ndarray:
-        """Send (update x̂, count bytes), then x ← x + γ·(A x̂ − (A·1) ⊙ x̂) in place; returns
-        each peer's message size [N].
-
-        ``pull`` is the sparse N×N matrix A of off-diagonal MH weights Wᵢⱼ (float64).
-        """
-        import torch
-
+        fanout: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Update x̂ (round 0: x̂ = x) and charge this round's messages; ``fanout``: per peer
+        (copies sent, deltas sent, whether its first target gets the copy — that body takes
+        the first sequence number). Returns (copy size, delta size) per peer [N] each."""
+        copies, deltas, copy_first = fanout
         if self.public is None:
             self.public = [p.detach().clone() for p in params]
-            sizes = wire.send("copy", round_index, fanout)
+            tensors = None
         else:
             tensors = [self._compress(p, x, name, round_index) for p, x, name in
                        zip(self.public, params, names, strict=True)]  # fmt: skip
-            sizes = self._count(wire, round_index, fanout, tensors, names, params)
-        ones = torch.ones(pull.shape[1], 1, dtype=torch.float64, device=pull.device)
-        degree = torch.sparse.mm(pull, ones)
-        for x, public in zip(params, self.public, strict=True):
-            flat = public.reshape(len(x), -1).to(torch.float64)
-            step = torch.sparse.mm(pull, flat) - degree * flat
-            mixed = x.reshape(len(x), -1).to(torch.float64) + self.gamma * step
+        self.history[round_index] = [p.clone() for p in self.public]
+        early = wire.send("copy", round_index, copies * copy_first)
+        delta = np.zeros(len(self.ids), dtype=np.int64)
+        if tensors is not None:
+            delta = self._count(wire, round_index, deltas, tensors, names, params)
+        late = wire.send("copy", round_index, copies * ~copy_first)
+        return early + late, delta
+
+    def consensus(
+        self,
+        params: list[torch.Tensor],
+        links: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+        round_index: int,
+    ) -> None:
+        """x ← x + γ·Σⱼ Wᵢⱼ (x̂ⱼ − x̂ᵢ) in place over the synced links ``links`` = (receiver,
+        sender, round of x̂ⱼ the copy holds, Wᵢⱼ) [E each, sorted by receiver, sender], in the
+        node's arithmetic: each term in float32, summed in float64 in sender order."""
+        import torch
+
+        if self.public is None:
+            return
+        receiver, sender, held, weight = links
+        n = len(params[0])
+        start = np.searchsorted(receiver, receiver)  # each receiver's first link
+        slot = np.arange(len(receiver)) - start
+        pulls = [torch.zeros(n, x[0].numel(), dtype=torch.float64) for x in params]
+        w32 = torch.as_tensor(weight.astype(np.float32))
+        for k in range(int(slot.max(initial=-1)) + 1):
+            chosen = np.flatnonzero(slot == k)
+            i = torch.as_tensor(receiver[chosen])
+            for t, own in enumerate(self.public):
+                copies = self._copies(t, sender[chosen], held[chosen])
+                term = w32[chosen].view(-1, 1) * (copies - own.reshape(n, -1)[i].cpu())
+                pulls[t][i] += term.to(torch.float64)
+        for x, pull in zip(params, pulls, strict=True):
+            mixed = x.reshape(n, -1).to(torch.float64) + self.gamma * pull.to(x.device)
             x.copy_(mixed.to(x.dtype).view_as(x))
-        return sizes
+        oldest = int(held.min(initial=round_index))
+        self.history = {h: t for h, t in self.history.items() if h >= oldest}
+
+    def _copies(self, tensor: int, sender: np.ndarray, held: np.ndarray) -> torch.Tensor:
+        """Rows x̂ⱼ(held) of one tensor, float32 on the CPU [E, size]."""
+        import torch
+
+        n = len(self.ids)
+        size = self.history[int(held[0])][tensor][0].numel() if len(held) else 0
+        out = torch.empty(len(sender), size, dtype=torch.float32)
+        for h in np.unique(held).tolist():
+            rows = np.flatnonzero(held == h)
+            past = self.history[h][tensor].reshape(n, -1).cpu()
+            out[torch.as_tensor(rows)] = past[torch.as_tensor(sender[rows])]
+        return out
 
     def _compress(
         self, public: torch.Tensor, x: torch.Tensor, name: str, round_index: int

@@ -130,18 +130,19 @@ def mix(matrix: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
 
 
 def push_sum(
-    edges: Edges, flat: torch.Tensor, mass: np.ndarray
+    sent: Edges, edges: Edges, flat: torch.Tensor, mass: np.ndarray
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """One push-sum round for all peers (``node.methods.pushsum``, docs/algorithms.md §4).
 
-    Each sender with k > 0 targets keeps and sends shares w/(k + 1) (clamped up to
-    ``PUSHSUM_MIN_WEIGHT``); each receiver with shares sets w ← Σ shares, z ← Σ share·z / w;
-    one without keeps z. Returns ``(z, w, guards)``; ``flat`` is z, float32 [N, d]; ``guards``
-    [N] counts each peer's mass clamps (the node's ``pushsum_guard``).
+    Each sender with k > 0 targets (``sent``) keeps and sends shares w/(k + 1) (clamped up to
+    ``PUSHSUM_MIN_WEIGHT``); each receiver with shares (``edges``: the shares that arrived;
+    a lost share's mass is gone) sets w ← Σ shares, z ← Σ share·z / w; one without keeps z.
+    Returns ``(z, w, guards)``; ``flat`` is z, float32 [N, d]; ``guards`` [N] counts each
+    peer's mass clamps (the node's ``pushsum_guard``).
     """
     import torch
 
-    k = edges.out_degree
+    k = sent.out_degree
     share = np.where(k > 0, mass / (k + 1), mass)
     low = (k > 0) & (share < PUSHSUM_MIN_WEIGHT)
     share = np.where(low, PUSHSUM_MIN_WEIGHT, share)
@@ -233,3 +234,24 @@ def variance_correct_all(
     change = pick & torch.as_tensor(scale != 1.0, device=mixed.device).view(-1, 1)
     out = torch.where(change, corrected, flat_mix)
     return out.view_as(mixed), scale
+
+
+def variance_correct_params(
+    params: list[torch.Tensor],
+    before: list[torch.Tensor],
+    edges: Edges,
+    row: tuple[np.ndarray, np.ndarray],
+    beta: float,
+) -> np.ndarray:
+    """``vc``: ``variance_correct_all`` on every mixed tensor of two or more entries, in
+    place (``before``: the tensors before the mix); returns each peer's mean factor [N]."""
+    import math
+
+    factors = []
+    for p, own in zip(params, before, strict=True):
+        if math.prod(p.shape[1:]) < 2:
+            continue
+        corrected, scale = variance_correct_all(p, own, edges, row, beta)
+        p.copy_(corrected)
+        factors.append(scale)
+    return np.mean(factors, axis=0) if factors else np.ones(edges.n_peers)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,7 +48,8 @@ class Recorder:
         self.on_record = on_record
         self.history: list[RoundMetrics] = []
         self.stats: list[dict[str, Any]] = []
-        self.last: list[RoundMetrics] = []
+        #: Each peer's latest record (a peer churned out for good keeps its last one).
+        self.last: dict[str, RoundMetrics] = {}
         #: ``local`` for personalised methods (SpaFL: each peer on its own test split).
         self.basis = accuracy_basis(swarm.scenario)
 
@@ -72,7 +74,9 @@ class Recorder:
 
         swarm = self.swarm
         started = time.perf_counter()
+        live = swarm.live(round_index)  # churn: the absent peers record nothing
         peers = self.evaluated(round_index)
+        peers = peers[live[peers]]
         local = np.full(swarm.n, math.nan)
         glob = np.full(swarm.n, math.nan)
         if len(peers):
@@ -87,7 +91,7 @@ class Recorder:
             RoundMetrics(
                 peer_id=swarm.ids[p],
                 round=round_index,
-                time_s=0.0,
+                time_s=float(swarm.time_s[p]),
                 loss=float(loss[p]),
                 accuracy=float(local[p]),
                 global_accuracy=float(glob[p]),
@@ -96,19 +100,19 @@ class Recorder:
                 bytes_received=int(swarm.bytes_received[p]),
                 messages_sent=int(wire.messages_sent[p]),
                 messages_received=int(swarm.received[p]),
-                messages_dropped=0,
-                drops={},
+                messages_dropped=int(swarm.stale[p]),
+                drops={"stale": int(swarm.stale[p])} if swarm.stale[p] else {},
                 merge=merge[p],
             )
-            for p in range(swarm.n)
+            for p in np.flatnonzero(live).tolist()
         ]
         self.history.extend(records)
-        self.last = records
+        self.last.update({record.peer_id: record for record in records})
         if self.on_record is not None:
             for record in records:
                 self.on_record(record)
         headline = local if self.basis == "local" else glob
-        self._row(round_index, headline[peers], glob[peers], local[peers], peers)
+        self._row(round_index, headline[peers], glob[peers], local[peers], peers, live)
         if self.on_row is not None:
             self.on_row(self.stats[-1])
         if self.on_round is not None:
@@ -121,21 +125,22 @@ class Recorder:
         global_accuracy: np.ndarray,
         local_accuracy: np.ndarray,
         peers: np.ndarray,
+        live: np.ndarray,
     ) -> None:
         import torch
 
         swarm = self.swarm
-        density = float(np.mean(swarm.density()))
+        density = float(np.mean(swarm.density()[live]))
         evaluated = len(peers)
-        sample = 0 < evaluated < swarm.n
+        sample = 0 < evaluated < int(live.sum())
         distance = None
-        if swarm.scenario.consensus and swarm.n > 1:
-            flat = swarm.all_params().to(dtype=torch.float64)
+        if swarm.scenario.consensus and live.sum() > 1:
+            flat = swarm.all_params()[torch.as_tensor(live)].to(dtype=torch.float64)
             distance = float(((flat - flat.mean(dim=0)) ** 2).sum(dim=1).mean())
         self.stats.append(
             {
                 "round": round_index,
-                "peers": swarm.n,
+                "peers": int(live.sum()),
                 "evaluated_peers": evaluated,
                 **({"evaluated": [swarm.ids[p] for p in peers]} if sample else {}),
                 "accuracy_mean": _r(np.mean(accuracy)) if evaluated else None,
@@ -145,7 +150,7 @@ class Recorder:
                 "density": _r(density),
                 "bytes_sent_total": int(swarm.wire.bytes_sent.sum()),
                 "consensus_distance": None if distance is None else _r(distance),
-                "time_s": 0.0,
+                "time_s": _r(float(swarm.time_s.max(initial=0.0))),
             }
         )
 
@@ -173,14 +178,23 @@ class Recorder:
         from spargo.sims.runner import SimResult
 
         s = self.swarm.scenario
-        glob = [g for m in self.last if (g := m.global_accuracy) is not None and not math.isnan(g)]
-        local = [m.accuracy for m in self.last if not math.isnan(m.accuracy)]
+        finals = [self.last[peer] for peer in sorted(self.last)]
+        glob = [g for m in finals if (g := m.global_accuracy) is not None and not math.isnan(g)]
+        local = [m.accuracy for m in finals if not math.isnan(m.accuracy)]
         headline = local if self.basis == "local" else glob
         distances = [
             r["consensus_distance"] for r in self.stats if r["consensus_distance"] is not None
         ]
         wire = self.swarm.wire
         merges = self.swarm.merges
+        plan = self.swarm.plan
+        found = self.swarm.extra_drops + (Counter() if plan is None else plan.drops)
+        drops = {k: v for k, v in sorted(found.items()) if v}
+        network = {
+            k.removeprefix("network_"): v for k, v in drops.items()
+            if k.startswith("network_") and k != "network_unreachable"
+        }  # fmt: skip
+        churn = self.swarm.churn
         summary: dict[str, Any] = {
             "name": s.label,
             "engine": "batched",
@@ -200,25 +214,32 @@ class Recorder:
             "global_accuracy_mean": _r(np.mean(glob)) if glob else None,
             "local_accuracy_mean": _r(np.mean(local)) if local else None,
             "averaged_model_accuracy": self.averaged_model_accuracy(),
-            "density": _r(np.mean([m.density for m in self.last])) if self.last else None,
+            "density": _r(np.mean([m.density for m in finals])) if finals else None,
             "consensus_distance": distances[-1] if distances else None,
             "bytes_sent_total": int(wire.bytes_sent.sum()),
             "messages_sent": int(wire.messages_sent.sum()),
-            "messages_dropped": 0,
-            "drops": {},
+            "messages_dropped": sum(drops.values()),
+            "drops": drops,
             "attackers": 0,
-            "churn_events": 0,
-            "churn_planned": 0,
+            "churn_events": 0 if churn is None else len(churn.fired),
+            "churn_planned": 0 if churn is None else len(churn.planned),
             "merges": merges,
             "staleness_mean": 0.0 if merges else None,
             "staleness_max": 0 if merges else None,
-            "simulated_s": 0.0,
+            "simulated_s": _r(float(self.swarm.time_s.max(initial=0.0))),
             "wall_s": round(wall_s, 3),
             **{f"wall_{k}_s": round(v, 3) for k, v in self.swarm.seconds.items()},
             "rounds_done": len(self.stats),
             "interrupted": interrupted,
         }
-        return SimResult(s, summary, self.history, self.stats, {"network_drops": {}})
+        faults: dict[str, Any] = {"network_drops": dict(sorted(network.items()))}
+        if churn is not None:
+            faults["churn_events"] = [vars(e) for e in churn.planned]
+            rejoins = self.swarm.rejoins
+            faults["rejoins"] = {self.swarm.ids[v]: rejoins[v] for v in sorted(rejoins)}
+        if plan is not None:
+            faults["step_time_s"] = [_r(t / max(1, s.local_steps)) for t in plan.compute_s]
+        return SimResult(s, summary, self.history, self.stats, faults)
 
 
 def merge_stats(**values: float | None) -> dict[str, float]:

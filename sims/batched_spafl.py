@@ -162,19 +162,21 @@ class SpaflSwarm:
     def merge(
         self,
         params: list[torch.Tensor],
-        edges: Edges,
-        matrix: torch.Tensor,
-        row: tuple[np.ndarray, np.ndarray],
+        taus: tuple[Edges, torch.Tensor],
+        weights: tuple[Edges, torch.Tensor, tuple[np.ndarray, np.ndarray]],
         round_index: int,
     ) -> np.ndarray | None:
         """Weights (on weight rounds), then thresholds and the global-importance update;
-        returns each peer's mean variance factor of the weights [N] (None: no weights round).
-        ``threshold_means`` then holds each peer's mean mixed τ."""
+        ``taus``: the edges whose τ arrived and their mixing matrix; ``weights``: the edges
+        whose masked weights arrived, their matrix and rows (they differ when messages are
+        lost). Returns each peer's mean variance factor of the weights [N] (None: no weights
+        round). ``threshold_means`` then holds each peer's mean mixed τ."""
         import torch
 
         factors = None
+        _, matrix = taus
         if self.weights_round(round_index):
-            factors = self._mix_weights(params, edges, matrix, row)
+            factors = self._mix_weights(params, *weights)
         total, count = np.zeros(len(params[0])), 0
         for k, tau, start in zip(self.model.layers, self.model.tau, self.tau_start, strict=True):
             mixed64 = torch.sparse.mm(matrix, tau.to(torch.float64))
@@ -234,12 +236,13 @@ class SpaflSwarm:
         fanout: np.ndarray,
         names: Sequence[str],
         params: Sequence[torch.Tensor],
-    ) -> np.ndarray:
+    ) -> list[np.ndarray]:
         """Count this round's messages: τ to every target, then (weight rounds) each peer's
-        real ``MaskedUpdate``; returns the bytes each peer sends per target [N]."""
+        real ``MaskedUpdate``; returns the bytes of each message a peer sends per target,
+        ``[τ sizes [N]]`` or ``[τ sizes, update sizes]``."""
         sizes = wire.send("tau", round_index, fanout)
         if not self.weights_round(round_index):
-            return sizes
+            return [sizes]
         units = {k: u.cpu().numpy() for k, u in
                  zip(self.model.layers, self.model.unit_masks(params), strict=True)}  # fmt: skip
         stored = dict(zip(names, (p.cpu().numpy() for p in params), strict=True))
@@ -259,7 +262,7 @@ class SpaflSwarm:
                     tensors[wire_name] = MaskedArray(array)
             update[peer] = wire.encoded(peer, round_index, MaskedModel(tensors))
         wire.add(update, fanout)
-        return sizes + update
+        return [sizes, update]
 
 
 def stored_order(names: Sequence[str], mask_head: bool = False) -> list[str]:

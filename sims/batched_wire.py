@@ -110,10 +110,12 @@ class Wire:
         self.messages_sent += fanout
         return sizes
 
-    def upload(self, nbytes: int) -> None:
-        """All-reduce: every peer uploads its raw model once (charged, not encoded)."""
-        self.bytes_sent += nbytes
-        self.messages_sent += 1
+    def upload(self, nbytes: int, who: np.ndarray | None = None) -> None:
+        """All-reduce: every peer (``who`` [N] bool: those taking part) uploads its raw model
+        once (charged, not encoded)."""
+        taking = np.ones(len(self.ids), dtype=np.int64) if who is None else who.astype(np.int64)
+        self.bytes_sent += nbytes * taking
+        self.messages_sent += taking
 
 
 def _bits(values: np.ndarray) -> np.ndarray:

@@ -16,7 +16,10 @@ hook                   what the swarm does with it
 =====================  ==========================================================================
 
 Randomness: each hook seeds its own generator from the scenario's seed and a fixed stream
-number, and the event loop calls them in a deterministic order, so a seeded run replays.
+number, so a seeded run replays; a link's per-message draws (loss, jitter) are keyed on
+(seed, stream, sender, receiver, the sender's round, the message's index on that link in that
+round) (``sims.network.keyed_uniform``), so they do not depend on the order in which the event
+loop routes messages, and the batched engine draws the same loss mask.
 A new fault is one class here; nothing else changes (``Equivocate`` shows an attacker that
 sends a different tampered payload to each target).
 """
@@ -46,6 +49,7 @@ from spargo.sims.network import (
     default_link,
     draw_churn,
     edge_links,
+    keyed_uniform,
     partition_groups,
 )
 from spargo.sims.scenario import ChurnEvent
@@ -119,24 +123,50 @@ class LinkFaults(Fault):
     default: Link = field(default_factory=Link)
 
     def link(self, ctx: FaultContext) -> LinkRule:
-        return _LinkDelays(self.default, edge_links(ctx.graph, ctx.node_of, self.default), ctx.seed)
+        links = edge_links(ctx.graph, ctx.node_of, self.default)
+        return _LinkDelays(self.default, links, ctx.seed, ctx.node_of, ctx.round_of)
+
+
+#: ``keyed_uniform`` streams of the link draws.
+LOSS_STREAM, JITTER_STREAM = 101, 102
 
 
 class _LinkDelays:
-    def __init__(self, default: Link, links: Mapping[tuple[str, str], Link], seed: int) -> None:
+    """Loss and delay per message; the draws are keyed on (sender, receiver, the sender's
+    round, how many messages this link carried before in that round)."""
+
+    def __init__(
+        self,
+        default: Link,
+        links: Mapping[tuple[str, str], Link],
+        seed: int,
+        node_of: Mapping[str, int],
+        round_of: Callable[[str], int],
+    ) -> None:
         self.default = default
         self.links = dict(links)
         self.drops: Counter[str] = Counter()
-        self._rng = np.random.default_rng([seed, 101])
+        self.seed = seed
+        self.node_of = dict(node_of)
+        self.round_of = round_of
+        self._sent: Counter[tuple[str, str, int]] = Counter()
+
+    def _draw(self, stream: int, sender: str, receiver: str, key: tuple[int, int]) -> float:
+        s, r = self.node_of.get(sender, -1), self.node_of.get(receiver, -1)
+        return float(keyed_uniform(self.seed, stream, s, r, *key)[0])
 
     def __call__(self, sender: str, receiver: str, nbytes: int) -> float | None:
         link = self.links.get((sender, receiver), self.default)
-        if link.loss > 0.0 and self._rng.random() < link.loss:
+        round_index = self.round_of(sender)
+        index = self._sent[(sender, receiver, round_index)]
+        self._sent[(sender, receiver, round_index)] = index + 1
+        key = (round_index, index)
+        if link.loss > 0.0 and self._draw(LOSS_STREAM, sender, receiver, key) < link.loss:
             self.drops["loss"] += 1
             return None
         delay_s = link.latency_s
         if link.jitter_s > 0.0:
-            delay_s += float(self._rng.uniform(0.0, link.jitter_s))
+            delay_s += link.jitter_s * self._draw(JITTER_STREAM, sender, receiver, key)
         if link.bandwidth_bps > 0.0:
             delay_s += nbytes * 8.0 / link.bandwidth_bps
         return delay_s

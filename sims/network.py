@@ -5,6 +5,12 @@ every message: it asks each fault's ``LinkRule`` (see ``sims.faults``) in turn a
 summed delay in (virtual) seconds, or ``None`` when a rule drops the message. A link's own
 delay is ``latency + U(0, jitter) + nbytes·8 / bandwidth``. ``CrashableTransport`` lets churn
 crash a peer; ``ReplayTransport`` re-sends old frames (a replay attacker).
+
+Per-message draws (loss, jitter) are ``keyed_uniform``: a pure function of (seed, stream,
+sender, receiver, round, message index), not the next number of one shared generator, so
+whether a message is lost does not depend on the order in which the event loop happens to
+route the swarm's messages, and the batched engine (``sims.batched_faults``) computes the very
+same loss mask for a whole round at once.
 """
 
 from __future__ import annotations
@@ -40,6 +46,46 @@ class Link:
     #: Bits per second; 0 = unlimited.
     bandwidth_bps: float = 0.0
     loss: float = 0.0
+
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """The SplitMix64 finaliser (Steele, Lea & Flood 2014) on uint64 arrays (wrapping)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    out: np.ndarray = x ^ (x >> np.uint64(31))
+    return out
+
+
+def keyed_uniform(
+    seed: int,
+    stream: int,
+    sender: np.ndarray | int,
+    receiver: np.ndarray | int,
+    round_index: np.ndarray | int,
+    index: np.ndarray | int,
+) -> np.ndarray:
+    """Uniform draws in [0, 1), one per broadcast element of the four integer arrays: a pure
+    function of (seed, stream, sender, receiver, round, message index) — a counter-based
+    generator (SplitMix64's finaliser chained over the fields; the top 53 bits make the
+    float). Shape: the broadcast shape of the arrays (at least 1-d); float64."""
+    fields = np.broadcast_arrays(
+        *(
+            np.atleast_1d(np.asarray(f, dtype=np.int64))
+            for f in (sender, receiver, round_index, index)
+        )
+    )
+    with np.errstate(over="ignore"):
+        key = np.full(fields[0].shape, (seed & _MASK64), dtype=np.uint64)
+        h = _mix64(key ^ _mix64(np.full_like(key, stream & _MASK64) + _GOLDEN))
+        for k, field in enumerate(fields, start=1):
+            h = _mix64(h ^ _mix64(field.astype(np.uint64) + _GOLDEN * np.uint64(k + 1)))
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
 class LinkRule(Protocol):

@@ -143,7 +143,27 @@ def test_a_model_that_is_not_an_mlp_is_a_one_line_error(monkeypatch: pytest.Monk
             {"engine": "batched", "method": "choco", "method_options": {"ratio": 2}},
             "choco option ratio must lie in (0, 1]",
         ),
-        ({"engine": "batched", "loss": 0.1}, "--loss needs --engine node"),
+        (
+            {"engine": "batched", "churn": 0.1, "loss": 0.1},
+            "--engine batched runs churn without --loss (its churn has no deadlines",
+        ),
+        (
+            {"engine": "batched", "method": "choco", "churn": 0.1},
+            "--engine batched runs choco without churn",
+        ),
+        (
+            {"engine": "batched", "attack": "signflip", "attackers": 0.25},
+            "not attacks; --attack needs --engine node",
+        ),
+        ({"engine": "batched", "latency_ms": 5.0}, "--latency-ms needs --engine node"),
+        *(
+            (
+                {"engine": "batched", "method": method, fault: value},
+                f"runs {method} fault-free only; --{fault.replace('_', '-')} with it needs",
+            )
+            for method in ("pushsum_rs", "tracking", "cgt", "cgt_masked")
+            for fault, value in (("loss", 0.3), ("churn", 0.1), ("speed_spread", 0.5))
+        ),
         ({"engine": "batched", "mode": "async"}, "--mode rounds only"),
         (
             {"engine": "batched", "method": "cgt", "sampler": "random:1"},
@@ -207,8 +227,9 @@ def test_cli_runs_the_batched_engine_and_rejects_what_it_cannot(
     assert '"engine": "batched"' in last
     assert '"eval_peers": 4' in last
     assert_one_line_error(
-        ["--engine", "batched", "--loss", "0.1"],
-        "--engine batched runs fault-free rounds; --loss needs --engine node",
+        ["--engine", "batched", "--latency-ms", "5"],
+        "--engine batched runs loss, partitions, churn and device speeds, not link delays; "
+        "--latency-ms needs --engine node",
         lambda: capsys.readouterr().err,
     )
 
