@@ -83,7 +83,7 @@ def _scenario_from_args(args: argparse.Namespace) -> Any:
         base = dict(load_toml(args.config))
     base.update(flag_values(args))
     given_options = list(args.method_options or [])
-    # The default run (no method named) is SpaFL with weights every third round; a method
+    # The default run (no method named) is SpaFL with weights every second round; a method
     # named by flag or file runs with its own defaults (`--method spafl`: thresholds only).
     named = "method" in base
     if named or given_options:

@@ -60,8 +60,8 @@ class ChurnEvent:
             )
 
 
-#: The default run gossips SpaFL thresholds every round and masked weights every third round.
-DEFAULT_SPAFL_OPTIONS: Mapping[str, Any] = MappingProxyType({"weights_every": 3})
+#: The default run gossips SpaFL thresholds every round and masked weights every second round.
+DEFAULT_SPAFL_OPTIONS: Mapping[str, Any] = MappingProxyType({"weights_every": 2})
 _UNSET_OPTIONS: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -103,7 +103,8 @@ class Scenario:
     topology: str = _arg("smallworld", "ring, smallworld, regular:4, er:0.2, ... or a graph file")
     method: str = _arg("spafl", "gossip method: " + method_help())
     #: Left unset, the method's defaults — and for ``spafl`` the default run's
-    #: ``weights_every = 3`` (thresholds every round, masked weights every third).
+    #: ``weights_every = 2`` (thresholds every round, masked weights every second;
+    #: the best measured setting, ``benchmarks/default_run.py``).
     method_options: Mapping[str, Any] = _arg(
         _UNSET_OPTIONS,
         "method option, repeatable (e.g. --option weights_every=3)",

@@ -121,13 +121,13 @@ def test_default_run_gossips_weights_but_a_named_spafl_sends_thresholds_only() -
     def scenario(*argv: str) -> Any:
         return _scenario_from_args(build_parser().parse_args(["sim", *argv]))
 
-    assert dict(scenario().method_options) == {"weights_every": 3}
+    assert dict(scenario().method_options) == {"weights_every": 2}
     assert dict(scenario("--method", "spafl").method_options) == {}
     assert dict(scenario("--method", "spafl", "--option", "alpha=0.02").method_options) == {
         "alpha": 0.02
     }
     assert dict(scenario("--option", "alpha=0.02").method_options) == {
-        "weights_every": 3,
+        "weights_every": 2,
         "alpha": 0.02,
     }
     assert dict(scenario("--method", "dense").method_options) == {}
@@ -142,7 +142,7 @@ def test_a_sweep_treats_a_method_named_in_base_like_a_config_file(tmp_path: Path
     assert options == [{}, {}]  # thresholds only, as `spargo sim --config` runs it
     sweep.write_text("[grid]\nseed = [0, 1]\n")  # no method named: the default run
     options = [dict(s.method_options) for _, s in load_sweep(sweep)]
-    assert options == [{"weights_every": 3}] * 2
+    assert options == [{"weights_every": 2}] * 2
 
 
 def test_a_sweep_with_a_given_name_keeps_the_grid_in_the_run_names(tmp_path: Path) -> None:
