@@ -22,10 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-#: name -> (method, method options). The first is the shipped default.
+#: name -> (method, method options). The first is the shipped default: the most accurate
+#: (global basis) of the variance-corrected settings with a sparse model (final density at
+#: most 0.5) that send at most a third of D-PSGD's bytes.
 CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
-    "spafl weights_every=3": ("spafl", {"weights_every": 3}),
     "spafl weights_every=2": ("spafl", {"weights_every": 2}),
+    "spafl weights_every=3": ("spafl", {"weights_every": 3}),
     "spafl weights_every=1": ("spafl", {"weights_every": 1}),
     "spafl weights_every=3 vc=false": ("spafl", {"weights_every": 3, "vc": False}),
     "spafl weights_every=3 alpha=0.003": ("spafl", {"weights_every": 3, "alpha": 0.003}),
