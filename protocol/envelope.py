@@ -246,7 +246,8 @@ class Decoder:
             raise _bad(Reason.MALFORMED, f"bad frame header: {exc}") from exc
         if nfields not in (_FIELDS, _FIELDS_WITH_STEP):
             raise _bad(
-                Reason.MALFORMED, f"a frame has {_FIELDS} or {_FIELDS_WITH_STEP} fields, got {nfields}"
+                Reason.MALFORMED,
+                f"a frame has {_FIELDS} or {_FIELDS_WITH_STEP} fields, got {nfields}",
             )
         if not isinstance(signed, bool):
             raise _bad(Reason.MALFORMED, "the signed flag must be a bool")
