@@ -349,6 +349,9 @@ class PayloadExchange:
         elif (envelope.round, envelope.step) < (self.round, self.step):
             self.counters.drop("stale")  # an earlier round, or an earlier step of this one
             return
+        elif envelope.step >= self.config.gossip_steps:
+            self.counters.drop("step")  # a peer run with more gossip steps than ours
+            return
         elif envelope.round > self.round + self.config.max_staleness + 1:
             self._saw_round(sender, envelope.round)
             self.counters.drop("future")

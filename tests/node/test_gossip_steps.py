@@ -385,7 +385,7 @@ def test_inbox_keeps_the_steps_of_one_round_apart() -> None:
     assert inbox.count(3, "a", 2) == 1
 
 
-def test_a_message_of_an_earlier_step_is_stale() -> None:
+def test_a_message_of_an_earlier_step_is_stale_and_one_beyond_q_is_dropped() -> None:
     from spargo.node.payload import to_message
     from spargo.protocol import Envelope
 
@@ -396,12 +396,15 @@ def test_a_message_of_an_earlier_step_is_stale() -> None:
         Model({n: p.detach().numpy() for n, p in exchangeable_parameters(node.model)})
     )
 
-    async def deliver(step: int, seq: int) -> None:
-        await node._accept(Envelope("test", "p1", seq, 4, body, step=step))
+    async def deliver(step: int, seq: int, round_index: int = 4) -> None:
+        await node._accept(Envelope("test", "p1", seq, round_index, body, step=step))
 
     asyncio.run(deliver(0, 1))
     assert node.counters.drops.get("stale") == 1
     asyncio.run(deliver(1, 2))
-    asyncio.run(deliver(2, 3))
+    asyncio.run(deliver(2, 3))  # beyond this peer's Q = 2: a misconfigured neighbour
+    assert node.counters.drops.get("step") == 1
+    asyncio.run(deliver(0, 4, 5))  # the next round's first step is fine
     assert node._inbox.count(4, "p1", 1) == 1
-    assert node._inbox.count(4, "p1", 2) == 1
+    assert node._inbox.count(4, "p1", 2) == 0
+    assert node._inbox.count(5, "p1", 0) == 1
