@@ -14,14 +14,16 @@ which no frame writes.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from spargo.node.inbox import Arrival, Inbox, to_received
-from spargo.node.methods.payloads import MergeResult
+from spargo.node.methods.payloads import MergeResult, Payload, Received
 
 if TYPE_CHECKING:
     from spargo.node.config import NodeConfig
     from spargo.node.methods.base import Method
+    from spargo.node.metrics import Counters
     from spargo.node.view import PeerView
 
 
@@ -40,17 +42,17 @@ class RoundsLoop:
     _latest_round: dict[str, int]
     _last_loss: float
 
-    # Provided by Node and its other mixins.
-    _send_hello: Any
-    _train: Any
-    _send_payloads: Any
-    _outgoing: Any
-    _merge: Any
-    _track_silence: Any
-    _record: Any
-    _checkpoint_now: Any
-    _write_checkpoint: Any
-    counters: Any
+    counters: Counters
+    # Provided by Node and its other mixins (node.exchange, node.health).
+    _send_hello: Callable[[], Coroutine[Any, Any, None]]
+    _train: Callable[[int], Awaitable[float]]
+    _send_payloads: Callable[[Sequence[tuple[str, Payload]], int], Coroutine[Any, Any, None]]
+    _outgoing: Callable[[int, Sequence[str]], list[tuple[str, Payload]]]
+    _merge: Callable[[int, list[Received]], MergeResult]
+    _track_silence: Callable[[Iterable[str], Iterable[str]], None]
+    _record: Callable[[int, dict[str, float]], Awaitable[None]]
+    _checkpoint_now: Callable[[], bool]
+    _write_checkpoint: Callable[[], Awaitable[None]]
 
     async def _rounds_loop(self) -> None:
         await self._send_hello()
