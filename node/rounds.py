@@ -74,9 +74,9 @@ class RoundsLoop:
         steps = self.config.gossip_steps
         heard: set[str] = set()
         result = MergeResult()
+        # After stop() the remaining steps still run (without waiting: _gather returns at
+        # once), so the round's last-step work (a correction, a re-prune) is never skipped.
         for step in range(steps):
-            if step and self._stop.is_set():
-                break
             self.step = step
             self.method.begin_step(round_index, step, steps)
             targets = self._live_targets(round_index)
