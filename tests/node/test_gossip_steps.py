@@ -335,23 +335,37 @@ def test_every_mixing_method_completes_q2_rounds(method: str) -> None:
         assert np.isfinite(exchanged(node)).all()
 
 
-async def test_q2_over_tcp_with_two_real_peers() -> None:
-    from tests.node.test_transport_tcp import mesh
-
-    ids = ["p0", "p1"]
-    async with mesh(ids) as transports:
-        nodes = make_nodes(
-            MemoryNetwork(), 2, "dense", 2, lr=0.05, rounds=3, graph_spec="complete",
-            transports=dict(transports),
-        )  # fmt: skip
-        async with asyncio.timeout(60):
-            histories = await asyncio.gather(*(node.run() for node in nodes))
+async def _two_real_peers(transports: dict[str, Transport]) -> None:
+    """Two peers, Q = 2, 3 rounds over ``transports``: every step of every round merges."""
+    nodes = make_nodes(
+        MemoryNetwork(), 2, "dense", 2, lr=0.05, rounds=3, graph_spec="complete",
+        transports=transports,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        histories = await asyncio.gather(*(node.run() for node in nodes))
     for history in histories:
         assert [m.round for m in history] == [0, 1, 2]
         assert all(m.merge.get("merged_peers") == 1 for m in history)
         assert not history[-1].drops
     # both peers merged each other's model twice a round: they end up (nearly) equal
     assert np.abs(exchanged(nodes[0]) - exchanged(nodes[1])).max() < 1e-5
+
+
+async def test_q2_over_tcp_with_two_real_peers() -> None:
+    from tests.node.test_transport_tcp import mesh
+
+    async with mesh(["p0", "p1"]) as transports:
+        await _two_real_peers(dict(transports))
+
+
+async def test_q2_over_mqtt_with_two_real_peers(mosquitto: Any, swarm: str) -> None:
+    from spargo.node.transports.mqtt import MqttTransport
+    from tests.node.conformance import entered
+    from tests.node.test_transport_mqtt import config_for
+
+    config = config_for(mosquitto, swarm)
+    async with entered({p: MqttTransport(config, p) for p in ("p0", "p1")}) as transports:
+        await _two_real_peers(dict(transports))
 
 
 def test_checkpoint_resume_with_q2_equals_an_uninterrupted_run(tmp_path: Path) -> None:
