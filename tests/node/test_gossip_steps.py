@@ -327,11 +327,17 @@ def test_dense_bytes_grow_q_fold() -> None:
 
 @pytest.mark.parametrize("method", MIXING)
 def test_every_mixing_method_completes_q2_rounds(method: str) -> None:
-    nodes = make_nodes(MemoryNetwork(), 4, method, 2, lr=0.05, rounds=3)
+    """Every step of every round merges every neighbour (SpaFL with weights each round: two
+    messages per sender and step); nothing is stale."""
+    options = {"weights_every": 1} if method == "spafl" else {}
+    nodes = make_nodes(MemoryNetwork(), 4, method, 2, lr=0.05, rounds=3, **options)
     run_nodes(nodes)
     for node in nodes:
         assert [m.round for m in node.history] == [0, 1, 2]
-        assert node.counters.drops.get("stale", 0) == 0
+        assert not node.counters.drops
+        assert all(m.merge.get("merged_peers") == 2 for m in node.history), node.history
+        if method == "spafl":
+            assert all(m.merge.get("weights_merged_peers") == 2 for m in node.history)
         assert np.isfinite(exchanged(node)).all()
 
 
