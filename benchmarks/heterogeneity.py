@@ -11,7 +11,9 @@ D-PSGD's bytes; and saves a plot of accuracy vs MB on the Dirichlet-0.3 ring.
     python benchmarks/heterogeneity.py --load runs.jsonl        # table and plot only
 
 ``--method-options 'cgt:ratio=0.1,value_dtype=int8'`` overrides a method's options (run
-names then carry the overrides). docs/algorithms.md §10 describe the tracking methods.
+names then carry the overrides); ``gossip_steps=Q`` among them sets the run's gossip steps per
+round (docs/algorithms.md §4.10), e.g. ``'cgt:gossip_steps=3'``. docs/algorithms.md §10
+describe the tracking methods.
 """
 
 from __future__ import annotations
@@ -95,13 +97,17 @@ def _run_grid(args: argparse.Namespace) -> Iterable[Run]:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for method in args.methods.split(","):
                     options = overrides.get(method, {})
-                    scenario = Scenario(
-                        nodes=args.nodes, topology=topo, method=method, rounds=args.rounds,
-                        task=f"mnist:{args.data}", partition=partition, seed=seed,
-                        method_options=options, engine=args.engine,
-                    )  # fmt: skip
                     name = method + "".join(f" {k}={v}" for k, v in sorted(options.items()))
                     try:
+                        method_options = dict(options)
+                        steps = method_options.pop("gossip_steps", "1")  # a Scenario field
+                        scenario = Scenario(
+                            nodes=args.nodes, topology=topo, method=method, rounds=args.rounds,
+                            task=f"mnist:{args.data}", partition=partition, seed=seed,
+                            method_options=method_options,
+                            gossip_steps=int(steps) if steps.isdigit() else steps,
+                            engine=args.engine,
+                        )  # fmt: skip
                         result = run(scenario)
                     except ValueError as exc:
                         row: Run = {"method": name, "error": str(exc)}

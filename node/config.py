@@ -19,6 +19,8 @@ from spargo.node.errors import ConfigError
 from spargo.node.methods.registry import node_methods
 
 MODES = ("rounds", "async")
+#: The most gossip steps per round ``gossip_steps`` accepts (the wire allows 255).
+MAX_GOSSIP_STEPS = 16
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,11 @@ class NodeConfig:
     lr: float = 0.05
     momentum: float = 0.9
     seed: int = 0
-    #: In rounds mode: how long to wait for neighbours after sending before merging anyway.
+    #: In rounds mode: how long to wait for neighbours after sending before merging anyway
+    #: (per gossip step).
     round_deadline_s: float = 10.0
+    #: In rounds mode: gossip exchanges per round (Q; docs/algorithms.md §4.10).
+    gossip_steps: int = 1
     #: In async mode: seconds between local training bursts and between gossip sends.
     train_period_s: float = 1.0
     gossip_period_s: float = 1.0
@@ -88,6 +93,7 @@ class NodeConfig:
                 is_whole(value) and value >= 1,
                 f"{name} must be a whole number >= 1, got {value!r}",
             )
+        self._check_gossip_steps()
         lr = self.lr
         _check(
             isinstance(lr, int | float) and 0 <= lr < math.inf,
@@ -124,6 +130,22 @@ class NodeConfig:
         _check(
             not self.keys or self.active_key_id in self.keys,
             f"active_key_id {self.active_key_id} is not among the keys {sorted(self.keys)}",
+        )
+
+    def _check_gossip_steps(self) -> None:
+        q = self.gossip_steps
+        _check(
+            is_whole(q) and 1 <= q <= MAX_GOSSIP_STEPS,
+            f"gossip_steps must be a whole number in 1..{MAX_GOSSIP_STEPS}, got {q!r}",
+        )
+        _check(
+            q == 1 or self.method != "local",
+            f"gossip_steps={q} does not apply to method local (it mixes nothing); use 1",
+        )
+        _check(
+            q == 1 or self.mode == "rounds",
+            f"gossip_steps={q} needs mode rounds (async gossips on its own clock, "
+            "gossip_period_s); use 1",
         )
 
     def with_overrides(self, **overrides: Any) -> NodeConfig:

@@ -6,12 +6,15 @@ signature (``node.payload.from_message``) and filed in the inbox; a control payl
 ``merge`` at once. ``_merge`` is the bad-data guard around ``method.merge``.
 
 Security (README, "Security"): frames are tagged with the swarm key and signed with this
-peer's Ed25519 key when it has them (``node.identity.Credentials``), and carry this process's
-random boot id, so a restarted peer's lower sequence numbers are a new incarnation, not
-replays. Nothing here changes state for a frame that fails a check: the decoder records
-sequence numbers only for valid frames, and a sender's claimed round or Lamport clock moves
-at most ``round_jump`` per accepted message. A sender whose frames are dropped as replays for
-``REPLAY_WARN_ROUNDS`` rounds is named in a warning.
+peer's Ed25519 key when it has them (``node.identity.Credentials``), and carry this
+process's random boot id, so a restarted peer's lower sequence numbers are a new
+incarnation, not replays. With several gossip steps per round every frame also carries its
+step (PROTOCOL.md §2): each step's messages have their own sequence numbers, are filed under
+(round, step), and one from an earlier step of the current round is stale. Nothing here
+changes state for a frame that fails a check: the decoder records sequence numbers only for
+valid frames, and a sender's claimed round or Lamport clock moves at most ``round_jump`` per
+accepted message. A sender whose frames are dropped as replays for ``REPLAY_WARN_ROUNDS``
+rounds is named in a warning.
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ class PayloadExchange:
     counters: Counters
     departed: set[str]
     round: int
+    #: Rounds mode: the gossip step within the round (0 .. gossip_steps − 1); async: 0.
+    step: int
     clock: int
     seq: int
     _keyring: Keyring | None
@@ -257,6 +262,7 @@ class PayloadExchange:
                     round=round_index,
                     body=body,
                     boot=self._boot,
+                    step=self.step,
                 )
                 data = encoded[id(body)] = encode(envelope, self._keyring, self._signer)
             try:
@@ -340,15 +346,18 @@ class PayloadExchange:
             return
         if self.config.mode == "async":  # Lamport: never behind a sender, by bounded steps
             self.clock = max(self.clock, min(envelope.round, self.clock + self.round_jump))
-        elif envelope.round < self.round:
-            self.counters.drop("stale")
+        elif (envelope.round, envelope.step) < (self.round, self.step):
+            self.counters.drop("stale")  # an earlier round, or an earlier step of this one
+            return
+        elif envelope.step >= self.config.gossip_steps:
+            self.counters.drop("step")  # a peer run with more gossip steps than ours
             return
         elif envelope.round > self.round + self.config.max_staleness + 1:
             self._saw_round(sender, envelope.round)
             self.counters.drop("future")
             return
         self._saw_round(sender, envelope.round)
-        self._inbox.add(Arrival(sender, envelope.round, payload))
+        self._inbox.add(Arrival(sender, envelope.round, payload, envelope.step))
         self._arrived.set()
 
 

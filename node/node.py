@@ -1,7 +1,8 @@
 """The peer: one asyncio node that trains, gossips and merges, on any transport.
 
-Rounds mode: train E local steps → send to this round's targets → wait for the expected
-senders up to a deadline → merge → evaluate → checkpoint. Asynchronous mode: training and
+Rounds mode (``node.rounds``): train E local steps → Q gossip steps (each: send to this
+round's targets → wait for the expected senders up to a deadline → merge) → evaluate →
+checkpoint. Asynchronous mode: training and
 gossip run on independent clocks and messages merge on arrival, weighted by staleness.
 Background work lives in one ``TaskGroup`` of named tasks. Blocking work leaves the event
 loop: training through ``training_runner``, evaluation and checkpoint writing through
@@ -32,9 +33,10 @@ from spargo.node.errors import CheckpointError
 from spargo.node.exchange import MergeObserver, OutgoingFilter, PayloadExchange
 from spargo.node.health import PeerHealth, checkpoint_mismatch
 from spargo.node.identity import Credentials
-from spargo.node.inbox import Arrival, to_received
+from spargo.node.inbox import to_received
 from spargo.node.methods.base import Method
 from spargo.node.metrics import Counters, RoundMetrics
+from spargo.node.rounds import RoundsLoop
 from spargo.node.tasks import Dataset
 from spargo.node.training import LocalTrainer, TrainConfig
 from spargo.node.transports.base import Transport
@@ -69,7 +71,7 @@ class LocalData:
     global_test: Dataset | None = None
 
 
-class Node(PayloadExchange, PeerHealth):
+class Node(RoundsLoop, PayloadExchange, PeerHealth):
     """One gossip-learning peer."""
 
     def __init__(
@@ -110,6 +112,7 @@ class Node(PayloadExchange, PeerHealth):
         self.counters = Counters()
         self.history: list[RoundMetrics] = []
         self.round = 0
+        self.step = 0
         self.seq = initial_seq
         self.departed: set[str] = set()
         self._run_training: TrainingRunner = training_runner or asyncio.to_thread
@@ -235,44 +238,7 @@ class Node(PayloadExchange, PeerHealth):
         await self._send_all([(peer, bye) for peer in self.view.neighbours], self.round)
         await self._write_checkpoint()
 
-    # --- rounds mode ------------------------------------------------------------------
-    async def _rounds_loop(self) -> None:
-        await self._send_hello()
-        while self.round < self.config.rounds and not self._stop.is_set():
-            self._catch_up()
-            r = self.round
-            self.method.begin_round(r)
-            self._last_loss = await self._train(r)
-            await self._send_payloads(self._outgoing(r, self._live_targets(r)), r)
-            arrivals = await self._gather(r)
-            self._track_silence(self.view.expected_senders(r), arrivals)
-            result = self._merge(r, to_received(r, arrivals))
-            await self._send_payloads(result.replies, r)
-            self.round = r + 1
-            await self._record(r, result.stats.as_dict())  # metrics before the checkpoint
-            if self._checkpoint_now():
-                await self._write_checkpoint()
-
-    def _catch_up(self) -> None:
-        """Jump ahead when every live neighbour we heard from is past our next round.
-
-        That is a peer back from a crash or a partition: its old rounds are stale for
-        everyone. One fast peer (one nobody sends to, say) does not drag the others along, nor
-        does one that lies about its round (every live neighbour must be ahead).
-        """
-        live = [p for p in self.view.neighbours if p not in self.departed]
-        heard = [self._latest_round[p] for p in live if p in self._latest_round]
-        # Every live neighbour must vouch for the jump (not just those heard from so far), so
-        # a neighbour that claims a far round before the others speak cannot drag us along;
-        # and each message moved its sender's claim by at most ``round_jump`` (_saw_round).
-        if heard and len(heard) == len(live) and min(heard) > self.round + 1:
-            self.round = min(min(heard), self.config.rounds - 1)
-
-    def _live_targets(self, round_index: int) -> list[str]:
-        """This round's targets minus peers that said Bye (a method that splits mass among
-        its targets, push-sum, must not count a peer the send would skip)."""
-        return [p for p in self.view.targets(round_index) if p not in self.departed]
-
+    # --- training ------------------------------------------------------------------
     async def _train(self, round_index: int) -> float:
         async with self._model_lock:
             return await self._run_training(
@@ -280,33 +246,6 @@ class Node(PayloadExchange, PeerHealth):
                     round_index, self.method.loss_term, self.method.after_step
                 )
             )
-
-    async def _gather(self, round_index: int) -> dict[str, list[Arrival]]:
-        """Wait for every live expected sender's messages of this round, or the deadline."""
-        per_sender = self.method.expected_messages(round_index)
-        expected = [p for p in self.view.expected_senders(round_index) if p not in self.departed]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.round_deadline_s
-        while not self._stop.is_set():
-            waiting = [
-                p
-                for p in expected
-                if self._inbox.count(round_index, p) < per_sender and p not in self.departed
-            ]
-            remaining = deadline - loop.time()
-            if not waiting or remaining <= 0:
-                break
-            self._arrived.clear()
-            try:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
-                # cancellation that lands as the event fires, and the peer would not stop.
-                async with asyncio.timeout(remaining):
-                    await self._arrived.wait()
-            except TimeoutError:
-                break
-        received = self._inbox.take(round_index)
-        self.counters.drop("stale", self._inbox.drop_before(round_index))
-        return received
 
     # --- asynchronous mode --------------------------------------------------------------
     async def _async_loops(self, group: asyncio.TaskGroup) -> None:
@@ -329,7 +268,8 @@ class Node(PayloadExchange, PeerHealth):
                 await self._sleep(self._period(self.config.train_period_s, self._train_rng))
                 self.round = r + 1  # the burst is complete with the merges that followed it
                 heard, self._heard_async = self._heard_async, set()
-                self._track_silence(self.view.neighbours, heard)
+                listens = self.method.expected_messages(self.clock) > 0  # not ``local``
+                self._track_silence(self.view.neighbours if listens else [], heard)
                 await self._record(r, self._drain_merge_log())
                 if self._checkpoint_now():
                     await self._write_checkpoint()

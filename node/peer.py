@@ -249,6 +249,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--swarm")
     p.add_argument("--method", help=method_help(simulator=False))
     p.add_argument("--rounds", type=int)
+    p.add_argument("--gossip-steps", type=int, help="gossip exchanges per round (1..16)")
     p.add_argument("--checkpoint-dir")
     p.add_argument(
         "--fresh", action="store_true", help="ignore an existing checkpoint and start at round 0"
@@ -287,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
             "swarm": args.swarm,
             "method": args.method,
             "rounds": args.rounds,
+            "gossip_steps": args.gossip_steps,
             "checkpoint_dir": args.checkpoint_dir,
         },
         "transport": {

@@ -3,13 +3,17 @@
 A frame is one msgpack array, then the sender's Ed25519 signature when it signs, then an
 HMAC-SHA256 tag when the swarm has a key:
 
-    A = [version, key_id | nil, signed, swarm, sender, boot, seq, round, type, body]
+    A = [version, key_id | nil, signed, swarm, sender, boot, seq, round, type, body, (step)]
     frame = A || Ed25519(sender's key, A) if signed || HMAC-SHA256(key, A || signature) if key_id
 
 `encode` builds frames; a `Decoder` (one per node) turns untrusted bytes into an `Envelope` or
 raises RemoteProtocolError. The tag (cheap) is checked before anything is parsed, the signature
 before the body is decoded, and the replay window changes only for a frame that passed every
 check.
+
+``step`` (the gossip step within the round, PROTOCOL.md §2) is an optional eleventh field,
+written only when it is not 0: a frame of a one-step round is byte for byte what it was
+before the field existed.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ __all__ = ["TAG_BYTES", "Decoder", "Envelope", "encode", "model_signature"]
 
 TAG_BYTES = 32
 _FIELDS = 10
+#: With the optional ``step`` field (only when step > 0).
+_FIELDS_WITH_STEP = 11
+#: Gossip steps per round are below this (the step field's range is 1 .. MAX_STEPS - 1).
+MAX_STEPS = 256
 _PEEK_BYTES = 32  # array header + version + key id + signed flag fit in 1 + 9 + 5 + 1 bytes
 _DEFAULT_LIMITS = Limits()  # frozen, so sharing it is safe
 _UNPACK_ERRORS = (msgpack.UnpackException, ValueError, TypeError, OverflowError, RecursionError)
@@ -61,6 +69,7 @@ class Envelope:
     body: Message
     boot: int = 0  # the sender's incarnation: random per process start (uint64)
     version: int = PROTOCOL_VERSION
+    step: int = 0  # the gossip step within the round (0 .. MAX_STEPS - 1; 0 is not written)
 
     def __post_init__(self) -> None:
         _text(self.swarm, "Envelope.swarm")
@@ -68,6 +77,7 @@ class Envelope:
         _uint(self.seq, "Envelope.seq", 2**64)
         _uint(self.boot, "Envelope.boot", 2**64)
         _uint(self.round, "Envelope.round", 2**63)
+        _uint(self.step, "Envelope.step", MAX_STEPS)
         if self.version != PROTOCOL_VERSION:
             raise LocalProtocolError(f"this library speaks protocol version {PROTOCOL_VERSION}")
         # The message values validated themselves on construction; checking the type is enough
@@ -91,6 +101,8 @@ def encode(
     key_id = keyring.active_key_id if keyring is not None else None
     head = [envelope.version, key_id, signer is not None, envelope.swarm, envelope.sender]
     fields = [*head, envelope.boot, envelope.seq, envelope.round, int(code), body]
+    if envelope.step:
+        fields.append(envelope.step)
     packed: bytes = msgpack.packb(fields, use_bin_type=True)
     if signer is not None:
         packed += signer.sign(packed)
@@ -135,7 +147,7 @@ class Decoder:
             max_boots=limits.max_boots_per_sender,
         )
         # The largest msgpack array we ever send: guards list allocation by claimed lengths.
-        self._max_array_len = max(limits.max_tensors, _FIELDS, 8)
+        self._max_array_len = max(limits.max_tensors, _FIELDS_WITH_STEP, 8)
 
     def forget(self, sender: str) -> None:
         """Drop the replay state of `sender` (after its Bye, say)."""
@@ -160,8 +172,9 @@ class Decoder:
             signature = bytes(covered[-SIGNATURE_BYTES:])
             covered = covered[:-SIGNATURE_BYTES]
         fields = self._unpack(covered)
-        swarm, sender, boot, seq, round_, type_code, body = fields[3:]
+        swarm, sender, boot, seq, round_, type_code, body = fields[3:_FIELDS]
         self._check_header(swarm, sender, boot, seq, round_)
+        step = _step(fields)
         announced = self._verify(sender, covered, signature, signed, key_id)
         message = decode_body(type_code, body, self.limits)
         if announced and not self._announcement_ok(message, covered, signature):
@@ -178,7 +191,7 @@ class Decoder:
         self._replay.record(sender, seq, boot)
         if announced and self.roster is not None and isinstance(message, Hello):
             self.roster.pin(sender, message.public_key or b"")
-        return Envelope(swarm, sender, seq, round_, message, boot)
+        return Envelope(swarm, sender, seq, round_, message, boot, step=step)
 
     def _check_header(self, swarm: Any, sender: Any, boot: Any, seq: Any, round_: Any) -> None:
         if swarm != self.swarm:
@@ -231,8 +244,11 @@ class Decoder:
             signed = unpacker.unpack()
         except _UNPACK_ERRORS as exc:
             raise _bad(Reason.MALFORMED, f"bad frame header: {exc}") from exc
-        if nfields != _FIELDS:
-            raise _bad(Reason.MALFORMED, f"a frame has {_FIELDS} fields, got {nfields}")
+        if nfields not in (_FIELDS, _FIELDS_WITH_STEP):
+            raise _bad(
+                Reason.MALFORMED,
+                f"a frame has {_FIELDS} or {_FIELDS_WITH_STEP} fields, got {nfields}",
+            )
         if not isinstance(signed, bool):
             raise _bad(Reason.MALFORMED, "the signed flag must be a bool")
         if key_id is None:
@@ -275,6 +291,19 @@ class Decoder:
             )
         except _UNPACK_ERRORS as exc:
             raise _bad(Reason.MALFORMED, f"not a msgpack frame: {exc}") from exc
-        if not isinstance(fields, tuple) or len(fields) != _FIELDS:
-            raise _bad(Reason.MALFORMED, f"a frame is an array of {_FIELDS} fields")
+        if not isinstance(fields, tuple) or len(fields) not in (_FIELDS, _FIELDS_WITH_STEP):
+            raise _bad(
+                Reason.MALFORMED, f"a frame is an array of {_FIELDS} or {_FIELDS_WITH_STEP} fields"
+            )
         return fields
+
+
+def _step(fields: tuple[Any, ...]) -> int:
+    """The optional step field: absent means 0; present, it must be in [1, MAX_STEPS) (a 0
+    is never written, so each frame has one encoding)."""
+    if len(fields) == _FIELDS:
+        return 0
+    step = fields[_FIELDS]
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 < step < MAX_STEPS:
+        raise _bad(Reason.MALFORMED, f"step must be an int in [1, {MAX_STEPS}) when present")
+    return step

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from spargo.sims.faults import Fault
 
-from spargo.node.config import MODES
+from spargo.node.config import MAX_GOSSIP_STEPS, MODES
 from spargo.node.methods.registry import method_help, sim_methods
 
 ENGINES = ("node", "batched")
@@ -145,6 +145,10 @@ class Scenario:
     distinct_init: bool = _arg(False, "start every peer from its own random model")
     eval_every: int = _arg(1, "evaluate every K rounds")
     round_deadline_s: float = _arg(30.0, "rounds: seconds a peer waits for its neighbours")
+    #: Q gossip exchanges per round (DFedSAM's multi-gossip; docs/algorithms.md §4.10).
+    gossip_steps: int = _arg(
+        1, f"rounds: gossip exchanges per round, 1..{MAX_GOSSIP_STEPS} (each costs a round's bytes)"
+    )
     #: ``rounds``: lock-step rounds with a deadline; ``async``: every peer trains and gossips
     #: on its own clocks and merges messages as they arrive (its "round" is its count of
     #: local training bursts; ``rounds`` bursts each, then it leaves).
@@ -266,6 +270,7 @@ class Scenario:
                 raise ScenarioError(f"--{_flag(name)} must be a whole number >= 0, got {value!r}")
         if self.eval_all_every and not self.eval_peers:
             raise ScenarioError("--eval-all-every needs --eval-peers K (a sample between them)")
+        self._check_gossip_steps()
         if self.engine == "node":
             for name, used in (
                 ("eval-peers", self.eval_peers),
@@ -273,6 +278,26 @@ class Scenario:
             ):
                 if used:
                     raise ScenarioError(f"--{name} needs --engine batched")
+
+    def _check_gossip_steps(self) -> None:
+        q = self.gossip_steps
+        if not isinstance(q, int) or isinstance(q, bool) or not 1 <= q <= MAX_GOSSIP_STEPS:
+            raise ScenarioError(
+                f"--gossip-steps must be a whole number in 1..{MAX_GOSSIP_STEPS}, got {q!r}"
+            )
+        if q == 1:
+            return
+        if self.engine != "node":
+            raise ScenarioError("--gossip-steps > 1 needs --engine node")
+        if self.method in ("allreduce", "local"):
+            why = "averages exactly already" if self.method == "allreduce" else "mixes nothing"
+            raise ScenarioError(
+                f"--gossip-steps > 1 does not apply to --method {self.method} ({why})"
+            )
+        if self.mode != "rounds":
+            raise ScenarioError(
+                "--gossip-steps > 1 needs --mode rounds (async gossips on its own clock)"
+            )
 
     def _check_mode(self) -> None:
         if self.mode not in SIM_MODES:

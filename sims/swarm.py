@@ -167,6 +167,7 @@ class Swarm:
             momentum=s.momentum,
             seed=s.seed * 100_003 + index,
             round_deadline_s=s.round_deadline_s,
+            gossip_steps=s.gossip_steps,
             mode=s.mode,
             train_period_s=s.train_period_s,
             gossip_period_s=s.gossip_period_s,

@@ -2,12 +2,16 @@
 
 A method is a strategy object over pure aggregation functions (``node.aggregation``) and
 plain typed payloads (``node.methods.payloads``); it never sees a wire type. The node calls,
-per round: ``begin_round`` → training (with ``loss_term`` / ``after_step``) → ``outgoing`` →
-(payloads arrive, decoded and checked against ``signature()`` once by the node) → ``merge``,
-which returns a ``MergeResult`` (stats of one schema and any replies). A control payload (a
-CHOCO resync ask) reaches ``merge`` alone, on arrival. ``merge`` runs inside the node's
-bad-data guard. ``state_dict`` is what a checkpoint keeps beyond the model itself (masks,
-public copies, push-sum mass). Methods are listed in ``node.methods.registry``.
+per round: ``begin_round`` → training (with ``loss_term`` / ``after_step``) → Q gossip steps
+(node option ``gossip_steps``, 1 by default), each ``begin_step`` → ``outgoing`` → (payloads
+arrive, decoded and checked against ``signature()`` once by the node) → ``merge``, which
+returns a ``MergeResult`` (stats of one schema and any replies). Work that belongs to the
+round, not to one exchange, keys on ``first_gossip_step`` / ``last_gossip_step``
+(docs/algorithms.md §4.10); async mode never calls ``begin_step`` (one step, both true). A
+control payload (a CHOCO resync ask) reaches ``merge`` alone, on arrival. ``merge`` runs
+inside the node's bad-data guard. ``state_dict`` is what a checkpoint keeps beyond the model
+itself (masks, public copies, push-sum mass). Methods are listed in
+``node.methods.registry``.
 """
 
 from __future__ import annotations
@@ -120,6 +124,9 @@ class Method:
 
     #: The registry name (``node.methods.registry``), which also holds the option defaults.
     name: ClassVar[str] = "base"
+    #: This round's gossip step (0 .. gossip_steps − 1) and the step count (``begin_step``).
+    gossip_step: int = 0
+    gossip_steps: int = 1
 
     def __init__(self, ctx: MethodContext) -> None:
         self.ctx = ctx
@@ -146,6 +153,22 @@ class Method:
     # --- training hooks ---------------------------------------------------------------
     def begin_round(self, round_index: int) -> None:
         """Called before local training of ``round_index``."""
+
+    def begin_step(self, round_index: int, step: int, steps: int) -> None:
+        """Called before each gossip step of ``round_index`` (``step`` in 0 .. ``steps`` − 1),
+        after training; rounds mode only. Records the step (subclasses that override it call
+        this first)."""
+        self.gossip_step, self.gossip_steps = step, steps
+
+    @property
+    def first_gossip_step(self) -> bool:
+        """Whether the current exchange is the round's first (round-start work goes here)."""
+        return self.gossip_step == 0
+
+    @property
+    def last_gossip_step(self) -> bool:
+        """Whether the current exchange is the round's last (round-end work goes here)."""
+        return self.gossip_step >= self.gossip_steps - 1
 
     def loss_term(self) -> torch.Tensor | None:
         """An extra loss added to the task loss at every local step (e.g. a regulariser)."""

@@ -6,7 +6,9 @@ Merging over the neighbourhood including self: a coordinate survives when at lea
 the mixing weight holds it (weighted majority vote), its value is the coverage-normalised
 mean over the peers that hold it (non-zero average), and the result is re-pruned by global
 magnitude to the schedule's sparsity s_t. Peers agree on t because every peer is in the same
-round. Two schedules (``schedule``):
+round. With ``gossip_steps`` Q > 1 each step votes and averages, and the re-prune to s_t
+happens once, after the round's last step (docs/algorithms.md §2.6). Two schedules
+(``schedule``):
 
 - ``paper`` — FedSparsify's own (Stripelis et al. 2022, §3; docs/algorithms.md §2.2): every
   ``every`` rounds prune the fraction r = ``prune_rate`` of the remaining non-zeros, so after
@@ -137,7 +139,8 @@ class FedSparsifyMethod(Method):
                 )
                 voted[name] = vote
                 mixed[name] = mixed[name] * vote.numpy()
-        keep = self._reprune(mixed, voted, round_index)
+        # The schedule prunes once per round, after its last gossip step (§2.6, §4.10).
+        keep = self._reprune(mixed, voted, round_index) if self.last_gossip_step else voted
         load_arrays(exchangeable_parameters(self.ctx.model), mixed)
         self.training.set_masks(keep)
         stats = MergeStats(merged_peers=len(models), sparsity_target=self.sparsity(round_index))

@@ -32,7 +32,7 @@ from torch import nn
 
 from spargo.node.methods.base import Method, MethodContext
 from spargo.node.methods.dense import DenseMethod
-from spargo.node.methods.payloads import MergeResult, Payload, Received
+from spargo.node.methods.payloads import MergeResult, Payload, Received, is_control
 from spargo.node.params import exchangeable_parameters
 
 #: Suffix of the tensors that carry a peer's round update d (``<name>@d``).
@@ -63,6 +63,8 @@ class Tracker(Method):
         self.start = [p.detach().clone() for _, p in params]
         self.steps = 0
         self.last_steps = 0
+        #: d_i as sent in the round's first gossip step (what the correction compares with).
+        self._sent_update = self.update_copy()
 
     def tracked(self) -> list[tuple[str, nn.Parameter]]:
         """Model parameters, then the update tensors (``<name>@d``)."""
@@ -112,13 +114,21 @@ class Tracker(Method):
         self.track_step()
 
     def outgoing(self, round_index: int, targets: Sequence[str]) -> list[tuple[str, Payload]]:
-        self.track_send()
+        if self.first_gossip_step:  # later steps send the d mixed so far
+            self.track_send()
         return super().outgoing(round_index, targets)
 
     def merge(self, round_index: int, received: Sequence[Received]) -> MergeResult:
-        before = self.update_copy()
+        """Mix (x, d) once per gossip step; correct e once per round, after the last step,
+        with the change all Q steps made to d (docs/algorithms.md §10.1). A control-only
+        merge (a resync ask, on arrival) mixes nothing and leaves e alone."""
+        if received and all(is_control(item.payload) for item in received):
+            return super().merge(round_index, received)
+        if self.first_gossip_step:
+            self._sent_update = self.update_copy()
         result = super().merge(round_index, received)
-        self.track_merge(before)
+        if self.last_gossip_step:
+            self.track_merge(self._sent_update)
         return result
 
     def tracker_state(self) -> dict[str, Any]:

@@ -13,9 +13,11 @@ from spargo.protocol import (
     PROTOCOL_VERSION,
     Bye,
     Decoder,
+    Envelope,
     FullModel,
     Keyring,
     Limits,
+    LocalProtocolError,
     NamedTensor,
     Reason,
     RemoteProtocolError,
@@ -211,3 +213,31 @@ def test_garbage_is_malformed() -> None:
     for frame in [b"", b"\x00", b"\x98", b"\xc1" * 10, msgpack.packb({"a": 1}), b"\x9a\x03\xc0"]:
         assert reason_of(decoder, frame) is Reason.MALFORMED, frame
     assert reason_of(decoder, "not bytes") is Reason.MALFORMED  # type: ignore[arg-type]
+
+
+def test_step_field_is_optional_and_checked() -> None:
+    """The gossip step (PROTOCOL.md §2) is an eleventh field only when > 0: step 0 encodes
+    as a 10-field frame, a written step must lie in 1..255, and a twelfth field is refused."""
+    body = dense_body(b"\x00" * 8)
+    plain = encode(envelope(FullModel((NamedTensor("w", np.zeros(2)),))))
+    assert plain[0] == 0x9A  # fixarray of 10: step 0 is not written
+    decoded = Decoder(SWARM).decode(raw_frame(V, None, False, SWARM, "p", 0, 1, 0, 4, body, 3))
+    assert decoded.step == 3
+    for bad in (0, 256, -1, True, 1.0, "1"):
+        frame = raw_frame(V, None, False, SWARM, "p", 0, 1, 0, 4, body, bad)
+        assert reason_of(Decoder(SWARM), frame) is Reason.MALFORMED, bad
+    twelve = raw_frame(V, None, False, SWARM, "p", 0, 1, 0, 4, body, 1, 1)
+    assert reason_of(Decoder(SWARM), twelve) is Reason.MALFORMED
+    with pytest.raises(LocalProtocolError):
+        Envelope(SWARM, "p", 1, 0, Bye(), step=256)
+
+
+def test_step_survives_a_signed_tagged_round_trip() -> None:
+    from spargo.protocol import Roster, Signer
+
+    signer = Signer(bytes(range(32)))
+    env = Envelope(SWARM, "p", 5, 2, Bye(), step=7)
+    frame = encode(env, KEYRING, signer)
+    roster = Roster({"p": signer.public_key})
+    got = Decoder(SWARM, keyring=KEYRING, roster=roster).decode(frame)
+    assert (got.round, got.step, got.seq) == (2, 7, 5)

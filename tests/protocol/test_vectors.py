@@ -16,6 +16,7 @@ from spargo.protocol import (
     Decoder,
     Delta,
     Envelope,
+    FullModel,
     Hello,
     Keyring,
     MaskedTensor,
@@ -92,6 +93,10 @@ def vectors() -> dict[str, tuple[Envelope, Keyring | None]]:
             KEY,
         ),
         "bye_signed_untagged": (Envelope("swarm-a", "peer-1", 11, 7, Bye("done"), BOOT), None),
+        "full_model_step": (
+            Envelope("swarm-a", "peer-1", 12, 6, FullModel((NamedTensor("b", half),)), step=2),
+            KEY,
+        ),
     }
 
 
@@ -125,6 +130,7 @@ def test_vector_encodes_and_decodes(name: str) -> None:
     assert encode(env, keyring, signer).hex() == expected
     got = Decoder("swarm-a", keyring=keyring, roster=roster).decode(bytes.fromhex(expected))
     assert got.boot == env.boot
+    assert got.step == env.step
     again = encode(got, keyring, signer)
     assert again.hex() == expected  # lossy dtypes: re-encoding decoded values is stable
     assert_same(Decoder("swarm-a", keyring=keyring, roster=roster_of(name)).decode(again), got)
