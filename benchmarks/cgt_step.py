@@ -64,7 +64,7 @@ def _run(
 
     torch.set_num_threads(1)
 
-    def unclamped(gamma: float, ratio: float) -> float:
+    def unclamped(gamma: float, ratio: float, compressor: str = "topk") -> float:
         return gamma  # the experiment: no clamp
 
     cgt.consensus_step = unclamped

@@ -40,20 +40,23 @@ from spargo.node.methods.tracking import Tracker
 MIN_RATIO = 0.01
 
 
-def consensus_step(gamma: float, ratio: float) -> float:
-    """The step used: min(γ, δ) with δ = ``ratio`` (top-k / rand-k contraction).
+def consensus_step(gamma: float, ratio: float, compressor: str = "topk") -> float:
+    """The step used: min(γ, δ) with δ = ``ratio`` (top-k / rand-k contraction); γ itself
+    for the ``energy`` compressor, whose every message contracts by at least γ
+    (``node.methods.energy_topk``, docs/algorithms.md §10.5).
 
     CHOCO-gossip's analysis (Koloskova et al. 2019, arXiv 1902.00340, Theorem 2) needs γ of
     order ρ²δ; the bound here drops the spectral gap ρ, which no peer knows, and is checked
     empirically on rings (the sparsest graphs we run) instead.
     """
-    return min(gamma, ratio)
+    return gamma if compressor == "energy" else min(gamma, ratio)
 
 
 class CompressedTrackingMethod(Tracker, ChocoMethod):
     """CHOCO gossip of (x, d) with the K-GT correction of ``tracking``."""
 
     name = "cgt"
+    compressors: tuple[str, ...] = ("topk", "randk", "energy")
 
     def __init__(self, ctx: MethodContext) -> None:
         try:
@@ -66,7 +69,8 @@ class CompressedTrackingMethod(Tracker, ChocoMethod):
                 f"{self.name} option ratio={ratio} must lie in [{MIN_RATIO}, 1], e.g. 0.19"
             )
         self._init_tracker()
-        self.step_used = consensus_step(self.gamma, ratio)
+        compressor = str(self.options["compressor"])
+        self.step_used = consensus_step(self.gamma, ratio, compressor)
         self.gamma = self.step_used  # what ChocoMethod's consensus step uses
         self._start_at_zero()
 

@@ -26,6 +26,7 @@ import torch
 from spargo import sparse
 from spargo.node.methods.base import MethodContext
 from spargo.node.methods.cgt import CompressedTrackingMethod
+from spargo.node.methods.energy_topk import energy_topk
 from spargo.node.methods.payloads import MergeResult, Received, SparseValues, StreamDelta
 from spargo.node.methods.tracking import UPDATE_SUFFIX
 from spargo.node.payload import received_values
@@ -38,11 +39,11 @@ class MaskedCompressedTrackingMethod(CompressedTrackingMethod):
     """``cgt`` whose model is pruned by magnitude and whose top-k stays inside the mask."""
 
     name = "cgt_masked"
+    #: rand-k's shared positions cannot follow a mask the receiver does not know.
+    compressors: tuple[str, ...] = ("topk", "energy")
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        if self.options["compressor"] != "topk":
-            raise ValueError("cgt_masked option compressor must be 'topk' (masks are local)")
         s_final = float(self.options["s_final"])
         if not 0.0 <= s_final < 1.0:
             raise ValueError(f"cgt_masked option s_final={s_final} must lie in [0, 1), e.g. 0.8")
@@ -105,8 +106,12 @@ class MaskedCompressedTrackingMethod(CompressedTrackingMethod):
             mask = self.masks.get(name.removesuffix(UPDATE_SUFFIX))
             kept = diff.size if mask is None else int(mask.sum())
             k = min(diff.size, max(1, math.ceil(ratio * kept - 1e-9)))
-            index = sparse.topk(torch.from_numpy(diff), k)[0].numpy()
+            wire_dtype = dtype
+            if self.options["compressor"] == "energy":  # pruned entries carry no energy
+                index, wire_dtype = energy_topk(diff, self.step_used, dtype)
+            else:
+                index = sparse.topk(torch.from_numpy(diff), k)[0].numpy()
             raw = diff[index]
-            public[name].reshape(-1)[index] += received_values(raw, dtype)
-            tensors[name] = SparseValues(tuple(value.shape), index, raw, None, dtype)
+            public[name].reshape(-1)[index] += received_values(raw, wire_dtype)
+            tensors[name] = SparseValues(tuple(value.shape), index, raw, None, wire_dtype)
         return StreamDelta(link_seq, tensors)

@@ -48,6 +48,7 @@ import torch
 
 from spargo import sparse
 from spargo.node.methods.base import Method, MethodContext
+from spargo.node.methods.energy_topk import energy_topk
 from spargo.node.methods.payloads import (
     MergeResult,
     MergeStats,
@@ -85,11 +86,14 @@ class ChocoMethod(Method):
     """CHOCO-SGD gossip with per-sender streams, gap detection and resync."""
 
     name = "choco"
+    #: The compressors this method accepts (``energy`` needs a step tied to it: cgt).
+    compressors: tuple[str, ...] = ("topk", "randk")
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
-        if self.options["compressor"] not in ("topk", "randk"):
-            raise ValueError("choco option compressor must be 'topk' or 'randk'")
+        if self.options["compressor"] not in self.compressors:
+            names = " or ".join(repr(c) for c in self.compressors)
+            raise ValueError(f"choco option compressor must be {names}")
         if self.options["value_dtype"] not in ("float16", "int8", "float32"):
             raise ValueError("choco option value_dtype must be float16, int8 or float32")
         if not 0.0 < float(self.options["ratio"]) <= 1.0:
@@ -152,14 +156,17 @@ class ChocoMethod(Method):
             diff = (value - public[name]).reshape(-1)
             k = max(1, math.ceil(ratio * diff.size - 1e-9))
             seed = None
-            if self.options["compressor"] == "topk":
+            wire_dtype = dtype
+            if self.options["compressor"] == "energy":  # cgt only (docs/algorithms.md §10.5)
+                index, wire_dtype = energy_topk(diff, self.gamma, dtype)
+            elif self.options["compressor"] == "topk":
                 index = sparse.topk(torch.from_numpy(diff), k)[0].numpy()
             else:
                 seed = stream_seed(self.ctx.seed, self.ctx.peer_id, link_seq, name)
                 index = sparse.randk_indices(diff.size, k, seed).numpy()
             raw = diff[index]
-            public[name].reshape(-1)[index] += received_values(raw, dtype)
-            tensors[name] = SparseValues(tuple(value.shape), index, raw, seed, dtype)
+            public[name].reshape(-1)[index] += received_values(raw, wire_dtype)
+            tensors[name] = SparseValues(tuple(value.shape), index, raw, seed, wire_dtype)
         return StreamDelta(link_seq, tensors)
 
     # --- receiving ---------------------------------------------------------------------
