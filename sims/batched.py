@@ -23,6 +23,11 @@ loss, partitions and device speeds exactly as the node engine (``sims.batched_fa
 with semantics of its own (``sims.batched_faults_churn``), for every method but ``pushsum_rs``
 and the tracking methods (fault-free only); anything else (attacks, link delays) is a one-line
 ``ScenarioError`` when the scenario is built.
+
+Device: every tensor lives on ``Scenario.device`` (``--device cpu``, ``cuda`` or ``cuda:N``);
+the draws that must equal the node engine's (batch indices, rand-k positions) are made on the
+CPU generator and moved, and the float64 sums stay float64, so a GPU run equals the CPU run
+within float tolerance (``tests/sims/test_batched_device.py``).
 """
 
 from __future__ import annotations
