@@ -4,7 +4,9 @@ Checks the one-line errors (a malformed value, the node engine, no CUDA GPU visi
 number torch does not see), that ``--device cpu`` computes exactly what the default does, and
 guards ``sims/batched*.py`` statically: every torch tensor constructor names its ``device=``
 (or carries a ``# cpu:`` comment saying why it is deliberately on the CPU), so no edit can
-silently leave a tensor on the wrong device. The CUDA comparison (``-k cuda``) runs only where
+silently leave a tensor on the wrong device; and at run time (a ``TorchFunctionMode``) that no
+tensor turns into a numpy array implicitly, no numpy array enters a torch op, and only the
+node's CPU draws build a tensor without a device. The CUDA comparison (``-k cuda``) runs only where
 torch sees a GPU: ``pytest tests/sims/test_batched_device.py -k cuda``.
 """
 
@@ -15,6 +17,7 @@ import json
 import math
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +166,75 @@ def test_the_guard_catches_a_tensor_without_a_device(tmp_path: Path) -> None:
         "f = torch.sparse_coo_tensor(\n    i, v, (2, 2)\n)\n"
     )
     assert [hit.split(":")[1] for hit in _unplaced(bad)] == ["2", "6"]
+
+
+#: Functions that draw on the CPU on purpose (the node engine's numbers), then move the draws.
+CPU_DRAWS = {"batch_indices", "randk_indices", "topk"}
+
+
+class _Crossings:
+    """A ``TorchFunctionMode`` body: records each torch call that would break or copy on a
+    GPU — a tensor turned into a numpy array implicitly (``__array__``), a numpy array given
+    to a torch op other than indexing, a constructor without ``device=`` outside the
+    deliberate CPU draws — with the innermost ``sims/batched*`` line that led to it."""
+
+    def __init__(self) -> None:
+        self.found: set[str] = set()
+
+    def check(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        import numpy as np
+
+        name = getattr(func, "__name__", str(func))
+        given = [*args, *kwargs.values()]
+        implicit = name == "__array__" or (
+            name not in {"__getitem__", "__setitem__", "as_tensor", "tensor"}
+            and any(isinstance(a, np.ndarray) for a in given)
+        )
+        unplaced = name in CONSTRUCTORS and "device" not in kwargs
+        if not (implicit or unplaced):
+            return
+        stack = traceback.extract_stack()
+        if unplaced and any(frame.name in CPU_DRAWS for frame in stack):
+            return
+        ours = [f for f in stack if Path(f.filename).name.startswith("batched")]
+        if ours:
+            self.found.add(f"{name} at {Path(ours[-1].filename).name}:{ours[-1].lineno}")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"method": "dense", "loss": 0.3},
+        {"method": "vc", "method_options": {"mix": "beta", "beta": 0.3}},
+        {"method": "pushsum"},
+        {"method": "pushsum_rs"},
+        {"method": "choco", "loss": 0.3, "method_options": {"compressor": "randk"}},
+        {"method": "fedsparsify", "method_options": {"t0": 0, "s_final": 0.8}},
+        {"method": "spafl", "churn": 0.2, "churn_downtime": 1},
+        {"method": "cgt_masked"},
+        {"method": "allreduce"},
+    ],
+    ids=lambda f: str(f["method"]),
+)
+def test_a_run_crosses_to_numpy_only_explicitly(fields: dict[str, Any]) -> None:
+    """At run time: no implicit tensor-to-numpy conversion (on a GPU: an error), no numpy
+    array into a torch op (a CPU tensor beside GPU ones) and no constructor without a
+    device in the batched modules or what they call, but the node's CPU draws."""
+    from torch.overrides import TorchFunctionMode
+
+    crossings = _Crossings()
+
+    class Watch(TorchFunctionMode):
+        def __torch_function__(
+            self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+        ) -> Any:
+            crossings.check(func, args, kwargs or {})
+            return func(*args, **(kwargs or {}))
+
+    scenario = small(engine="batched", rounds=3, eval_peers=3, eval_all_every=2, **fields)
+    with Watch():
+        run(scenario)
+    assert not crossings.found, sorted(crossings.found)
 
 
 #: The GPU comparison's cases: 16 peers × 3 rounds each.
