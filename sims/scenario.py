@@ -81,36 +81,6 @@ def accuracy_basis(scenario: Scenario) -> str:
     return scenario.basis
 
 
-def _check_device(device: object, engine: str) -> None:
-    """``--device``: ``cpu`` (torch is not imported), ``cuda`` or ``cuda:N`` with a CUDA GPU
-    that torch sees; a ``ScenarioError`` line otherwise."""
-    text = device if isinstance(device, str) else ""
-    kind, _, number = text.partition(":")
-    if text == "cpu":
-        return
-    if kind != "cuda" or (number and not number.isdigit()) or text.endswith(":"):
-        raise ScenarioError(f"--device must be cpu, cuda or cuda:N (N = 0, 1, ...), got {device!r}")
-    if engine != "batched":
-        raise ScenarioError("--device needs --engine batched")
-    import torch
-
-    if not torch.cuda.is_available():
-        build = (
-            "a CPU-only build: torch.version.cuda is None"
-            if torch.version.cuda is None
-            else f"built for CUDA {torch.version.cuda}"
-        )
-        raise ScenarioError(
-            f"--device {text}: no CUDA GPU is visible to torch {torch.__version__} "
-            f"({build}); use --device cpu"
-        )
-    count = torch.cuda.device_count()
-    if number and int(number) >= count:
-        raise ScenarioError(
-            f"--device {text}: torch sees {count} CUDA GPU(s), numbered 0..{count - 1}"
-        )
-
-
 def _arg(default: Any, help: str, group: str = "run", **cli: Any) -> Any:
     """A scenario field whose ``metadata`` describes its ``spargo sim`` flag (see
     ``sims.cli``): ``help``, ``group`` and optional ``metavar``, ``kind`` (how the flag's text
@@ -305,7 +275,10 @@ class Scenario:
             ):
                 if used:
                     raise ScenarioError(f"--{name} needs --engine batched")
-        _check_device(self.device, self.engine)
+        if self.device != "cpu":  # cuda, cuda:N or a mistake: no torch import for cpu
+            from spargo.sims.batched_check import check_device
+
+            check_device(self.device, self.engine)
 
     def _check_mode(self) -> None:
         if self.mode not in SIM_MODES:
