@@ -6,7 +6,8 @@ to a few thousand); ``--engine batched`` runs the batched engine (tens of thousa
 ``--eval-peers K`` evaluating a seeded sample of K peers per round (all in the last round).
 Each size runs in its own process (so peak RSS is that size's), printing one JSON object per
 line; ``steady_s_per_round`` is from the end of the first round to the end of the last. The
-batched engine also reports its train, gossip and evaluation seconds per round.
+batched engine also reports its train, gossip and evaluation seconds per round; ``--device
+cuda`` runs it on a GPU (the row says ``device`` and the GPU's peak memory, ``peak_gpu_mb``).
 
 ``--jsonl FILE`` appends each size's object to FILE; ``--plot PNG`` then draws steady seconds
 per round against peers (log-log), one line per engine and evaluation setting, from FILE:
@@ -29,7 +30,7 @@ from typing import Any
 
 
 def measure(
-    nodes: int, rounds: int, engine: str, eval_peers: int, loss: float = 0.0
+    nodes: int, rounds: int, engine: str, eval_peers: int, loss: float = 0.0, device: str = "cpu"
 ) -> dict[str, Any]:
     """Run one size in this process and measure it."""
     import torch
@@ -41,7 +42,7 @@ def measure(
     scenario = Scenario(
         nodes=nodes, topology="smallworld", method="dense", method_options={}, rounds=rounds,
         local_steps=2, task=f"synthetic:{max(2000, 4 * nodes)}", partition="iid",
-        consensus=False, engine=engine, eval_peers=eval_peers, loss=loss,
+        consensus=False, engine=engine, eval_peers=eval_peers, loss=loss, device=device,
     )  # fmt: skip
     started = time.perf_counter()
     finished: list[float] = []
@@ -51,6 +52,7 @@ def measure(
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out: dict[str, Any] = {
         "engine": engine,
+        "device": device,
         "nodes": nodes,
         "rounds": rounds,
         "eval_peers": eval_peers or "all",
@@ -68,6 +70,8 @@ def measure(
         key = f"wall_{part}_s"
         if key in result.summary:
             out[f"{part}_s_per_round"] = round(result.summary[key] / rounds, 3)
+    if device != "cpu":
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return out
 
 
@@ -80,12 +84,20 @@ def main() -> None:
         "--eval-peers", type=int, default=0, help="batched: peers evaluated per round (0 = all)"
     )
     parser.add_argument("--loss", type=float, default=0.0, help="message loss probability")
+    parser.add_argument("--device", default="cpu", help="batched: cpu, cuda or cuda:N")
     parser.add_argument("--jsonl", default="", help="append each size's JSON object here")
     parser.add_argument("--plot", default="", help="draw s/round vs peers from --jsonl (PNG)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        row = measure(args.one, args.rounds, args.engine, args.eval_peers, args.loss)
+        from spargo.sims.scenario import ScenarioError
+
+        try:
+            row = measure(
+                args.one, args.rounds, args.engine, args.eval_peers, args.loss, args.device
+            )
+        except ScenarioError as exc:
+            parser.error(str(exc))
         print(json.dumps(row), flush=True)
         if args.jsonl:
             with open(args.jsonl, "a") as f:
@@ -94,8 +106,10 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",") if s):
         cmd = [sys.executable, __file__, "--one", str(size), "--rounds", str(args.rounds)]
         cmd += ["--engine", args.engine, "--eval-peers", str(args.eval_peers)]
-        cmd += ["--loss", str(args.loss)]
-        subprocess.run([*cmd, "--jsonl", args.jsonl] if args.jsonl else cmd, check=True)
+        cmd += ["--loss", str(args.loss), "--device", args.device]
+        done = subprocess.run([*cmd, "--jsonl", args.jsonl] if args.jsonl else cmd)
+        if done.returncode:
+            sys.exit(done.returncode)
     if args.plot:
         if not args.jsonl:
             parser.error("--plot needs --jsonl FILE (the runs to draw)")
@@ -115,7 +129,9 @@ def plot(jsonl: str, path: str) -> None:
     with open(jsonl) as f:
         for line in filter(None, (raw.strip() for raw in f)):
             row = json.loads(line)
-            key = (row["engine"], str(row["eval_peers"]))
+            device = row.get("device", "cpu")
+            engine = row["engine"] if device == "cpu" else f"{row['engine']} ({device})"
+            key = (engine, str(row["eval_peers"]))
             sizes = best.setdefault(key, {})
             n, s = int(row["nodes"]), float(row["steady_s_per_round"])
             sizes[n] = min(s, sizes.get(n, s))
@@ -124,6 +140,7 @@ def plot(jsonl: str, path: str) -> None:
         xs = sorted(sizes)
         label = f"{engine} engine" + ("" if engine == "node" else f", {evaluated} evaluated")
         style = "o-" if engine == "node" else "s--" if evaluated == "all" else "^-"
+        style = style if "(" not in engine else style[0] + ":"  # a GPU: dotted
         ax.plot(xs, [sizes[x] for x in xs], style, label=label)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")

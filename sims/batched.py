@@ -23,6 +23,11 @@ loss, partitions and device speeds exactly as the node engine (``sims.batched_fa
 with semantics of its own (``sims.batched_faults_churn``), for every method but ``pushsum_rs``
 and the tracking methods (fault-free only); anything else (attacks, link delays) is a one-line
 ``ScenarioError`` when the scenario is built.
+
+Device: every tensor lives on ``Scenario.device`` (``--device cpu``, ``cuda`` or ``cuda:N``);
+the draws that must equal the node engine's (batch indices, rand-k positions) are made on the
+CPU generator and moved, and the float64 sums stay float64, so a GPU run equals the CPU run
+within float tolerance (``tests/sims/test_batched_device.py``).
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ class BatchedSwarm(SwarmChoco, SwarmChurn):
         from spargo.sims.batched_wire import Wire
 
         s = self.scenario = scenario
-        self.device = torch.device("cpu")
+        self.device = torch.device(s.device)  # checked: cpu, cuda or cuda:N (Scenario)
         graph = self._load(s)
         self.seeds = [s.seed * 100_003 + i for i in range(self.n)]
         self.options = method_options(s)
@@ -109,10 +114,11 @@ class BatchedSwarm(SwarmChoco, SwarmChurn):
         self.ids = topology.file_peer_ids(graph) or peer_ids(self.n)  # a file's labels
         data = peer_data(task.train, task.test, self.n, s.partition, s.seed)
         self.data = StackedData.build(data, self.device)
-        self.test_x = torch.as_tensor(task.test.x.reshape(len(task.test), -1)).to(self.device)
-        self.test_y = torch.as_tensor(task.test.y).to(self.device)
+        test_x = task.test.x.reshape(len(task.test), -1)
+        self.test_x = torch.as_tensor(test_x, device=self.device)
+        self.test_y = torch.as_tensor(task.test.y, device=self.device)
         init = [s.seed + (i if s.distinct_init else 0) for i in range(self.n)]
-        self.names, self.params = stack_models(task.model_factory, init)
+        self.names, self.params = stack_models(task.model_factory, init, self.device)
         return graph
 
     def _method_state(self, s: Scenario, graph: Any) -> None:
@@ -320,7 +326,8 @@ class BatchedSwarm(SwarmChoco, SwarmChurn):
         weights = self.data.count.astype(np.float64) if samples else np.ones(self.n)
         got = self.links(round_index).heard & live
         weights = weights * live
-        mean = torch.as_tensor(weighted_average(flat.cpu().numpy(), weights)).to(flat.device)
+        average = weighted_average(flat.cpu().numpy(), weights)  # the node's own float64 sum
+        mean = torch.as_tensor(average, device=flat.device)
         chosen = torch.as_tensor(got, device=flat.device).view(-1, 1)
         self.load_flat(torch.where(chosen, mean.expand(self.n, -1), flat))
         self.merges += int(got.sum())

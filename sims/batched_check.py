@@ -42,6 +42,37 @@ _WHY = {
 }  # fmt: skip
 
 
+def check_device(device: object, engine: str) -> None:
+    """``--device`` (``Scenario.device``): ``cpu`` (torch is not imported), ``cuda`` or
+    ``cuda:N`` with a CUDA GPU that torch sees (N below its device count); otherwise a one-line
+    ``ScenarioError`` naming the flag and the valid forms, the node engine, or torch's build."""
+    text = device if isinstance(device, str) else ""
+    kind, _, number = text.partition(":")
+    if text == "cpu":
+        return
+    if kind != "cuda" or (number and not number.isdigit()) or text.endswith(":"):
+        raise ScenarioError(f"--device must be cpu, cuda or cuda:N (N = 0, 1, ...), got {device!r}")
+    if engine != "batched":
+        raise ScenarioError("--device needs --engine batched")
+    import torch
+
+    if not torch.cuda.is_available():
+        build = (
+            "a CPU-only build: torch.version.cuda is None"
+            if torch.version.cuda is None
+            else f"built for CUDA {torch.version.cuda}"
+        )
+        raise ScenarioError(
+            f"--device {text}: no CUDA GPU is visible to torch {torch.__version__} "
+            f"({build}); use --device cpu"
+        )
+    count = torch.cuda.device_count()
+    if number and int(number) >= count:
+        raise ScenarioError(
+            f"--device {text}: torch sees {count} CUDA GPU(s), numbered 0..{count - 1}"
+        )
+
+
 def check_batched(scenario: Scenario) -> None:
     """Raise a one-line ``ScenarioError`` for anything the batched engine cannot run."""
     s = scenario

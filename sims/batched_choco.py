@@ -103,32 +103,37 @@ class ChocoSwarm:
         n = len(params[0])
         start = np.searchsorted(receiver, receiver)  # each receiver's first link
         slot = np.arange(len(receiver)) - start
-        pulls = [torch.zeros(n, x[0].numel(), dtype=torch.float64) for x in params]
-        w32 = torch.as_tensor(weight.astype(np.float32))
-        for k in range(int(slot.max(initial=-1)) + 1):
+        device = params[0].device
+        pulls = [torch.zeros(n, x[0].numel(), dtype=torch.float64, device=device) for x in params]
+        w32 = torch.as_tensor(weight.astype(np.float32), device=device)
+        for k in range(int(slot.max(initial=-1)) + 1):  # a receiver's k-th link: one per row
             chosen = np.flatnonzero(slot == k)
-            i = torch.as_tensor(receiver[chosen])
+            i = torch.as_tensor(receiver[chosen], device=device)
+            pick = torch.as_tensor(chosen, device=device)
             for t, own in enumerate(self.public):
                 copies = self._copies(t, sender[chosen], held[chosen])
-                term = w32[chosen].view(-1, 1) * (copies - own.reshape(n, -1)[i].cpu())
+                term = w32[pick].view(-1, 1) * (copies - own.reshape(n, -1)[i])
                 pulls[t][i] += term.to(torch.float64)
         for x, pull in zip(params, pulls, strict=True):
-            mixed = x.reshape(n, -1).to(torch.float64) + self.gamma * pull.to(x.device)
+            mixed = x.reshape(n, -1).to(torch.float64) + self.gamma * pull
             x.copy_(mixed.to(x.dtype).view_as(x))
         oldest = int(held.min(initial=round_index))
         self.history = {h: t for h, t in self.history.items() if h >= oldest}
 
     def _copies(self, tensor: int, sender: np.ndarray, held: np.ndarray) -> torch.Tensor:
-        """Rows x̂ⱼ(held) of one tensor, float32 on the CPU [E, size]."""
+        """Rows x̂ⱼ(held) of one tensor, float32 on the copies' device [E, size]."""
         import torch
 
         n = len(self.ids)
+        assert self.public is not None
+        device = self.public[tensor].device
         size = self.history[int(held[0])][tensor][0].numel() if len(held) else 0
-        out = torch.empty(len(sender), size, dtype=torch.float32)
+        out = torch.empty(len(sender), size, dtype=torch.float32, device=device)
         for h in np.unique(held).tolist():
             rows = np.flatnonzero(held == h)
-            past = self.history[h][tensor].reshape(n, -1).cpu()
-            out[torch.as_tensor(rows)] = past[torch.as_tensor(sender[rows])]
+            past = self.history[h][tensor].reshape(n, -1)
+            into = torch.as_tensor(rows, device=device)
+            out[into] = past[torch.as_tensor(sender[rows], device=device)]
         return out
 
     def _compress(
@@ -148,7 +153,7 @@ class ChocoSwarm:
             index = torch.stack([sparse.randk_indices(size, k, s) for s in seeds])
         index = index.to(diff.device)
         values = torch.gather(diff, 1, index).cpu().numpy()
-        sent = torch.as_tensor(roundtrip(values, self.dtype)).to(diff.device)
+        sent = torch.as_tensor(roundtrip(values, self.dtype), device=diff.device)
         public.view(n_peers, -1).scatter_add_(1, index, sent)
         return index.cpu().numpy(), sent.cpu().numpy()
 

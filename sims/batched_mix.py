@@ -99,11 +99,12 @@ def sparse_rows(
     rows = np.concatenate([edges.receiver, np.arange(n)])
     cols = np.concatenate([edges.sender, np.arange(n)])
     data = np.concatenate([values, diagonal])
-    index = torch.as_tensor(np.stack([rows, cols]))
+    index = torch.as_tensor(np.stack([rows, cols]), device=device)
+    values_t = torch.as_tensor(data, device=device)
     matrix = torch.sparse_coo_tensor(
-        index, torch.as_tensor(data), (n, n), check_invariants=False
+        index, values_t, (n, n), device=device, check_invariants=False
     ).coalesce()
-    return matrix.to(device)
+    return matrix
 
 
 def mh_matrix(gossip: Gossip, edges: Edges, device: torch.device) -> tuple[torch.Tensor, Any]:

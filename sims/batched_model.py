@@ -75,9 +75,10 @@ def mlp_layers(model: nn.Module) -> list[str]:
 
 
 def stack_models(
-    factory: Callable[[int], nn.Module], seeds: Sequence[int]
+    factory: Callable[[int], nn.Module], seeds: Sequence[int], device: torch.device | str = "cpu"
 ) -> tuple[list[str], list[torch.Tensor]]:
-    """Build one model per seed (identical seeds are built once) and stack their parameters.
+    """Build one model per seed (identical seeds are built once, on the CPU as the node
+    builds them: the same initial weights) and stack their parameters on ``device``.
 
     Returns ``(names, stacked)`` with ``stacked[k]`` of shape ``[N, *shape_k]`` (float32).
     """
@@ -89,7 +90,7 @@ def stack_models(
         model = factory(seed)
         names = mlp_layers(model)
         params = dict(model.named_parameters())
-        built[seed] = [params[n].detach().to(torch.float32) for n in names]
+        built[seed] = [params[n].detach().to(device, torch.float32) for n in names]
     if len(built) == 1:
         only = next(iter(built.values()))
         return names, [p.unsqueeze(0).repeat(len(seeds), *([1] * p.dim())) for p in only]
@@ -151,14 +152,14 @@ class StackedData:
         import torch
 
         def flat(parts: list[np.ndarray]) -> torch.Tensor:
-            return torch.as_tensor(np.concatenate(parts)).to(device)
+            return torch.as_tensor(np.concatenate(parts), device=device)
 
         count = np.array([len(d.train) for d in data], dtype=np.int64)
         test_count = np.array([len(d.test) for d in data], dtype=np.int64)
         return cls(
             x=flat([d.train.x.reshape(len(d.train), -1) for d in data]),
             y=flat([d.train.y for d in data]),
-            offset=torch.as_tensor(np.concatenate([[0], np.cumsum(count)[:-1]])).to(device),
+            offset=torch.as_tensor(np.concatenate([[0], np.cumsum(count)[:-1]]), device=device),
             count=count,
             test_x=flat([d.test.x.reshape(len(d.test), -1) for d in data]),
             test_y=flat([d.test.y for d in data]),
@@ -174,15 +175,17 @@ def batch_indices(
 
     Exactly the draws of ``LocalTrainer.train_round``: a generator seeded with
     ``seed·1_000_003 + round`` and ``randint(0, n, (batch,))`` per step — one call of
-    ``steps·batch`` draws gives the same numbers as ``steps`` calls of ``batch``.
+    ``steps·batch`` draws gives the same numbers as ``steps`` calls of ``batch``. Drawn on
+    the CPU whatever the engine's device (a CUDA generator draws other numbers);
+    ``train_round`` moves them.
     """
     import torch
 
-    out = torch.empty((len(seeds), steps * batch), dtype=torch.int64)
-    generator = torch.Generator()
+    out = torch.empty((len(seeds), steps * batch), dtype=torch.int64)  # cpu: node's draws
+    generator = torch.Generator()  # cpu: the node's CPU generator, bit-identical draws
     for p, (seed, n) in enumerate(zip(seeds, counts, strict=True)):
         generator.manual_seed(seed * 1_000_003 + round_index)
-        torch.randint(0, int(n), (steps * batch,), generator=generator, out=out[p])
+        torch.randint(0, int(n), (steps * batch,), generator=generator, out=out[p])  # cpu: ditto
     return out.view(len(seeds), steps, batch)
 
 
@@ -389,6 +392,7 @@ def local_accuracy(
             picked = torch.as_tensor(chosen, device=data.test_x.device)
             logits = forward([p[picked] for p in params], data.test_x[rows_t])
             hits = (logits.argmax(dim=2) == data.test_y[rows_t]) & held
-            accuracy = hits.sum(dim=1).to(torch.float32) / torch.as_tensor(n).to(hits.device)
+            held_n = torch.as_tensor(n, device=hits.device)
+            accuracy = hits.sum(dim=1).to(torch.float32) / held_n
             out.append(accuracy.to(torch.float32).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)

@@ -135,7 +135,8 @@ class Recorder:
         sample = 0 < evaluated < int(live.sum())
         distance = None
         if swarm.scenario.consensus and live.sum() > 1:
-            flat = swarm.all_params()[torch.as_tensor(live)].to(dtype=torch.float64)
+            rows = torch.as_tensor(live, device=swarm.device)
+            flat = swarm.all_params()[rows].to(dtype=torch.float64)
             distance = float(((flat - flat.mean(dim=0)) ** 2).sum(dim=1).mean())
         self.stats.append(
             {

@@ -101,10 +101,10 @@ class PrunedMasks:
             k = np.minimum(size, np.maximum(1, np.ceil(ratio * kept - 1e-9))).astype(np.int64)
             positions = _top(diff, k)
             raw = [diff[p, positions[p]].cpu().numpy() for p in range(self.n)]
-            decoded = _decoded(raw, dtype)
+            decoded = _decoded(raw, dtype, copy.device)
             flat_copy = copy.view(self.n, -1)
             for p in range(self.n):  # one index_put per peer: k differs between peers
-                flat_copy[p, positions[p]] += decoded[p].to(copy.device)
+                flat_copy[p, positions[p]] += decoded[p]
             shape = tuple(t.shape[1:])
             out.append([
                 SparseValues(shape, positions[p].cpu().numpy(), raw[p], None, dtype)
@@ -138,12 +138,13 @@ def _top(diff: torch.Tensor, k: np.ndarray) -> list[torch.Tensor]:
     return out
 
 
-def _decoded(raw: list[np.ndarray], dtype: str) -> list[torch.Tensor]:
+def _decoded(raw: list[np.ndarray], dtype: str, device: torch.device) -> list[torch.Tensor]:
     """What receivers decode from each peer's values (``received_values``; int8 scales each
-    peer's block on its own, so it goes per peer; the others are element-wise, done at once)."""
+    peer's block on its own, so it goes per peer; the others are element-wise, done at once),
+    on ``device``."""
     import torch
 
     if dtype == "int8":
-        return [torch.as_tensor(received_values(r, dtype)) for r in raw]
+        return [torch.as_tensor(received_values(r, dtype), device=device) for r in raw]
     joined = received_values(np.concatenate(raw), dtype)
-    return list(torch.split(torch.as_tensor(joined), [len(r) for r in raw]))
+    return list(torch.split(torch.as_tensor(joined, device=device), [len(r) for r in raw]))

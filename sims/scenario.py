@@ -209,6 +209,9 @@ class Scenario:
         "batched engine with --eval-peers: evaluate every peer every K rounds and in the "
         "last round (0 = the sample only)",
     )
+    device: str = _arg(
+        "cpu", "batched engine: torch device, cpu, cuda or cuda:N (default cpu)", metavar="DEV"
+    )
 
     def __post_init__(self) -> None:
         options = self.method_options
@@ -278,6 +281,10 @@ class Scenario:
             ):
                 if used:
                     raise ScenarioError(f"--{name} needs --engine batched")
+        if self.device != "cpu":  # cuda, cuda:N or a mistake: no torch import for cpu
+            from spargo.sims.batched_check import check_device
+
+            check_device(self.device, self.engine)
 
     def _check_gossip_steps(self) -> None:
         q = self.gossip_steps
