@@ -223,7 +223,8 @@ class CompressedStreams(ChocoSwarm):
         from spargo.node.methods.cgt import consensus_step
 
         super().__init__(options, ids, seed, sizes)
-        self.gamma = consensus_step(self.gamma, self.ratio)
+        self.compressor = str(options["compressor"])
+        self.gamma = consensus_step(self.gamma, self.ratio, self.compressor)
         self.masks = masks
 
     def exchange(
@@ -246,7 +247,11 @@ class CompressedStreams(ChocoSwarm):
         if self.public is None:
             self.public = [torch.zeros_like(t) for t in tensors]
         sent: list[Any]
-        if self.masks is not None:
+        from spargo.sims.batched_tracking_masked import energy_compress
+
+        if self.compressor == "energy":  # per message k: the node's own selection, per peer
+            sent = energy_compress(self.public, tensors, self.gamma, self.dtype)
+        elif self.masks is not None:
             sent = self.masks.compress(self.public, tensors, names, self.ratio, self.dtype)
         else:
             sent = [self._compress(public, t, name, link_seq) for public, t, name in
@@ -276,7 +281,7 @@ class CompressedStreams(ChocoSwarm):
         shapes = [tuple(t.shape[1:]) for t in tensors]
         sizes = np.zeros(len(self.ids), dtype=np.int64)
         for p in np.flatnonzero(fanout > 0).tolist():
-            if self.masks is not None:
+            if self.masks is not None or self.compressor == "energy":  # SparseValues rows
                 body = {name: rows[p] for name, rows in zip(names, sent, strict=True)}
             else:
                 body = {

@@ -113,6 +113,32 @@ class PrunedMasks:
         return out
 
 
+def energy_compress(
+    public: list[torch.Tensor], tensors: Sequence[torch.Tensor], fraction: float, dtype: str
+) -> list[list[SparseValues]]:
+    """q = energy-top-k(t − t̂) per peer and tensor (``node.methods.energy_topk``, the node's
+    own selection: its k differs per message, so it runs per peer); t̂ += q as decoded, in
+    each tensor's wire dtype (float32 where ``dtype`` cannot meet the bound)."""
+    import torch
+
+    from spargo.node.methods.energy_topk import energy_topk
+
+    out: list[list[SparseValues]] = []
+    for t, copy in zip(tensors, public, strict=True):
+        n = len(t)
+        diff = (t - copy).reshape(n, -1).cpu().numpy()
+        flat_copy = copy.view(n, -1)
+        row: list[SparseValues] = []
+        for p in range(n):
+            index, wire_dtype = energy_topk(diff[p], fraction, dtype)
+            raw = diff[p, index]
+            decoded = torch.as_tensor(received_values(raw, wire_dtype), device=copy.device)
+            flat_copy[p, torch.as_tensor(index, device=copy.device)] += decoded
+            row.append(SparseValues(tuple(t.shape[1:]), index, raw, None, wire_dtype))
+        out.append(row)
+    return out
+
+
 def _top(diff: torch.Tensor, k: np.ndarray) -> list[torch.Tensor]:
     """Each row's ``sparse.topk`` positions (sorted) of k[row] entries of ``diff`` [N, size].
 

@@ -139,7 +139,8 @@ def test_consensus_shrinks_geometrically_at_lr_0(
 def test_consensus_step_is_clamped_by_the_compression_ratio() -> None:
     assert consensus_step(1.0, 0.05) == 0.05
     assert consensus_step(0.02, 0.05) == 0.02
-    m = _ring_peers(3, {"ratio": 0.1, "gamma": 1.0})[0]
+    assert consensus_step(0.8, 0.05, "energy") == 0.8  # every message contracts by ≥ γ
+    m = _ring_peers(3, {"compressor": "randk", "ratio": 0.1, "gamma": 1.0})[0]
     assert isinstance(m, CompressedTrackingMethod)
     assert m.step_used == pytest.approx(0.1)
 

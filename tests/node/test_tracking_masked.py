@@ -11,11 +11,12 @@ import pytest
 from spargo.node.methods.cgt_masked import MaskedCompressedTrackingMethod
 from spargo.node.methods.payloads import StreamDelta
 
+from .test_energy_topk import energy_reference
 from .test_tracking import LR, STEPS, TARGETS, W, make_peers, params, play_round
 from .test_tracking_cgt import topk
 
 OPTIONS = {
-    "ratio": 0.34, "gamma": 1.0, "forget": 0.05, "value_dtype": "float32",
+    "compressor": "topk", "ratio": 0.34, "gamma": 1.0, "forget": 0.05, "value_dtype": "float32",
     "s_final": 0.67, "t0": 1, "t_end": 3, "include_head": True,
 }  # fmt: skip
 
@@ -36,11 +37,14 @@ def keep_largest(w: np.ndarray, sparsity: float) -> np.ndarray:
     return mask
 
 
-def masked_reference(init: np.ndarray, rounds: int) -> np.ndarray:
+def masked_reference(init: np.ndarray, rounds: int, energy: float = 0.0) -> np.ndarray:
     """docs/algorithms.md §10.3 written out: prune by magnitude on the schedule, local steps
     with the correction and the mask, top-k of ⌈ratio·kept⌉ entries of (z, d) − copies,
-    consensus step min(γ, ratio), correction update, mask again."""
+    consensus step min(γ, ratio), correction update, mask again. ``energy`` > 0: §10.5's
+    energy top-k of fraction ``energy`` instead, and the step is ``energy`` itself."""
     ratio, step, forget = OPTIONS["ratio"], min(1.0, 0.34), OPTIONS["forget"]
+    if energy:
+        step = energy
     x = init.astype(np.float64).copy()
     e, h, g = np.zeros_like(x), np.zeros_like(x), np.zeros_like(x)
     masks = np.ones_like(x, dtype=bool)
@@ -59,6 +63,10 @@ def masked_reference(init: np.ndarray, rounds: int) -> np.ndarray:
         d = x - z
         for i in range(3):
             kept = int(masks[i].sum())
+            if energy:
+                h[i] = h[i] + energy_reference((z[i] - h[i]).astype(np.float32), energy)
+                g[i] = g[i] + energy_reference((d[i] - g[i]).astype(np.float32), energy)
+                continue
             h[i] = h[i] + topk_k(z[i] - h[i], math.ceil(ratio * kept - 1e-9))
             g[i] = g[i] + topk_k(d[i] - g[i], math.ceil(ratio * kept - 1e-9))
         x = (z + step * (lap @ h)) * masks
@@ -79,6 +87,17 @@ def test_cgt_masked_matches_the_numpy_reference() -> None:
     got = np.stack([params(m) for m in peers])
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert (got == 0).sum() == 3 * 2  # s_final 0.67 of 3 weights: 2 pruned per peer
+
+
+@pytest.mark.parametrize("energy", [0.5, 0.9])
+def test_cgt_masked_with_energy_topk_matches_the_numpy_reference(energy: float) -> None:
+    init = np.random.default_rng(6).normal(size=(3, 3))
+    options = {**OPTIONS, "compressor": "energy", "gamma": energy}
+    peers = make_peers("cgt_masked", init, **options)
+    for r in range(6):
+        play_round(peers, r)
+    expected = masked_reference(init, 6, energy=energy)
+    np.testing.assert_allclose(np.stack([params(m) for m in peers]), expected, atol=1e-5)
 
 
 def test_deltas_shrink_with_the_density() -> None:
