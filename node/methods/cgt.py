@@ -21,8 +21,10 @@ Stable by construction: the consensus step used is min(γ, γ_max) with
 γ_max = δ = ratio (the compressor's contraction: ‖C(v) − v‖² ≤ (1 − δ)‖v‖² for top-k and
 rand-k of a fraction δ), and ratio ≥ 0.01; tests/node/test_tracking_cgt.py checks that the
 consensus distance shrinks geometrically at lr 0 for every compressor and the extreme
-accepted options. Options: ``compressor`` (topk | randk), ``ratio``, ``value_dtype``,
-``gamma``, ``resync_after`` (as ``choco``), ``forget`` (ρ).
+accepted options. With ``compressor = energy`` (the default, docs/algorithms.md §10.5,
+``node.methods.energy_topk``) each message's k is chosen so that it contracts by at least γ,
+and the step is γ itself. Options: ``compressor`` (energy | topk | randk), ``ratio`` (top-k
+and rand-k), ``value_dtype``, ``gamma``, ``resync_after`` (as ``choco``), ``forget`` (ρ).
 """
 
 from __future__ import annotations

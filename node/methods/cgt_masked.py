@@ -9,9 +9,12 @@ public copies have caught up (the residual −ĥ at a newly pruned entry is sent
 other) top-k picks only kept entries. The consensus step pulls a pruned entry towards the
 neighbours' copies; it is zeroed again after every merge, as after every local step.
 
-Options: ``cgt``'s (``compressor`` must be ``topk``: rand-k's shared positions cannot follow a
-mask the receiver does not know) plus FedSparsify's ``s_final`` (0.8), ``t0`` (−1 →
-⌈0.2·rounds⌉), ``t_end`` (0 → ⌈0.7·rounds⌉) and ``include_head`` (false).
+With ``compressor = energy`` (the default, §10.5) each message sends the fewest largest
+entries carrying a fraction γ of its squared norm; pruned entries carry none, so it stays
+inside the mask too. Options: ``cgt``'s (``compressor`` ``energy`` or ``topk``: rand-k's
+shared positions cannot follow a mask the receiver does not know) plus FedSparsify's
+``s_final`` (0.8), ``t0`` (−1 → ⌈0.2·rounds⌉), ``t_end`` (0 → ⌈0.7·rounds⌉) and
+``include_head`` (false).
 """
 
 from __future__ import annotations
