@@ -18,8 +18,8 @@ from spargo.node.methods.cgt import CompressedTrackingMethod
 from spargo.node.methods.energy_topk import contraction_error, energy_topk
 from spargo.sims import Scenario, run
 
-from .test_tracking import LR, STEPS, TARGETS, W, correction_sum, make_peers, params, play_round
-from .test_tracking_cgt import _distance, _gossip, _ring_peers
+from .test_tracking import W, correction_sum, make_peers, params, play_round
+from .test_tracking_cgt import _distance, _gossip, _ring_peers, cgt_reference
 
 
 def reference_k(v: np.ndarray, fraction: float) -> int:
@@ -82,33 +82,6 @@ def test_a_codec_that_cannot_meet_the_bound_falls_back_to_float32() -> None:
     assert energy_topk(np.zeros(5, np.float32), 0.5, "int8")[0].size == 1  # one zero
 
 
-def cgt_energy_reference(init: np.ndarray, rounds: int, gamma: float) -> np.ndarray:
-    """docs/algorithms.md §10.2 with §10.5's compressor: public copies ĥ (of z), ĝ (of d)
-    from 0, moved by the energy top-k of the difference; x ← z + γ(W − I)ĥ, d' = d +
-    γ(W − I)ĝ, e ← e + d' − d (ρ = 0); the step is γ itself."""
-    x = init.astype(np.float64).copy()
-    e = np.zeros_like(x)
-    h = np.zeros_like(x)
-    g = np.zeros_like(x)
-    lap = W - np.eye(3)
-    for r in range(rounds):
-        z = x.copy()
-        for _ in range(STEPS):
-            z -= LR * (z - TARGETS)
-            if r > 0:
-                z -= e / STEPS
-        d = x - z
-        h = h + np.stack(
-            [energy_reference((z[i] - h[i]).astype(np.float32), gamma) for i in range(3)]
-        )
-        g = g + np.stack(
-            [energy_reference((d[i] - g[i]).astype(np.float32), gamma) for i in range(3)]
-        )
-        x = z + gamma * (lap @ h)
-        e = e + gamma * (lap @ g)
-    return x
-
-
 @pytest.mark.parametrize("gamma", [0.3, 0.8])
 def test_cgt_with_energy_topk_matches_the_numpy_reference(gamma: float) -> None:
     init = np.random.default_rng(5).normal(size=(3, 3))
@@ -117,7 +90,11 @@ def test_cgt_with_energy_topk_matches_the_numpy_reference(gamma: float) -> None:
     assert all(isinstance(m, CompressedTrackingMethod) and m.step_used == gamma for m in peers)
     for r in range(6):
         play_round(peers, r)
-    expected = cgt_energy_reference(init, 6, gamma)
+
+    def select(v: np.ndarray) -> np.ndarray:  # §10.5 in float32 values
+        return energy_reference(v.astype(np.float32), gamma)
+
+    expected = cgt_reference(init, 6, 1.0, gamma, 0.0, select)
     np.testing.assert_allclose(np.stack([params(m) for m in peers]), expected, atol=1e-5)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,13 +30,20 @@ def topk(v: np.ndarray, ratio: float) -> np.ndarray:
 
 
 def cgt_reference(
-    init: np.ndarray, rounds: int, ratio: float, gamma: float, forget: float
+    init: np.ndarray,
+    rounds: int,
+    ratio: float,
+    gamma: float,
+    forget: float,
+    select: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """BEER-style compressed tracking with local steps, written out (docs/algorithms.md §10.2):
     local steps z ← z − η(∇f_i(z) + e_i/(Kη)); d_i = x_i − z_i; public copies ĥ (of z) and
     ĝ (of d) start at 0 and move by top-k of the difference; x ← z + γ'(W − I)ĥ,
-    d' = d + γ'(W − I)ĝ, e ← (1 − ρ)(e + d' − d), with γ' = min(γ, ratio)."""
-    step = min(gamma, ratio)
+    d' = d + γ'(W − I)ĝ, e ← (1 − ρ)(e + d' − d), with γ' = min(γ, ratio). ``select``: another
+    compressor C(v) (then γ' = γ: docs/algorithms.md §10.5's energy top-k)."""
+    step = min(gamma, ratio) if select is None else gamma
+    compress = select or (lambda v: topk(v, ratio))
     x = init.astype(np.float64).copy()
     e = np.zeros_like(x)
     h = np.zeros_like(x)  # public copies start at 0, as in BEER (H⁰ = G⁰ = 0)
@@ -48,8 +56,8 @@ def cgt_reference(
             if r > 0:
                 z -= e / STEPS
         d = x - z
-        h = h + np.stack([topk(z[i] - h[i], ratio) for i in range(3)])
-        g = g + np.stack([topk(d[i] - g[i], ratio) for i in range(3)])
+        h = h + np.stack([compress(z[i] - h[i]) for i in range(3)])
+        g = g + np.stack([compress(d[i] - g[i]) for i in range(3)])
         x = z + step * (lap @ h)
         e = (1 - forget) * (e + step * (lap @ g))
     return x

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from spargo.node.metrics import RoundMetrics
 from spargo.sims import run
 from spargo.sims.runner import SimResult
 from tests.sims.conftest import small
@@ -69,10 +70,12 @@ HARD: dict[str, Any] = {
 }
 
 
-def assert_same(node: SimResult, batched: SimResult) -> None:
-    """Per peer and round, and swarm-wide: the two runs agree."""
+def same_records(node: SimResult, batched: SimResult) -> list[tuple[RoundMetrics, RoundMetrics]]:
+    """Per peer and round: loss, accuracies, density and merge statistics agree; returns the
+    (node, batched) record pairs for a caller's further checks."""
     reference = {(m.peer_id, m.round): m for m in node.rounds}
     assert len(reference) == len(batched.rounds)
+    pairs = []
     for m in batched.rounds:
         ref = reference[(m.peer_id, m.round)]
         for key, tol in (("loss", LOSS_TOL), ("accuracy", TOL), ("global_accuracy", TOL)):
@@ -82,6 +85,13 @@ def assert_same(node: SimResult, batched: SimResult) -> None:
         assert m.merge.keys() == ref.merge.keys(), (m.peer_id, m.round)
         for key, value in m.merge.items():
             assert value == pytest.approx(ref.merge[key], rel=TOL, abs=TOL), (m.peer_id, key)
+        pairs.append((ref, m))
+    return pairs
+
+
+def assert_same(node: SimResult, batched: SimResult) -> None:
+    """Per peer and round, and swarm-wide: the two runs agree."""
+    for ref, m in same_records(node, batched):
         assert m.bytes_sent == ref.bytes_sent or m.round < node.scenario.rounds - 1
     for ref_row, row in zip(node.round_stats, batched.round_stats, strict=True):
         assert row.keys() >= ref_row.keys(), row["round"]

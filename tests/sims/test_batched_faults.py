@@ -10,7 +10,6 @@ the same mask whatever order the event loop routes messages in.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from spargo.sims.network import keyed_uniform
 from spargo.sims.runner import SimResult
 from spargo.sims.scenario import ChurnEvent
 from tests.sims.conftest import small
-from tests.sims.test_batched_equal import CASES, HARD, LOSS_TOL, TOL
+from tests.sims.test_batched_equal import CASES, HARD, TOL, same_records
 
 #: Every batched method under loss (choco: lost deltas, resync asks and copies on the wire).
 LOSSY = [
@@ -42,17 +41,7 @@ def assert_same_faults(node: SimResult, batched: SimResult) -> None:
     ``test_batched_equal.assert_same``, but a consensus distance may also differ by one unit
     of the rows' sixth decimal (float32 training differs in the last bits, and rounding to
     six decimals can turn that into 1e-6 on a value below 0.1)."""
-    reference = {(m.peer_id, m.round): m for m in node.rounds}
-    assert len(reference) == len(batched.rounds)
-    for m in batched.rounds:
-        ref = reference[(m.peer_id, m.round)]
-        for key, tol in (("loss", LOSS_TOL), ("accuracy", TOL), ("global_accuracy", TOL)):
-            a, b = getattr(ref, key), getattr(m, key)
-            assert (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol, (m.peer_id, key)
-        assert m.density == ref.density
-        assert m.merge.keys() == ref.merge.keys(), (m.peer_id, m.round)
-        for key, value in m.merge.items():
-            assert value == pytest.approx(ref.merge[key], rel=TOL, abs=TOL), (m.peer_id, key)
+    for ref, m in same_records(node, batched):
         assert abs(m.time_s - ref.time_s) <= TOL, (m.peer_id, m.round)
     for ref_row, row in zip(node.round_stats, batched.round_stats, strict=True):
         for key in ("accuracy_mean", "accuracy_min", "local_accuracy_mean", "density"):
