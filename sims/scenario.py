@@ -197,7 +197,7 @@ class Scenario:
     engine: str = _arg(
         "node",
         "node (a real Node per peer, the reference) or batched (all peers as one tensor "
-        "program: rounds mode, no faults, MLP tasks)",
+        "program: rounds mode, MLP tasks; loss, partitions, churn and speeds as masks)",
     )
     eval_peers: int = _arg(
         0,
