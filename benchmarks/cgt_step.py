@@ -103,7 +103,9 @@ def table(runs: Sequence[dict[str, Any]]) -> str:
         mb = sum(r["bytes_sent_total"] for r in rows) / len(rows) / 1e6
         cd = sum(r["consensus_distance"] for r in rows) / len(rows)
         lines.append(
-            f"| {method} | {ratio} | {gamma} | {topo} | {mean:.3f} ± {sd:.3f} | "
+            f"| {method} | {ratio} | {gamma} | {topo} | "
+            + (f"{mean:.3f} ± {sd:.3f}" if len(acc) > 1 else f"{mean:.3f}")
+            + " | "
             f"{','.join(str(r['seed']) for r in rows)} | {mb:.1f} | {cd:.3g} |"
         )
     return "\n".join(lines)
