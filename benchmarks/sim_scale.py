@@ -30,7 +30,13 @@ from typing import Any
 
 
 def measure(
-    nodes: int, rounds: int, engine: str, eval_peers: int, loss: float = 0.0, device: str = "cpu"
+    nodes: int,
+    rounds: int,
+    engine: str,
+    eval_peers: int,
+    loss: float = 0.0,
+    device: str = "cpu",
+    eval_every: int = 1,
 ) -> dict[str, Any]:
     """Run one size in this process and measure it."""
     import torch
@@ -43,6 +49,7 @@ def measure(
         nodes=nodes, topology="smallworld", method="dense", method_options={}, rounds=rounds,
         local_steps=2, task=f"synthetic:{max(2000, 4 * nodes)}", partition="iid",
         consensus=False, engine=engine, eval_peers=eval_peers, loss=loss, device=device,
+        eval_every=eval_every,
     )  # fmt: skip
     started = time.perf_counter()
     finished: list[float] = []
@@ -56,6 +63,7 @@ def measure(
         "nodes": nodes,
         "rounds": rounds,
         "eval_peers": eval_peers or "all",
+        "eval_every": eval_every,
         "loss": loss,
         "wall_s": round(wall_s, 2),
         "wall_s_per_round": round(wall_s / rounds, 3),
@@ -85,6 +93,9 @@ def main() -> None:
     )
     parser.add_argument("--loss", type=float, default=0.0, help="message loss probability")
     parser.add_argument("--device", default="cpu", help="batched: cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--eval-every", type=int, default=1, help="evaluate every K rounds and the last one"
+    )
     parser.add_argument("--jsonl", default="", help="append each size's JSON object here")
     parser.add_argument("--plot", default="", help="draw s/round vs peers from --jsonl (PNG)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
@@ -94,8 +105,9 @@ def main() -> None:
 
         try:
             row = measure(
-                args.one, args.rounds, args.engine, args.eval_peers, args.loss, args.device
-            )
+                args.one, args.rounds, args.engine, args.eval_peers, args.loss, args.device,
+                args.eval_every,
+            )  # fmt: skip
         except ScenarioError as exc:
             parser.error(str(exc))
         print(json.dumps(row), flush=True)
@@ -107,6 +119,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--one", str(size), "--rounds", str(args.rounds)]
         cmd += ["--engine", args.engine, "--eval-peers", str(args.eval_peers)]
         cmd += ["--loss", str(args.loss), "--device", args.device]
+        cmd += ["--eval-every", str(args.eval_every)]
         done = subprocess.run([*cmd, "--jsonl", args.jsonl] if args.jsonl else cmd)
         if done.returncode:
             sys.exit(done.returncode)
@@ -125,21 +138,27 @@ def plot(jsonl: str, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    best: dict[tuple[str, str], dict[int, float]] = {}
+    best: dict[tuple[str, str, int], dict[int, float]] = {}
     with open(jsonl) as f:
         for line in filter(None, (raw.strip() for raw in f)):
             row = json.loads(line)
             device = row.get("device", "cpu")
             engine = row["engine"] if device == "cpu" else f"{row['engine']} ({device})"
-            key = (engine, str(row["eval_peers"]))
+            key = (engine, str(row["eval_peers"]), int(row.get("eval_every", 1)))
             sizes = best.setdefault(key, {})
             n, s = int(row["nodes"]), float(row["steady_s_per_round"])
             sizes[n] = min(s, sizes.get(n, s))
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for (engine, evaluated), sizes in sorted(best.items()):
+    fig, ax = plt.subplots(figsize=(10, 4.6))
+    for (engine, evaluated, every), sizes in sorted(best.items()):
         xs = sorted(sizes)
-        label = f"{engine} engine" + ("" if engine == "node" else f", {evaluated} evaluated")
+        if every != 1:
+            label = f"{engine}: all peers evaluated in the first and last rounds only"
+        elif evaluated == "all":
+            label = f"{engine}: all peers evaluated every round"
+        else:
+            label = f"{engine}: {evaluated} sampled peers evaluated each round"
         style = "o-" if engine == "node" else "s--" if evaluated == "all" else "^-"
+        style = style if every == 1 else style[0] + "-."
         style = style if "(" not in engine else style[0] + ":"  # a GPU: dotted
         ax.plot(xs, [sizes[x] for x in xs], style, label=label)
     ax.set_xscale("log", base=2)
@@ -148,7 +167,8 @@ def plot(jsonl: str, path: str) -> None:
     ax.set_ylabel("steady seconds per round (train + gossip + eval)")
     ax.set_title("Simulator scale: dense gossip, small world, 2 cores, 1 torch thread")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.axhline(2.0, color="black", linewidth=0.8, alpha=0.5, label="2 s per round")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
