@@ -202,7 +202,7 @@ def _report(
                 Console(file=human, highlight=False).print(
                     summary_table([s], title=f"spargo sim — {out_dir}")
                 )
-            print(_summary_line(s, out_dir), file=human)
+            print(_fit(_summary_line(s, out_dir), human), file=human)
         if args.json:
             from spargo.node.metrics import strict_json  # NaN of a diverged run: null
 
@@ -211,6 +211,18 @@ def _report(
         _silence_stdout()
         return 141
     return 130 if s["interrupted"] else 0
+
+
+def _fit(line: str, stream: Any) -> str:
+    """``line`` wrapped at word boundaries to a terminal's width (unchanged when ``stream`` is
+    not a terminal, so pipes and logs keep one line per run)."""
+    if not (hasattr(stream, "isatty") and stream.isatty()):
+        return line
+    import shutil
+    import textwrap
+
+    width = shutil.get_terminal_size().columns
+    return textwrap.fill(line, width=width, break_long_words=False, break_on_hyphens=False)
 
 
 def _summary_line(s: dict[str, Any], out_dir: Path) -> str:

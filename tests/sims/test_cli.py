@@ -159,3 +159,25 @@ def test_a_sweep_with_a_given_name_keeps_the_grid_in_the_run_names(tmp_path: Pat
         "study-method_vc-topology_ring-clean",
         "study-method_vc-topology_er_0_5-clean",
     ]
+
+
+def test_the_summary_line_wraps_to_a_terminal_and_stays_one_line_in_a_pipe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+    import os
+    import shutil
+
+    from spargo.sims.cli import _fit
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    line = "16 peers, smallworld, spafl, 30 rounds: accuracy mean 0.936 (min 0.905) " * 3
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda *a: os.terminal_size((40, 20)))
+    wrapped = _fit(line.strip(), Terminal())
+    assert len(wrapped.splitlines()) > 1
+    assert all(len(part) <= 40 for part in wrapped.splitlines())
+    assert wrapped.split() == line.split()  # nothing lost, no word broken
+    assert _fit(line, io.StringIO()) == line  # a pipe: one line
