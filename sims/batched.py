@@ -40,12 +40,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spargo.sims.batched_check import BATCHED_METHODS, check_batched, method_options
+from spargo.sims.batched_check import (
+    BATCHED_METHODS,
+    FAULT_FREE_ONLY,
+    check_batched,
+    method_options,
+)
 from spargo.sims.batched_faults_choco import SwarmChoco
 from spargo.sims.batched_faults_churn import SwarmChurn, scenario_churn
-from spargo.sims.batched_faults_links import plan_for
+from spargo.sims.batched_faults_links import arrived_mask, plan_for
 from spargo.sims.batched_report import merge_stats as _stats
-from spargo.sims.scenario import Scenario
+from spargo.sims.scenario import Scenario, ScenarioError
 
 __all__ = ["BATCHED_METHODS", "BatchedSwarm", "check_batched", "method_options", "run_batched"]
 
@@ -76,6 +81,11 @@ class BatchedSwarm(SwarmChoco, SwarmChurn):
         self.options = method_options(s)
         self._method_state(s, graph)
         self.plan = plan_for(s, graph, self.gossip, self.ids, self.slots)
+        if self.plan is not None and s.method in FAULT_FREE_ONLY:  # a graph file's edge loss
+            raise ScenarioError(
+                f"--engine batched runs {s.method} fault-free only; this graph's edges set "
+                "loss: use --engine node"
+            )
         self.churn = scenario_churn(s, graph, self.ids)
         #: Drops outside the plan: sends to failed peers, CHOCO's resync asks.
         self.extra_drops: Counter[str] = Counter()
@@ -277,14 +287,21 @@ class BatchedSwarm(SwarmChoco, SwarmChurn):
 
     def _tracked(self, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
         """``tracking``, ``cgt``, ``cgt_masked`` (``sims.batched_tracking``) and
-        ``pushsum_rs`` (``sims.batched_pushsum_rs``): one round over its edges."""
-        edges = gossip.edges(round_index)
+        ``pushsum_rs`` (``sims.batched_pushsum_rs``): one round, bytes charged on the sent
+        edges, merged (and counted as received) on the delivered ones only."""
+        links = self.links(round_index)
+        sent, merged = links.sent, links.merged[0]
         method = self.tracking or self.running
         assert method is not None
-        per_edge, stats = method.communicate(round_index, edges, gossip, self.params, self.wire)
-        self.received += edges.in_degree
-        self.bytes_received += np.bincount(edges.receiver, per_edge, self.n).astype(np.int64)
-        self.merges += int((edges.in_degree > 0).sum())
+        per_edge, stats = method.communicate(
+            round_index, sent, merged, gossip, self.params, self.wire
+        )
+        arrived = arrived_mask(sent, merged)
+        self.received += merged.in_degree
+        self.bytes_received += np.bincount(
+            sent.receiver[arrived], per_edge[arrived], self.n
+        ).astype(np.int64)
+        self.merges += int((merged.in_degree > 0).sum())
         return stats
 
     def density(self) -> np.ndarray:

@@ -26,6 +26,7 @@ from spargo.node.methods import payloads
 from spargo.node.methods.pushsum import PUSHSUM_MIN_WEIGHT
 from spargo.node.payload import to_message
 from spargo.protocol import Envelope, encode
+from spargo.sims.batched_faults_links import arrived_mask
 from spargo.sims.batched_mix import Edges, sparse_rows
 from spargo.sims.batched_report import merge_stats
 from spargo.sims.batched_wire import BOOT, SWARM, Wire
@@ -49,18 +50,22 @@ class RunningSumsSwarm:
     def communicate(
         self,
         round_index: int,
-        edges: Edges,
+        sent: Edges,
+        merged: Edges,
         gossip: Gossip,
         params: list[torch.Tensor],
         wire: Wire,
     ) -> tuple[np.ndarray, list[dict[str, float]]]:
-        """Send on ``edges`` (all arrive), merge; returns (each edge's message size [E],
-        merge statistics per peer). ``params``: the stacked model, z, updated in place."""
+        """Send on ``sent`` (every one counted on the wire), merge those in ``merged`` (the
+        messages that arrived in time; a lost or late one is dropped before the merge, so its
+        mass rides on the link's next delivered message); returns (each sent edge's message
+        size [E_sent], merge statistics per peer). ``params``: the stacked model, z, updated
+        in place."""
         import torch
 
-        sizes = self.message_sizes(wire, gossip, edges, round_index)
+        sizes = self.message_sizes(wire, gossip, sent, round_index)
         flat = torch.cat([p.reshape(self.n, -1) for p in params], dim=1)
-        mixed, stats = self.round(edges, flat)
+        mixed, stats = self.round(sent, flat, arrived_mask(sent, merged))
         offset = 0
         for p in params:
             size = p[0].numel()
