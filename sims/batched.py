@@ -19,10 +19,13 @@ methods ``tracking``, ``cgt`` and ``cgt_masked`` (the last two with ``sampler=al
 ``eval_peers``) on the global test set and the local splits (``sims.batched_report``).
 
 Faults are masks on each round's messages (``links(r)``: a ``sims.batched_faults.Delivery``):
-loss, partitions and device speeds exactly as the node engine (``sims.batched_faults``), churn
-with semantics of its own (``sims.batched_faults_churn``), for every method but ``pushsum_rs``
-and the tracking methods (fault-free only); anything else (attacks, link delays) is a one-line
-``ScenarioError`` when the scenario is built.
+loss, partitions and device speeds exactly as the node engine (``sims.batched_faults``) for
+every method but ``cgt`` and ``cgt_masked`` (fault-free only: their CHOCO stream over (z, d)
+has no batched resync yet); ``tracking`` and ``pushsum_rs`` send on ``links(r).sent`` and
+merge ``links(r).merged[0]`` (``_tracked``). Churn has semantics of its own
+(``sims.batched_faults_churn``), not for ``choco``, ``pushsum_rs`` or the tracking methods.
+Anything else (attacks, link delays) is a one-line ``ScenarioError`` when the scenario is
+built (``sims.batched_check``).
 
 Device: every tensor lives on ``Scenario.device`` (``--device cpu``, ``cuda`` or ``cuda:N``);
 the draws that must equal the node engine's (batch indices, rand-k positions) are made on the

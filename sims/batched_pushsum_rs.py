@@ -9,7 +9,9 @@ share is exactly what the link lost since its last delivery, so the batched form
 link, only that in-flight remainder: none while every message arrives (then σ − ρ is the
 share itself, to float64 rounding of the sums, ~2⁻⁵³·t·|share|), and a lost message's mass
 rides on the link's next delivered one. ``round`` takes the round's sent ``Edges`` and which
-of them arrived, so a loss mask can be fed in.
+of them arrived in time (``links(r).merged[0]``: loss, partitions and device speeds as the node
+engine; a late message is dropped as stale before the merge, as a lost one); received messages
+and bytes count the arrived ones only.
 
 Bytes: every target gets its own ``RunningSums`` body (σ in float64: twice ``pushsum``'s
 tensor bytes), so each takes its own sequence number (``node.exchange``), in the order of the

@@ -12,9 +12,12 @@ The node's K-GT methods (docs/algorithms.md §10; ``node.methods.tracking``, ``c
   x ← x + γ' Σ_j W_ij (x̂_j − x̂_i) on both (``batched_choco``, γ' = ``cgt.consensus_step``);
 - merge: e_i ← (1 − ρ)(e_i + mixed d_i − d_i).
 
-Every round's mixing takes that round's ``Edges`` (the messages that arrived). ``cgt`` holds
-one stacked public copy per peer, which is every link's copy only when every link delivers
-every round: ``sims.batched_check`` runs it with ``--sampler all`` only (as ``choco``).
+Every round's mixing takes that round's merged ``Edges`` (the messages that arrived in time:
+``tracking`` runs loss, partitions and device speeds as the node does, a missing message's
+MH weight staying with its receiver, docs/algorithms.md §4.3), its bytes the sent ones.
+``cgt`` holds one stacked public copy per peer, which is every link's copy only when every
+link delivers every round: ``sims.batched_check`` runs it with ``--sampler all`` and
+fault-free only.
 """
 
 from __future__ import annotations
