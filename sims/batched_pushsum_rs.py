@@ -1,7 +1,7 @@
 """``pushsum_rs`` for the batched engine: push-sum with running sums, all peers at once.
 
 The node's ``pushsum_rs`` (``node.methods.pushsum.RunningSumsMethod``; Hadjicostis, Vaidya &
-Domínguez-García, IEEE TAC 2016; docs/algorithms.md §4): the split is push-sum's — a peer
+Domínguez-García, IEEE TAC 2016; docs/algorithms.md §4.7): the split is push-sum's — a peer
 with k targets keeps w/(k + 1) and pushes (z·w/(k + 1), w/(k + 1)) on each link — but each
 message carries the link's running sums σ (everything ever pushed on it) and the receiver
 merges σ − ρ, ρ being the sums it last took from that link. What σ − ρ adds to this round's
