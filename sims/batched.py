@@ -19,10 +19,13 @@ methods ``tracking``, ``cgt`` and ``cgt_masked`` (the last two with ``sampler=al
 ``eval_peers``) on the global test set and the local splits (``sims.batched_report``).
 
 Faults are masks on each round's messages (``links(r)``: a ``sims.batched_faults.Delivery``):
-loss, partitions and device speeds exactly as the node engine (``sims.batched_faults``), churn
-with semantics of its own (``sims.batched_faults_churn``), for every method but ``pushsum_rs``
-and the tracking methods (fault-free only); anything else (attacks, link delays) is a one-line
-``ScenarioError`` when the scenario is built.
+loss, partitions and device speeds exactly as the node engine (``sims.batched_faults``) for
+every method but ``cgt`` and ``cgt_masked`` (fault-free only: their CHOCO stream over (z, d)
+has no batched resync yet); ``tracking`` and ``pushsum_rs`` send on ``links(r).sent`` and
+merge ``links(r).merged[0]`` (``_tracked``). Churn has semantics of its own
+(``sims.batched_faults_churn``), not for ``choco``, ``pushsum_rs`` or the tracking methods.
+Anything else (attacks, link delays) is a one-line ``ScenarioError`` when the scenario is
+built (``sims.batched_check``).
 
 Device: every tensor lives on ``Scenario.device`` (``--device cpu``, ``cuda`` or ``cuda:N``);
 the draws that must equal the node engine's (batch indices, rand-k positions) are made on the
@@ -40,12 +43,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spargo.sims.batched_check import BATCHED_METHODS, check_batched, method_options
+from spargo.sims.batched_check import (
+    BATCHED_METHODS,
+    FAULT_FREE_ONLY,
+    check_batched,
+    method_options,
+)
 from spargo.sims.batched_faults_choco import SwarmChoco
 from spargo.sims.batched_faults_churn import SwarmChurn, scenario_churn
-from spargo.sims.batched_faults_links import plan_for
+from spargo.sims.batched_faults_links import arrived_mask, plan_for
 from spargo.sims.batched_report import merge_stats as _stats
-from spargo.sims.scenario import Scenario
+from spargo.sims.scenario import Scenario, ScenarioError
 
 __all__ = ["BATCHED_METHODS", "BatchedSwarm", "check_batched", "method_options", "run_batched"]
 
@@ -76,6 +84,11 @@ class BatchedSwarm(SwarmChoco, SwarmChurn):
         self.options = method_options(s)
         self._method_state(s, graph)
         self.plan = plan_for(s, graph, self.gossip, self.ids, self.slots)
+        if self.plan is not None and s.method in FAULT_FREE_ONLY:  # a graph file's edge loss
+            raise ScenarioError(
+                f"--engine batched runs {s.method} fault-free only; this graph's edges set "
+                "loss: use --engine node"
+            )
         self.churn = scenario_churn(s, graph, self.ids)
         #: Drops outside the plan: sends to failed peers, CHOCO's resync asks.
         self.extra_drops: Counter[str] = Counter()
@@ -277,14 +290,21 @@ class BatchedSwarm(SwarmChoco, SwarmChurn):
 
     def _tracked(self, gossip: Gossip, round_index: int) -> list[dict[str, float]]:
         """``tracking``, ``cgt``, ``cgt_masked`` (``sims.batched_tracking``) and
-        ``pushsum_rs`` (``sims.batched_pushsum_rs``): one round over its edges."""
-        edges = gossip.edges(round_index)
+        ``pushsum_rs`` (``sims.batched_pushsum_rs``): one round, bytes charged on the sent
+        edges, merged (and counted as received) on the delivered ones only."""
+        links = self.links(round_index)
+        sent, merged = links.sent, links.merged[0]
         method = self.tracking or self.running
         assert method is not None
-        per_edge, stats = method.communicate(round_index, edges, gossip, self.params, self.wire)
-        self.received += edges.in_degree
-        self.bytes_received += np.bincount(edges.receiver, per_edge, self.n).astype(np.int64)
-        self.merges += int((edges.in_degree > 0).sum())
+        per_edge, stats = method.communicate(
+            round_index, sent, merged, gossip, self.params, self.wire
+        )
+        arrived = arrived_mask(sent, merged)
+        self.received += merged.in_degree
+        self.bytes_received += np.bincount(
+            sent.receiver[arrived], per_edge[arrived], self.n
+        ).astype(np.int64)
+        self.merges += int((merged.in_degree > 0).sum())
         return stats
 
     def density(self) -> np.ndarray:

@@ -20,9 +20,15 @@ BATCHED_METHODS = (
     "dense", "vc", "pushsum", "choco", "fedsparsify", "spafl", "allreduce", "local",
     "pushsum_rs", "tracking", "cgt", "cgt_masked",
 )  # fmt: skip
-#: Methods the batched engine runs fault-free only (their per-link state under loss,
-#: partitions, churn and late messages is the node engine's alone for now).
-FAULT_FREE_ONLY = ("pushsum_rs", "tracking", "cgt", "cgt_masked")
+#: Methods the batched engine runs fault-free only: their CHOCO stream over (z, d) starts
+#: from zero public copies with no full copy ever sent, so a lost or late delta's gap and
+#: resync on the node have no batched mirror yet (``choco``'s is
+#: ``sims.batched_faults_choco``).
+FAULT_FREE_ONLY = ("cgt", "cgt_masked")
+#: Methods the batched engine runs under loss, partitions and device speeds but not churn
+#: (a frozen peer's correction, step count or running sums would need the churn semantics
+#: of ``sims.batched_faults_churn`` written for them).
+NO_CHURN = ("choco", "pushsum_rs", "tracking")
 #: Fault fields, with their fault-free values, that those methods refuse.
 _MASKED_FAULTS: dict[str, object] = {
     "loss": 0.0, "churn": 0.0, "churn_events": (), "partition_at": None,
@@ -157,7 +163,7 @@ def _probe(s: Scenario) -> Method:
 
 def _check_churn(s: Scenario) -> None:
     """Churn runs alone (no loss, partition or device speeds: the batched engine's churn has
-    no deadlines to wait out) and not for choco (``sims.batched_faults_churn``)."""
+    no deadlines to wait out) and not for ``NO_CHURN`` (``sims.batched_faults_churn``)."""
     if s.churn == 0 and not s.churn_events:
         return
     timed = [
@@ -174,8 +180,12 @@ def _check_churn(s: Scenario) -> None:
             f"--engine batched runs churn without {timed[0]} (its churn has no deadlines to "
             "wait out); use --engine node"
         )
-    if s.method == "choco":
+    if s.method in NO_CHURN:
+        why = {
+            "choco": "a rejoining peer's public copies need a resync",
+            "pushsum_rs": "a leaving peer's running sums are not mirrored",
+            "tracking": "a leaving peer's correction is not mirrored",
+        }[s.method]
         raise ScenarioError(
-            "--engine batched runs choco without churn (a rejoining peer's public copies "
-            "need a resync); use --engine node"
+            f"--engine batched runs {s.method} without churn ({why}); use --engine node"
         )

@@ -185,3 +185,10 @@ def _edge_faults(graph: nx.Graph) -> bool:
     from spargo import topology
 
     return any(topology.edge_attributes(graph, u, v) for u, v in graph.edges)
+
+
+def arrived_mask(sent: Edges, merged: Edges) -> np.ndarray:
+    """Which of the ``sent`` edges are among the ``merged`` ones [E_sent] bool (both sorted
+    by receiver, sender; ``merged`` a subset of ``sent``)."""
+    n = sent.n_peers
+    return np.isin(sent.receiver * n + sent.sender, merged.receiver * n + merged.sender)

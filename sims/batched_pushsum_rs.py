@@ -1,7 +1,7 @@
 """``pushsum_rs`` for the batched engine: push-sum with running sums, all peers at once.
 
 The node's ``pushsum_rs`` (``node.methods.pushsum.RunningSumsMethod``; Hadjicostis, Vaidya &
-Domínguez-García, IEEE TAC 2016; docs/algorithms.md §4): the split is push-sum's — a peer
+Domínguez-García, IEEE TAC 2016; docs/algorithms.md §4.7): the split is push-sum's — a peer
 with k targets keeps w/(k + 1) and pushes (z·w/(k + 1), w/(k + 1)) on each link — but each
 message carries the link's running sums σ (everything ever pushed on it) and the receiver
 merges σ − ρ, ρ being the sums it last took from that link. What σ − ρ adds to this round's
@@ -9,7 +9,9 @@ share is exactly what the link lost since its last delivery, so the batched form
 link, only that in-flight remainder: none while every message arrives (then σ − ρ is the
 share itself, to float64 rounding of the sums, ~2⁻⁵³·t·|share|), and a lost message's mass
 rides on the link's next delivered one. ``round`` takes the round's sent ``Edges`` and which
-of them arrived, so a loss mask can be fed in.
+of them arrived in time (``links(r).merged[0]``: loss, partitions and device speeds as the node
+engine; a late message is dropped as stale before the merge, as a lost one); received messages
+and bytes count the arrived ones only.
 
 Bytes: every target gets its own ``RunningSums`` body (σ in float64: twice ``pushsum``'s
 tensor bytes), so each takes its own sequence number (``node.exchange``), in the order of the
@@ -26,6 +28,7 @@ from spargo.node.methods import payloads
 from spargo.node.methods.pushsum import PUSHSUM_MIN_WEIGHT
 from spargo.node.payload import to_message
 from spargo.protocol import Envelope, encode
+from spargo.sims.batched_faults_links import arrived_mask
 from spargo.sims.batched_mix import Edges, sparse_rows
 from spargo.sims.batched_report import merge_stats
 from spargo.sims.batched_wire import BOOT, SWARM, Wire
@@ -49,18 +52,22 @@ class RunningSumsSwarm:
     def communicate(
         self,
         round_index: int,
-        edges: Edges,
+        sent: Edges,
+        merged: Edges,
         gossip: Gossip,
         params: list[torch.Tensor],
         wire: Wire,
     ) -> tuple[np.ndarray, list[dict[str, float]]]:
-        """Send on ``edges`` (all arrive), merge; returns (each edge's message size [E],
-        merge statistics per peer). ``params``: the stacked model, z, updated in place."""
+        """Send on ``sent`` (every one counted on the wire), merge those in ``merged`` (the
+        messages that arrived in time; a lost or late one is dropped before the merge, so its
+        mass rides on the link's next delivered message); returns (each sent edge's message
+        size [E_sent], merge statistics per peer). ``params``: the stacked model, z, updated
+        in place."""
         import torch
 
-        sizes = self.message_sizes(wire, gossip, edges, round_index)
+        sizes = self.message_sizes(wire, gossip, sent, round_index)
         flat = torch.cat([p.reshape(self.n, -1) for p in params], dim=1)
-        mixed, stats = self.round(edges, flat)
+        mixed, stats = self.round(sent, flat, arrived_mask(sent, merged))
         offset = 0
         for p in params:
             size = p[0].numel()

@@ -12,9 +12,12 @@ The node's K-GT methods (docs/algorithms.md §10; ``node.methods.tracking``, ``c
   x ← x + γ' Σ_j W_ij (x̂_j − x̂_i) on both (``batched_choco``, γ' = ``cgt.consensus_step``);
 - merge: e_i ← (1 − ρ)(e_i + mixed d_i − d_i).
 
-Every round's mixing takes that round's ``Edges`` (the messages that arrived). ``cgt`` holds
-one stacked public copy per peer, which is every link's copy only when every link delivers
-every round: ``sims.batched_check`` runs it with ``--sampler all`` only (as ``choco``).
+Every round's mixing takes that round's merged ``Edges`` (the messages that arrived in time:
+``tracking`` runs loss, partitions and device speeds as the node does, a missing message's
+MH weight staying with its receiver, docs/algorithms.md §4.3), its bytes the sent ones.
+``cgt`` holds one stacked public copy per peer, which is every link's copy only when every
+link delivers every round: ``sims.batched_check`` runs it with ``--sampler all`` and
+fault-free only.
 """
 
 from __future__ import annotations
@@ -141,30 +144,37 @@ class TrackingSwarm:
     def communicate(
         self,
         round_index: int,
-        edges: Edges,
+        sent: Edges,
+        merged: Edges,
         gossip: Gossip,
         params: list[torch.Tensor],
         wire: Wire,
     ) -> tuple[np.ndarray, list[dict[str, float]]]:
-        """Send, mix and merge one round over ``edges``; returns (each edge's message size
-        [E], merge statistics per peer)."""
+        """Send on ``sent``, mix and merge over ``merged`` (the messages that arrived in
+        time; ``cgt``: fault-free only, the two are equal); returns (each sent edge's message
+        size [E_sent], merge statistics per peer).
+
+        ``tracking`` with a message missing: the Metropolis–Hastings row gives its weight
+        to the receiver itself (``node.aggregation.mixing_row``, docs/algorithms.md §4.3),
+        for z and d alike, so the correction e ← (1 − ρ)(e + mixed d − d) takes only the
+        delivered neighbours' d (``node.methods.tracking.Tracker.track_merge``)."""
         before = self.tracking.send(params)
         if self.streams is None:
-            sizes = wire.send("model", round_index, edges.out_degree)
-            self._mix(edges, gossip, params)
+            sizes = wire.send("model", round_index, sent.out_degree)
+            self._mix(merged, gossip, params)
         else:
-            sizes = self._consensus(round_index, edges, gossip, params, wire)
+            sizes = self._consensus(round_index, merged, gossip, params, wire)
         self.tracking.merged(before)
         if self.masks is not None:
             self.masks.apply(params, slice(None))
-        k = edges.in_degree
+        k = merged.in_degree
         if self.streams is None:  # dense's statistics (lock step: nothing is late)
             stats = [merge_stats(merged_peers=int(k[p]), staleness_mean=0.0 if k[p] else None)
-                     for p in range(edges.n_peers)]  # fmt: skip
+                     for p in range(merged.n_peers)]  # fmt: skip
         else:  # choco's: every link current from the start, no copy ever sent
             stats = [merge_stats(merged_peers=int(k[p]), gaps=0, resyncs=0)
-                     for p in range(edges.n_peers)]  # fmt: skip
-        return sizes[edges.sender], stats
+                     for p in range(merged.n_peers)]  # fmt: skip
+        return sizes[sent.sender], stats
 
     def _mix(self, edges: Edges, gossip: Gossip, params: list[torch.Tensor]) -> None:
         """``tracking``: (z, d) ← W_r (z, d) over the round's edges (``dense``'s mix)."""

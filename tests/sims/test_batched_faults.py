@@ -24,7 +24,7 @@ from spargo.sims.batched_faults_links import Links
 from spargo.sims.batched_mix import Edges
 from spargo.sims.network import keyed_uniform
 from spargo.sims.runner import SimResult
-from spargo.sims.scenario import ChurnEvent
+from spargo.sims.scenario import ChurnEvent, ScenarioError
 from tests.sims.conftest import small
 from tests.sims.test_batched_equal import CASES, HARD, TOL, same_records
 
@@ -218,3 +218,63 @@ def test_a_graph_files_per_edge_loss_is_the_same_in_both_engines(tmp_path: Path)
     batched = run(small(engine="batched", **fields))
     assert_same_faults(node, batched)
     assert batched.summary["drops"]["network_loss"] > 0
+
+
+#: The K-GT and running-sums methods under faults (``cgt``/``cgt_masked`` stay fault-free).
+TRACKED = ["tracking", "pushsum_rs"]
+
+
+@pytest.mark.parametrize("method", TRACKED)
+def test_tracked_methods_under_thirty_percent_loss_on_the_ring(method: str) -> None:
+    fields: dict[str, Any] = {"method": method, "rounds": 5, "loss": 0.3}
+    node = run(small(**fields))
+    batched = run(small(engine="batched", **fields))
+    assert_same_faults(node, batched)
+    assert batched.summary["drops"]["network_loss"] > 0
+    merged = [m.merge["merged_peers"] for m in batched.rounds]
+    assert 0 < sum(merged) < 2 * len(merged)  # some neighbours' messages were missing
+
+
+@pytest.mark.parametrize("method", TRACKED)
+def test_tracked_methods_with_a_random_sampler_and_late_messages(method: str) -> None:
+    fields: dict[str, Any] = {**HARD, "method": method, "loss": 0.3}
+    node = run(small(**fields))
+    batched = run(small(engine="batched", **fields))
+    assert_same_faults(node, batched)
+    assert batched.summary["drops"].get("network_unreachable", 0) > 0
+
+
+@pytest.mark.parametrize("method", TRACKED)
+def test_tracked_methods_under_a_partition_with_loss(method: str) -> None:
+    fields: dict[str, Any] = {"method": method, "rounds": 6, "loss": 0.1, "partition_at": (2, 4)}
+    node = run(small(**fields))
+    batched = run(small(engine="batched", **fields))
+    assert_same_faults(node, batched)
+    assert batched.faults["network_drops"]["partition"] > 0
+
+
+@pytest.mark.parametrize("method", TRACKED)
+def test_tracked_methods_under_device_speeds(method: str) -> None:
+    fields: dict[str, Any] = {
+        "method": method,
+        "rounds": 5,
+        "loss": 0.2,
+        "step_time_s": 0.5,
+        "speed_spread": 0.5,
+        "round_deadline_s": 3.0,
+    }
+    node = run(small(**fields))
+    batched = run(small(engine="batched", **fields))
+    assert_same_faults(node, batched)
+    assert batched.summary["drops"].get("stale", 0) > 0  # slow peers' messages came late
+    assert batched.faults["step_time_s"] == node.faults["step_time_s"]
+
+
+def test_cgt_refuses_a_graph_files_edge_loss(tmp_path: Path) -> None:
+    ring = nx.cycle_graph(8)
+    for u, v in ring.edges:
+        ring.edges[u, v]["loss"] = 0.5
+    path = tmp_path / "ring.graphml"
+    nx.write_graphml(ring, path)
+    with pytest.raises(ScenarioError, match="runs cgt fault-free only; this graph's edges"):
+        run(small(engine="batched", method="cgt", topology=str(path), rounds=2))
