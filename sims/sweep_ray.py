@@ -70,22 +70,48 @@ def prepare(text: str) -> str:
     return address
 
 
+#: An HTTP/2 client's connection preface and an empty SETTINGS frame (RFC 9113 §3.4, §6.5).
+_H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
 def _probe(address: str) -> None:
     """Fail in seconds, not after Ray's retries (20 s to minutes, its C++ warnings on stderr),
-    when nothing accepts a TCP connection at a ``HOST:PORT`` address."""
+    when nothing accepts a TCP connection at a ``HOST:PORT`` address, or what does is not a
+    gRPC server (Ray's GCS and its Ray Client server both are): a gRPC server answers the
+    HTTP/2 preface with a SETTINGS frame (type 4); a web server or anything else does not."""
     match = _ADDRESS.fullmatch(address)
     if match is None:  # "auto": Ray itself answers at once
         return
-    host = match["host"].strip("[]")
+    host, port = match["host"].strip("[]"), int(match["port"])
     try:
-        with socket.create_connection((host, int(match["port"])), timeout=PROBE_TIMEOUT_S):
-            pass
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as conn:
+            conn.sendall(_H2_HELLO)
+            head = _read(conn, 9)
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise ConnectionError(
             f"--ray {address!r}: no Ray cluster answers there ({reason}); start one with "
             "'ray start --head' or check the address"
         ) from None
+    if len(head) < 9 or head[3] != 0x04:
+        raise ConnectionError(
+            f"--ray {address!r}: what listens there does not speak gRPC, so it is not a Ray "
+            "cluster (its GCS port, 6379 by default, or ray://HOST:10001); check the address"
+        )
+
+
+def _read(conn: socket.socket, size: int) -> bytes:
+    """Up to ``size`` bytes (fewer if the peer closes or goes quiet for the probe timeout)."""
+    data = b""
+    while len(data) < size:
+        try:
+            chunk = conn.recv(size - len(data))
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 @contextlib.contextmanager

@@ -172,6 +172,47 @@ def test_an_unreachable_cluster_is_one_line(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("reply", [b"HTTP/1.0 400 Bad Request\r\n\r\n", b""])
+def test_a_listener_that_is_not_ray_is_one_line_in_seconds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reply: bytes
+) -> None:
+    """A web server (it answers HTTP/1) or a silent one at the address: Ray would retry for
+    minutes; the gRPC probe says so in one line, within the probe's timeout."""
+    import threading
+    import time
+
+    from spargo.sims import sweep_ray
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(64)
+            if reply:
+                conn.sendall(reply)
+            time.sleep(1.5)  # then hang up, as a server that waits for more would time out
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    out = tmp_path / "out"
+    address = f"127.0.0.1:{port}"
+    argv = ["--sweep", str(_sweep(tmp_path)), "--out", str(out), "--ray", address]
+    started = time.monotonic()
+    try:
+        assert_one_line_error(
+            argv, f"--ray '{address}': what listens there does not speak gRPC",
+            lambda: capsys.readouterr().err,
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert time.monotonic() - started < sweep_ray.PROBE_TIMEOUT_S + 5
+    assert not out.exists()
+
+
 def test_ray_without_a_sweep_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert_one_line_error(["--ray"], "give --sweep FILE too", lambda: capsys.readouterr().err)
     assert_one_line_error(["--ray", "auto"], "--ray runs", lambda: capsys.readouterr().err)
