@@ -58,7 +58,8 @@ class CompressedTrackingMethod(Tracker, ChocoMethod):
     """CHOCO gossip of (x, d) with the K-GT correction of ``tracking``."""
 
     name = "cgt"
-    compressors: tuple[str, ...] = ("topk", "randk", "energy")
+    compressors: tuple[str, ...] = ("energy", "topk", "randk")
+    gamma_forms = "a number in (0, 1] (e.g. 0.6; with energy also each message's share of ‖v‖²)"
 
     def __init__(self, ctx: MethodContext) -> None:
         try:

@@ -43,7 +43,7 @@ class MaskedCompressedTrackingMethod(CompressedTrackingMethod):
 
     name = "cgt_masked"
     #: rand-k's shared positions cannot follow a mask the receiver does not know.
-    compressors: tuple[str, ...] = ("topk", "energy")
+    compressors: tuple[str, ...] = ("energy", "topk")
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)

@@ -88,12 +88,16 @@ class ChocoMethod(Method):
     name = "choco"
     #: The compressors this method accepts (``energy`` needs a step tied to it: cgt).
     compressors: tuple[str, ...] = ("topk", "randk")
+    #: What ``gamma`` may be, for its error line (cgt's is a number: its default is 0.6).
+    gamma_forms = "auto or lie in (0, 1] (e.g. 0.05)"
 
     def __init__(self, ctx: MethodContext) -> None:
         super().__init__(ctx)
         if self.options["compressor"] not in self.compressors:
-            names = " or ".join(repr(c) for c in self.compressors)
-            raise ValueError(f"choco option compressor must be {names}")
+            names = ", ".join(self.compressors)
+            raise ValueError(
+                f"choco option compressor={self.options['compressor']!r} must be one of {names}"
+            )
         if self.options["value_dtype"] not in ("float16", "int8", "float32"):
             raise ValueError("choco option value_dtype must be float16, int8 or float32")
         if not 0.0 < float(self.options["ratio"]) <= 1.0:
@@ -118,9 +122,7 @@ class ChocoMethod(Method):
         except ValueError:
             gamma = math.nan
         if not 0.0 < gamma <= 1.0:
-            raise ValueError(
-                f"choco option gamma={spec!r} must be auto or lie in (0, 1] (e.g. 0.05)"
-            )
+            raise ValueError(f"choco option gamma={spec} must be {self.gamma_forms}")
         return gamma
 
     # --- sending -----------------------------------------------------------------------

@@ -119,7 +119,7 @@ def test_deltas_shrink_with_the_density() -> None:
 
 
 def test_cgt_masked_refuses_randk() -> None:
-    with pytest.raises(ValueError, match="compressor must be 'topk'"):
+    with pytest.raises(ValueError, match="compressor='randk' must be one of energy, topk"):
         make_peers("cgt_masked", np.zeros((3, 3)), compressor="randk")
 
 

@@ -211,7 +211,7 @@ def test_a_model_that_is_not_an_mlp_is_a_one_line_error(monkeypatch: pytest.Monk
         ),
         (
             {"engine": "batched", "method": "choco", "method_options": {"gamma": "fast"}},
-            "choco option gamma='fast' must be auto or lie in (0, 1]",
+            "choco option gamma=fast must be auto or lie in (0, 1]",
         ),
     ],
 )
