@@ -175,13 +175,14 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "config") -> N
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file, turning I/O and syntax errors into one-line ``ConfigError``s."""
+def load_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Read a TOML file, turning I/O and syntax errors into one-line ``ConfigError``s
+    (``what`` names the file in them, e.g. ``--sweep file``)."""
     path = Path(path)
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        raise ConfigError(f"{what} {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None

@@ -78,7 +78,7 @@ class RoundProgress:
         )
         text = (
             f"round {r:>3} [{r + 1}/{self.rounds}]  {both}  "
-            f"density {row['density']:5.3f}  sent {mb:8.2f} MB"
+            f"density {row['density']:5.3f}  sent {mb:7.2f} MB"  # ≤ 80 columns to round 999
         )
         # Looked up now, not at construction: while the bar is drawn, rich stands in for
         # sys.stdout/sys.stderr and prints each line above the bar.

@@ -147,7 +147,9 @@ class Scenario:
     round_deadline_s: float = _arg(30.0, "rounds: seconds a peer waits for its neighbours")
     #: Q gossip exchanges per round (DFedSAM's multi-gossip; docs/algorithms.md §4.10).
     gossip_steps: int = _arg(
-        1, f"rounds: gossip exchanges per round, 1..{MAX_GOSSIP_STEPS} (each costs a round's bytes)"
+        1,
+        f"rounds, node engine: gossip exchanges per round, 1..{MAX_GOSSIP_STEPS} (each costs a "
+        "round's bytes)",
     )
     #: ``rounds``: lock-step rounds with a deadline; ``async``: every peer trains and gossips
     #: on its own clocks and merges messages as they arrive (its "round" is its count of

@@ -53,7 +53,7 @@ def load_sweep(path: str | Path) -> list[tuple[str, Scenario]]:
     """The (fault-set name, scenario) pairs of a sweep file, checked before anything runs."""
     from spargo.node.config import load_toml
 
-    data = load_toml(path)
+    data = load_toml(path, "--sweep file")
     unknown = sorted(set(data) - {"base", "grid", "faults"})
     if unknown:
         raise ScenarioError(

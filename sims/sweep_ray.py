@@ -130,6 +130,12 @@ def ray_session(text: str, cpus: int) -> Iterator[None]:
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a simulation phones no one
     quiet: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    where = (
+        f"joining the Ray cluster at {address}"
+        if address
+        else f"starting a local Ray instance ({cpus} CPUs)"
+    )
+    print(f"sweep: {where} ...", file=sys.stderr, flush=True)  # it takes seconds
     try:
         if address:
             ray.init(address=address, **quiet)
