@@ -55,7 +55,8 @@ class PeerHealth:
             log.warning(
                 "%s: %s for %d+ rounds from %s",
                 self.config.peer_id,
-                "merged nothing from any neighbour" if everyone else "nothing arrived",
+                # every neighbour still running (those that said Bye are not counted)
+                "merged nothing from any live neighbour" if everyone else "nothing arrived",
                 self.config.silent_rounds,
                 ", ".join(silent),
             )
