@@ -245,12 +245,20 @@ def add_parser(subparsers: Any) -> None:
         description="Run one peer from a TOML config; flags override it.",
     )
     p.add_argument("--config", help="peer TOML file (see examples/)")
-    p.add_argument("--peer-id")
-    p.add_argument("--swarm")
+    p.add_argument("--peer-id", metavar="ID", help="this peer's id (one of the swarm's peers)")
+    p.add_argument(
+        "--swarm",
+        metavar="NAME",
+        help="swarm name: MQTT topics and every frame carry it (others are dropped)",
+    )
     p.add_argument("--method", help=method_help(simulator=False))
-    p.add_argument("--rounds", type=int)
-    p.add_argument("--gossip-steps", type=int, help="gossip exchanges per round (1..16)")
-    p.add_argument("--checkpoint-dir")
+    p.add_argument("--rounds", type=int, metavar="N", help="rounds to run (rounds mode)")
+    p.add_argument(
+        "--gossip-steps", type=int, metavar="Q", help="gossip exchanges per round (1..16)"
+    )
+    p.add_argument(
+        "--checkpoint-dir", metavar="DIR", help="write checkpoints here and resume from them"
+    )
     p.add_argument(
         "--fresh", action="store_true", help="ignore an existing checkpoint and start at round 0"
     )
@@ -264,7 +272,7 @@ def add_parser(subparsers: Any) -> None:
         "--listen",
         help="HOST:PORT this TCP peer listens on (default: its own entry in [transport] peers)",
     )
-    p.add_argument("--username")
+    p.add_argument("--username", help="MQTT user name (MQTT transport)")
     p.add_argument(
         "--password",
         help="visible to every user of the host: prefer [transport] password_file or the "
@@ -275,7 +283,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--task", help="digits, synthetic, mnist:PATH, module:function")
     p.add_argument("--partition", help="iid, dirichlet:ALPHA or shards:K (default iid)")
     p.add_argument("--metrics", help="append per-round metrics as JSON lines to this file")
-    p.add_argument("--log-level", choices=LOG_LEVELS)
+    p.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity (default info)")
     p.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     add_security_flags(p)
 
