@@ -110,6 +110,8 @@ class _Rounds:
         self._pending: dict[int, list[RoundMetrics]] = {}
         self._params: dict[int, list[np.ndarray]] = {}
         self._next = 0  # rounds below this were emitted already
+        #: Each peer's bytes sent as of its latest emitted record (a row's total).
+        self._sent: dict[str, int] = {}
 
     def record(self, metrics: RoundMetrics) -> None:
         self.history.append(metrics)
@@ -145,9 +147,11 @@ class _Rounds:
         if len(params) > 1:
             stack = np.stack(params).astype(np.float64)
             distance = float(((stack - stack.mean(axis=0)) ** 2).sum(axis=1).mean())
-        sent = 0
-        if self.swarm is not None:
-            sent = sum(n.counters.bytes_sent for n in self.swarm.nodes.values())
+        # Bytes as each peer's record of this round says (its latest, for a peer that missed
+        # it): not the live counters, which already hold the sends of peers that moved on to
+        # round r + 1 while a slower one finished round r.
+        self._sent.update({m.peer_id: m.bytes_sent for m in metrics})
+        sent = sum(self._sent.values())
         self.stats.append(
             {
                 "round": r,
