@@ -20,10 +20,11 @@ methods ``tracking``, ``cgt`` and ``cgt_masked`` (the last two with ``sampler=al
 
 Faults are masks on each round's messages (``links(r)``: a ``sims.batched_faults.Delivery``):
 loss, partitions and device speeds exactly as the node engine (``sims.batched_faults``) for
-every method but ``cgt`` and ``cgt_masked`` (fault-free only: their CHOCO stream over (z, d)
-has no batched resync yet); ``tracking`` and ``pushsum_rs`` send on ``links(r).sent`` and
-merge ``links(r).merged[0]`` (``_tracked``). Churn has semantics of its own
-(``sims.batched_faults_churn``), not for ``choco``, ``pushsum_rs`` or the tracking methods.
+every method; ``tracking`` and ``pushsum_rs`` send on ``links(r).sent`` and merge
+``links(r).merged[0]`` (``_tracked``), ``choco``, ``cgt`` and ``cgt_masked`` keep each link's
+stream, gaps and resyncs (``sims.batched_faults_choco``, ``sims.batched_faults_cgt``). Churn
+has semantics of its own (``sims.batched_faults_churn``), not for ``choco``, ``pushsum_rs``
+or the tracking methods.
 Anything else (attacks, link delays) is a one-line ``ScenarioError`` when the scenario is
 built (``sims.batched_check``).
 
@@ -45,15 +46,15 @@ import numpy as np
 
 from spargo.sims.batched_check import (
     BATCHED_METHODS,
-    FAULT_FREE_ONLY,
     check_batched,
     method_options,
 )
+from spargo.sims.batched_faults_cgt import SwarmCgt
 from spargo.sims.batched_faults_choco import SwarmChoco
 from spargo.sims.batched_faults_churn import SwarmChurn, scenario_churn
 from spargo.sims.batched_faults_links import arrived_mask, plan_for
 from spargo.sims.batched_report import merge_stats as _stats
-from spargo.sims.scenario import Scenario, ScenarioError
+from spargo.sims.scenario import Scenario
 
 __all__ = ["BATCHED_METHODS", "BatchedSwarm", "check_batched", "method_options", "run_batched"]
 
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
     from spargo.sims.trackers import Tracker
 
 
-class BatchedSwarm(SwarmChoco, SwarmChurn):
+class BatchedSwarm(SwarmChoco, SwarmCgt, SwarmChurn):
     """All peers of one scenario as stacked tensors; ``step(r)`` runs round r."""
 
     def __init__(self, scenario: Scenario) -> None:
@@ -84,11 +85,6 @@ class BatchedSwarm(SwarmChoco, SwarmChurn):
         self.options = method_options(s)
         self._method_state(s, graph)
         self.plan = plan_for(s, graph, self.gossip, self.ids, self.slots)
-        if self.plan is not None and s.method in FAULT_FREE_ONLY:  # a graph file's edge loss
-            raise ScenarioError(
-                f"--engine batched runs {s.method} fault-free only; this graph's edges set "
-                "loss: use --engine node"
-            )
         self.churn = scenario_churn(s, graph, self.ids)
         #: Drops outside the plan: sends to failed peers, CHOCO's resync asks.
         self.extra_drops: Counter[str] = Counter()
@@ -163,6 +159,9 @@ class BatchedSwarm(SwarmChoco, SwarmChurn):
             resync_after = int(self.options["resync_after"])
             self.choco_links = ChocoLinks(self.gossip.edges(0), resync_after)
         self.tracking = TrackingSwarm(s.method, *args) if s.method in TRACKING_METHODS else None
+        if self.tracking is not None and self.tracking.streams is not None and self.gossip:
+            resync_after = int(self.options["resync_after"])
+            self.choco_links = ChocoLinks(self.gossip.edges(0), resync_after, start_at_zero=True)
         self.running = RunningSumsSwarm(self.n) if s.method == "pushsum_rs" else None
 
     def _signature(self, shapes: list[tuple[int, ...]]) -> Signature:
@@ -240,6 +239,8 @@ class BatchedSwarm(SwarmChoco, SwarmChurn):
             raise RuntimeError(f"method {s.method!r} has no gossip in the batched engine")
         if self.choco is not None:
             return self._choco(self.choco, self.gossip, round_index)
+        if self.tracking is not None and self.tracking.streams is not None:
+            return self._cgt(self.tracking, self.gossip, round_index)
         if self.tracking is not None or self.running is not None:
             return self._tracked(self.gossip, round_index)
         if self.sparsify is not None:

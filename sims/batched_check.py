@@ -20,20 +20,10 @@ BATCHED_METHODS = (
     "dense", "vc", "pushsum", "choco", "fedsparsify", "spafl", "allreduce", "local",
     "pushsum_rs", "tracking", "cgt", "cgt_masked",
 )  # fmt: skip
-#: Methods the batched engine runs fault-free only: their CHOCO stream over (z, d) starts
-#: from zero public copies with no full copy ever sent, so a lost or late delta's gap and
-#: resync on the node have no batched mirror yet (``choco``'s is
-#: ``sims.batched_faults_choco``).
-FAULT_FREE_ONLY = ("cgt", "cgt_masked")
 #: Methods the batched engine runs under loss, partitions and device speeds but not churn
 #: (a frozen peer's correction, step count or running sums would need the churn semantics
 #: of ``sims.batched_faults_churn`` written for them).
-NO_CHURN = ("choco", "pushsum_rs", "tracking")
-#: Fault fields, with their fault-free values, that those methods refuse.
-_MASKED_FAULTS: dict[str, object] = {
-    "loss": 0.0, "churn": 0.0, "churn_events": (), "partition_at": None,
-    "step_time_s": 0.0, "speed_spread": 0.0,
-}  # fmt: skip
+NO_CHURN = ("choco", "pushsum_rs", "tracking", "cgt", "cgt_masked")
 #: Fault fields the batched engine does not run, with their fault-free values (loss,
 #: partitions, churn and device speeds it runs as masks: ``sims.batched_faults*``).
 _REFUSED: dict[str, object] = {
@@ -96,7 +86,6 @@ def check_batched(scenario: Scenario) -> None:
                 f"--engine batched runs loss, partitions, churn and device speeds, not "
                 f"{_WHY[name]}; --{flag} needs --engine node"
             )
-    _check_fault_free_only(s)
     _check_churn(s)
     if s.method in ("choco", "cgt", "cgt_masked") and s.sampler.strip() != "all":
         raise ScenarioError(
@@ -110,17 +99,6 @@ def check_batched(scenario: Scenario) -> None:
             f"--engine batched runs {s.method} with robust=none only, not {robust!r}; "
             "use --engine node"
         )
-
-
-def _check_fault_free_only(s: Scenario) -> None:
-    if s.method not in FAULT_FREE_ONLY:
-        return
-    for name, clean in _MASKED_FAULTS.items():
-        if getattr(s, name) != clean:
-            raise ScenarioError(
-                f"--engine batched runs {s.method} fault-free only; --{name.replace('_', '-')} "
-                "with it needs --engine node"
-            )
 
 
 def method_options(s: Scenario) -> dict[str, Any]:
@@ -185,6 +163,8 @@ def _check_churn(s: Scenario) -> None:
             "choco": "a rejoining peer's public copies need a resync",
             "pushsum_rs": "a leaving peer's running sums are not mirrored",
             "tracking": "a leaving peer's correction is not mirrored",
+            "cgt": "a leaving peer's correction and copies are not mirrored",
+            "cgt_masked": "a leaving peer's correction and copies are not mirrored",
         }[s.method]
         raise ScenarioError(
             f"--engine batched runs {s.method} without churn ({why}); use --engine node"

@@ -7,8 +7,9 @@ sends that link a ``StreamCopy`` of x̂ⱼ instead of the next delta, which rese
 copy. A receiver still asking re-asks every ``resync_after`` rounds. ``ChocoLinks`` keeps that
 state for every link of the ``all`` sampler as arrays:
 
-- ``held[e]``: the round of x̂ⱼ receiver i's copy holds (−1: none); a lost delta that is not
-  yet noticed leaves an older copy in use, as on the node;
+- ``held[e]``: the stream number of x̂ⱼ receiver i's copy holds (−1: none; ``choco``'s
+  number is the round, ``cgt``'s the round + 1 with 0 the zero start); a lost delta that is
+  not yet noticed leaves an older copy in use, as on the node;
 - ``expected[e]``: the next stream number wanted; ``pending[e]``: the round a resync was
   asked (−1: none); ``current[e]``: whether the sender's next message on the link is a delta.
 
@@ -42,14 +43,18 @@ if TYPE_CHECKING:
 class ChocoLinks:
     """Per-link CHOCO stream state over ``edges`` (every link, sorted by receiver, sender)."""
 
-    def __init__(self, edges: Edges, resync_after: int) -> None:
+    def __init__(self, edges: Edges, resync_after: int, *, start_at_zero: bool = False) -> None:
+        """``start_at_zero``: ``cgt``'s streams (``node.methods.cgt``), whose copies all
+        start at the zero copy numbered 0 and whose round r sends delta number r + 1; else
+        ``choco``'s, whose round r sends number r and whose first message is a copy."""
         self.edges = edges
         self.resync_after = resync_after
         size = len(edges.receiver)
-        self.held = np.full(size, -1, dtype=np.int64)
-        self.expected = np.full(size, -1, dtype=np.int64)
+        self.offset = 1 if start_at_zero else 0
+        self.held = np.full(size, 0 if start_at_zero else -1, dtype=np.int64)
+        self.expected = np.full(size, 1 if start_at_zero else -1, dtype=np.int64)
         self.pending = np.full(size, -1, dtype=np.int64)
-        self.current = np.zeros(size, dtype=bool)
+        self.current = np.full(size, start_at_zero, dtype=bool)
         #: Asks in flight, as (link, arrival s, level read at) arrays.
         self.asks = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))
         self.drops: Counter[str] = Counter()
@@ -74,7 +79,7 @@ class ChocoLinks:
             before = (arrive + EPS_S < at) | ((np.abs(arrive - at) <= EPS_S) & (read < level))
             self.current[link[before]] = False
             self.asks = (link[~before], arrive[~before], read[~before])
-        copy = ~self.current | (round_index == 0)
+        copy = ~self.current | ((round_index == 0) & (self.offset == 0))
         sent = np.zeros(len(self.current), dtype=bool)
         sent[self.index(links.sent)] = True
         self.current = sent
@@ -82,16 +87,18 @@ class ChocoLinks:
 
     def receive(self, round_index: int, merged: Edges, copy: np.ndarray) -> np.ndarray:
         """Apply the messages merged this round (copies reset, deltas extend or reveal a
-        gap); returns the links that ask for a resync now [all links]."""
+        gap); returns the links that ask for a resync now [all links]. ``held`` and
+        ``expected`` count stream numbers (the round plus ``offset``), ``pending`` rounds."""
         r = round_index
+        seq = r + self.offset
         got = np.zeros(len(self.held), dtype=bool)
         got[self.index(merged)] = True
         copies = got & copy
-        self.held[copies], self.expected[copies], self.pending[copies] = r, r + 1, -1
+        self.held[copies], self.expected[copies], self.pending[copies] = seq, seq + 1, -1
         delta = got & ~copy
-        gap = delta & ((self.expected < 0) | (r > self.expected) | (self.pending >= 0))
+        gap = delta & ((self.expected < 0) | (seq > self.expected) | (self.pending >= 0))
         fine = delta & ~gap
-        self.held[fine], self.expected[fine] = r, r + 1
+        self.held[fine], self.expected[fine] = seq, seq + 1
         ask = gap & ((self.pending < 0) | (r - self.pending >= self.resync_after))
         self.pending[ask] = r
         self.held[ask] = -1
@@ -163,7 +170,9 @@ class SwarmChoco(SwarmLinks):
         r, state = round_index, self.choco_links
         links = self.links(r)
         copy = state.kinds(r, links)
-        sizes = choco.send(r, self.params, self.names, self.wire, _kinds(links.sent, copy, state))
+        sizes = choco.send(
+            r, self.params, self.names, self.wire, fanout_kinds(links.sent, copy, state)
+        )
         merged = links.merged[0]
         by_copy = copy[state.index(merged)]
         size = np.where(by_copy, sizes[0][merged.sender], sizes[1][merged.sender])
@@ -188,7 +197,7 @@ class SwarmChoco(SwarmLinks):
         ]
 
 
-def _kinds(
+def fanout_kinds(
     sent: Edges, copy: np.ndarray, state: ChocoLinks
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per sender: copies and deltas sent, and whether its first target (the smallest peer

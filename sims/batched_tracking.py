@@ -8,16 +8,18 @@ The node's K-GT methods (docs/algorithms.md §10; ``node.methods.tracking``, ``c
   first), a ``train_round`` ``after_step`` hook;
 - send: d_i = x_i − z_i travels with z_i (the node's ``<name>@d`` tensors);
 - ``tracking``: (z, d) mixed with the round's Metropolis–Hastings W (``batched_mix``, as
-  ``dense``); ``cgt``: one CHOCO stream over (z, d) whose public copies start at 0, then
-  x ← x + γ' Σ_j W_ij (x̂_j − x̂_i) on both (``batched_choco``, γ' = ``cgt.consensus_step``);
+  ``dense``); ``cgt``: one CHOCO stream over (z, d) whose public copies start at 0 on every
+  link (``CompressedStreams``), then x ← x + γ' Σ_j W_ij (x̂_j − x̂_i) on both over the links
+  in sync (``sims.batched_faults_cgt``, γ' = ``cgt.consensus_step``);
 - merge: e_i ← (1 − ρ)(e_i + mixed d_i − d_i).
 
 Every round's mixing takes that round's merged ``Edges`` (the messages that arrived in time:
-``tracking`` runs loss, partitions and device speeds as the node does, a missing message's
-MH weight staying with its receiver, docs/algorithms.md §4.3), its bytes the sent ones.
-``cgt`` holds one stacked public copy per peer, which is every link's copy only when every
-link delivers every round: ``sims.batched_check`` runs it with ``--sampler all`` and
-fault-free only.
+loss, partitions and device speeds as the node runs them). ``tracking``: a missing message's
+MH weight stays with its receiver (docs/algorithms.md §4.3), its bytes are the sent edges'.
+``cgt``: a lost delta leaves the receiver's copy behind until the next delta reveals the gap,
+then the link drops out of the consensus step until a ``StreamCopy`` resyncs it
+(``sims.batched_faults_choco.ChocoLinks``, as ``choco``); ``sims.batched_check`` runs it
+with ``--sampler all``.
 """
 
 from __future__ import annotations
@@ -150,30 +152,23 @@ class TrackingSwarm:
         params: list[torch.Tensor],
         wire: Wire,
     ) -> tuple[np.ndarray, list[dict[str, float]]]:
-        """Send on ``sent``, mix and merge over ``merged`` (the messages that arrived in
-        time; ``cgt``: fault-free only, the two are equal); returns (each sent edge's message
-        size [E_sent], merge statistics per peer).
+        """``tracking``: send on ``sent``, mix and merge over ``merged`` (the messages that
+        arrived in time); returns (each sent edge's message size [E_sent], merge statistics
+        per peer). ``cgt`` and ``cgt_masked`` run ``sims.batched_faults_cgt`` instead.
 
-        ``tracking`` with a message missing: the Metropolis–Hastings row gives its weight
-        to the receiver itself (``node.aggregation.mixing_row``, docs/algorithms.md §4.3),
-        for z and d alike, so the correction e ← (1 − ρ)(e + mixed d − d) takes only the
-        delivered neighbours' d (``node.methods.tracking.Tracker.track_merge``)."""
+        With a message missing the Metropolis–Hastings row gives its weight to the receiver
+        itself (``node.aggregation.mixing_row``, docs/algorithms.md §4.3), for z and d
+        alike, so the correction e ← (1 − ρ)(e + mixed d − d) takes only the delivered
+        neighbours' d (``node.methods.tracking.Tracker.track_merge``)."""
+        if self.streams is not None:
+            raise ValueError(f"{self.method} gossips through sims.batched_faults_cgt")
         before = self.tracking.send(params)
-        if self.streams is None:
-            sizes = wire.send("model", round_index, sent.out_degree)
-            self._mix(merged, gossip, params)
-        else:
-            sizes = self._consensus(round_index, merged, gossip, params, wire)
+        sizes = wire.send("model", round_index, sent.out_degree)
+        self._mix(merged, gossip, params)
         self.tracking.merged(before)
-        if self.masks is not None:
-            self.masks.apply(params, slice(None))
         k = merged.in_degree
-        if self.streams is None:  # dense's statistics (lock step: nothing is late)
-            stats = [merge_stats(merged_peers=int(k[p]), staleness_mean=0.0 if k[p] else None)
-                     for p in range(merged.n_peers)]  # fmt: skip
-        else:  # choco's: every link current from the start, no copy ever sent
-            stats = [merge_stats(merged_peers=int(k[p]), gaps=0, resyncs=0)
-                     for p in range(merged.n_peers)]  # fmt: skip
+        stats = [merge_stats(merged_peers=int(k[p]), staleness_mean=0.0 if k[p] else None)
+                 for p in range(merged.n_peers)]  # fmt: skip
         return sizes[sent.sender], stats
 
     def _mix(self, edges: Edges, gossip: Gossip, params: list[torch.Tensor]) -> None:
@@ -193,25 +188,6 @@ class TrackingSwarm:
             t.copy_(mixed[:, offset : offset + size].reshape(t.shape))
             offset += size
 
-    def _consensus(
-        self,
-        round_index: int,
-        edges: Edges,
-        gossip: Gossip,
-        params: list[torch.Tensor],
-        wire: Wire,
-    ) -> np.ndarray:
-        """``cgt``: compress (z, d) against the public copies, then the consensus step."""
-        from spargo.sims.batched_mix import sparse_rows
-
-        assert self.streams is not None
-        tensors = [*params, *self.tracking.update]
-        pull = sparse_rows(
-            edges, gossip.mh_values(edges), np.zeros(edges.n_peers), params[0].device
-        )
-        names = tracked_names(self.names)
-        return self.streams.exchange(round_index, tensors, names, pull, wire, edges.out_degree)
-
     def density(self) -> np.ndarray | None:
         """``cgt_masked``: each peer's 1 − pruned / all parameters [N]; else None (dense)."""
         return None if self.masks is None else self.masks.density()
@@ -219,8 +195,8 @@ class TrackingSwarm:
 
 class CompressedStreams(ChocoSwarm):
     """``cgt``'s CHOCO stream over (z, d): public copies start at 0 on every link, so round
-    r already sends a compressed delta numbered r + 1 (BEER's H⁰ = G⁰ = 0, no full copy);
-    ``cgt_masked`` compresses within each peer's mask."""
+    r already sends a compressed delta numbered r + 1 (BEER's H⁰ = G⁰ = 0; a full copy only
+    where a link asked for a resync); ``cgt_masked`` compresses within each peer's mask."""
 
     def __init__(
         self,
@@ -237,28 +213,28 @@ class CompressedStreams(ChocoSwarm):
         self.gamma = consensus_step(self.gamma, self.ratio, self.compressor)
         self.masks = masks
 
-    def exchange(
+    def send_streams(
         self,
         round_index: int,
         tensors: list[torch.Tensor],
         names: Sequence[str],
-        pull: torch.Tensor,
         wire: Wire,
-        fanout: np.ndarray,
-    ) -> np.ndarray:
-        """Send q = C(t − t̂) of every tensor (t̂ += q; bytes counted), then
-        t ← t + γ'·(A t̂ − (A·1) ⊙ t̂) in place; returns each peer's message size [N].
-
-        ``pull`` is the sparse N×N matrix A of off-diagonal MH weights of the round's edges.
-        """
+        fanout: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Send q = C(t − t̂) of every tensor (number ``round_index`` + 1; t̂ += q) and a
+        ``StreamCopy`` of t̂ where a link asked for one; ``fanout`` as ``ChocoSwarm.send``'s
+        (copies sent, deltas sent, whether the first target gets the copy, per peer [N]).
+        Remembers t̂ in ``history`` under its stream number (0: the zero start). Returns
+        (copy size, delta size) per peer [N] each, counted from real encoded messages."""
         import torch
+
+        from spargo.sims.batched_tracking_masked import energy_compress
 
         link_seq = round_index + 1
         if self.public is None:
             self.public = [torch.zeros_like(t) for t in tensors]
+            self.history[0] = [p.clone() for p in self.public]
         sent: list[Any]
-        from spargo.sims.batched_tracking_masked import energy_compress
-
         if self.compressor == "energy":  # per message k: the node's own selection, per peer
             sent = energy_compress(self.public, tensors, self.gamma, self.dtype)
         elif self.masks is not None:
@@ -266,15 +242,24 @@ class CompressedStreams(ChocoSwarm):
         else:
             sent = [self._compress(public, t, name, link_seq) for public, t, name in
                     zip(self.public, tensors, names, strict=True)]  # fmt: skip
-        sizes = self._sizes(wire, round_index, link_seq, fanout, sent, names, tensors)
-        ones = torch.ones(pull.shape[1], 1, dtype=torch.float64, device=pull.device)
-        degree = torch.sparse.mm(pull, ones)
-        for t, public in zip(tensors, self.public, strict=True):
-            flat = public.reshape(len(t), -1).to(torch.float64)
-            step = torch.sparse.mm(pull, flat) - degree * flat
-            mixed = t.reshape(len(t), -1).to(torch.float64) + self.gamma * step
-            t.copy_(mixed.to(t.dtype).view_as(t))
-        return sizes
+        self.history[link_seq] = [p.clone() for p in self.public]
+        copies, deltas, copy_first = fanout
+        early = self._copy_sizes(wire, round_index, link_seq, copies * copy_first)
+        delta = self._sizes(wire, round_index, link_seq, deltas, sent, names, tensors)
+        late = self._copy_sizes(wire, round_index, link_seq, copies * ~copy_first)
+        return early + late, delta
+
+    def _copy_sizes(
+        self, wire: Wire, round_index: int, link_seq: int, fanout: np.ndarray
+    ) -> np.ndarray:
+        """Encode each copying peer's ``StreamCopy`` of t̂ (number ``link_seq``) and count it."""
+        from spargo.node.methods.payloads import StreamCopy
+
+        arrays = {n: np.zeros(s, np.float32) for n, s in wire.signature.shapes.items()}
+        sizes = np.zeros(len(self.ids), dtype=np.int64)
+        for p in np.flatnonzero(fanout > 0).tolist():
+            sizes[p] = wire.encoded(p, round_index, StreamCopy(link_seq, arrays))
+        return wire.add(sizes, fanout)
 
     def _sizes(
         self,
