@@ -50,7 +50,6 @@ from spargo.sims.batched_check import (
     method_options,
 )
 from spargo.sims.batched_faults_cgt import SwarmCgt
-from spargo.sims.batched_faults_choco import SwarmChoco
 from spargo.sims.batched_faults_churn import SwarmChurn, scenario_churn
 from spargo.sims.batched_faults_links import arrived_mask, plan_for
 from spargo.sims.batched_report import merge_stats as _stats
@@ -70,7 +69,7 @@ if TYPE_CHECKING:
     from spargo.sims.trackers import Tracker
 
 
-class BatchedSwarm(SwarmChoco, SwarmCgt, SwarmChurn):
+class BatchedSwarm(SwarmCgt, SwarmChurn):  # SwarmCgt is a SwarmChoco
     """All peers of one scenario as stacked tensors; ``step(r)`` runs round r."""
 
     def __init__(self, scenario: Scenario) -> None:

@@ -17,12 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from spargo.sims.batched_faults import keep_edges
-from spargo.sims.batched_faults_choco import ChocoLinks, fanout_kinds
-from spargo.sims.batched_faults_links import SwarmLinks
-from spargo.sims.batched_report import merge_stats
+from spargo.sims.batched_faults_choco import ChocoLinks, SwarmChoco, fanout_kinds
 
 if TYPE_CHECKING:
     import torch
@@ -32,7 +27,7 @@ if TYPE_CHECKING:
     from spargo.sims.batched_wire import Wire
 
 
-class SwarmCgt(SwarmLinks):
+class SwarmCgt(SwarmChoco):
     """``cgt``'s round in ``sims.batched.BatchedSwarm`` (which sets these attributes)."""
 
     params: list[torch.Tensor]
@@ -55,29 +50,9 @@ class SwarmCgt(SwarmLinks):
         names = tracked_names(tracking.names)
         kinds = fanout_kinds(links.sent, copy, state)
         sizes = streams.send_streams(r, tensors, names, self.wire, kinds)
-        merged = links.merged[0]
-        by_copy = copy[state.index(merged)]
-        size = np.where(by_copy, sizes[0][merged.sender], sizes[1][merged.sender])
-        self.received += merged.in_degree
-        self.bytes_received += np.bincount(merged.receiver, size, self.n).astype(np.int64)
-        self.merges += int(links.heard.sum())
-        ask = state.receive(r, merged, copy)
-        synced = state.synced()
-        edges = keep_edges(state.edges, synced)
-        weights = gossip.mh_values(edges)
-        held = state.held[synced]
-        streams.consensus(tensors, (edges.receiver, edges.sender, held, weights), r)
+        ask, pulls, synced = self._stream_receive(r, links, copy, sizes, gossip)
+        streams.consensus(tensors, pulls, r)
         tracking.tracking.merged(before)
         if tracking.masks is not None:
             tracking.masks.apply(self.params, slice(None))
-        if self.plan is not None and ask.any():
-            state.send_asks(r, ask, links, self.plan, self.wire)
-            self.extra_drops.update(state.drops)
-            state.drops.clear()
-        k = np.bincount(state.edges.receiver[synced], minlength=self.n)
-        return [
-            merge_stats(
-                merged_peers=int(k[p]), gaps=int(state.gaps[p]), resyncs=int(state.resyncs[p])
-            )
-            for p in range(self.n)
-        ]
+        return self._stream_finish(r, links, ask, synced)

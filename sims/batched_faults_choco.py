@@ -23,7 +23,7 @@ Bye. Their bytes are counted from real encoded frames.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -156,6 +156,10 @@ class ChocoLinks:
         )
 
 
+#: The consensus step's pulls: (receiver, sender, copy held, MH weight) per link in sync.
+Pulls = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
 class SwarmChoco(SwarmLinks):
     """CHOCO's round in ``sims.batched.BatchedSwarm`` (which sets these attributes)."""
 
@@ -173,6 +177,17 @@ class SwarmChoco(SwarmLinks):
         sizes = choco.send(
             r, self.params, self.names, self.wire, fanout_kinds(links.sent, copy, state)
         )
+        ask, pulls, synced = self._stream_receive(r, links, copy, sizes, gossip)
+        choco.consensus(self.params, pulls, r)
+        return self._stream_finish(r, links, ask, synced)
+
+    def _stream_receive(
+        self, r: int, links: Delivery, copy: np.ndarray, sizes: Any, gossip: Gossip
+    ) -> tuple[np.ndarray, Pulls, np.ndarray]:
+        """Count the round's merged messages (deltas or copies, ``sizes[0|1]`` per sender),
+        move each link's stream state; returns (the resync asks, the consensus step's pulls
+        (receiver, sender, copy held, MH weight) over the links in sync, those links)."""
+        state = self.choco_links
         merged = links.merged[0]
         by_copy = copy[state.index(merged)]
         size = np.where(by_copy, sizes[0][merged.sender], sizes[1][merged.sender])
@@ -183,7 +198,13 @@ class SwarmChoco(SwarmLinks):
         synced = state.synced()
         edges = keep_edges(state.edges, synced)
         weights = gossip.mh_values(edges)
-        choco.consensus(self.params, (edges.receiver, edges.sender, state.held[synced], weights), r)
+        return ask, (edges.receiver, edges.sender, state.held[synced], weights), synced
+
+    def _stream_finish(
+        self, r: int, links: Delivery, ask: np.ndarray, synced: np.ndarray
+    ) -> list[dict[str, float]]:
+        """Send the round's resync asks (drawn for loss, charged); merge statistics per peer."""
+        state = self.choco_links
         if self.plan is not None and ask.any():
             state.send_asks(r, ask, links, self.plan, self.wire)
             self.extra_drops.update(state.drops)
