@@ -14,7 +14,6 @@ Each field's metadata holds its ``spargo sim`` flag's help (``sims.flags`` build
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from types import MappingProxyType
@@ -23,18 +22,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from spargo.sims.faults import Fault
 
-from spargo.node.config import MAX_GOSSIP_STEPS, MODES
-from spargo.node.methods.registry import method_help, sim_methods
+from spargo.node.config import MAX_GOSSIP_STEPS
+from spargo.node.methods.registry import method_help
+from spargo.sims.scenario_checks import CHURN_ACTIONS, check_scenario
+from spargo.sims.scenario_checks import ScenarioError as ScenarioError  # its public home
 
-ENGINES = ("node", "batched")
-CHURN_ACTIONS = ("leave", "fail")
-CHURN_MODES = (*CHURN_ACTIONS, "mixed")
-SIM_MODES = MODES
 ATTACKS = ("scale:K", "signflip", "random", "nan", "replay", "equivocate")
-
-
-class ScenarioError(ValueError):
-    """A scenario value is wrong; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -68,11 +61,6 @@ _UNSET_OPTIONS: Mapping[str, Any] = MappingProxyType({})
 def default_method_options(method: str) -> dict[str, Any]:
     """The options a scenario uses for ``method`` when none are given."""
     return dict(DEFAULT_SPAFL_OPTIONS) if method == "spafl" else {}
-
-
-#: Accuracy bases: ``global`` (each peer's model on the shared held-out test set) or
-#: ``local`` (each peer's model on its own test split, SpaFL's headline).
-BASES = ("global", "local")
 
 
 def accuracy_basis(scenario: Scenario) -> str:
@@ -226,139 +214,11 @@ class Scenario:
         )
         object.__setattr__(self, "churn_events", tuple(_event(e) for e in self.churn_events))
         object.__setattr__(self, "faults", _faults(self.faults))
-        self._check_learning()
-        self._check_faults()
-        self._check_graph_options()
+        check_scenario(self)
         if self.engine == "batched":
             from spargo.sims.batched import check_batched
 
             check_batched(self)
-
-    def _check_graph_options(self) -> None:
-        from spargo import topology
-
-        if self.topology_format is not None and self.topology_format not in topology.FORMATS:
-            raise ScenarioError(
-                f"--format {self.topology_format!r} is unknown; use one of "
-                f"{', '.join(topology.FORMATS)}"
-            )
-        if self.latency_from is not None:
-            topology.parse_latency_from(self.latency_from)
-
-    def _check_learning(self) -> None:
-        for name, low in (("nodes", 2), ("rounds", 1), ("local_steps", 1), ("batch_size", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ScenarioError(
-                    f"--{_flag(name)} must be a whole number >= {low}, got {value!r}"
-                )
-        if self.method not in sim_methods():
-            raise ScenarioError(
-                f"--method {self.method!r} is unknown; use one of {', '.join(sim_methods())}"
-            )
-        if not isinstance(self.lr, int | float) or not 0 <= self.lr < math.inf:
-            raise ScenarioError(f"--lr must be a number >= 0 (0: no training), got {self.lr!r}")
-        if self.basis not in BASES:
-            raise ScenarioError(f"--basis {self.basis!r} is unknown; use global or local")
-        _positive("round-deadline-s", self.round_deadline_s)
-        if not isinstance(self.eval_every, int) or self.eval_every < 1:
-            raise ScenarioError("--eval-every must be at least 1")
-        self._check_mode()
-        self._check_engine()
-
-    def _check_engine(self) -> None:
-        if self.engine not in ENGINES:
-            raise ScenarioError(f"--engine {self.engine!r} is unknown; use node or batched")
-        for name in ("eval_peers", "eval_all_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ScenarioError(f"--{_flag(name)} must be a whole number >= 0, got {value!r}")
-        if self.eval_all_every and not self.eval_peers:
-            raise ScenarioError("--eval-all-every needs --eval-peers K (a sample between them)")
-        self._check_gossip_steps()
-        if self.engine == "node":
-            for name, used in (
-                ("eval-peers", self.eval_peers),
-                ("eval-all-every", self.eval_all_every),
-            ):
-                if used:
-                    raise ScenarioError(f"--{name} needs --engine batched")
-        if self.device != "cpu":  # cuda, cuda:N or a mistake: no torch import for cpu
-            from spargo.sims.batched_check import check_device
-
-            check_device(self.device, self.engine)
-
-    def _check_gossip_steps(self) -> None:
-        q = self.gossip_steps
-        if not isinstance(q, int) or isinstance(q, bool) or not 1 <= q <= MAX_GOSSIP_STEPS:
-            raise ScenarioError(
-                f"--gossip-steps must be a whole number in 1..{MAX_GOSSIP_STEPS}, got {q!r}"
-            )
-        if q == 1:
-            return
-        if self.engine != "node":
-            raise ScenarioError("--gossip-steps > 1 needs --engine node")
-        if self.method in ("allreduce", "local"):
-            why = "averages exactly already" if self.method == "allreduce" else "mixes nothing"
-            raise ScenarioError(
-                f"--gossip-steps > 1 does not apply to --method {self.method} ({why})"
-            )
-        if self.mode != "rounds":
-            raise ScenarioError(
-                "--gossip-steps > 1 needs --mode rounds (async gossips on its own clock)"
-            )
-
-    def _check_mode(self) -> None:
-        if self.mode not in SIM_MODES:
-            raise ScenarioError(f"--mode {self.mode!r} is unknown; use rounds or async")
-        for name in ("train_period_s", "gossip_period_s"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0 < value < math.inf:
-                raise ScenarioError(
-                    f"--{_flag(name)} must be a positive number of seconds, got {value!r}"
-                )
-        value = self.max_staleness
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ScenarioError(f"--max-staleness must be a whole number >= 0, got {value!r}")
-        duration = self.duration_s
-        if not isinstance(duration, int | float) or not 0 <= duration < math.inf:
-            raise ScenarioError(f"--duration-s must be a number of seconds >= 0, got {duration!r}")
-        if duration > 0 and self.mode != "async":
-            raise ScenarioError("--duration-s needs --mode async (rounds mode stops by rounds)")
-        if self.mode == "async" and self.method == "allreduce":
-            raise ScenarioError(
-                "--method allreduce is a lock-step reference; use it with --mode rounds"
-            )
-
-    def _check_faults(self) -> None:
-        for name in ("latency_ms", "jitter_ms", "bandwidth_mbps", "step_time_s", "speed_spread"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not value >= 0:
-                raise ScenarioError(f"--{_flag(name)} must be a number >= 0, got {value!r}")
-        for name in ("loss", "churn", "attackers"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0 <= value < 1:
-                raise ScenarioError(f"--{_flag(name)} must be in [0, 1), got {value!r}")
-        if self.partition_at is not None and not 1 <= self.partition_at[0] < self.partition_at[1]:
-            raise ScenarioError(
-                f"--partition-at {self.partition_at[0]}:{self.partition_at[1]} must be "
-                "ROUND:HEAL_ROUND with 1 <= ROUND < HEAL_ROUND"
-            )
-        grouped = [p for g in self.partition_groups for p in g]
-        if any(not 0 <= p < self.nodes for p in grouped) or len(set(grouped)) != len(grouped):
-            raise ScenarioError("partition_groups must list distinct peer numbers 0..nodes-1")
-        if self.churn_mode not in CHURN_MODES:
-            raise ScenarioError(f"--churn-mode must be one of {', '.join(CHURN_MODES)}")
-        if not isinstance(self.churn_downtime, int) or self.churn_downtime < 0:
-            raise ScenarioError("--churn-downtime must be a whole number of rounds >= 0")
-        if any(e.peer >= self.nodes for e in self.churn_events):
-            raise ScenarioError("a churn event names a peer number >= nodes")
-        if self.attack is not None:
-            from spargo.sims.attacks import parse_attack
-
-            parse_attack(self.attack)
-            if self.attackers == 0:
-                raise ScenarioError("--attack needs --attackers FRACTION > 0 (e.g. 0.25)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (what ``summary.json`` records as the scenario)."""
@@ -381,18 +241,9 @@ class Scenario:
         return self.name or f"{self.method}-{slug(self.topology)}{mode}-s{self.seed}"
 
 
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
-
-
 def slug(text: str) -> str:
     """``text`` (a path's last part) with every non-alphanumeric character as ``_``."""
     return "".join(c if c.isalnum() else "_" for c in text.rsplit("/", 1)[-1])
-
-
-def _positive(name: str, value: object) -> None:
-    if not isinstance(value, int | float) or not value > 0:
-        raise ScenarioError(f"--{name} must be a positive number, got {value!r}")
 
 
 def _rounds_pair(value: object) -> tuple[int, int] | None:
