@@ -50,8 +50,9 @@ def energy_topk(v: np.ndarray, fraction: float, value_dtype: str) -> tuple[np.nd
         return sparse.topk(torch.from_numpy(v), 1)[0].numpy(), value_dtype
     budget = (1.0 - fraction) * total
     tail = total - np.cumsum(np.sort(energy)[::-1])  # tail[k-1]: energy left out by top-k
-    k = int(np.searchsorted(-tail, -budget, side="left")) + 1  # first k with tail ≤ budget
-    k = min(max(k, 1), n)
+    # The first k with tail ≤ budget: exact for float32 values (n + 1 if rounding left none).
+    exact = int(np.searchsorted(-tail, -budget, side="left")) + 1
+    k = min(exact, n)
     while True:
         index = sparse.topk(torch.from_numpy(v), k)[0].numpy()
         if contraction_error(v, index, value_dtype) <= budget:
@@ -59,12 +60,5 @@ def energy_topk(v: np.ndarray, fraction: float, value_dtype: str) -> tuple[np.nd
         if k == n:
             break
         k = min(n, k + max(1, k // 4))  # the codec's rounding used the slack: send more
-    nonzero = int(np.count_nonzero(v))
-    k = max(1, min(n, k_float32(tail, budget, nonzero)))
+    k = min(exact, max(1, int(np.count_nonzero(v))))  # float32 meets the bound at ``exact``
     return sparse.topk(torch.from_numpy(v), k)[0].numpy(), "float32"
-
-
-def k_float32(tail: np.ndarray, budget: float, nonzero: int) -> int:
-    """The smallest k whose exact (float32) top-k leaves at most ``budget`` of the energy."""
-    k = int(np.searchsorted(-tail, -budget, side="left")) + 1
-    return min(k, max(1, nonzero))
